@@ -1,0 +1,22 @@
+"""API plumbing shared by the apps: error translation and throttles."""
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from .errors import InvalidInput
+
+
+def exception_handler(exc, context):
+    """Service errors (InvalidInput) become 400 with field errors, like serializer errors."""
+    if isinstance(exc, InvalidInput):
+        return Response(exc.errors, status=status.HTTP_400_BAD_REQUEST)
+    return drf_exception_handler(exc, context)
+
+
+class UploadThrottle(ScopedRateThrottle):
+    scope_attr = "throttle_scope"
+
+
+def media_url(request, relative: str | None) -> str | None:
+    return request.build_absolute_uri(relative) if relative else None

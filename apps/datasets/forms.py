@@ -1,0 +1,26 @@
+"""Forms for uploading images in the web wizard."""
+from django import forms
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """A file field that accepts many files at once (returns a list)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": "image/png,image/jpeg,image/webp", "multiple": True}))
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):
+        if isinstance(data, (list, tuple)):
+            return [super(MultipleFileField, self).clean(item, initial) for item in data if item]
+        return [super().clean(data, initial)] if data else []
+
+
+class ImagesForm(forms.Form):
+    images = MultipleFileField(required=False, label="Images (PNG, JPEG or WebP; select many at once)")
+    archive = forms.FileField(
+        required=False, label="…or a zip of images", widget=forms.ClearableFileInput(attrs={"accept": ".zip,application/zip"})
+    )

@@ -1,0 +1,52 @@
+"""A dataset is a named set of one user's images, each stored once."""
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from apps.core.models import TimeStamped
+
+
+def _original_path(instance: "DatasetImage", filename: str) -> str:
+    extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else "bin"
+    return f"datasets/{instance.dataset_id}/originals/{uuid.uuid4().hex}.{extension}"
+
+
+def _working_path(instance: "DatasetImage", filename: str) -> str:
+    return f"datasets/{instance.dataset_id}/working/{uuid.uuid4().hex}.png"
+
+
+class Dataset(TimeStamped):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="datasets")
+    name = models.CharField(max_length=120)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def channels(self) -> int:
+        """1 when every image is grayscale, else 3."""
+        return 3 if self.images.exclude(mode="L").exists() else 1
+
+
+class DatasetImage(TimeStamped):
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="images")
+    original = models.FileField(upload_to=_original_path, max_length=255)  # the bytes as uploaded
+    working = models.FileField(upload_to=_working_path, max_length=255)  # normalised PNG, shorter side <= 256
+    original_name = models.CharField(max_length=255)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    mode = models.CharField(max_length=4)  # "L" or "RGB" after normalisation
+    format = models.CharField(max_length=10)
+    size_bytes = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "sha256"], name="unique_image_per_dataset")]
+
+    def __str__(self) -> str:
+        return self.original_name

@@ -1,0 +1,150 @@
+"""Creating datasets from uploads (files and/or a zip), adding to them, deleting them.
+
+Each file is decoded and checked one by one (apps/datasets/imaging.py); a bad file is
+rejected with a reason and the rest of the upload still succeeds. Nothing half-written stays
+behind: files written for a request that fails as a whole are removed again.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from typing import BinaryIO, Iterable, Iterator
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+
+from apps.core.errors import InvalidInput
+
+from . import archive as zip_archive
+from . import imaging
+from .models import Dataset, DatasetImage
+
+
+@dataclass
+class Rejected:
+    file: str
+    reason: str
+
+
+def image_limits() -> imaging.ImageLimits:
+    return imaging.ImageLimits(
+        max_file_bytes=settings.SYNTHGEN_MAX_FILE_BYTES, max_pixels=settings.SYNTHGEN_MAX_IMAGE_PIXELS
+    )
+
+
+def zip_limits() -> zip_archive.ArchiveLimits:
+    return zip_archive.ArchiveLimits(
+        max_members=settings.SYNTHGEN_MAX_ZIP_MEMBERS,
+        max_total_bytes=settings.SYNTHGEN_MAX_ZIP_TOTAL_BYTES,
+        max_member_bytes=settings.SYNTHGEN_MAX_FILE_BYTES,
+    )
+
+
+def create_dataset(*, owner, name: str, files: Iterable = (), archive=None) -> tuple[Dataset, list[dict]]:
+    """Create a dataset from uploaded image files and/or one zip. Returns (dataset, rejected)."""
+    files = list(files)
+    if not (name or "").strip():
+        raise InvalidInput({"name": "Give the dataset a name, e.g. 'red tulips'."})
+    if not files and archive is None:
+        raise InvalidInput({"images": "Choose image files (PNG, JPEG or WebP) or a zip of them to upload."})
+    _check_file_count(files)
+    written: list[str] = []
+    try:
+        with transaction.atomic():
+            dataset = Dataset.objects.create(owner=owner, name=name.strip()[:120])
+            rejected = _ingest(dataset, files, archive, written)
+            if not dataset.images.exists():
+                reasons = "; ".join(f"{r['file']}: {r['reason']}" for r in rejected[:5])
+                raise InvalidInput({"images": f"No usable image in this upload. {reasons}"})
+    except BaseException:
+        _delete_files(written)
+        raise
+    return dataset, rejected
+
+
+def add_images(*, dataset: Dataset, files: Iterable = (), archive=None) -> list[dict]:
+    """Add uploads to an existing dataset; returns the rejected files with reasons."""
+    files = list(files)
+    _check_file_count(files)
+    written: list[str] = []
+    try:
+        with transaction.atomic():
+            return _ingest(dataset, files, archive, written)
+    except BaseException:
+        _delete_files(written)
+        raise
+
+
+def _check_file_count(files: list) -> None:
+    cap = settings.SYNTHGEN_MAX_FILES_PER_REQUEST
+    if len(files) > cap:
+        raise InvalidInput(
+            {"images": f"{len(files)} files in one upload is over the limit of {cap}; upload in parts or as a zip."}
+        )
+
+
+def _ingest(dataset: Dataset, files: list, archive, written: list[str]) -> list[dict]:
+    rejected: list[Rejected] = []
+    known = set(dataset.images.values_list("sha256", flat=True))
+    for name, data in _uploaded_items(files, archive, rejected):
+        _add_one(dataset, name, data, known, rejected, written)
+    return [asdict(r) for r in rejected]
+
+
+def _delete_files(paths: list[str]) -> None:
+    for path in paths:
+        default_storage.delete(path)
+
+
+def _uploaded_items(files: list, archive, rejected: list[Rejected]) -> Iterator[tuple[str, bytes | BinaryIO]]:
+    for upload in files:
+        yield upload.name, upload
+    if archive is None:
+        return
+    try:
+        members = zip_archive.iter_zip_images(archive, zip_limits())
+        yield from members
+    except zip_archive.ArchiveRejected as exc:
+        # The whole request fails: nothing from it is kept.
+        raise InvalidInput({"archive": f"{getattr(archive, 'name', 'archive')}: {exc.reason}"}) from None
+    rejected.extend(Rejected(r.name, r.reason) for r in members.rejected)
+
+
+def _add_one(dataset, name, data, known: set[str], rejected: list[Rejected], written: list[str]) -> None:
+    limits = image_limits()
+    raw = data if isinstance(data, bytes) else data.read(limits.max_file_bytes + 1)
+    try:
+        decoded = imaging.decode_image(raw, name, limits)
+    except imaging.ImageRejected as exc:
+        rejected.append(Rejected(name, exc.reason))
+        return
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest in known:
+        rejected.append(Rejected(name, "duplicate: the same image is already in this dataset"))
+        return
+    known.add(digest)
+    image = DatasetImage(
+        dataset=dataset,
+        original_name=name[:255],
+        width=decoded.width,
+        height=decoded.height,
+        mode=decoded.mode,
+        format=decoded.format,
+        size_bytes=decoded.size_bytes,
+        sha256=digest,
+    )
+    image.original.save(name, ContentFile(raw), save=False)
+    written.append(image.original.name)
+    image.working.save("working.png", ContentFile(imaging.png_bytes(decoded.image)), save=False)
+    written.append(image.working.name)
+    image.save()
+
+
+def delete_dataset(*, dataset: Dataset) -> None:
+    """Delete a dataset, its images and their files. Generators trained on it stay in the registry."""
+    paths = [p for pair in dataset.images.values_list("original", "working") for p in pair]
+    dataset.delete()
+    for path in paths:
+        default_storage.delete(path)

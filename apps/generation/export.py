@@ -1,0 +1,38 @@
+"""Writing generated images: a ready-to-train folder of PNGs, a manifest, and one zip."""
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import torch
+
+from apps.generators.ml.images import to_pil
+
+
+def write_pngs(images: torch.Tensor, folder: Path, start_index: int) -> list[str]:
+    """Write uint8 [N,C,H,W] images as 000001.png ...; returns the file names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for offset, image in enumerate(images):
+        name = f"{start_index + offset + 1:06d}.png"
+        to_pil(image).save(folder / name, format="PNG", compress_level=1)
+        names.append(name)
+    return names
+
+
+def write_manifest(folder: Path, manifest: dict) -> Path:
+    path = folder / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=2))
+    return path
+
+
+def write_zip(folder: Path, zip_path: Path, arc_prefix: str) -> Path:
+    """Zip every file of ``folder`` under ``arc_prefix/`` (PNGs are stored, not re-compressed)."""
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = zip_path.with_name(f".{zip_path.name}.tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+        for path in sorted(folder.iterdir()):
+            archive.write(path, f"{arc_prefix}/{path.name}")
+    tmp.replace(zip_path)
+    return zip_path

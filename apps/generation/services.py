@@ -1,0 +1,118 @@
+"""Generation jobs: queue them, and run them (sample, write PNGs + manifest + zip)."""
+from __future__ import annotations
+
+import logging
+import random
+from functools import lru_cache
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from apps.core.errors import InvalidInput
+from apps.core.files import media_path, remove_tree
+from apps.generators.ml import registry
+from apps.generators.ml.device import pick_device
+from apps.generators.models import Generator
+
+from . import export
+from .models import GenerationJob
+
+log = logging.getLogger(__name__)
+CHUNK = 500  # images sampled (and progress recorded) at a time
+
+
+def start_generation(
+    *, owner, generator: Generator, count, seed=None, steps=None, filter_images: bool = True
+) -> GenerationJob:
+    errors: dict[str, str] = {}
+    maximum = settings.SYNTHGEN_MAX_GENERATION_COUNT
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= maximum:
+        errors["count"] = f"Ask for between 1 and {maximum:,} images."
+    if seed is not None and (not isinstance(seed, int) or not 0 <= seed < 2**63):
+        errors["seed"] = "The seed must be a whole number between 0 and 2^63-1, or left out."
+    generator_type = registry.all_types().get(generator.kind)
+    if steps is not None:
+        if generator_type is None or not generator_type.uses_sampling_steps:
+            errors["steps"] = f"{generator.kind} generators take no sampling steps; leave 'steps' out."
+        elif not isinstance(steps, int) or not 1 <= steps <= 1000:
+            errors["steps"] = "Sampling steps must be between 1 and 1000 (10-250 is typical)."
+    if not generator.is_ready:
+        errors["generator"] = f"This generator is {generator.status}; only a ready generator can generate."
+    if errors:
+        raise InvalidInput(errors)
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+    if steps is None and generator_type is not None and generator_type.uses_sampling_steps:
+        steps = generator_type.default_sampling_steps
+    job = GenerationJob.objects.create(
+        owner=owner, generator=generator, count=count, seed=seed, steps=steps, filter_images=filter_images
+    )
+    transaction.on_commit(lambda: _launch(job.pk))
+    return job
+
+
+def _launch(job_id: int) -> None:
+    from .tasks import generate
+
+    generate.delay(job_id)
+
+
+@lru_cache(maxsize=4)
+def _load_model(generator_id: int, kind: str, files_dir: str, updated: str):
+    return registry.get(kind).load(media_path(files_dir), device=pick_device())
+
+
+def run_generation(job_id: int) -> None:
+    """Sample the job's images in chunks, write them, then zip them. Safe to run twice."""
+    with transaction.atomic():
+        job = GenerationJob.objects.select_for_update().select_related("generator").get(pk=job_id)
+        if job.status in (GenerationJob.Status.DONE, GenerationJob.Status.FAILED):
+            return
+        job.status = GenerationJob.Status.RUNNING
+        job.started_at = timezone.now()
+        job.produced = 0
+        job.save(update_fields=["status", "started_at", "produced", "updated_at"])
+    generator = job.generator
+    folder_relative = f"jobs/{job.pk}/images"
+    folder = media_path(folder_relative)
+    remove_tree(folder)  # a redelivered job starts its files over
+    try:
+        model = _load_model(generator.pk, generator.kind, generator.files_dir, generator.updated_at.isoformat())
+        manifest_images = []
+        for chunk_index, start in enumerate(range(0, job.count, CHUNK)):
+            n = min(CHUNK, job.count - start)
+            chunk_seed = job.seed + chunk_index * 1_000_003
+            images = model.sample(n, seed=chunk_seed, steps=job.steps)
+            names = export.write_pngs(images, folder, start)
+            manifest_images += [{"file": name, "seed": chunk_seed, "index_in_seed": i} for i, name in enumerate(names)]
+            GenerationJob.objects.filter(pk=job.pk).update(produced=start + n)
+        export.write_manifest(
+            folder,
+            {
+                "generator": {"id": generator.pk, "name": generator.name, "kind": generator.kind,
+                              "resolution": generator.resolution, "version": generator.updated_at.isoformat()},
+                "job": {"id": job.pk, "count": job.count, "seed": job.seed, "steps": job.steps},
+                "images": manifest_images,
+            },
+        )
+        zip_relative = f"jobs/{job.pk}/{slugify(generator.name) or 'images'}-{job.pk}.zip"
+        export.write_zip(folder, media_path(zip_relative), arc_prefix=slugify(generator.name) or "images")
+    except Exception as exc:
+        log.exception("generation job %s failed", job_id)
+        GenerationJob.objects.filter(pk=job.pk).update(
+            status=GenerationJob.Status.FAILED, error=f"Generation failed: {exc}", finished_at=timezone.now()
+        )
+        raise
+    GenerationJob.objects.filter(pk=job.pk).update(
+        status=GenerationJob.Status.DONE,
+        output_dir=folder_relative,
+        archive=zip_relative,
+        finished_at=timezone.now(),
+    )
+
+
+def delete_job(*, job: GenerationJob) -> None:
+    remove_tree(media_path(f"jobs/{job.pk}"))
+    job.delete()

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from . import views
+
+app_name = "generation"
+urlpatterns = [
+    path("<int:pk>/", views.job_detail, name="job"),
+    path("<int:pk>/download/", views.job_download, name="download"),
+    path("<int:pk>/images/<str:name>", views.job_image, name="image"),
+]

@@ -1,0 +1,75 @@
+from django.contrib import admin
+from django.utils.html import format_html
+from django.urls import reverse
+
+from . import services
+from .ml import registry
+from .models import Generator, TrainingRun
+
+
+class KindFilter(admin.SimpleListFilter):
+    """Generator types from the registry, so a new type shows up without admin changes."""
+
+    title = "type"
+    parameter_name = "kind"
+
+    def lookups(self, request, model_admin):
+        return registry.choices()
+
+    def queryset(self, request, queryset):
+        return queryset.filter(kind=self.value()) if self.value() else queryset
+
+
+class TrainingRunInline(admin.TabularInline):
+    model = TrainingRun
+    fields = ["status", "stage", "step", "total_steps", "device", "started_at", "finished_at", "error"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+@admin.register(Generator)
+class GeneratorAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "resolution", "status", "owner", "shared", "dataset", "created_at"]
+    list_filter = [KindFilter, "status", "shared", "resolution", "augment", "preset"]
+    search_fields = ["name", "owner__username", "dataset__name"]
+    readonly_fields = ["kind", "resolution", "channels", "config", "files_dir", "sample_grid_preview", "quality", "warnings"]
+    inlines = [TrainingRunInline]
+    actions = ["share", "unshare"]
+
+    @admin.display(description="sample grid")
+    def sample_grid_preview(self, obj):
+        if not obj.sample_grid:
+            return "—"
+        return format_html('<img src="{}" style="max-width:512px">', reverse("generators:sample-grid", args=[obj.pk]))
+
+    @admin.action(description="Share with every user")
+    def share(self, request, queryset):
+        for generator in queryset:
+            services.set_shared(generator=generator, shared=True)
+
+    @admin.action(description="Make private")
+    def unshare(self, request, queryset):
+        for generator in queryset:
+            services.set_shared(generator=generator, shared=False)
+
+    def delete_model(self, request, obj):
+        services.delete_generator(generator=obj)
+
+    def delete_queryset(self, request, queryset):
+        for generator in queryset:
+            services.delete_generator(generator=generator)
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(admin.ModelAdmin):
+    list_display = ["id", "generator", "status", "stage", "step", "total_steps", "device", "started_at", "finished_at"]
+    list_filter = ["status", "stage", "device"]
+    search_fields = ["generator__name", "error"]
+    readonly_fields = [f.name for f in TrainingRun._meta.fields]
+    actions = ["cancel"]
+
+    @admin.action(description="Cancel the selected runs")
+    def cancel(self, request, queryset):
+        for run in queryset:
+            services.cancel_run(run=run)

@@ -1,0 +1,203 @@
+"""REST API for generators (the registry), their training runs, and starting generation."""
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.response import Response
+
+from apps.datasets.selectors import datasets_for
+from apps.generation import services as generation_services
+from apps.generation.api import JobSerializer
+
+from . import selectors, services
+from .ml import registry
+from .ml.base import PRESETS, RESOLUTIONS
+from .models import Generator, TrainingRun
+
+
+class ProgressSerializer(serializers.Serializer):
+    step = serializers.IntegerField()
+    total = serializers.IntegerField()
+    eta_seconds = serializers.FloatField(allow_null=True)
+
+
+class RunSerializer(serializers.ModelSerializer):
+    progress = serializers.SerializerMethodField()
+
+    class Meta:
+        model = TrainingRun
+        fields = ["id", "generator", "status", "stage", "progress", "losses", "warnings", "device",
+                  "image_count", "error", "started_at", "finished_at", "cancel_requested"]
+
+    @extend_schema(responses=ProgressSerializer)
+    def get_progress(self, run) -> dict:
+        return {"step": run.step, "total": run.total_steps, "eta_seconds": selectors.eta_seconds(run)}
+
+
+class GeneratorSerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    run = serializers.SerializerMethodField()
+    stage = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
+    error = serializers.SerializerMethodField()
+    sample_grid_url = serializers.SerializerMethodField()
+    uses_sampling_steps = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Generator
+        fields = ["id", "name", "kind", "resolution", "channels", "dataset", "augment", "preset", "shared",
+                  "owner", "status", "stage", "progress", "run", "error", "warnings", "sample_grid_url",
+                  "uses_sampling_steps", "quality", "config", "created_at"]
+
+    def _run(self, generator):
+        cache = self.context.setdefault("_runs", {})
+        if generator.pk not in cache:
+            cache[generator.pk] = selectors.latest_run(generator)
+        return cache[generator.pk]
+
+    def get_run(self, generator) -> int | None:
+        run = self._run(generator)
+        return run.pk if run else None
+
+    def get_stage(self, generator) -> str | None:
+        run = self._run(generator)
+        return run.stage if run else None
+
+    @extend_schema(responses=ProgressSerializer)
+    def get_progress(self, generator) -> dict | None:
+        run = self._run(generator)
+        if run is None:
+            return None
+        return {"step": run.step, "total": run.total_steps, "eta_seconds": selectors.eta_seconds(run)}
+
+    def get_error(self, generator) -> str:
+        run = self._run(generator)
+        return run.error if run else ""
+
+    def get_sample_grid_url(self, generator) -> str | None:
+        if not generator.sample_grid:
+            return None
+        return self.context["request"].build_absolute_uri(reverse("api:generator-sample-grid", args=[generator.pk]))
+
+    def get_uses_sampling_steps(self, generator) -> bool:
+        generator_type = registry.all_types().get(generator.kind)
+        return bool(generator_type and generator_type.uses_sampling_steps)
+
+
+class GeneratorCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=120)
+    dataset = serializers.PrimaryKeyRelatedField(queryset=datasets_for(None).none())
+    kind = serializers.ChoiceField(choices=[])
+    resolution = serializers.ChoiceField(choices=RESOLUTIONS, default=64)
+    augment = serializers.BooleanField(default=False)
+    preset = serializers.ChoiceField(choices=PRESETS, required=False, allow_null=True, allow_blank=True,
+                                     help_text="Left out: chosen by dataset size.")
+    shared = serializers.BooleanField(default=True)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["kind"].choices = registry.choices()  # read at request time: new types appear at once
+        request = self.context.get("request")
+        if request is not None:
+            self.fields["dataset"].queryset = datasets_for(request.user)
+
+
+class GenerateSerializer(serializers.Serializer):
+    count = serializers.IntegerField(min_value=1, max_value=10_000)
+    seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**63 - 1)
+    steps = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=1000)
+    filter = serializers.BooleanField(default=True, help_text="Drop noisy/blank images and near-copies of training images.")
+
+
+class ShareSerializer(serializers.Serializer):
+    shared = serializers.BooleanField()
+
+
+class GeneratorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
+                       viewsets.GenericViewSet):
+    serializer_class = GeneratorSerializer
+    throttle_scope = "generation"
+
+    def get_queryset(self):
+        queryset = selectors.generators_for(self.request.user)
+        for field in ("kind", "status"):
+            if value := self.request.query_params.get(field):
+                queryset = queryset.filter(**{field: value})
+        return queryset
+
+    def get_throttles(self):
+        return super().get_throttles() if self.action in ("create", "generate") else []
+
+    def _own(self, generator: Generator) -> Generator:
+        if generator.owner_id != self.request.user.pk:
+            raise PermissionDenied("Only the owner can change this generator.")
+        return generator
+
+    @extend_schema(request=GeneratorCreateSerializer, responses={202: GeneratorSerializer})
+    def create(self, request):
+        form = GeneratorCreateSerializer(data=request.data, context={"request": request})
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        generator = services.start_training(
+            owner=request.user,
+            name=data["name"],
+            dataset=data["dataset"],
+            kind=data["kind"],
+            resolution=int(data["resolution"]),
+            augment=data["augment"],
+            preset=data.get("preset") or None,
+            shared=data["shared"],
+        )
+        return Response(GeneratorSerializer(generator, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
+
+    def perform_destroy(self, instance):
+        services.delete_generator(generator=self._own(instance))
+
+    @extend_schema(request=GenerateSerializer, responses={202: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def generate(self, request, pk=None):
+        generator = self.get_object()
+        form = GenerateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        job = generation_services.start_generation(
+            owner=request.user,
+            generator=generator,
+            count=data["count"],
+            seed=data.get("seed"),
+            steps=data.get("steps"),
+            filter_images=data["filter"],
+        )
+        return Response(JobSerializer(job, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=ShareSerializer, responses=GeneratorSerializer)
+    @action(detail=True, methods=["post"])
+    def share(self, request, pk=None):
+        generator = self._own(self.get_object())
+        form = ShareSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        services.set_shared(generator=generator, shared=form.validated_data["shared"])
+        return Response(GeneratorSerializer(generator, context={"request": request}).data)
+
+    @extend_schema(responses={(200, "image/png"): bytes})
+    @action(detail=True, methods=["get"], url_path="sample-grid")
+    def sample_grid(self, request, pk=None):
+        from apps.core.views import serve_media_file
+
+        generator = self.get_object()
+        return serve_media_file(generator.sample_grid)
+
+
+class RunViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    serializer_class = RunSerializer
+
+    def get_queryset(self):
+        return selectors.runs_for(self.request.user)
+
+    @extend_schema(request=None, responses=RunSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        run = services.cancel_run(run=self.get_object())
+        return Response(RunSerializer(run, context={"request": request}).data)

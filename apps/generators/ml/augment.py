@@ -1,0 +1,194 @@
+"""Image augmentation: offline dataset enlargement and DiffAugment for GANs.
+
+Two different tools live here:
+
+* :func:`augment_dataset` makes extra, slightly changed copies of the training
+  images once, before training (the study's moderate kind: flips, small
+  rotations and crops, mild colour jitter; nothing that distorts the object).
+* :func:`diff_augment` is DiffAugment (Zhao et al., 2020, "Differentiable
+  Augmentation for Data-Efficient GAN Training"): random colour, translation
+  and cutout applied to *both* real and generated images every time the
+  discriminator sees them. It is differentiable, so the generator learns
+  through it, and it stops the discriminator from memorising a small set.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+# ---------------------------------------------------------------- offline augmentation
+
+MAX_ROTATION_DEGREES = 10.0
+CROP_SCALE = (0.85, 1.0)  # share of the image area a random crop keeps
+JITTER = 0.1  # brightness / contrast / saturation factors drawn from [1 - JITTER, 1 + JITTER]
+
+
+def augment_dataset(
+    images: torch.Tensor,
+    copies: int,
+    seed: int,
+    *,
+    value_range: tuple[float, float] | None = None,
+) -> torch.Tensor:
+    """The originals followed by ``copies`` augmented versions of each image.
+
+    ``images``: [N, C, H, W], uint8 or float, C = 1 or 3. ``value_range`` is
+    the range of float pixels (default ``(-1, 1)``, the package convention);
+    uint8 images are always [0, 255]. The result has the input's dtype and
+    shape ``[N * (1 + copies), C, H, W]``: rows ``0..N-1`` are the originals,
+    then copy 1 of every image, then copy 2, and so on.
+
+    Each copy gets, independently: a horizontal flip (half of the time), a
+    rotation of at most 10 degrees whose uncovered corners are filled with the
+    image's own border colour (not black), a random square crop keeping
+    85-100 % of the area resized back to full size, and brightness, contrast
+    (and for RGB saturation) factors within +-10 %. The same ``seed`` gives
+    the same result.
+    """
+    if copies < 0:
+        raise ValueError("copies must be >= 0")
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"expected [N, 1|3, H, W] images, got shape {tuple(images.shape)}")
+    if copies == 0 or images.shape[0] == 0:
+        return images.clone()
+
+    unit = _to_unit(images, value_range)  # float32 [0, 1] on the CPU
+    generator = torch.Generator().manual_seed(seed)
+    out = [unit]
+    for _ in range(copies):
+        out.append(torch.stack([_augment_one(img, generator) for img in unit]))
+    return _from_unit(torch.cat(out), images.dtype, value_range, images.device)
+
+
+def _to_unit(images: torch.Tensor, value_range: tuple[float, float] | None) -> torch.Tensor:
+    x = images.detach().cpu()
+    if x.dtype == torch.uint8:
+        return x.float() / 255.0
+    low, high = value_range or (-1.0, 1.0)
+    return ((x.float() - low) / (high - low)).clamp(0, 1)
+
+
+def _from_unit(x: torch.Tensor, dtype: torch.dtype, value_range, device) -> torch.Tensor:
+    if dtype == torch.uint8:
+        return (x * 255.0).round().clamp(0, 255).to(torch.uint8).to(device)
+    low, high = value_range or (-1.0, 1.0)
+    return (x * (high - low) + low).to(dtype).to(device)
+
+
+def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator))
+
+
+def _border_colour(image: torch.Tensor) -> torch.Tensor:
+    """Median colour of the outermost pixel ring, per channel, as [C, 1, 1]: the background to fill with."""
+    ring = torch.cat([image[:, 0, :], image[:, -1, :], image[:, :, 0], image[:, :, -1]], dim=1)
+    return ring.median(dim=1).values[:, None, None]
+
+
+def _rotate(image: torch.Tensor, angle: float) -> torch.Tensor:
+    """Rotate about the centre; the uncovered corners take the border colour.
+
+    The background is subtracted first so that the zero padding of the
+    rotation *is* the background, and edge pixels blend into it smoothly
+    (torchvision's own ``fill`` darkens the seam with bilinear interpolation).
+    """
+    background = _border_colour(image)
+    return TF.rotate(image - background, angle, interpolation=InterpolationMode.BILINEAR) + background
+
+
+def _augment_one(image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One float [C, H, W] image in [0, 1] -> one moderately changed copy."""
+    channels, height, width = image.shape
+    if float(torch.rand((), generator=generator)) < 0.5:
+        image = image.flip(-1)
+
+    angle = _uniform(generator, -MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES)
+    image = _rotate(image, angle)
+
+    scale = _uniform(generator, *CROP_SCALE)
+    side_h = max(1, round(height * math.sqrt(scale)))
+    side_w = max(1, round(width * math.sqrt(scale)))
+    top = int(torch.randint(0, height - side_h + 1, (), generator=generator))
+    left = int(torch.randint(0, width - side_w + 1, (), generator=generator))
+    image = TF.resized_crop(image, top, left, side_h, side_w, [height, width], antialias=True)
+
+    image = TF.adjust_brightness(image, _uniform(generator, 1 - JITTER, 1 + JITTER))
+    image = TF.adjust_contrast(image, _uniform(generator, 1 - JITTER, 1 + JITTER))
+    if channels == 3:
+        image = TF.adjust_saturation(image, _uniform(generator, 1 - JITTER, 1 + JITTER))
+    return image.clamp(0, 1)
+
+
+# ---------------------------------------------------------------- DiffAugment
+
+DEFAULT_POLICY = "color,translation,cutout"
+TRANSLATION_RATIO = 1 / 8  # largest shift, as a share of the image side
+CUTOUT_RATIO = 1 / 2  # side of the erased square, as a share of the image side
+
+
+def diff_augment(x: torch.Tensor, policy: str = DEFAULT_POLICY, generator: torch.Generator | None = None) -> torch.Tensor:
+    """DiffAugment: the same random transform family for real and fake batches.
+
+    ``x``: float [N, C, H, W] in [-1, 1] (gradients flow through). ``policy``
+    is a comma-separated subset of ``color``, ``translation`` and ``cutout``
+    (empty: no change). Each image of the batch gets its own random draw;
+    ``generator`` (on ``x``'s device) makes the draws reproducible.
+    Returns a tensor of the same shape.
+    """
+    for name in [p.strip() for p in policy.split(",") if p.strip()]:
+        try:
+            op = _DIFF_OPS[name]
+        except KeyError:
+            raise ValueError(f"unknown DiffAugment op {name!r}; known: {', '.join(_DIFF_OPS)}") from None
+        x = op(x, generator)
+    return x
+
+
+def _rand(x: torch.Tensor, generator: torch.Generator | None, *shape: int) -> torch.Tensor:
+    return torch.rand(*shape, device=x.device, dtype=x.dtype, generator=generator)
+
+
+def _colour(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Random brightness shift (+-0.5), saturation (x0..2) and contrast (x0.5..1.5) per image."""
+    n = x.shape[0]
+    x = x + (_rand(x, generator, n, 1, 1, 1) - 0.5)
+    grey = x.mean(dim=1, keepdim=True)
+    x = (x - grey) * (_rand(x, generator, n, 1, 1, 1) * 2) + grey  # no-op for one channel
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * (_rand(x, generator, n, 1, 1, 1) + 0.5) + mean
+    return x
+
+
+def _translation(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Shift each image by up to 1/8 of its size; uncovered pixels become 0 (mid-grey)."""
+    n, _, h, w = x.shape
+    max_dy, max_dx = int(h * TRANSLATION_RATIO + 0.5), int(w * TRANSLATION_RATIO + 0.5)
+    dy = torch.randint(-max_dy, max_dy + 1, (n, 1), device=x.device, generator=generator)
+    dx = torch.randint(-max_dx, max_dx + 1, (n, 1), device=x.device, generator=generator)
+    # Source row/column for each output pixel, in a copy padded by one zero pixel on every side.
+    rows = (torch.arange(h, device=x.device) + dy + 1).clamp(0, h + 1)  # [N, H]
+    cols = (torch.arange(w, device=x.device) + dx + 1).clamp(0, w + 1)  # [N, W]
+    padded = F.pad(x, (1, 1, 1, 1))
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    shifted = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # [N, H, W, C]
+    return shifted.permute(0, 3, 1, 2)
+
+
+def _cutout(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Set a random square of half the image side to 0 (mid-grey) in each image."""
+    n, _, h, w = x.shape
+    cut_h, cut_w = int(h * CUTOUT_RATIO + 0.5), int(w * CUTOUT_RATIO + 0.5)
+    # Top-left corner of the square; it may hang over the edge, as in the paper.
+    top = torch.randint(0, h + (1 - cut_h % 2), (n, 1, 1), device=x.device, generator=generator) - cut_h // 2
+    left = torch.randint(0, w + (1 - cut_w % 2), (n, 1, 1), device=x.device, generator=generator) - cut_w // 2
+    ys = torch.arange(h, device=x.device)[None, :, None]
+    xs = torch.arange(w, device=x.device)[None, None, :]
+    inside = (ys >= top) & (ys < top + cut_h) & (xs >= left) & (xs < left + cut_w)  # [N, H, W]
+    return x * (~inside).unsqueeze(1).to(x.dtype)
+
+
+_DIFF_OPS = {"color": _colour, "translation": _translation, "cutout": _cutout}

@@ -1,0 +1,82 @@
+"""Generators (the shared registry users pick from) and the training runs that make them."""
+from django.conf import settings
+from django.db import models
+
+from apps.core.models import TimeStamped
+
+
+class Generator(TimeStamped):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        TRAINING = "training"
+        READY = "ready"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generators")
+    name = models.CharField(max_length=120)
+    kind = models.CharField(max_length=40, db_index=True)  # a key of apps.generators.ml.registry
+    resolution = models.PositiveSmallIntegerField()
+    channels = models.PositiveSmallIntegerField(default=3)
+    dataset = models.ForeignKey(
+        "datasets.Dataset", null=True, blank=True, on_delete=models.SET_NULL, related_name="generators"
+    )
+    augment = models.BooleanField(default=False)
+    preset = models.CharField(max_length=20)
+    config = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    shared = models.BooleanField(default=True, help_text="Shared generators can be used by every user.")
+    files_dir = models.CharField(max_length=255, blank=True)  # relative to MEDIA_ROOT; weights + config
+    sample_grid = models.CharField(max_length=255, blank=True)  # relative to MEDIA_ROOT
+    quality = models.JSONField(null=True, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind}, {self.resolution}px)"
+
+    @property
+    def is_ready(self) -> bool:
+        return self.status == self.Status.READY
+
+
+class TrainingRun(TimeStamped):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    STAGES = ("prepare", "augment", "train", "evaluate", "register", "cleanup")
+
+    generator = models.ForeignKey(Generator, on_delete=models.CASCADE, related_name="runs")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    stage = models.CharField(max_length=20, default="queued")
+    completed_stages = models.JSONField(default=list, blank=True)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    losses = models.JSONField(default=list, blank=True)  # [{"step": n, "d": x, "g": y} or {"step": n, "loss": x}]
+    image_count = models.PositiveIntegerField(default=0)  # images the model trains on (after augmentation)
+    device = models.CharField(max_length=20, blank=True)
+    train_started_at = models.DateTimeField(null=True, blank=True)
+    resumed_step = models.PositiveIntegerField(default=0)  # step the current training attempt started from
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    latest_grid = models.CharField(max_length=255, blank=True)  # relative to MEDIA_ROOT: newest sample grid
+    warnings = models.JSONField(default=list, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} of {self.generator.name}: {self.status}/{self.stage}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING)

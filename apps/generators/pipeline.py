@@ -1,0 +1,290 @@
+"""The training pipeline's stages: prepare -> augment -> train -> evaluate -> register -> cleanup.
+
+Each stage takes a run id, is idempotent (a finished stage is skipped when delivered again),
+records its stage in the database, and marks the run failed, with the error, when it raises.
+The Celery tasks in tasks.py only call these functions.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.core.files import media_path, remove_tree, run_work_dir
+from apps.datasets.imaging import dataset_channels, stack_training_tensor
+from PIL import Image
+
+from .ml import registry
+from .ml.augment import augment_dataset
+from .ml.base import TrainProgress
+from .ml.checkpoint import load_tensors, save_tensors_atomic
+from .ml.device import pick_device
+from .ml.images import save_grid
+from .models import Generator, TrainingRun
+from .services import generator_files_dir, mark_cancelled
+
+log = logging.getLogger(__name__)
+
+PREPARED = "prepared.safetensors"  # uint8 [N,C,H,W]: the dataset at the generator's resolution
+TRAINING = "training.safetensors"  # uint8 [N,C,H,W]: prepared + augmented copies
+FINAL = "final"  # the trained model as GeneratorType.save wrote it
+CHECKPOINTS = "checkpoints"
+MAX_LOSS_POINTS = 400
+AUGMENT_TARGET_IMAGES = 1000
+
+
+class StageSkipped(Exception):
+    """The run is no longer active (cancelled or failed): later stages do nothing."""
+
+
+def run_stage(run_id: int, stage: str, body: Callable[[TrainingRun], None]) -> bool:
+    """Run one stage once. Returns False when it was skipped (done before, or run inactive)."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().select_related("generator").get(pk=run_id)
+        if not run.is_active or stage in run.completed_stages:
+            return False
+        if run.cancel_requested:
+            mark_cancelled(run=run)
+            return False
+        run.status = TrainingRun.Status.RUNNING
+        run.stage = stage
+        run.started_at = run.started_at or timezone.now()
+        run.heartbeat_at = timezone.now()
+        run.save(update_fields=["status", "stage", "started_at", "heartbeat_at", "updated_at"])
+        if run.generator.status == Generator.Status.QUEUED:
+            Generator.objects.filter(pk=run.generator_id).update(status=Generator.Status.TRAINING)
+    try:
+        body(run)
+    except StageSkipped:
+        return False
+    except Exception as exc:
+        log.exception("run %s failed in stage %s", run_id, stage)
+        fail_run(run_id=run_id, stage=stage, message=_user_message(stage, exc))
+        raise
+    TrainingRun.objects.filter(pk=run_id).update(heartbeat_at=timezone.now())
+    run.refresh_from_db()
+    if stage not in run.completed_stages:
+        run.completed_stages = [*run.completed_stages, stage]
+        run.save(update_fields=["completed_stages", "updated_at"])
+    return True
+
+
+def _user_message(stage: str, exc: Exception) -> str:
+    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    return f"The {stage} stage failed: {last}"
+
+
+def fail_run(*, run_id: int, stage: str, message: str) -> None:
+    TrainingRun.objects.filter(pk=run_id).update(
+        status=TrainingRun.Status.FAILED, stage=stage, error=message, finished_at=timezone.now()
+    )
+    generator_id = TrainingRun.objects.values_list("generator_id", flat=True).get(pk=run_id)
+    Generator.objects.filter(pk=generator_id).update(status=Generator.Status.FAILED)
+
+
+# --- prepare -----------------------------------------------------------------------------------
+
+def prepare(run_id: int) -> bool:
+    return run_stage(run_id, "prepare", _prepare)
+
+
+def _prepare(run: TrainingRun) -> None:
+    generator = run.generator
+    if generator.dataset is None:
+        raise ValueError("the dataset was deleted before training started; upload it again")
+    images = list(generator.dataset.images.all())
+    channels = dataset_channels([image.mode for image in images])
+    pictures = []
+    for image in images:
+        with Image.open(media_path(image.working.name)) as picture:
+            picture.load()
+            pictures.append(picture)
+    tensor = stack_training_tensor(pictures, generator.resolution, channels)
+    work = run_work_dir(run.pk)
+    save_tensors_atomic({"images": tensor}, work / PREPARED)
+    Generator.objects.filter(pk=generator.pk).update(channels=channels)
+    TrainingRun.objects.filter(pk=run.pk).update(image_count=len(images))
+
+
+# --- augment -----------------------------------------------------------------------------------
+
+def augment(run_id: int) -> bool:
+    return run_stage(run_id, "augment", _augment)
+
+
+def augmentation_copies(image_count: int) -> int:
+    """Augmented copies per image: enough to reach about 1,000 images, between 1 and 9."""
+    return max(1, min(9, math.ceil(AUGMENT_TARGET_IMAGES / max(image_count, 1)) - 1))
+
+
+def _augment(run: TrainingRun) -> None:
+    work = run_work_dir(run.pk)
+    images = load_tensors(work / PREPARED)["images"]
+    if run.generator.augment:
+        images = augment_dataset(images, copies=augmentation_copies(len(images)), seed=run.pk)
+    save_tensors_atomic({"images": images}, work / TRAINING)
+    TrainingRun.objects.filter(pk=run.pk).update(image_count=len(images))
+
+
+# --- train -------------------------------------------------------------------------------------
+
+def train(run_id: int) -> bool:
+    return run_stage(run_id, "train", _train)
+
+
+class _ProgressRecorder:
+    """Writes training progress to the run at most once a second (and at every checkpoint)."""
+
+    def __init__(self, run: TrainingRun, interval: float = 1.0):
+        self.run_id = run.pk
+        self.generator_id = run.generator_id
+        self.interval = interval
+        self.last_write = 0.0
+        self.last_stop_check = 0.0
+        self.losses = list(run.losses)
+        self.warnings = list(run.warnings)
+
+    def __call__(self, progress: TrainProgress) -> None:
+        self.losses.append({"step": progress.step, **{k: round(float(v), 5) for k, v in progress.losses.items()}})
+        if len(self.losses) > MAX_LOSS_POINTS:
+            self.losses = self.losses[::2]
+        for warning in progress.warnings:
+            if warning not in self.warnings:
+                self.warnings.append(warning)
+        now = time.monotonic()
+        if not progress.checkpointed and progress.sample_grid is None and now - self.last_write < self.interval:
+            return
+        self.last_write = now
+        fields = {
+            "step": progress.step,
+            "total_steps": progress.total_steps,
+            "losses": self.losses,
+            "warnings": self.warnings,
+            "heartbeat_at": timezone.now(),
+        }
+        if progress.sample_grid is not None:
+            fields["latest_grid"] = _publish_grid(self.generator_id, Path(progress.sample_grid))
+        TrainingRun.objects.filter(pk=self.run_id).update(**fields)
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if now - self.last_stop_check < 1.0:
+            return False
+        self.last_stop_check = now
+        return TrainingRun.objects.filter(pk=self.run_id, cancel_requested=True).exists()
+
+
+def _publish_grid(generator_id: int, grid: Path) -> str:
+    """Copy a training grid where the web pages can show it; returns its MEDIA_ROOT-relative path."""
+    relative = f"{generator_files_dir(generator_id)}/progress.png"
+    target = media_path(relative)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(".progress.png.tmp")
+    shutil.copyfile(grid, tmp)
+    tmp.replace(target)
+    return relative
+
+
+def _train(run: TrainingRun) -> None:
+    generator = run.generator
+    work = run_work_dir(run.pk)
+    images = load_tensors(work / TRAINING)["images"].float().div(127.5).sub(1.0)
+    generator_type = registry.get(generator.kind)
+    device = pick_device()
+    config = generator.config or generator_type.default_config(
+        resolution=generator.resolution,
+        channels=generator.channels,
+        preset=generator.preset,
+        image_count=len(images),
+        device=device,
+    )
+    config = {**config, **settings.SYNTHGEN_TRAINING_OVERRIDES.get(generator.kind, {})}
+    Generator.objects.filter(pk=generator.pk).update(config=config)
+    run.refresh_from_db()
+    TrainingRun.objects.filter(pk=run.pk).update(
+        device=device,
+        total_steps=config["total_steps"],
+        resumed_step=run.step,
+        train_started_at=timezone.now(),
+    )
+    recorder = _ProgressRecorder(run)
+    model = generator_type(config, device=device)
+    result = model.train(
+        images, checkpoint_dir=work / CHECKPOINTS, on_progress=recorder, should_stop=recorder.should_stop
+    )
+    if result.stopped_early:
+        mark_cancelled(run=TrainingRun.objects.get(pk=run.pk))
+        raise StageSkipped()
+    model.save(work / FINAL)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        step=result.steps, warnings=sorted(set(recorder.warnings) | set(result.warnings))
+    )
+
+
+# --- register ----------------------------------------------------------------------------------
+
+def register(run_id: int) -> bool:
+    return run_stage(run_id, "register", _register)
+
+
+SAMPLE_GRID_SEED = 0
+SAMPLE_GRID_COUNT = 64
+
+
+def _register(run: TrainingRun) -> None:
+    """Copy the trained model into the registry and make its sample grid; only then is it ready."""
+    generator = run.generator
+    work = run_work_dir(run.pk)
+    files_dir = generator_files_dir(generator.pk)
+    target = media_path(files_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    for item in (work / FINAL).iterdir():
+        shutil.copyfile(item, target / item.name)
+    # The training images at the model's resolution: the reference for copy detection at generation.
+    shutil.copyfile(work / PREPARED, target / "reference.safetensors")
+    model = registry.get(generator.kind).load(target, device=pick_device())
+    samples = model.sample(SAMPLE_GRID_COUNT, seed=SAMPLE_GRID_SEED)
+    save_grid(samples, target / "samples.png", columns=8)
+    warnings = TrainingRun.objects.values_list("warnings", flat=True).get(pk=run.pk)
+    Generator.objects.filter(pk=generator.pk).update(
+        files_dir=files_dir,
+        sample_grid=f"{files_dir}/samples.png",
+        warnings=warnings,
+        status=Generator.Status.READY,
+    )
+
+
+# --- cleanup -----------------------------------------------------------------------------------
+
+def cleanup(run_id: int) -> bool:
+    done = run_stage(run_id, "cleanup", _cleanup)
+    if done:
+        TrainingRun.objects.filter(pk=run_id).update(
+            status=TrainingRun.Status.DONE, stage="done", finished_at=timezone.now()
+        )
+    return done
+
+
+def _cleanup(run: TrainingRun) -> None:
+    """Remove intermediate files; the dataset's uploaded originals stay with the dataset."""
+    remove_tree(run_work_dir(run.pk))
+    progress = media_path(f"{generator_files_dir(run.generator_id)}/progress.png")
+    progress.unlink(missing_ok=True)
+    TrainingRun.objects.filter(pk=run.pk).update(latest_grid=f"{generator_files_dir(run.generator_id)}/samples.png")
+
+
+STAGES = {
+    "prepare": prepare,
+    "augment": augment,
+    "train": train,
+    "register": register,
+    "cleanup": cleanup,
+}

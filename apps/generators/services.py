@@ -1,0 +1,119 @@
+"""Starting, cancelling, sharing and deleting generators. Keyword-only functions that write."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.core.errors import InvalidInput
+from apps.core.files import media_path, remove_tree, run_work_dir
+from apps.datasets.models import Dataset
+
+from .ml import registry
+from .ml.base import PRESETS, RESOLUTIONS
+from .models import Generator, TrainingRun
+
+
+def generator_files_dir(generator_id: int) -> str:
+    """Where a generator's weights, config and grids live, relative to MEDIA_ROOT."""
+    return f"generators/{generator_id}"
+
+
+def suggest_preset(image_count: int) -> str:
+    """A sensible preset for a dataset of this size, for users who leave it out."""
+    if image_count < 300:
+        return "standard"  # small sets need the steady data-efficient schedule, not the shortest one
+    return "quick" if image_count < 2000 else "standard"
+
+
+def start_training(
+    *,
+    owner,
+    name: str,
+    dataset: Dataset,
+    kind: str,
+    resolution: int = 64,
+    augment: bool = False,
+    preset: str | None = None,
+    shared: bool = True,
+) -> Generator:
+    """Create a generator and its training run, and queue the pipeline once the transaction commits."""
+    errors: dict[str, str] = {}
+    if kind not in registry.all_types():
+        errors["kind"] = f"Unknown generator type '{kind}'. Choose one of: {', '.join(registry.all_types())}."
+    if resolution not in RESOLUTIONS:
+        errors["resolution"] = f"Resolution must be one of {', '.join(map(str, RESOLUTIONS))} pixels."
+    if preset and preset not in PRESETS:
+        errors["preset"] = f"Preset must be one of {', '.join(PRESETS)}, or left out to choose by dataset size."
+    if dataset.owner_id != owner.pk:
+        errors["dataset"] = "Dataset not found."
+    image_count = dataset.images.count()
+    minimum = settings.SYNTHGEN_MIN_TRAINING_IMAGES
+    if image_count < minimum:
+        errors["dataset"] = (
+            f"This dataset has {image_count} images; training needs at least {minimum}. "
+            "Upload more images of the same object first."
+        )
+    if not name.strip():
+        errors["name"] = "Give the generator a name."
+    if errors:
+        raise InvalidInput(errors)
+
+    preset = preset or suggest_preset(image_count)
+    generator = Generator.objects.create(
+        owner=owner,
+        name=name.strip(),
+        kind=kind,
+        resolution=resolution,
+        channels=dataset.channels,
+        dataset=dataset,
+        augment=augment,
+        preset=preset,
+        shared=shared,
+    )
+    run = TrainingRun.objects.create(generator=generator)
+    transaction.on_commit(lambda: _launch(run.pk))
+    return generator
+
+
+def _launch(run_id: int) -> None:
+    from .tasks import launch_pipeline
+
+    launch_pipeline(run_id)
+
+
+def cancel_run(*, run: TrainingRun) -> TrainingRun:
+    """Ask a run to stop. A queued run stops at once; a training run stops at its next step."""
+    if not run.is_active:
+        return run
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        run.cancel_requested = True
+        run.save(update_fields=["cancel_requested", "updated_at"])
+        if run.status == TrainingRun.Status.QUEUED:
+            mark_cancelled(run=run)
+    return run
+
+
+def mark_cancelled(*, run: TrainingRun) -> None:
+    run.status = TrainingRun.Status.CANCELLED
+    run.finished_at = timezone.now()
+    run.save(update_fields=["status", "finished_at", "updated_at"])
+    Generator.objects.filter(pk=run.generator_id).update(status=Generator.Status.CANCELLED)
+    remove_tree(run_work_dir(run.pk))
+
+
+def set_shared(*, generator: Generator, shared: bool) -> Generator:
+    generator.shared = shared
+    generator.save(update_fields=["shared", "updated_at"])
+    return generator
+
+
+def delete_generator(*, generator: Generator) -> None:
+    """Delete a generator with its files (weights, grids) and its runs' scratch space."""
+    for run in generator.runs.all():
+        if run.is_active:
+            cancel_run(run=run)
+        remove_tree(run_work_dir(run.pk))
+    remove_tree(media_path(generator_files_dir(generator.pk)))
+    generator.delete()

@@ -1,0 +1,149 @@
+"""Web pages: the two-step training wizard, the generator list and page, the live run page."""
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from apps.core.errors import InvalidInput
+from apps.core.views import serve_media_file
+from apps.datasets import services as dataset_services
+from apps.datasets.forms import ImagesForm
+from apps.datasets.selectors import datasets_for
+from apps.generation import services as generation_services
+
+from . import selectors, services
+from .forms import GenerateForm, GeneratorSettingsForm, TrainingDataForm
+from .ml import registry
+
+WIZARD_KEY = "training_wizard"
+
+
+@login_required
+def wizard_settings(request):
+    """Step 1: name, generator type, size, training length."""
+    form = GeneratorSettingsForm(request.POST or None, initial=request.session.get(WIZARD_KEY))
+    if request.method == "POST" and form.is_valid():
+        request.session[WIZARD_KEY] = form.cleaned_data
+        return redirect("generators:wizard-data")
+    return render(request, "generators/wizard_settings.html", {"form": form})
+
+
+@login_required
+def wizard_data(request):
+    """Step 2: images (upload, or a dataset uploaded before) and augmentation; then start training."""
+    settings_data = request.session.get(WIZARD_KEY)
+    if not settings_data:
+        return redirect("generators:wizard")
+    images_form = ImagesForm(request.POST or None, request.FILES or None)
+    data_form = TrainingDataForm(request.POST or None)
+    datasets = datasets_for(request.user)
+    rejected = []
+    if request.method == "POST" and images_form.is_valid() and data_form.is_valid():
+        try:
+            dataset = _dataset_from_step(request, images_form, datasets, settings_data, rejected)
+            generator = services.start_training(
+                owner=request.user,
+                name=settings_data["name"],
+                dataset=dataset,
+                kind=settings_data["kind"],
+                resolution=int(settings_data["resolution"]),
+                augment=data_form.cleaned_data["augment"],
+                preset=settings_data.get("preset") or None,
+                shared=settings_data.get("shared", True),
+            )
+        except InvalidInput as exc:
+            for field, errors in exc.errors.items():
+                for error in errors:
+                    images_form.add_error(None, f"{field}: {error}" if field not in ("images", "dataset") else error)
+        else:
+            request.session.pop(WIZARD_KEY, None)
+            for item in rejected:
+                messages.warning(request, f"Skipped {item['file']}: {item['reason']}")
+            return redirect("generators:run", pk=selectors.latest_run(generator).pk)
+    return render(
+        request,
+        "generators/wizard_data.html",
+        {"images_form": images_form, "data_form": data_form, "datasets": datasets, "settings": settings_data},
+    )
+
+
+def _dataset_from_step(request, images_form, datasets, settings_data, rejected):
+    existing = request.POST.get("dataset")
+    files = images_form.cleaned_data["images"]
+    archive = images_form.cleaned_data["archive"]
+    if existing and not files and not archive:
+        dataset = datasets.filter(pk=existing).first()
+        if dataset is None:
+            raise InvalidInput({"dataset": "That dataset does not exist; choose one from the list or upload images."})
+        return dataset
+    dataset, rejected_files = dataset_services.create_dataset(
+        owner=request.user, name=settings_data["name"], files=files, archive=archive
+    )
+    rejected.extend(rejected_files)
+    return dataset
+
+
+@login_required
+def generator_list(request):
+    generators = selectors.generators_for(request.user)
+    return render(request, "generators/list.html", {"generators": generators})
+
+
+@login_required
+def generator_detail(request, pk: int):
+    generator = get_object_or_404(selectors.generators_for(request.user), pk=pk)
+    generator_type = registry.all_types().get(generator.kind)
+    form = GenerateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            job = generation_services.start_generation(
+                owner=request.user,
+                generator=generator,
+                count=form.cleaned_data["count"],
+                seed=form.cleaned_data["seed"],
+                steps=form.cleaned_data["steps"] if generator_type and generator_type.uses_sampling_steps else None,
+            )
+        except InvalidInput as exc:
+            for field, errors in exc.errors.items():
+                for error in errors:
+                    form.add_error(field if field in form.fields else None, error)
+        else:
+            return redirect("generation:job", pk=job.pk)
+    return render(
+        request,
+        "generators/detail.html",
+        {
+            "generator": generator,
+            "run": selectors.latest_run(generator),
+            "form": form,
+            "uses_steps": bool(generator_type and generator_type.uses_sampling_steps),
+            "is_owner": generator.owner_id == request.user.pk,
+        },
+    )
+
+
+@login_required
+def run_detail(request, pk: int):
+    run = get_object_or_404(selectors.runs_for(request.user), pk=pk)
+    return render(request, "generators/run.html", {"run": run, "generator": run.generator})
+
+
+@login_required
+@require_POST
+def run_cancel(request, pk: int):
+    run = get_object_or_404(selectors.runs_for(request.user), pk=pk)
+    services.cancel_run(run=run)
+    messages.info(request, "Cancelling: training stops at its next step.")
+    return redirect("generators:run", pk=run.pk)
+
+
+@login_required
+def sample_grid(request, pk: int):
+    generator = get_object_or_404(selectors.generators_for(request.user), pk=pk)
+    return serve_media_file(generator.sample_grid)
+
+
+@login_required
+def run_grid(request, pk: int):
+    run = get_object_or_404(selectors.runs_for(request.user), pk=pk)
+    return serve_media_file(run.latest_grid)

@@ -1,0 +1,190 @@
+"""SynthGen settings shared by every environment. Every knob comes from an environment variable."""
+from pathlib import Path
+import json
+import os
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = Path(os.environ.get("SYNTHGEN_VAR_DIR", BASE_DIR / "var"))
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "apps.core",
+    "apps.datasets",
+    "apps.generators",
+    "apps.generation",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "synthgen.urls"
+WSGI_APPLICATION = "synthgen.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Database: SQLite by default (embedded), PostgreSQL when DATABASE_URL says so.
+DATABASES = {
+    "default": dj_database_url.config(
+        default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}", conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0)
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web server and worker write concurrently: WAL + immediate transactions + a generous lock timeout.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(os.environ.get("DJANGO_STATIC_ROOT", BASE_DIR / "staticfiles"))
+
+# Uploaded and generated files. Served only through views that check the owner (never as static files).
+MEDIA_ROOT = Path(os.environ.get("SYNTHGEN_MEDIA_ROOT", BASE_DIR / "media"))
+MEDIA_URL = "/media/"
+# Scratch space of training runs (prepared tensors, checkpoints); removed by the cleanup stage.
+SYNTHGEN_WORK_DIR = Path(os.environ.get("SYNTHGEN_WORK_DIR", VAR_DIR / "work"))
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "core:home"
+LOGOUT_REDIRECT_URL = "core:home"
+
+# Uploads: files over 2.5 MB stream to temporary files; many files per request are allowed on purpose.
+SYNTHGEN_MAX_FILES_PER_REQUEST = env_int("SYNTHGEN_MAX_FILES_PER_REQUEST", 1000)
+DATA_UPLOAD_MAX_NUMBER_FILES = SYNTHGEN_MAX_FILES_PER_REQUEST
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+SYNTHGEN_MAX_FILE_BYTES = env_int("SYNTHGEN_MAX_FILE_BYTES", 30 * 1024 * 1024)
+SYNTHGEN_MAX_IMAGE_PIXELS = env_int("SYNTHGEN_MAX_IMAGE_PIXELS", 50_000_000)
+SYNTHGEN_MAX_ZIP_MEMBERS = env_int("SYNTHGEN_MAX_ZIP_MEMBERS", 5000)
+SYNTHGEN_MAX_ZIP_TOTAL_BYTES = env_int("SYNTHGEN_MAX_ZIP_TOTAL_BYTES", 2 * 1024**3)
+SYNTHGEN_MIN_TRAINING_IMAGES = env_int("SYNTHGEN_MIN_TRAINING_IMAGES", 20)
+SYNTHGEN_MAX_GENERATION_COUNT = env_int("SYNTHGEN_MAX_GENERATION_COUNT", 10_000)
+# Advanced: JSON {"<kind>": {config key: value}} merged over every preset's config, e.g.
+# '{"dcgan": {"total_steps": 50}}'. The tests use it to train tiny models.
+SYNTHGEN_TRAINING_OVERRIDES = json.loads(os.environ.get("SYNTHGEN_TRAINING_OVERRIDES", "{}"))
+
+# Celery. Default broker needs no server: kombu's filesystem transport in var/broker.
+BROKER_DIR = VAR_DIR / "broker"
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 12 * 3600),  # > the longest training (Redis)
+}
+if CELERY_BROKER_URL.startswith("filesystem"):
+    CELERY_BROKER_TRANSPORT_OPTIONS.update(
+        {
+            "data_folder_in": str(BROKER_DIR / "queue"),
+            "data_folder_out": str(BROKER_DIR / "queue"),
+            "control_folder": str(BROKER_DIR / "control"),
+        }
+    )
+    for _folder in ("queue", "control"):
+        os.makedirs(BROKER_DIR / _folder, exist_ok=True)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True  # a crashed worker's task is delivered again and resumes from its checkpoint
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "generators.train": {"queue": "gpu"},
+    "generation.generate": {"queue": "gpu"},
+}
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_EAGER_PROPAGATES = True
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "apps.core.api.exception_handler",
+    "DEFAULT_THROTTLE_RATES": {
+        "uploads": os.environ.get("SYNTHGEN_UPLOAD_THROTTLE", "120/min"),
+        "generation": os.environ.get("SYNTHGEN_GENERATION_THROTTLE", "120/min"),
+    },
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "SynthGen API",
+    "DESCRIPTION": "Upload images, train generators, generate synthetic images.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+}

@@ -1,0 +1,67 @@
+"""Fixtures shared by the Django-side tests: users, API clients, small real images, tiny models."""
+import io
+import random
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image, ImageDraw
+
+# Tiny models so that a whole training run takes seconds on the CPU.
+TINY_TRAINING = {
+    "dcgan": {"total_steps": 6, "batch_size": 8, "ngf": 4, "ndf": 4, "checkpoint_every": 3, "report_every": 1},
+    "ddim": {"total_steps": 6, "batch_size": 8, "base_channels": 8, "checkpoint_every": 3, "report_every": 1},
+}
+
+
+@pytest.fixture(autouse=True)
+def tiny_training(settings, tmp_path):
+    settings.SYNTHGEN_TRAINING_OVERRIDES = TINY_TRAINING
+    settings.SYNTHGEN_MIN_TRAINING_IMAGES = 4
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.SYNTHGEN_WORK_DIR = tmp_path / "work"
+
+
+def png_bytes(seed: int, size: int = 40, mode: str = "RGB") -> bytes:
+    """A small real image: a coloured ellipse on a plain background, different for each seed."""
+    rng = random.Random(seed)
+    image = Image.new("RGB", (size, size), (rng.randrange(200, 256),) * 3)
+    draw = ImageDraw.Draw(image)
+    x0, y0 = rng.randrange(2, size // 3), rng.randrange(2, size // 3)
+    draw.ellipse([x0, y0, size - rng.randrange(2, size // 3), size - rng.randrange(2, size // 3)],
+                 fill=(rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+    buffer = io.BytesIO()
+    image.convert(mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def image_uploads(count: int, start: int = 0) -> list[SimpleUploadedFile]:
+    return [SimpleUploadedFile(f"img{start + i}.png", png_bytes(start + i), content_type="image/png") for i in range(count)]
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user(username="alice", password="alice-password-1")
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user(username="bob", password="bob-password-1")
+
+
+def token_client(user):
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+    return client
+
+
+@pytest.fixture
+def api(user):
+    return token_client(user)
+
+
+@pytest.fixture
+def other_api(other_user):
+    return token_client(other_user)
