@@ -4,12 +4,13 @@ import tempfile
 from pathlib import Path
 
 from .base import *  # noqa: F401,F403
+from .base import env_bool
 
 SECRET_KEY = "test-only-key-not-secret"
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 _tmp = Path(os.environ.get("SYNTHGEN_TEST_TMP", tempfile.mkdtemp(prefix="synthgen-test-")))
-MEDIA_ROOT = _tmp / "media"
-SYNTHGEN_WORK_DIR = _tmp / "work"
-CELERY_TASK_ALWAYS_EAGER = True
+MEDIA_ROOT = Path(os.environ.get("SYNTHGEN_MEDIA_ROOT", _tmp / "media"))
+SYNTHGEN_WORK_DIR = Path(os.environ.get("SYNTHGEN_WORK_DIR", _tmp / "work"))
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", True)
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"uploads": "10000/min", "generation": "10000/min"}}  # noqa: F405
