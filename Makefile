@@ -12,7 +12,6 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements-dev.txt
 	touch $(STAMP)
 

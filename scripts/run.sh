@@ -9,10 +9,14 @@ export DJANGO_SETTINGS_MODULE=${DJANGO_SETTINGS_MODULE:-synthgen.settings.dev}
 
 $PY manage.py migrate --noinput
 $PY manage.py ensure_admin
-$PY manage.py collectstatic --noinput -v 0 || true
 
 pids=()
-stop() { trap - INT TERM EXIT; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+stop() {
+  trap - INT TERM EXIT
+  [ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null
+  wait 2>/dev/null
+  exit 0
+}
 trap stop INT TERM EXIT
 
 # One worker process for both queues; solo pool: CUDA cannot be initialised in a forked child.
