@@ -20,7 +20,7 @@ stop() {
 trap stop INT TERM EXIT
 
 # One worker process for both queues; solo pool: CUDA cannot be initialised in a forked child.
-$PY -m celery -A synthgen worker -Q default,gpu --pool solo --concurrency 1 --loglevel INFO &
+$PY -m celery -A synthgen worker -Q default,gpu --pool solo --concurrency 1 --loglevel INFO --beat &
 pids+=($!)
 $PY manage.py runserver "127.0.0.1:${PORT}" --noreload &
 pids+=($!)

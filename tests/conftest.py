@@ -3,8 +3,11 @@ import io
 import random
 
 import pytest
+import torch
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image, ImageDraw
+
+torch.set_num_threads(1)  # tiny models: extra threads only contend on a small shared CPU
 
 # Tiny models so that a whole training run takes seconds on the CPU.
 TINY_TRAINING = {

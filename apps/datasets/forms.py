@@ -1,6 +1,8 @@
 """Forms for uploading images in the web wizard."""
 from django import forms
 
+from apps.core.forms import Form
+
 
 class MultipleFileInput(forms.ClearableFileInput):
     allow_multiple_selected = True
@@ -19,7 +21,7 @@ class MultipleFileField(forms.FileField):
         return [super().clean(data, initial)] if data else []
 
 
-class ImagesForm(forms.Form):
+class ImagesForm(Form):
     images = MultipleFileField(required=False, label="Images (PNG, JPEG or WebP; select many at once)")
     archive = forms.FileField(
         required=False, label="…or a zip of images", widget=forms.ClearableFileInput(attrs={"accept": ".zip,application/zip"})

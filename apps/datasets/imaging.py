@@ -1,7 +1,8 @@
 """Decode, check and normalise one uploaded image; turn working images into training tensors.
 
-Plain Python + Pillow + numpy/torch: nothing here imports Django, so the upload service, the
-pipeline's prepare stage and ``bench/ingest.py`` all share it.
+Plain Python + Pillow + numpy (torch only inside ``stack_training_tensor``, so a web process
+that validates uploads does not load it): nothing here imports Django, so the upload service,
+the pipeline's prepare stage and ``bench/ingest.py`` all share it.
 
 What is accepted (the rule users see in the tutorial):
 
@@ -25,14 +26,15 @@ shorter side is at most ``working_size`` px (never upscaled). JPEGs are decoded 
 from __future__ import annotations
 
 import io
-import os
 import re
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Iterable, Sequence
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    import torch
 
 MB = 1024 * 1024
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -87,23 +89,22 @@ class DecodedImage:
 ACCEPTED_HINT = "upload PNG, JPEG or WebP"
 
 # Magic numbers of files people upload by mistake, for messages that say what the file is.
-_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", 0, "PNG"),
-    (b"\xff\xd8\xff", 0, "JPEG"),
-    (b"GIF87a", 0, "GIF"),
-    (b"GIF89a", 0, "GIF"),
-    (b"WEBP", 8, "WEBP"),
-    (b"PK\x03\x04", 0, "a zip archive"),
-    (b"%PDF", 0, "a PDF document"),
-    (b"II*\x00", 0, "a TIFF image"),
-    (b"MM\x00*", 0, "a TIFF image"),
-    (b"BM", 0, "a BMP image"),
-    (b"ftypheic", 4, "a HEIC photo"),
-    (b"ftypheix", 4, "a HEIC photo"),
-    (b"ftypmif1", 4, "a HEIC photo"),
-    (b"ftypavif", 4, "an AVIF image"),
-    (b"\x00\x00\x00\x0cjP  ", 0, "a JPEG 2000 image"),
-    (b"8BPS", 0, "a Photoshop document"),
+_SIGNATURES: tuple[tuple[re.Pattern[bytes], str], ...] = tuple(
+    (re.compile(pattern, re.DOTALL), kind)
+    for pattern, kind in (
+        (rb"\x89PNG\r\n\x1a\n", "PNG"),
+        (rb"\xff\xd8\xff", "JPEG"),
+        (rb"GIF8[79]a", "GIF"),
+        (rb"RIFF.{4}WEBP", "WEBP"),
+        (rb"PK\x03\x04", "a zip archive"),
+        (rb"%PDF", "a PDF document"),
+        (rb"II\*\x00|MM\x00\*", "a TIFF image"),
+        (rb"BM.{4}\x00{4}", "a BMP image"),  # "BM", the file size, 4 reserved zero bytes
+        (rb".{4}ftyp(heic|heix|mif1)", "a HEIC photo"),
+        (rb".{4}ftypavif", "an AVIF image"),
+        (rb"\x00\x00\x00\x0cjP  ", "a JPEG 2000 image"),
+        (rb"8BPS", "a Photoshop document"),
+    )
 )
 
 
@@ -116,7 +117,7 @@ def decode_image(
     position, at most ``limits.max_file_bytes + 1`` bytes). Raises ImageRejected with a message
     for the user when the file is not an image we accept.
     """
-    name = os.path.basename(filename or "") or "file"
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1] or "file"
     data = _read_bounded(data_or_fileobj, limits.max_file_bytes)
     if not data:
         raise ImageRejected(f"empty file: {name} has 0 bytes - upload the image file itself")
@@ -177,6 +178,8 @@ def to_training_array(image: Image.Image, resolution: int, channels: int) -> np.
 
 def stack_training_tensor(images: Sequence[Image.Image], resolution: int, channels: int) -> torch.Tensor:
     """Working images -> one uint8 tensor [N, channels, resolution, resolution]."""
+    import torch  # here, not at the top: the web process validates uploads without loading torch
+
     batch = torch.empty((len(images), channels, resolution, resolution), dtype=torch.uint8)
     for i, image in enumerate(images):
         batch[i] = torch.from_numpy(to_training_array(image, resolution, channels))
@@ -214,8 +217,8 @@ def _unidentified_reason(data: bytes, name: str, limits: ImageLimits) -> str:
     text = head.lstrip().lower()
     if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in text):
         return f"SVG is not accepted: {name} is a vector drawing - export it as PNG"
-    for magic, offset, kind in _SIGNATURES:
-        if head[offset : offset + len(magic)] == magic:
+    for signature, kind in _SIGNATURES:
+        if signature.match(head):
             if kind in limits.allowed_formats:
                 return f"damaged {kind}: {name} could not be read - re-export or re-download it"
             return f"{kind} is not accepted: {name} - convert it and {ACCEPTED_HINT}"
@@ -275,9 +278,9 @@ def _load(image: Image.Image, name: str, fmt: str) -> None:
 def _normalise(image: Image.Image, limits: ImageLimits) -> Image.Image:
     """Orientation, mode ('L' or 'RGB', alpha on the background), then downscale."""
     try:
-        image = ImageOps.exif_transpose(image)
+        image = ImageOps.exif_transpose(image)  # a new image, detached from the file
     except Exception:  # broken EXIF: keep the pixels as stored
-        pass
+        image = image.copy()
     image = _to_l_or_rgb(image, limits.background)
     image = _shrink(image, limits.working_size)
     if image.mode == "RGB" and _is_gray(image, limits.gray_tolerance):

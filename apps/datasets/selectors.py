@@ -4,5 +4,12 @@ from django.db.models import Count, QuerySet
 from .models import Dataset
 
 
+def is_signed_in(user) -> bool:
+    """True for a real, logged-in user; False for None and AnonymousUser (who see nothing)."""
+    return bool(user is not None and user.is_authenticated)
+
+
 def datasets_for(user) -> QuerySet[Dataset]:
-    return Dataset.objects.filter(owner=user).annotate(image_count=Count("images")).order_by("-created_at", "-id")
+    """The user's own datasets with their image counts, newest first; none for anonymous users."""
+    queryset = Dataset.objects.annotate(image_count=Count("images")).order_by("-created_at", "-id")
+    return queryset.filter(owner=user) if is_signed_in(user) else queryset.none()

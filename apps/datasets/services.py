@@ -22,6 +22,11 @@ from . import imaging
 from .models import Dataset, DatasetImage
 
 
+# Stored originals are named by the server (a random name, see models._original_path) with the
+# extension of the format the content really has, never the one the uploader chose.
+STORED_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif"}
+
+
 @dataclass
 class Rejected:
     file: str
@@ -135,7 +140,7 @@ def _add_one(dataset, name, data, known: set[str], rejected: list[Rejected], wri
         size_bytes=decoded.size_bytes,
         sha256=digest,
     )
-    image.original.save(name, ContentFile(raw), save=False)
+    image.original.save(f"original.{STORED_EXTENSIONS[decoded.format]}", ContentFile(raw), save=False)
     written.append(image.original.name)
     image.working.save("working.png", ContentFile(imaging.png_bytes(decoded.image)), save=False)
     written.append(image.working.name)

@@ -1,12 +1,43 @@
-"""Web pages for datasets: list, detail with thumbnails, and the owner-only image files."""
+"""Web pages for datasets: list, detail (thumbnails, warnings, augmentation preview), owner-only image files.
+
+The review fragment and the augmentation preview are also loaded by the training wizard's upload page.
+"""
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.core.views import serve_media_file
+from apps.generators.ml.base import RESOLUTIONS
 
-from . import selectors, services
+from . import preview, review, selectors, services
 from .models import DatasetImage
+
+THUMBNAILS_SHOWN = 500
+DEFAULT_RESOLUTION = 64
+
+
+def _resolution(request) -> int:
+    """The generator image size the page is about (?resolution=), one of RESOLUTIONS."""
+    try:
+        value = int(request.GET.get("resolution", DEFAULT_RESOLUTION))
+    except ValueError:
+        return DEFAULT_RESOLUTION
+    return value if value in RESOLUTIONS else DEFAULT_RESOLUTION
+
+
+def _review_context(dataset, resolution: int | None) -> dict:
+    """``resolution``: the size of the generator about to be trained (None: not known yet, as on the dataset page)."""
+    shown = resolution or DEFAULT_RESOLUTION  # the augmentation preview needs one
+    return {
+        "dataset": dataset,
+        "review": review.review_dataset(dataset, resolution),
+        "images": dataset.images.all()[:THUMBNAILS_SHOWN],
+        "more_images": max(0, dataset.image_count - THUMBNAILS_SHOWN),
+        "resolution": shown,
+        "preview_size": preview.preview_size(dataset.image_count, shown),
+    }
 
 
 @login_required
@@ -17,12 +48,38 @@ def dataset_list(request):
 @login_required
 def dataset_detail(request, pk: int):
     dataset = get_object_or_404(selectors.datasets_for(request.user), pk=pk)
-    return render(request, "datasets/detail.html", {"dataset": dataset, "images": dataset.images.all()[:500]})
+    return render(request, "datasets/detail.html", _review_context(dataset, None))
+
+
+@login_required
+def dataset_review(request, pk: int):
+    """HTML fragment: numbers, warnings, thumbnails and the augmentation preview of one dataset."""
+    dataset = get_object_or_404(selectors.datasets_for(request.user), pk=pk)
+    return render(request, "datasets/_review.html", _review_context(dataset, _resolution(request)))
+
+
+@login_required
+def augmentation_preview(request, pk: int):
+    """PNG: a few of the dataset's images (top row) and augmented copies of them (rows below)."""
+    dataset = get_object_or_404(selectors.datasets_for(request.user), pk=pk)
+    try:
+        png = preview.augmentation_preview_png(dataset, _resolution(request))
+    except ValueError:
+        return HttpResponse("This dataset has no images to preview.", status=404, content_type="text/plain")
+    response = HttpResponse(png, content_type="image/png")
+    response["Cache-Control"] = "private, max-age=300"
+    return response
 
 
 @login_required
 def image_file(request, pk: int):
+    """One stored working image (?thumb=1: a small thumbnail of it)."""
     image = get_object_or_404(DatasetImage, pk=pk, dataset__owner=request.user)
+    if request.GET.get("thumb"):
+        with image.working.open("rb") as file:
+            response = HttpResponse(review.thumbnail_png(file), content_type="image/png")
+        response["Cache-Control"] = "private, max-age=3600"
+        return response
     return serve_media_file(image.working.name)
 
 
@@ -30,5 +87,7 @@ def image_file(request, pk: int):
 @require_POST
 def dataset_delete(request, pk: int):
     dataset = get_object_or_404(selectors.datasets_for(request.user), pk=pk)
+    name = dataset.name
     services.delete_dataset(dataset=dataset)
+    messages.success(request, f"Deleted the dataset “{name}”. Generators trained on it are still there.")
     return redirect("datasets:list")

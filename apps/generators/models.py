@@ -68,6 +68,8 @@ class TrainingRun(TimeStamped):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     latest_grid = models.CharField(max_length=255, blank=True)  # relative to MEDIA_ROOT: newest sample grid
     warnings = models.JSONField(default=list, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)  # starts of the current stage (worker deaths)
+    requeued_at = models.DateTimeField(null=True, blank=True)  # last time the stale-run sweeper re-queued it
     cancel_requested = models.BooleanField(default=False)
     error = models.TextField(blank=True)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from django.conf import settings
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from apps.core.files import media_path, remove_tree, run_work_dir
@@ -38,6 +38,8 @@ TRAINING = "training.safetensors"  # uint8 [N,C,H,W]: prepared + augmented copie
 FINAL = "final"  # the trained model as GeneratorType.save wrote it
 CHECKPOINTS = "checkpoints"
 MAX_LOSS_POINTS = 400
+MAX_STAGE_ATTEMPTS = 3
+STAGE_ORDER = ("prepare", "augment", "train", "register", "cleanup")
 AUGMENT_TARGET_IMAGES = 1000
 
 
@@ -45,20 +47,46 @@ class StageSkipped(Exception):
     """The run is no longer active (cancelled or failed): later stages do nothing."""
 
 
+def stale_after() -> float:
+    """Seconds without a heartbeat after which a running stage counts as abandoned (its worker died)."""
+    return float(settings.SYNTHGEN_STALE_RUN_SECONDS)
+
+
 def run_stage(run_id: int, stage: str, body: Callable[[TrainingRun], None]) -> bool:
-    """Run one stage once. Returns False when it was skipped (done before, or run inactive)."""
+    """Run one stage once. Returns False when it was skipped.
+
+    Skipped when: the run is no longer active; the stage is already done (a task delivered twice);
+    an earlier stage is not done (a leftover message of a chain that stopped); or another worker
+    holds the stage (same stage, fresh heartbeat). A stage whose worker died (stale heartbeat) is
+    taken over and, for training, resumes from its last checkpoint.
+    """
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().select_related("generator").get(pk=run_id)
         if not run.is_active or stage in run.completed_stages:
             return False
+        missing = [s for s in STAGE_ORDER[: STAGE_ORDER.index(stage)] if s not in run.completed_stages]
+        if missing:
+            log.info("run %s: skipping %s, earlier stages not done: %s", run_id, stage, missing)
+            return False
+        now = timezone.now()
+        if run.stage == stage and run.heartbeat_at and (now - run.heartbeat_at).total_seconds() < stale_after():
+            log.info("run %s: %s is held by another worker", run_id, stage)
+            return False
         if run.cancel_requested:
             mark_cancelled(run=run)
             return False
+        run.attempts = run.attempts + 1 if run.stage == stage else 1
+        if run.attempts > MAX_STAGE_ATTEMPTS:
+            message = (f"The {stage} stage was started {MAX_STAGE_ATTEMPTS} times and its worker stopped each "
+                       "time (out of memory?). Try a smaller image size or preset.")
+            run.save(update_fields=["attempts"])
+            transaction.on_commit(lambda: fail_run(run_id=run_id, stage=stage, message=message))
+            return False
         run.status = TrainingRun.Status.RUNNING
         run.stage = stage
-        run.started_at = run.started_at or timezone.now()
-        run.heartbeat_at = timezone.now()
-        run.save(update_fields=["status", "stage", "started_at", "heartbeat_at", "updated_at"])
+        run.started_at = run.started_at or now
+        run.heartbeat_at = now
+        run.save(update_fields=["status", "stage", "attempts", "started_at", "heartbeat_at", "updated_at"])
         if run.generator.status == Generator.Status.QUEUED:
             Generator.objects.filter(pk=run.generator_id).update(status=Generator.Status.TRAINING)
     try:
@@ -69,12 +97,35 @@ def run_stage(run_id: int, stage: str, body: Callable[[TrainingRun], None]) -> b
         log.exception("run %s failed in stage %s", run_id, stage)
         fail_run(run_id=run_id, stage=stage, message=_user_message(stage, exc))
         raise
-    TrainingRun.objects.filter(pk=run_id).update(heartbeat_at=timezone.now())
     run.refresh_from_db()
     if stage not in run.completed_stages:
         run.completed_stages = [*run.completed_stages, stage]
-        run.save(update_fields=["completed_stages", "updated_at"])
+        run.heartbeat_at = timezone.now()
+        run.save(update_fields=["completed_stages", "heartbeat_at", "updated_at"])
     return True
+
+
+def sweep_stale_runs() -> list[int]:
+    """Re-queue runs whose worker died or whose queued message was lost (e.g. a broker restart).
+
+    Every stage is idempotent, so re-queuing a run that is in fact still queued or running costs
+    nothing: the duplicate tasks skip. Returns the ids of the runs re-queued.
+    """
+    from .tasks import launch_pipeline
+
+    now = timezone.now()
+    cutoff = now - timezone.timedelta(seconds=stale_after())
+    abandoned = models.Q(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff)
+    lost = models.Q(status=TrainingRun.Status.QUEUED, created_at__lt=cutoff)
+    not_just_requeued = models.Q(requeued_at__isnull=True) | models.Q(requeued_at__lt=cutoff)
+    requeued = []
+    for run_id in TrainingRun.objects.filter((abandoned | lost) & not_just_requeued).values_list("pk", flat=True):
+        TrainingRun.objects.filter(pk=run_id).update(requeued_at=now)
+        launch_pipeline(run_id)
+        requeued.append(run_id)
+    if requeued:
+        log.warning("re-queued stale training runs: %s", requeued)
+    return requeued
 
 
 def _user_message(stage: str, exc: Exception) -> str:
@@ -153,6 +204,9 @@ class _ProgressRecorder:
         self.warnings = list(run.warnings)
 
     def __call__(self, progress: TrainProgress) -> None:
+        # After a resume, steps past the last checkpoint are trained again: drop their old points.
+        while self.losses and self.losses[-1]["step"] >= progress.step:
+            self.losses.pop()
         self.losses.append({"step": progress.step, **{k: round(float(v), 5) for k, v in progress.losses.items()}})
         if len(self.losses) > MAX_LOSS_POINTS:
             self.losses = self.losses[::2]
@@ -175,10 +229,12 @@ class _ProgressRecorder:
         TrainingRun.objects.filter(pk=self.run_id).update(**fields)
 
     def should_stop(self) -> bool:
+        """Called every step: once a second, beat the heartbeat and read the cancel flag."""
         now = time.monotonic()
         if now - self.last_stop_check < 1.0:
             return False
         self.last_stop_check = now
+        TrainingRun.objects.filter(pk=self.run_id).update(heartbeat_at=timezone.now())
         return TrainingRun.objects.filter(pk=self.run_id, cancel_requested=True).exists()
 
 
@@ -281,10 +337,3 @@ def _cleanup(run: TrainingRun) -> None:
     TrainingRun.objects.filter(pk=run.pk).update(latest_grid=f"{generator_files_dir(run.generator_id)}/samples.png")
 
 
-STAGES = {
-    "prepare": prepare,
-    "augment": augment,
-    "train": train,
-    "register": register,
-    "cleanup": cleanup,
-}

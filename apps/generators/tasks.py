@@ -1,5 +1,8 @@
 """Celery tasks: thin callers of the pipeline stages, chained by run id."""
+import logging
+
 from celery import chain, shared_task
+from celery.signals import worker_ready
 
 from . import pipeline
 
@@ -38,3 +41,17 @@ def launch_pipeline(run_id: int) -> None:
         register.si(run_id),
         cleanup.si(run_id),
     ).apply_async()
+
+
+@shared_task(name="generators.sweep_stale_runs")
+def sweep_stale_runs() -> None:
+    pipeline.sweep_stale_runs()
+
+
+@worker_ready.connect
+def _sweep_when_a_worker_starts(**kwargs) -> None:
+    """A worker that starts (again) picks up runs a dead worker left behind."""
+    try:
+        pipeline.sweep_stale_runs()
+    except Exception:  # never keep a worker from starting
+        logging.getLogger(__name__).exception("sweeping stale runs failed")

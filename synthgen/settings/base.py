@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here (no CDN)
     "apps.core",
     "apps.datasets",
     "apps.generators",
@@ -113,8 +114,10 @@ LOGIN_REDIRECT_URL = "core:home"
 LOGOUT_REDIRECT_URL = "core:home"
 
 # Uploads: files over 2.5 MB stream to temporary files; many files per request are allowed on purpose.
+# Django's own cap leaves room for the image files plus one zip; the upload service checks the
+# image count itself, so a request just over the limit gets a message that says what to do.
 SYNTHGEN_MAX_FILES_PER_REQUEST = env_int("SYNTHGEN_MAX_FILES_PER_REQUEST", 1000)
-DATA_UPLOAD_MAX_NUMBER_FILES = SYNTHGEN_MAX_FILES_PER_REQUEST
+DATA_UPLOAD_MAX_NUMBER_FILES = SYNTHGEN_MAX_FILES_PER_REQUEST + 1
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 SYNTHGEN_MAX_FILE_BYTES = env_int("SYNTHGEN_MAX_FILE_BYTES", 30 * 1024 * 1024)
@@ -123,6 +126,8 @@ SYNTHGEN_MAX_ZIP_MEMBERS = env_int("SYNTHGEN_MAX_ZIP_MEMBERS", 5000)
 SYNTHGEN_MAX_ZIP_TOTAL_BYTES = env_int("SYNTHGEN_MAX_ZIP_TOTAL_BYTES", 2 * 1024**3)
 SYNTHGEN_MIN_TRAINING_IMAGES = env_int("SYNTHGEN_MIN_TRAINING_IMAGES", 20)
 SYNTHGEN_MAX_GENERATION_COUNT = env_int("SYNTHGEN_MAX_GENERATION_COUNT", 10_000)
+# A running stage without a heartbeat for this long is taken to be abandoned by a dead worker.
+SYNTHGEN_STALE_RUN_SECONDS = env_int("SYNTHGEN_STALE_RUN_SECONDS", 300)
 # Advanced: JSON {"<kind>": {config key: value}} merged over every preset's config, e.g.
 # '{"dcgan": {"total_steps": 50}}'. The tests use it to train tiny models.
 SYNTHGEN_TRAINING_OVERRIDES = json.loads(os.environ.get("SYNTHGEN_TRAINING_OVERRIDES", "{}"))
@@ -156,6 +161,10 @@ CELERY_TASK_ROUTES = {
     "generators.train": {"queue": "gpu"},
     "generation.generate": {"queue": "gpu"},
 }
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stale-runs": {"task": "generators.sweep_stale_runs", "schedule": env_int("SYNTHGEN_SWEEP_SECONDS", 60)},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 
@@ -169,17 +178,43 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "apps.core.api.exception_handler",
+    # Views name their scope (throttle_scope = "uploads" / "generation") and pick the actions it applies to.
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.ScopedRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "uploads": os.environ.get("SYNTHGEN_UPLOAD_THROTTLE", "120/min"),
         "generation": os.environ.get("SYNTHGEN_GENERATION_THROTTLE", "120/min"),
     },
 }
 
+# The cache holds the API throttle counters. The default is per process; with several web
+# processes set SYNTHGEN_CACHE_URL (e.g. redis://127.0.0.1:6379/1) so the rates hold across them.
+_CACHE_URL = os.environ.get("SYNTHGEN_CACHE_URL", "")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _CACHE_URL}
+    if _CACHE_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "SynthGen API",
-    "DESCRIPTION": "Upload images, train generators, generate synthetic images.",
+    "DESCRIPTION": (
+        "Upload images, train generators, generate synthetic images.\n\n"
+        "Authenticate with `Authorization: Token <key>` (POST /api/auth/token/) or the web session. "
+        "Lists are paginated (`?page=`, 50 a page); generators filter by `?kind=` and `?status=`. "
+        "Bad input gets 400 with a list of messages per field, a missing token 401, another user's "
+        "object 403 (changing a shared generator) or 404 (everything else). Uploads and generation "
+        "are throttled per user: over the limit the answer is 429 with a Retry-After header."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,  # file fields show as binary uploads in request bodies
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.core.schema.document_error_responses",
+    ],
 }
 
 LOGGING = {

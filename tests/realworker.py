@@ -1,0 +1,130 @@
+"""A real Celery worker process on the real Redis broker, sharing the test's PostgreSQL database
+and media folders. Used by the integration, fault and browser tests."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from kombu import pools as kombu_pools
+
+from synthgen.celery import app as celery_app
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get("SYNTHGEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def require_real_services() -> None:
+    if connection.vendor != "postgresql":
+        pytest.fail("This test needs PostgreSQL: run it through `make test` (it sets DATABASE_URL).")
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).ping()  # fails loudly when Redis is down
+
+
+def use_real_broker():
+    """Point this process's Celery app at Redis (not eager). Returns a function that undoes it."""
+    require_real_services()
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    old = (celery_app.conf.broker_url, celery_app.conf.task_always_eager)
+    celery_app.conf.broker_url = REDIS_URL
+    celery_app.conf.task_always_eager = False
+
+    def undo():
+        celery_app.conf.broker_url, celery_app.conf.task_always_eager = old
+        # Close the broker connections and forget the pools, so that the next test gets fresh ones
+        # (a closed pool left in place fails the next send with "Acquire on closed pool").
+        kombu_pools.reset()
+        celery_app._pool = None
+        celery_app.amqp._producer_pool = None
+
+    return undo
+
+
+class Worker:
+    """Start, kill and restart `celery worker` processes; logs go to log_dir."""
+
+    def __init__(self, log_dir: Path, extra_env: dict | None = None):
+        db = connection.settings_dict
+        self.log_dir = log_dir
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "synthgen.settings.test",
+            "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+            "CELERY_BROKER_URL": REDIS_URL,
+            "CELERY_TASK_ALWAYS_EAGER": "0",
+            "SYNTHGEN_TRAINING_OVERRIDES": json.dumps(settings.SYNTHGEN_TRAINING_OVERRIDES),
+            "SYNTHGEN_MIN_TRAINING_IMAGES": str(settings.SYNTHGEN_MIN_TRAINING_IMAGES),
+            "SYNTHGEN_MEDIA_ROOT": str(settings.MEDIA_ROOT),
+            "SYNTHGEN_WORK_DIR": str(settings.SYNTHGEN_WORK_DIR),
+            "SYNTHGEN_DEVICE": "cpu",
+            "OMP_NUM_THREADS": "1",  # tiny models: threads only contend on a small shared CPU
+            **(extra_env or {}),
+        }
+        self.process: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> "Worker":
+        self.starts += 1
+        log = open(self.log_dir / f"worker-{self.starts}.log", "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "synthgen", "worker", "-Q", "default,gpu", "--pool", "solo",
+             "--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+             "-n", f"test-worker-{self.starts}@%h"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the worker dies mid-task, as on a crash or an out-of-memory kill."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text()[-3000:] for p in sorted(self.log_dir.glob("worker-*.log")))
+
+
+@pytest.fixture
+def real_broker():
+    undo = use_real_broker()
+    yield REDIS_URL
+    undo()
+
+
+@pytest.fixture
+def worker(real_broker, tmp_path):
+    """One running worker; its logs are printed when the test ends."""
+    process = Worker(tmp_path).start()
+    yield process
+    process.stop()
+    print(process.logs())
+
+
+def wait_for(fetch, done, timeout=180, interval=0.5):
+    """Poll fetch() until done(value); fail with the last value after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = fetch()
+        if done(value):
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s; last state: {value}")
