@@ -20,6 +20,9 @@ TINY_TRAINING = {
 def tiny_training(settings, tmp_path):
     settings.SYNTHGEN_TRAINING_OVERRIDES = TINY_TRAINING
     settings.SYNTHGEN_MIN_TRAINING_IMAGES = 4
+    settings.SYNTHGEN_QUALITY_SAMPLES = 16
+    settings.SYNTHGEN_QUALITY_SEEDS = [0]
+    settings.SYNTHGEN_QUALITY_CLASSIFIER_STEPS = 10
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.SYNTHGEN_WORK_DIR = tmp_path / "work"
 

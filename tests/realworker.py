@@ -67,6 +67,9 @@ class Worker:
             "SYNTHGEN_MEDIA_ROOT": str(settings.MEDIA_ROOT),
             "SYNTHGEN_WORK_DIR": str(settings.SYNTHGEN_WORK_DIR),
             "SYNTHGEN_DEVICE": "cpu",
+            "SYNTHGEN_QUALITY_SAMPLES": str(settings.SYNTHGEN_QUALITY_SAMPLES),
+            "SYNTHGEN_QUALITY_SEEDS": ",".join(map(str, settings.SYNTHGEN_QUALITY_SEEDS)),
+            "SYNTHGEN_QUALITY_CLASSIFIER_STEPS": str(settings.SYNTHGEN_QUALITY_CLASSIFIER_STEPS),
             "OMP_NUM_THREADS": "1",  # tiny models: threads only contend on a small shared CPU
             **(extra_env or {}),
         }

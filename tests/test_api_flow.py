@@ -71,12 +71,18 @@ def test_train_generate_download(api, django_capture_on_commit_callbacks):
     grid = api.get(generator["sample_grid_url"])
     assert grid.status_code == 200 and b"".join(grid.streaming_content).startswith(b"\x89PNG")
     run = TrainingRun.objects.get(generator_id=generator["id"])
-    assert run.completed_stages == ["prepare", "augment", "train", "register", "cleanup"]
+    assert run.completed_stages == ["prepare", "augment", "train", "evaluate", "register", "cleanup"]
+    quality = generator["quality"]
+    assert quality["verdict"] in ("varied and new", "repeats itself", "copies your photos", "mostly noise")
+    assert {"diversity", "copy_share", "usefulness"} <= set(quality)
+    assert set(quality["usefulness"]) >= {"real", "synthetic", "mixed", "oracle", "gqi"}
+    assert quality["usefulness"]["gqi"]["value"] is None and quality["usefulness"]["gqi"]["reason"]  # 8 images: no holdout
     assert run.image_count > 8  # augmentation added copies
     assert run.losses and {"d", "g"} <= set(run.losses[-1])
 
     with django_capture_on_commit_callbacks(execute=True):
-        job = api.post(f"/api/generators/{generator['id']}/generate/", {"count": 7, "seed": 3}, format="json")
+        job = api.post(f"/api/generators/{generator['id']}/generate/", {"count": 7, "seed": 3, "filter": False},
+                       format="json")
     assert job.status_code == 202, job.content
     job = api.get(f"/api/jobs/{job.json()['id']}/").json()
     assert job["status"] == "done" and job["count"] == 7
@@ -88,10 +94,20 @@ def test_train_generate_download(api, django_capture_on_commit_callbacks):
 
     # Same seed, same images.
     with django_capture_on_commit_callbacks(execute=True):
-        again = api.post(f"/api/generators/{generator['id']}/generate/", {"count": 7, "seed": 3}, format="json")
+        again = api.post(f"/api/generators/{generator['id']}/generate/", {"count": 7, "seed": 3, "filter": False},
+                         format="json")
     again_zip = zipfile.ZipFile(io.BytesIO(b"".join(api.get(f"/api/jobs/{again.json()['id']}/download/").streaming_content)))
     first_png = sorted(n for n in names if n.endswith(".png"))[0]
     assert archive.read(first_png) == again_zip.read(first_png.replace(f"-{job['id']}", f"-{again.json()['id']}"))
+
+    # With the filter on (the default), a 6-step generator's noisy images are dropped and counted.
+    with django_capture_on_commit_callbacks(execute=True):
+        filtered = api.post(f"/api/generators/{generator['id']}/generate/", {"count": 5, "seed": 3}, format="json")
+    filtered = api.get(f"/api/jobs/{filtered.json()['id']}/").json()
+    assert filtered["status"] == "done" and filtered["dropped"] > 0
+    assert filtered["produced"] + filtered["dropped"] >= 5
+    if filtered["produced"] < 5:
+        assert "passed the quality filter" in filtered["error"]
 
 
 def test_bad_training_requests_get_field_errors(api, other_api):

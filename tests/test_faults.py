@@ -100,7 +100,8 @@ def test_a_stage_delivered_twice_does_nothing_the_second_time(api, django_captur
     run = TrainingRun.objects.get(generator_id=generator["id"])
     assert run.status == "done"
     ready = Generator.objects.get(pk=generator["id"])
-    for stage in (pipeline.prepare, pipeline.augment, pipeline.train, pipeline.register, pipeline.cleanup):
+    for stage in (pipeline.prepare, pipeline.augment, pipeline.train, pipeline.evaluate, pipeline.register,
+                  pipeline.cleanup):
         assert stage(run.pk) is False
     assert Generator.objects.get(pk=generator["id"]).updated_at == ready.updated_at
     assert TrainingRun.objects.get(pk=run.pk).attempts == run.attempts

@@ -13,6 +13,8 @@ from django.utils.text import slugify
 from apps.core.errors import InvalidInput
 from apps.core.files import media_path, remove_tree
 from apps.generators.ml import registry
+from apps.generators.ml import filtering
+from apps.generators.ml.checkpoint import load_tensors
 from apps.generators.ml.device import pick_device
 from apps.generators.models import Generator
 
@@ -60,40 +62,65 @@ def _launch(job_id: int) -> None:
 
 
 @lru_cache(maxsize=4)
-def _load_model(generator_id: int, kind: str, files_dir: str, updated: str):
+def _load_model(generator_id: int, kind: str, files_dir: str, version: str):
     return registry.get(kind).load(media_path(files_dir), device=pick_device())
 
 
+@lru_cache(maxsize=4)
+def _filter_reference(generator_id: int, files_dir: str, version: str) -> filtering.FilterReference | None:
+    """Thresholds calibrated on the generator's real images (None for generators without them)."""
+    reference = media_path(f"{files_dir}/reference.safetensors")
+    if not reference.exists():
+        return None
+    heldout = media_path(f"{files_dir}/heldout.safetensors")
+    return filtering.build_reference(
+        load_tensors(reference)["images"], load_tensors(heldout)["images"] if heldout.exists() else None
+    )
+
+
 def run_generation(job_id: int) -> None:
-    """Sample the job's images in chunks, write them, then zip them. Safe to run twice."""
+    """Sample the job's images in chunks (filtered unless turned off), write them, then zip them.
+
+    Safe to run twice: a redelivered job starts its files over.
+    """
     with transaction.atomic():
         job = GenerationJob.objects.select_for_update().select_related("generator").get(pk=job_id)
         if job.status in (GenerationJob.Status.DONE, GenerationJob.Status.FAILED):
             return
         job.status = GenerationJob.Status.RUNNING
         job.started_at = timezone.now()
-        job.produced = 0
-        job.save(update_fields=["status", "started_at", "produced", "updated_at"])
+        job.produced = job.dropped = 0
+        job.save(update_fields=["status", "started_at", "produced", "dropped", "updated_at"])
     generator = job.generator
     folder_relative = f"jobs/{job.pk}/images"
     folder = media_path(folder_relative)
-    remove_tree(folder)  # a redelivered job starts its files over
+    remove_tree(folder)
     try:
-        model = _load_model(generator.pk, generator.kind, generator.files_dir, generator.updated_at.isoformat())
-        manifest_images = []
+        version = generator.updated_at.isoformat()
+        model = _load_model(generator.pk, generator.kind, generator.files_dir, version)
+        reference = _filter_reference(generator.pk, generator.files_dir, version) if job.filter_images else None
+
+        def sample(n: int, seed: int):
+            return model.sample(n, seed=seed, steps=job.steps)
+
+        manifest_images, dropped, produced = [], {"noise": 0, "blank": 0, "copy": 0}, 0
         for chunk_index, start in enumerate(range(0, job.count, CHUNK)):
-            n = min(CHUNK, job.count - start)
-            chunk_seed = job.seed + chunk_index * 1_000_003
-            images = model.sample(n, seed=chunk_seed, steps=job.steps)
-            names = export.write_pngs(images, folder, start)
-            manifest_images += [{"file": name, "seed": chunk_seed, "index_in_seed": i} for i, name in enumerate(names)]
-            GenerationJob.objects.filter(pk=job.pk).update(produced=start + n)
+            wanted = min(CHUNK, job.count - start)
+            batch = filtering.generate_filtered(sample, wanted, reference, seed=job.seed + chunk_index * 1_000_003)
+            names = export.write_pngs(batch.images, folder, produced)
+            manifest_images += [{"file": name, **scores} for name, scores in zip(names, batch.scores)]
+            produced += len(names)
+            for reason, n in batch.dropped.items():
+                dropped[reason] += n
+            GenerationJob.objects.filter(pk=job.pk).update(produced=produced, dropped=sum(dropped.values()))
         export.write_manifest(
             folder,
             {
                 "generator": {"id": generator.pk, "name": generator.name, "kind": generator.kind,
-                              "resolution": generator.resolution, "version": generator.updated_at.isoformat()},
-                "job": {"id": job.pk, "count": job.count, "seed": job.seed, "steps": job.steps},
+                              "resolution": generator.resolution, "version": version},
+                "job": {"id": job.pk, "count": job.count, "produced": produced, "seed": job.seed,
+                        "steps": job.steps, "filtered": reference is not None},
+                "filter": {"dropped": dropped, "thresholds": reference.thresholds() if reference else None},
                 "images": manifest_images,
             },
         )
@@ -105,11 +132,14 @@ def run_generation(job_id: int) -> None:
             status=GenerationJob.Status.FAILED, error=f"Generation failed: {exc}", finished_at=timezone.now()
         )
         raise
+    shortfall = job.count - produced
     GenerationJob.objects.filter(pk=job.pk).update(
         status=GenerationJob.Status.DONE,
         output_dir=folder_relative,
         archive=zip_relative,
         finished_at=timezone.now(),
+        error=(f"Only {produced} of {job.count} images passed the quality filter; the generator makes too many "
+               "noisy images or copies. Train longer, or turn the filter off." if shortfall else ""),
     )
 
 

@@ -25,21 +25,25 @@ from PIL import Image
 from .ml import registry
 from .ml.augment import augment_dataset
 from .ml.base import TrainProgress
-from .ml.checkpoint import load_tensors, save_tensors_atomic
+from .ml.checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
 from .ml.device import pick_device
 from .ml.images import save_grid
+from . import evaluation
 from .models import Generator, TrainingRun
 from .services import generator_files_dir, mark_cancelled
 
 log = logging.getLogger(__name__)
 
-PREPARED = "prepared.safetensors"  # uint8 [N,C,H,W]: the dataset at the generator's resolution
+PREPARED = "prepared.safetensors"  # uint8 [N,C,H,W]: the training part of the dataset at the model's resolution
+HELDOUT = "heldout.safetensors"  # uint8 [N,C,H,W]: real images kept out of training, for the quality report
+QUALITY = "quality.json"  # the quality report, from evaluate to register
+COPIES_GRID = "copies.png"  # the closest generated/training pairs side by side
 TRAINING = "training.safetensors"  # uint8 [N,C,H,W]: prepared + augmented copies
 FINAL = "final"  # the trained model as GeneratorType.save wrote it
 CHECKPOINTS = "checkpoints"
 MAX_LOSS_POINTS = 400
 MAX_STAGE_ATTEMPTS = 3
-STAGE_ORDER = ("prepare", "augment", "train", "register", "cleanup")
+STAGE_ORDER = ("prepare", "augment", "train", "evaluate", "register", "cleanup")
 AUGMENT_TARGET_IMAGES = 1000
 
 
@@ -159,10 +163,12 @@ def _prepare(run: TrainingRun) -> None:
             picture.load()
             pictures.append(picture)
     tensor = stack_training_tensor(pictures, generator.resolution, channels)
+    train_part, heldout = evaluation.split_heldout(tensor, seed=run.pk)
     work = run_work_dir(run.pk)
-    save_tensors_atomic({"images": tensor}, work / PREPARED)
+    save_tensors_atomic({"images": train_part}, work / PREPARED)
+    save_tensors_atomic({"images": heldout}, work / HELDOUT)
     Generator.objects.filter(pk=generator.pk).update(channels=channels)
-    TrainingRun.objects.filter(pk=run.pk).update(image_count=len(images))
+    TrainingRun.objects.filter(pk=run.pk).update(image_count=len(train_part))
 
 
 # --- augment -----------------------------------------------------------------------------------
@@ -285,6 +291,24 @@ def _train(run: TrainingRun) -> None:
     )
 
 
+# --- evaluate ----------------------------------------------------------------------------------
+
+def evaluate(run_id: int) -> bool:
+    return run_stage(run_id, "evaluate", _evaluate)
+
+
+def _evaluate(run: TrainingRun) -> None:
+    work = run_work_dir(run.pk)
+    report = evaluation.evaluate(
+        generator=run.generator,
+        model_dir=work / FINAL,
+        train=load_tensors(work / PREPARED)["images"],
+        heldout=load_tensors(work / HELDOUT)["images"],
+        copies_grid=work / COPIES_GRID,
+    )
+    save_json_atomic(report, work / QUALITY)
+
+
 # --- register ----------------------------------------------------------------------------------
 
 def register(run_id: int) -> bool:
@@ -304,8 +328,12 @@ def _register(run: TrainingRun) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for item in (work / FINAL).iterdir():
         shutil.copyfile(item, target / item.name)
-    # The training images at the model's resolution: the reference for copy detection at generation.
+    # The real images at the model's resolution: the reference for filtering at generation.
     shutil.copyfile(work / PREPARED, target / "reference.safetensors")
+    shutil.copyfile(work / HELDOUT, target / "heldout.safetensors")
+    if (work / COPIES_GRID).exists():
+        shutil.copyfile(work / COPIES_GRID, target / COPIES_GRID)
+    quality = load_json(work / QUALITY)
     model = registry.get(generator.kind).load(target, device=pick_device())
     samples = model.sample(SAMPLE_GRID_COUNT, seed=SAMPLE_GRID_SEED)
     save_grid(samples, target / "samples.png", columns=8)
@@ -314,6 +342,7 @@ def _register(run: TrainingRun) -> None:
         files_dir=files_dir,
         sample_grid=f"{files_dir}/samples.png",
         warnings=warnings,
+        quality=quality,
         status=Generator.Status.READY,
     )
 

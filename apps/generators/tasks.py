@@ -22,6 +22,11 @@ def train(run_id: int) -> None:
     pipeline.train(run_id)
 
 
+@shared_task(name="generators.evaluate")
+def evaluate(run_id: int) -> None:
+    pipeline.evaluate(run_id)
+
+
 @shared_task(name="generators.register")
 def register(run_id: int) -> None:
     pipeline.register(run_id)
@@ -38,6 +43,7 @@ def launch_pipeline(run_id: int) -> None:
         prepare.si(run_id),
         augment.si(run_id),
         train.si(run_id),
+        evaluate.si(run_id),
         register.si(run_id),
         cleanup.si(run_id),
     ).apply_async()

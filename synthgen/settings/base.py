@@ -126,6 +126,10 @@ SYNTHGEN_MAX_ZIP_MEMBERS = env_int("SYNTHGEN_MAX_ZIP_MEMBERS", 5000)
 SYNTHGEN_MAX_ZIP_TOTAL_BYTES = env_int("SYNTHGEN_MAX_ZIP_TOTAL_BYTES", 2 * 1024**3)
 SYNTHGEN_MIN_TRAINING_IMAGES = env_int("SYNTHGEN_MIN_TRAINING_IMAGES", 20)
 SYNTHGEN_MAX_GENERATION_COUNT = env_int("SYNTHGEN_MAX_GENERATION_COUNT", 10_000)
+# The quality report after training: generated images it measures, classifier seeds and steps.
+SYNTHGEN_QUALITY_SAMPLES = env_int("SYNTHGEN_QUALITY_SAMPLES", 500)
+SYNTHGEN_QUALITY_SEEDS = [int(s) for s in env_list("SYNTHGEN_QUALITY_SEEDS", "0,1,2")]
+SYNTHGEN_QUALITY_CLASSIFIER_STEPS = env_int("SYNTHGEN_QUALITY_CLASSIFIER_STEPS", 300)
 # A running stage without a heartbeat for this long is taken to be abandoned by a dead worker.
 SYNTHGEN_STALE_RUN_SECONDS = env_int("SYNTHGEN_STALE_RUN_SECONDS", 300)
 # Advanced: JSON {"<kind>": {config key: value}} merged over every preset's config, e.g.
@@ -159,6 +163,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "generators.train": {"queue": "gpu"},
+    "generators.evaluate": {"queue": "gpu"},
     "generation.generate": {"queue": "gpu"},
 }
 CELERY_BEAT_SCHEDULE = {

@@ -1,0 +1,288 @@
+"""The usefulness test: do generated images help a classifier learn the class?
+
+The study's test, made automatic. A small CNN learns to tell the generated
+class apart from other classes (the user's other classes, or a "not this
+class" set) and is scored on held-out *real* images. It is trained four ways,
+which differ only in the images of the generated class:
+
+- ``real``:      the real training images;
+- ``synthetic``: as many generated images instead (no real image of the class);
+- ``mixed``:     the real images plus as many generated ones;
+- ``oracle``:    the real images plus as many *more real* images (when the
+                 caller has them): the ceiling of what extra images can give.
+
+The score is **balanced accuracy** (mean recall over all classes) on held-out
+real images. Recall of the generated class alone is never used: adding any
+images labelled with that class, even noise, raises its recall by shifting the
+prior. Training also samples classes uniformly, so the class sizes do not
+shift the prior either; what changes between the four runs is only the
+content of the images. GQI (GAN Quality Index) = synthetic / real * 100.
+
+Everything is deterministic for a seed (on the same machine and thread count)
+and small enough to run on a CPU inside the pipeline.
+
+Result values share one shape, see :func:`metric`.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def metric(value: float | None, reason: str | None = None, **extra) -> dict:
+    """The one shape of every reported number: ``{"value": x, "reason": r, ...}``.
+
+    ``value`` is a float, or None when it could not be measured, in which case
+    ``reason`` says why in one plain sentence. Extra keys (``std``,
+    ``per_seed``, ``reference`` ...) add detail and may be absent.
+    """
+    if value is not None:
+        value = round(float(value), 6)
+    return {"value": value, "reason": None if value is not None else (reason or "not measured"), **extra}
+
+
+# --------------------------------------------------------------------------- images
+
+
+def to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [N,C,H,W] -> float32 in [0, 1]."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 images, got {images.dtype}")
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"expected [N,C,H,W] with C in (1, 3), got {tuple(images.shape)}")
+    return images.float() / 255.0
+
+
+def match_format(images: torch.Tensor, *, channels: int, size: int | tuple[int, int]) -> torch.Tensor:
+    """Convert uint8 images to ``channels`` (1 or 3) and ``size`` (for negatives from other datasets)."""
+    x = to_unit_float(images)
+    if x.shape[1] != channels:
+        if channels == 1:
+            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            x = (x * weights).sum(1, keepdim=True)
+        else:
+            x = x.expand(-1, 3, -1, -1)
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(x.shape[-2:]) != size:
+        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return (x * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+def split(images: torch.Tensor, *, holdout: float | int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shuffle with ``seed`` and cut into (train, held-out); ``holdout`` is a fraction or a count."""
+    n = len(images)
+    n_out = holdout if isinstance(holdout, int) else round(n * holdout)
+    n_out = max(0, min(n, n_out))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return images[order[n_out:]], images[order[:n_out]]
+
+
+def classifier_input(images: torch.Tensor, image_size: int) -> torch.Tensor:
+    """uint8 -> float in [-1, 1], shrunk to at most ``image_size`` pixels on the long side."""
+    x = to_unit_float(images) * 2 - 1
+    h, w = x.shape[-2:]
+    if max(h, w) > image_size:
+        scale = image_size / max(h, w)
+        x = F.interpolate(x, size=(max(1, round(h * scale)), max(1, round(w * scale))),
+                          mode="bilinear", antialias=True, align_corners=False)
+    return x
+
+
+# --------------------------------------------------------------------------- classifier
+
+
+class SmallCNN(nn.Module):
+    """Three conv blocks, global average pooling, a linear head.
+
+    ``features(x)`` gives the ``4 * width`` pooled features (used by the
+    Frechet / kernel distances in :mod:`metrics`); ``forward(x)`` the logits.
+    """
+
+    def __init__(self, channels: int, num_classes: int, width: int = 16):
+        super().__init__()
+        w = width
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.BatchNorm2d(4 * w), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.head = nn.Linear(4 * w, num_classes)
+        self.feature_dim = 4 * w
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+@dataclass
+class ClassifierSettings:
+    """How the small classifier is trained; the defaults take seconds on a CPU at 32 px."""
+
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 3e-3
+    width: int = 16
+    image_size: int = 32  # larger images are shrunk to this before the classifier sees them
+    shift: int = 2  # random translation of up to this many pixels while training; 0 = off
+    device: str = "cpu"  # e.g. "cuda" on a GPU worker; results then differ slightly from the CPU's
+
+
+def _shift(x: torch.Tensor, pixels: int, gen: torch.Generator) -> torch.Tensor:
+    """Random translation by up to ``pixels`` (edges replicated), one offset per batch row."""
+    if pixels <= 0:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pixels,) * 4, mode="replicate")
+    dy = torch.randint(0, 2 * pixels + 1, (n,), generator=gen).to(x.device)
+    dx = torch.randint(0, 2 * pixels + 1, (n,), generator=gen).to(x.device)
+    rows = (dy.view(n, 1) + torch.arange(h, device=x.device).view(1, h)).view(n, 1, h, 1).expand(-1, x.shape[1], -1, w + 2 * pixels)
+    out = padded.gather(2, rows)
+    cols = (dx.view(n, 1) + torch.arange(w, device=x.device).view(1, w)).view(n, 1, 1, w).expand(-1, x.shape[1], h, -1)
+    return out.gather(3, cols)
+
+
+def train_classifier(
+    class_images: list[torch.Tensor], *, seed: int, settings: ClassifierSettings | None = None
+) -> SmallCNN:
+    """Train a :class:`SmallCNN` on uint8 images, one tensor per class (label = list index).
+
+    Batches draw the class uniformly, then an image of it, so the class sizes
+    do not bias the classifier. Deterministic for ``seed``; leaves the global
+    random state untouched.
+    """
+    s = settings or ClassifierSettings()
+    if len(class_images) < 2 or any(len(c) == 0 for c in class_images):
+        raise ValueError("need at least two classes with images each")
+    data = [classifier_input(c, s.image_size) for c in class_images]
+    counts = torch.tensor([len(c) for c in data])
+    starts = torch.cumsum(counts, 0) - counts
+    x_all = torch.cat(data).to(s.device)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SmallCNN(x_all.shape[1], len(data), s.width).to(s.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=s.steps, pct_start=0.15)
+    model.train()
+    for _ in range(s.steps):
+        labels = torch.randint(0, len(data), (s.batch_size,), generator=gen)
+        idx = starts[labels] + (torch.rand(s.batch_size, generator=gen) * counts[labels]).long()
+        labels, idx = labels.to(s.device), idx.to(s.device)
+        loss = F.cross_entropy(model(_shift(x_all[idx], s.shift, gen)), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def predict(model: SmallCNN, images: torch.Tensor, *, image_size: int = 32, batch_size: int = 512) -> torch.Tensor:
+    """Predicted class index per uint8 image."""
+    model.eval()
+    device = next(model.parameters()).device
+    x = classifier_input(images, image_size)
+    return torch.cat([model(x[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)])
+
+
+def balanced_accuracy(class_images: list[torch.Tensor], model: SmallCNN, *, image_size: int = 32) -> float:
+    """Mean over classes of the share of that class's images predicted as it (classes without images skipped)."""
+    recalls = [
+        (predict(model, images, image_size=image_size) == label).float().mean().item()
+        for label, images in enumerate(class_images)
+        if len(images)
+    ]
+    return sum(recalls) / len(recalls)
+
+
+# --------------------------------------------------------------------------- the test
+
+
+def _summary(values: list[float], reason: str | None = None) -> dict:
+    if not values:
+        return metric(None, reason)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return metric(statistics.fmean(values), std=round(std, 6), per_seed=[round(v, 6) for v in values])
+
+
+def usefulness_test(
+    *,
+    real_train: torch.Tensor,
+    real_test: torch.Tensor,
+    synthetic: torch.Tensor,
+    negatives_train: list[torch.Tensor],
+    negatives_test: list[torch.Tensor],
+    extra_real: torch.Tensor | None = None,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    settings: ClassifierSettings | None = None,
+) -> dict:
+    """Run the four trainings for each seed and return the report's ``usefulness`` dict.
+
+    ``real_train`` / ``real_test``: uint8 images of the generated class (the
+    test images must not have been seen by the generator). ``negatives_*``:
+    one uint8 tensor per other class, same channels and size. ``synthetic``:
+    generated images; the first ``len(real_train)`` are used. ``extra_real``:
+    more real images of the class for the oracle; the first
+    ``len(real_train)`` are used.
+
+    Returns ``{"real", "synthetic", "mixed", "oracle", "gqi"}`` (each a
+    :func:`metric` with ``std`` and ``per_seed`` when measured) plus
+    ``"counts"`` (images per role) and ``"classes"`` (number of classes).
+    GQI is computed per seed, then averaged.
+    """
+    s = settings or ClassifierSettings()
+    n = len(real_train)
+    if not negatives_train or not negatives_test or not any(len(t) for t in negatives_test):
+        reason = "no other classes to compare against (upload other classes or a 'not this class' set)"
+        return {k: metric(None, reason) for k in ("real", "synthetic", "mixed", "oracle", "gqi")} | {
+            "counts": {}, "classes": 1}
+    if n == 0 or len(real_test) == 0:
+        reason = "no real images of the class to train on and test with"
+        return {k: metric(None, reason) for k in ("real", "synthetic", "mixed", "oracle", "gqi")} | {
+            "counts": {}, "classes": 1 + len(negatives_train)}
+
+    synthetic = synthetic[:n]
+    extra = extra_real[:n] if extra_real is not None and len(extra_real) else None
+    test_classes = [real_test, *negatives_test]
+    positives = {"real": real_train}
+    if len(synthetic):
+        positives["synthetic"] = synthetic
+        positives["mixed"] = torch.cat([real_train, synthetic])
+    if extra is not None:
+        positives["oracle"] = torch.cat([real_train, extra])
+
+    scores: dict[str, list[float]] = {k: [] for k in ("real", "synthetic", "mixed", "oracle")}
+    gqi: list[float] = []
+    for seed in seeds:
+        for name, pos in positives.items():
+            model = train_classifier([pos, *negatives_train], seed=seed, settings=s)
+            scores[name].append(balanced_accuracy(test_classes, model, image_size=s.image_size))
+        if scores["synthetic"]:
+            gqi.append(scores["synthetic"][-1] / scores["real"][-1] * 100 if scores["real"][-1] > 0 else 0.0)
+
+    no_synth = "no generated images left to test"
+    return {
+        "real": _summary(scores["real"]),
+        "synthetic": _summary(scores["synthetic"], no_synth),
+        "mixed": _summary(scores["mixed"], no_synth),
+        "oracle": _summary(scores["oracle"], "no further real images of this class were available"),
+        "gqi": _summary(gqi, no_synth),
+        "counts": {
+            "real_train": n,
+            "real_test": len(real_test),
+            "synthetic": len(synthetic),
+            "extra_real": 0 if extra is None else len(extra),
+            "negatives_train": [len(t) for t in negatives_train],
+            "negatives_test": [len(t) for t in negatives_test],
+        },
+        "classes": len(test_classes),
+        "seeds": list(seeds),
+    }

@@ -1,0 +1,108 @@
+"""The generation filter: noise, blank images and planted copies are dropped, good images kept."""
+import json
+
+import pytest
+import torch
+
+from apps.generators.ml import filtering
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def blobs(n: int, seed: int, size: int = 16, channels: int = 1) -> torch.Tensor:
+    """n uint8 images, each with two soft bright blobs of random place, width and brightness."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    img = torch.zeros(n, 1, size, size)
+    for _ in range(2):
+        cy, cx = (torch.rand(2, n, 1, 1, generator=g) * (size - 6) + 3)
+        sigma = torch.rand(n, 1, 1, generator=g) * 2 + 1.5
+        amp = torch.rand(n, 1, 1, generator=g) * 0.5 + 0.5
+        img[:, 0] += amp * torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
+    return (img.clamp(0, 1) * 255).round().to(torch.uint8).repeat(1, channels, 1, 1)
+
+
+def noise(n: int, seed: int, size: int = 16, channels: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, channels, size, size), generator=g, dtype=torch.uint8)
+
+
+@pytest.fixture
+def reference():
+    return filtering.build_reference(blobs(40, seed=1), blobs(20, seed=2))
+
+
+def test_noise_score_separates_noise_from_pictures():
+    assert filtering.noise_scores(noise(20, seed=0)).min() > 0.7  # white noise ~0.79
+    assert filtering.noise_scores(noise(5, seed=0, size=32, channels=3)).min() > 0.7
+    assert filtering.noise_scores(blobs(20, seed=0)).max() < 0.2
+
+
+def test_reference_thresholds(reference):
+    t = reference.thresholds()
+    json.dumps(t)
+    assert t["copy_source"] == "heldout"
+    assert filtering.noise_scores(blobs(60, seed=3)).max() < t["noise"] < 0.79
+    assert 0 < t["blank"] <= filtering.BLANK_STD
+    assert t["copy"] > 0
+
+
+def test_blank_and_noise_images_are_dropped(reference):
+    grey = torch.full((3, 1, 16, 16), 128, dtype=torch.uint8)
+    grey[1, 0, 4, 4] = 131  # one faint speck is still blank
+    result = filtering.score_images(torch.cat([grey, noise(4, seed=5)]), reference)
+    assert result.keep.tolist() == [False] * 7
+    assert result.dropped == {"noise": 4, "blank": 3, "copy": 0}
+    assert [s["dropped"] for s in result.scores] == ["blank"] * 3 + ["noise"] * 4
+
+
+def test_mixed_batch_keeps_the_good_and_drops_planted_copies_and_noise(reference):
+    good = blobs(12, seed=7)
+    batch = torch.cat([good, reference.train[[4, 9]], noise(3, seed=8)])
+    order = torch.randperm(len(batch), generator=torch.Generator().manual_seed(0))
+    batch = batch[order]
+    expected_keep = order < 12
+    result = filtering.score_images(batch, reference)
+    assert result.keep.tolist() == expected_keep.tolist()
+    assert result.dropped == {"noise": 3, "blank": 0, "copy": 2}
+    copies = [s for s in result.scores if s["dropped"] == "copy"]
+    assert sorted(s["nearest_train"] for s in copies) == [4, 9]
+    assert all(s["copy_distance"] == 0.0 for s in copies)
+    json.dumps(result.scores)
+    # copies can be allowed through
+    assert filtering.score_images(batch, reference, drop_copies=False).dropped["copy"] == 0
+
+
+def test_generate_filtered_fills_the_count():
+    reference = filtering.build_reference(blobs(40, seed=1), blobs(20, seed=2))
+    calls = []
+
+    def sample(n, seed):
+        """Every third image is noise."""
+        calls.append((n, seed))
+        images = blobs(n, seed=100 + seed)
+        images[::3] = noise(len(images[::3]), seed=seed)
+        return images
+
+    out = filtering.generate_filtered(sample, 20, reference, seed=10)
+    assert len(out.images) == 20 and out.shortfall == 0
+    assert out.dropped["noise"] >= 7 and out.generated >= 27
+    assert len(calls) >= 2 and calls[0] == (20, 10) and calls[1][1] == 11
+    assert filtering.score_images(out.images, reference).keep.all()
+    first = out.scores[0]
+    again = sample(first["batch_size"], first["seed"])[first["index"]]
+    assert torch.equal(again, out.images[0])
+
+
+def test_generate_filtered_reports_shortfall_and_can_be_off():
+    reference = filtering.build_reference(blobs(40, seed=1))
+    bad = filtering.generate_filtered(lambda n, seed: noise(n, seed), 5, reference, seed=0, max_rounds=3)
+    assert len(bad.images) == 0 and bad.shortfall == 5 and bad.dropped["noise"] == bad.generated
+    off = filtering.generate_filtered(lambda n, seed: noise(n, seed), 5, None, seed=0)
+    assert len(off.images) == 5 and off.shortfall == 0 and off.generated == 5

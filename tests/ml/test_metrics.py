@@ -1,0 +1,146 @@
+"""Metrics on constructed cases with known answers (tiny 16 px images, no Django)."""
+import math
+
+import pytest
+import torch
+
+from apps.generators.ml import metrics
+from apps.generators.ml.usefulness import ClassifierSettings
+
+TINY = ClassifierSettings(steps=40, batch_size=32, width=8)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The test machines are small and shared: extra threads only fight each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def blobs(n: int, seed: int, size: int = 16) -> torch.Tensor:
+    """n uint8 grey images, each with two soft bright blobs of random place, width and brightness."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    img = torch.zeros(n, 1, size, size)
+    for _ in range(2):
+        cy, cx = (torch.rand(2, n, 1, 1, generator=g) * (size - 6) + 3)
+        sigma = torch.rand(n, 1, 1, generator=g) * 2 + 1.5
+        amp = torch.rand(n, 1, 1, generator=g) * 0.5 + 0.5
+        img[:, 0] += amp * torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
+    return (img.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def noise(n: int, seed: int, size: int = 16) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 1, size, size), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+
+
+def test_pixel_distances_known_values():
+    black = torch.zeros(2, 1, 8, 8, dtype=torch.uint8)
+    white = torch.full((3, 1, 8, 8), 255, dtype=torch.uint8)
+    d = metrics.pixel_distances(black, white)
+    assert d.shape == (2, 3)
+    assert torch.allclose(d, torch.ones(2, 3, dtype=d.dtype))
+    assert metrics.pixel_distances(white, white).abs().max() < 1e-6
+
+
+def test_nearest_finds_planted_image_and_can_exclude_itself():
+    train = blobs(20, seed=1)
+    query = train[[7, 3]]
+    dist, idx = metrics.nearest(query, train)
+    assert idx.tolist() == [7, 3] and dist.max() < 1e-6
+    dist_self, idx_self = metrics.nearest(train, train, exclude_self=True)
+    assert (idx_self != torch.arange(20)).all() and (dist_self > 0).all()
+
+
+def test_swd_identical_sets_zero_and_ordering():
+    real = blobs(48, seed=1)
+    same = metrics.sliced_wasserstein(real, real.clone(), seed=0)
+    other_real = metrics.sliced_wasserstein(real, blobs(48, seed=2), seed=0)
+    to_noise = metrics.sliced_wasserstein(real, noise(48, seed=3), seed=0)
+    darker = metrics.sliced_wasserstein(real, (real // 2), seed=0)
+    assert len(same["levels"]) == 2  # 16 px: one band-pass level at 16, the low-pass rest at 8
+    assert same["mean"] < 1e-9
+    assert other_real["mean"] < to_noise["mean"] / 3
+    assert other_real["mean"] < darker["mean"]
+
+
+def test_laplacian_pyramid_levels():
+    x = torch.rand(2, 3, 32, 32)
+    sizes = [tuple(level.shape[-2:]) for level in metrics.laplacian_pyramid(x, min_size=8)]
+    assert sizes == [(32, 32), (16, 16), (8, 8)]
+    flat = torch.full((1, 1, 16, 16), 0.5)
+    band, low = metrics.laplacian_pyramid(flat, min_size=8)
+    assert band.abs().max() < 1e-6 and torch.allclose(low, torch.full_like(low, 0.5))
+
+
+def test_diversity_identical_collapsed_and_noise():
+    real = blobs(40, seed=1)
+    assert metrics.diversity_ratio(real.clone(), real) == pytest.approx(1.0)
+    collapsed = real[:1].repeat(40, 1, 1, 1)
+    assert metrics.diversity_ratio(collapsed, real) == pytest.approx(0.0, abs=1e-6)
+    assert 0.8 < metrics.diversity_ratio(blobs(40, seed=2), real) < 1.25
+    assert metrics.diversity_ratio(noise(40, seed=3), real) > 1.0
+
+
+def test_copy_threshold_sources():
+    train, held = blobs(40, seed=1), blobs(20, seed=2)
+    from_held = metrics.copy_threshold(train, held)
+    loo = metrics.copy_threshold(train)
+    assert from_held["source"] == "heldout" and loo["source"] == "leave-one-out"
+    nearest_held, _ = metrics.nearest(held, train)
+    assert 0 < from_held["threshold"] <= nearest_held.min() + 0.01
+    assert loo["threshold"] > 0
+    # exact duplicates in the data do not collapse the threshold to zero
+    with_dupes = torch.cat([train, train[:5]])
+    assert metrics.copy_threshold(with_dupes)["threshold"] > 0.5 / 255
+
+
+def test_copy_detection_copies_new_images_and_worst_pairs():
+    train, held = blobs(40, seed=1), blobs(20, seed=2)
+    threshold = metrics.copy_threshold(train, held)["threshold"]
+    copies = metrics.copy_detection(train[torch.randperm(40)], train, threshold=threshold)
+    assert copies["share"] == 1.0 and copies["count"] == 40
+    fresh = metrics.copy_detection(blobs(40, seed=3), train, threshold=threshold)
+    assert fresh["share"] <= 0.1
+    planted = blobs(10, seed=4)
+    planted[3] = train[5]
+    result = metrics.copy_detection(planted, train, threshold=threshold, worst=3)
+    assert result["worst"][0] == {"generated": 3, "train": 5, "distance": 0.0}
+    assert [p["distance"] for p in result["worst"]] == sorted(p["distance"] for p in result["worst"])
+    assert result["is_copy"][3] and result["nearest"][3] == 5
+
+
+def test_frechet_distance_known_values():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4000, 4, generator=g, dtype=torch.float64)
+    assert metrics.frechet_distance(a, a.clone()) == pytest.approx(0.0, abs=1e-6)
+    assert metrics.frechet_distance(a, a + 1.0) == pytest.approx(4.0, rel=1e-6)  # ||shift||^2, same covariance
+    # N(0, I) vs N(0, 4I): tr(I + 4I - 2*2I) = d
+    assert metrics.frechet_distance(a, 2 * torch.randn(4000, 4, generator=g, dtype=torch.float64)) == pytest.approx(
+        4.0, rel=0.1)
+
+
+def test_kernel_distance_same_distribution_near_zero():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(300, 8, generator=g, dtype=torch.float64)
+    b = torch.randn(300, 8, generator=g, dtype=torch.float64)
+    same = metrics.kernel_distance(a, b)
+    shifted = metrics.kernel_distance(a, b + 0.5)
+    assert abs(same) < shifted / 10
+    assert shifted > 0
+
+
+def test_feature_net_classes_and_rotation():
+    real = blobs(30, seed=1)
+    net = metrics.train_feature_net(real, [noise(30, seed=2)], settings=TINY)
+    assert net.task == "classes"
+    features = net(real)
+    assert features.shape == (30, 32) and torch.isfinite(features).all()
+    rot = metrics.train_feature_net(real, None, settings=TINY)
+    assert rot.task == "rotation"
+    f_real, f_noise = rot(real), rot(noise(30, seed=3))
+    same = metrics.frechet_distance(f_real, rot(blobs(30, seed=4)))
+    assert same < metrics.frechet_distance(f_real, f_noise)
+    assert not math.isnan(same)

@@ -1,0 +1,160 @@
+"""Usefulness test and the quality report on constructed cases where the verdict is known."""
+import json
+
+import pytest
+import torch
+
+from apps.generators.ml import quality
+from apps.generators.ml.usefulness import ClassifierSettings, match_format, split, train_classifier, usefulness_test
+
+TINY = ClassifierSettings(steps=40, batch_size=32, width=8)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def blobs(n: int, seed: int, size: int = 16) -> torch.Tensor:
+    """n uint8 grey images, each with two soft bright blobs of random place, width and brightness."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    img = torch.zeros(n, 1, size, size)
+    for _ in range(2):
+        cy, cx = (torch.rand(2, n, 1, 1, generator=g) * (size - 6) + 3)
+        sigma = torch.rand(n, 1, 1, generator=g) * 2 + 1.5
+        amp = torch.rand(n, 1, 1, generator=g) * 0.5 + 0.5
+        img[:, 0] += amp * torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
+    return (img.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def bars(n: int, seed: int, size: int = 16) -> torch.Tensor:
+    """n uint8 grey images with one bright horizontal bar of random row, thickness and brightness."""
+    g = torch.Generator().manual_seed(seed)
+    img = torch.zeros(n, 1, size, size, dtype=torch.uint8)
+    for i in range(n):
+        row = int(torch.randint(1, size - 4, (1,), generator=g))
+        thick = int(torch.randint(2, 4, (1,), generator=g))
+        img[i, 0, row : row + thick, 2:-2] = int(torch.randint(128, 256, (1,), generator=g))
+    return img
+
+
+def noise(n: int, seed: int, size: int = 16) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 1, size, size), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+
+
+def test_usefulness_balanced_accuracy_on_a_separable_toy_problem():
+    args = dict(real_train=blobs(30, seed=1), real_test=blobs(20, seed=2),
+                negatives_train=[bars(30, seed=3)], negatives_test=[bars(20, seed=4)], seeds=(0, 1), settings=TINY)
+    good = usefulness_test(synthetic=blobs(30, seed=5), extra_real=blobs(30, seed=6), **args)
+    assert good["real"]["value"] >= 0.95 and good["synthetic"]["value"] >= 0.95
+    assert good["mixed"]["value"] >= 0.95 and good["oracle"]["value"] >= 0.95
+    assert good["gqi"]["value"] == pytest.approx(100, abs=5)
+    assert len(good["real"]["per_seed"]) == 2 and good["classes"] == 2
+    # "synthetic" images of the wrong class teach nothing about blobs: chance level on the bars, and
+    # at best every blob put in one class -> at most (1 + 0.5) / 2
+    args["seeds"] = (0,)
+    wrong = usefulness_test(synthetic=bars(30, seed=7), **args)
+    assert wrong["synthetic"]["value"] <= 0.8 and wrong["gqi"]["value"] <= 80
+    assert wrong["oracle"] == {"value": None, "reason": "no further real images of this class were available"}
+    json.dumps(good)
+
+
+def test_classifier_is_deterministic_for_a_seed():
+    classes = [blobs(20, seed=1), bars(20, seed=2)]
+    a, b = (train_classifier(classes, seed=3, settings=TINY) for _ in range(2))
+    c = train_classifier(classes, seed=4, settings=TINY)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not torch.equal(a.head.weight, c.head.weight)
+
+
+def test_usefulness_without_other_classes_is_null_with_reason():
+    result = usefulness_test(real_train=blobs(10, seed=1), real_test=blobs(5, seed=2), synthetic=blobs(10, seed=3),
+                             negatives_train=[], negatives_test=[], settings=TINY)
+    assert result["gqi"]["value"] is None and "other classes" in result["gqi"]["reason"]
+
+
+def test_split_and_match_format():
+    images = blobs(10, seed=1)
+    train, held = split(images, holdout=0.3, seed=0)
+    assert len(train) == 7 and len(held) == 3
+    assert sorted(torch.cat([train, held]).flatten(1).sum(1).tolist()) == sorted(images.flatten(1).sum(1).tolist())
+    rgb = match_format(images, channels=3, size=8)
+    assert rgb.shape == (10, 3, 8, 8) and rgb.dtype == torch.uint8
+    assert match_format(rgb, channels=1, size=8).shape == (10, 1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def real():
+    return {"train": blobs(40, seed=1), "heldout": blobs(20, seed=2)}
+
+
+def report(real, generated, **kw):
+    out = quality.quality_report(generated=generated, train=real["train"], heldout=real["heldout"],
+                                 seeds=(0,), settings=TINY, measure_usefulness=False, **kw)
+    json.dumps(out)
+    return out
+
+
+def test_report_varied_and_new(real):
+    out = report(real, blobs(40, seed=3))
+    assert out["verdict"] == "varied and new", out["explanation"]
+    assert 0.8 < out["diversity"]["value"] < 1.25
+    assert out["copy_share"]["value"] <= 0.1 and out["noise_share"]["value"] == 0
+    for key in ("swd", "fid", "kid"):
+        assert out[key]["value"] is not None and out[key]["reference"] is not None
+    assert out["usefulness"]["gqi"] == {"value": None, "reason": "the usefulness test was turned off"}
+
+
+def test_report_identical_set_scores_near_zero_distance(real):
+    out = report(real, real["train"].clone())
+    assert out["swd"]["value"] < 1e-9
+    assert out["fid"]["value"] < 1e-6
+    assert out["diversity"]["value"] == pytest.approx(1.0)
+
+
+def test_report_repeats_itself(real):
+    one = blobs(1, seed=99)
+    jitter = torch.randint(-2, 3, (40, 1, 16, 16), generator=torch.Generator().manual_seed(0))
+    collapsed = (one.int() + jitter).clamp(0, 255).to(torch.uint8)
+    out = report(real, collapsed)
+    assert out["verdict"] == "repeats itself", out["explanation"]
+    assert out["diversity"]["value"] < 0.1
+    assert out["swd"]["value"] > out["swd"]["reference"]
+
+
+def test_report_copies_your_photos(real):
+    copies = real["train"][torch.randperm(40, generator=torch.Generator().manual_seed(0))[:30]]
+    out = report(real, copies)
+    assert out["verdict"] == "copies your photos", out["explanation"]
+    assert out["copy_share"]["value"] == 1.0
+    assert out["delivered"]["count"] == 0 and out["filter"]["dropped"]["copy"] == 30
+    worst = out["worst_copies"][0]
+    assert worst["distance"] == 0.0 and worst["is_copy"]
+    assert torch.equal(copies[worst["generated"]], real["train"][worst["train"]])
+
+
+def test_report_mostly_noise(real):
+    out = report(real, noise(30, seed=5))
+    assert out["verdict"] == "mostly noise", out["explanation"]
+    assert out["noise_share"]["value"] == 1.0 and out["delivered"]["count"] == 0
+    assert out["delivered"]["diversity"]["value"] is None and out["delivered"]["diversity"]["reason"]
+
+
+def test_report_with_usefulness_and_without_heldout(real):
+    generated = torch.cat([blobs(30, seed=3), noise(5, seed=4)])
+    out = quality.quality_report(generated=generated, train=real["train"], heldout=real["heldout"],
+                                 negatives=[bars(40, seed=5)], seeds=(0,), settings=TINY)
+    json.dumps(out)
+    assert out["verdict"] == "varied and new"
+    assert out["filter"]["dropped"]["noise"] == 5 and out["delivered"]["count"] == 30
+    assert out["usefulness"]["counts"]["synthetic"] == 30  # only filtered images are tested
+    assert out["usefulness"]["real"]["value"] >= 0.9 and out["usefulness"]["gqi"]["value"] >= 90
+    assert out["fid"]["features"] == "classes"
+    no_held = quality.quality_report(generated=blobs(20, seed=3), train=real["train"], seeds=(0,), settings=TINY)
+    assert no_held["usefulness"]["real"]["value"] is None
+    assert no_held["filter"]["thresholds"]["copy_source"] == "leave-one-out"
+    assert no_held["fid"]["features"] == "rotation" and no_held["swd"]["reference"] is None
