@@ -1,17 +1,24 @@
 """Reads of generators and runs, scoped to what a user may see."""
 from django.db.models import Q, QuerySet
 
+from apps.datasets.selectors import is_signed_in
+
 from .models import Generator, TrainingRun
 
 
 def generators_for(user) -> QuerySet[Generator]:
-    """The user's own generators, plus every ready generator that another user shares."""
+    """The user's own generators, plus every ready generator that another user shares; none for anonymous users."""
+    if not is_signed_in(user):
+        return Generator.objects.none()
     return Generator.objects.filter(Q(owner=user) | Q(shared=True, status=Generator.Status.READY)).select_related(
         "owner", "dataset"
     )
 
 
 def runs_for(user) -> QuerySet[TrainingRun]:
+    """Training runs of the user's own generators (runs are never shared); none for anonymous users."""
+    if not is_signed_in(user):
+        return TrainingRun.objects.none()
     return TrainingRun.objects.filter(generator__owner=user).select_related("generator")
 
 
