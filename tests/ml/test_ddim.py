@@ -1,0 +1,262 @@
+"""DDIM generator type: schedule and sampler maths, training, checkpoints (tiny models, CPU)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from apps.generators.ml import registry
+from apps.generators.ml.ddim import DDIM
+from apps.generators.ml.ddim.sampler import ddim_sample, ddim_step, ddim_timesteps
+from apps.generators.ml.ddim.schedule import CosineSchedule, add_noise, predict_x0_eps, training_target
+from apps.generators.ml.ddim.unet import UNet
+
+torch.set_num_threads(1)
+
+
+def tiny_config(**overrides) -> dict:
+    config = DDIM.default_config(resolution=32, channels=1, preset="quick", image_count=150, device="cpu")
+    config.update(
+        resolution=8, base_channels=8, channel_mults=[1, 2], num_res_blocks=1, attention_resolutions=[4],
+        head_channels=8, groups=4, patch_size=1, dropout=0.0, batch_size=16, total_steps=8, warmup_steps=2,
+        learning_rate=2e-3, checkpoint_every=4, report_every=2, grid_images=4, grid_steps=3, sampling_steps=4,
+        ema_decay=0.9,
+    )
+    config.update(overrides)
+    return config
+
+
+def tiny_images(n: int = 16, channels: int = 1, size: int = 8, seed: int = 0) -> torch.Tensor:
+    """Smooth blobs in [-1, 1]: a little structure for the model to learn."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    centre = torch.rand(n, 2, generator=g) - 0.5
+    d = (xx[None] - centre[:, 0, None, None]) ** 2 + (yy[None] - centre[:, 1, None, None]) ** 2
+    img = torch.exp(-d / 0.15) * 2 - 1
+    return img[:, None].repeat(1, channels, 1, 1)
+
+
+# ---------------------------------------------------------------- schedule and sampler maths
+
+
+def test_cosine_schedule_runs_from_signal_to_noise():
+    s = CosineSchedule(1000)
+    a = s.alpha_bar
+    assert a.shape == (1000,)
+    assert torch.all(a[1:] < a[:-1])
+    assert a[0] > 0.999 and a[-1] < 1e-6
+    shifted = CosineSchedule(1000, shift=0.5).alpha_bar
+    assert torch.all(shifted[1:-1] < a[1:-1])  # a 64 px shift adds noise at every step
+
+
+@pytest.mark.parametrize("objective", ["v", "eps"])
+def test_prediction_recovers_x0_and_eps_from_the_true_target(objective):
+    g = torch.Generator().manual_seed(1)
+    x0, eps = torch.randn(4, 1, 8, 8, generator=g, dtype=torch.float64), torch.randn(4, 1, 8, 8, generator=g, dtype=torch.float64)
+    alpha = torch.tensor([0.9, 0.5, 0.1, 0.01], dtype=torch.float64)
+    x_t = add_noise(x0, eps, alpha)
+    got_x0, got_eps = predict_x0_eps(x_t, training_target(x0, eps, alpha, objective), alpha, objective)
+    torch.testing.assert_close(got_x0, x0)
+    torch.testing.assert_close(got_eps, eps)
+
+
+@pytest.mark.parametrize("objective", ["v", "eps"])
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_ddim_step_matches_closed_form(objective, eta):
+    """One update against the DDIM formula (Song et al. 2021, eq. 12) written out by hand."""
+    g = torch.Generator().manual_seed(2)
+    x_t = torch.randn(3, 1, 4, 4, generator=g, dtype=torch.float64)
+    eps = torch.randn(3, 1, 4, 4, generator=g, dtype=torch.float64) * 0.3
+    z = torch.randn(3, 1, 4, 4, generator=g, dtype=torch.float64)
+    a_t, a_s = 0.3, 0.8
+    x0 = (x_t - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)  # the x0 this eps implies
+    if objective == "eps":
+        model_out = eps
+    else:  # v = sqrt(a) eps - sqrt(1 - a) x0
+        model_out = math.sqrt(a_t) * eps - math.sqrt(1 - a_t) * x0
+    sigma = eta * math.sqrt((1 - a_s) / (1 - a_t)) * math.sqrt(1 - a_t / a_s)
+    expected = math.sqrt(a_s) * x0 + math.sqrt(1 - a_s - sigma**2) * eps + sigma * z
+    got, got_x0 = ddim_step(x_t, model_out, a_t, a_s, objective=objective, eta=eta, noise=z, clip=False)
+    torch.testing.assert_close(got_x0, x0)
+    torch.testing.assert_close(got, expected)
+
+
+def test_ddim_step_clip_keeps_x0_in_range_and_consistent():
+    x_t = torch.full((1, 1, 2, 2), 3.0, dtype=torch.float64)
+    eps = torch.zeros_like(x_t)
+    x_s, x0 = ddim_step(x_t, eps, 0.5, 0.9, objective="eps", clip=True)
+    assert x0.max() <= 1.0
+    eps_used = (x_t - math.sqrt(0.5) * x0) / math.sqrt(0.5)
+    torch.testing.assert_close(x_s, math.sqrt(0.9) * x0 + math.sqrt(0.1) * eps_used)
+
+
+def test_ddim_timesteps_start_from_noise_and_descend():
+    steps = ddim_timesteps(1000, 10)
+    assert len(steps) == 10 and steps[0] == 999
+    assert all(a > b for a, b in zip(steps, steps[1:])) and steps[-1] >= 0
+    assert len(ddim_timesteps(1000, 250)) == 250
+    with pytest.raises(ValueError):
+        ddim_timesteps(1000, 0)
+
+
+@pytest.mark.parametrize("objective,steps", [("v", 1), ("v", 7), ("v", 50), ("eps", 7), ("eps", 50)])
+def test_deterministic_ddim_with_the_exact_denoiser_returns_the_data_point(objective, steps):
+    """For a one-image data set the ideal prediction is known in closed form;
+    deterministic DDIM must then land exactly on that image from any noise.
+    (One eps step from pure noise divides by sqrt(alpha) ~ 0: ill-conditioned, so v only.)"""
+    schedule = CosineSchedule(1000)
+    target = torch.linspace(-0.9, 0.9, 16).reshape(1, 1, 4, 4)
+
+    def exact(x_t, t):
+        a = schedule.alpha_bar_on("cpu")[t.long()].reshape(-1, 1, 1, 1)
+        eps = (x_t - a.sqrt() * target) / (1 - a).sqrt()
+        return eps if objective == "eps" else a.sqrt() * eps - (1 - a).sqrt() * target
+
+    out = ddim_sample(exact, schedule, (5, 1, 4, 4), steps=steps, objective=objective,
+                      generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out, target.expand(5, -1, -1, -1), atol=1e-4, rtol=0)
+
+
+# ---------------------------------------------------------------- network
+
+
+@pytest.mark.parametrize("channels,resolution,patch", [(1, 8, 1), (3, 16, 1), (3, 16, 2)])
+def test_unet_keeps_shape(channels, resolution, patch):
+    net = UNet(image_channels=channels, resolution=resolution, base_channels=8, channel_mults=(1, 2),
+               num_res_blocks=1, attention_resolutions=(8, 4), head_channels=8, groups=4, patch_size=patch)
+    x = torch.randn(2, channels, resolution, resolution)
+    assert net(x, torch.tensor([0.0, 500.0])).shape == x.shape
+
+
+@pytest.mark.parametrize("resolution", [32, 64, 128])
+def test_presets_build_for_every_resolution(resolution):
+    for device in ("cpu", "cuda"):
+        config = DDIM.default_config(resolution=resolution, channels=3, preset="quick", image_count=150, device=device)
+        for key in ("resolution", "channels", "preset", "total_steps", "batch_size", "checkpoint_every"):
+            assert key in config
+        assert config["total_steps"] > 0
+    net = UNet(image_channels=3, resolution=resolution, base_channels=8,
+               channel_mults=tuple(config["channel_mults"]), num_res_blocks=1,
+               attention_resolutions=tuple(config["attention_resolutions"]), head_channels=8, groups=4)
+    x = torch.randn(1, 3, resolution, resolution)
+    assert net(x, torch.tensor([10.0])).shape == x.shape
+
+
+def test_more_images_and_longer_presets_train_longer():
+    def steps(preset, count):
+        return DDIM.default_config(resolution=32, channels=1, preset=preset, image_count=count)["total_steps"]
+
+    assert steps("quick", 150) < steps("standard", 150) < steps("long", 150)
+    assert steps("quick", 150) < steps("quick", 1000)
+
+
+def test_registered_with_sampling_steps():
+    cls = registry.get("ddim")
+    assert cls is DDIM and cls.uses_sampling_steps and cls.default_sampling_steps == 50
+    assert ("ddim", DDIM.label) in registry.choices()
+
+
+# ---------------------------------------------------------------- training, sampling, files
+
+
+def fixed_eval_loss(gen: DDIM, images: torch.Tensor) -> float:
+    """The loss on fixed timesteps and noise, with the EMA-free trained weights, no dropout."""
+    g = torch.Generator().manual_seed(99)
+    x0 = images.repeat(4, 1, 1, 1)
+    t = torch.linspace(50, 950, x0.shape[0]).long()
+    noise = torch.randn(x0.shape, generator=g)
+    gen.model.eval()
+    with torch.no_grad():
+        return float(gen.loss(x0, t, noise))
+
+
+def test_training_reduces_the_loss(tmp_path):
+    torch.manual_seed(0)
+    images = tiny_images(16)
+    gen = DDIM(tiny_config(total_steps=60, checkpoint_every=1000, report_every=20, warmup_steps=5), device="cpu")
+    before = fixed_eval_loss(gen, images)
+    reports = []
+    result = gen.train(images, checkpoint_dir=tmp_path, on_progress=reports.append)
+    after = fixed_eval_loss(gen, images)
+    assert result.steps == 60 and not result.stopped_early
+    assert [r.step for r in reports] == [20, 40, 60]
+    assert after < 0.6 * before, (before, after)
+
+
+def test_eta_zero_sampling_is_deterministic_for_a_seed_and_differs_across_seeds():
+    gen = DDIM(tiny_config(), device="cpu")
+    _perturb(gen)
+    a = gen.sample(6, seed=3, steps=5, batch_size=4)
+    b = gen.sample(6, seed=3, steps=5, batch_size=4)
+    c = gen.sample(6, seed=4, steps=5, batch_size=4)
+    assert a.dtype == torch.uint8 and a.shape == (6, 1, 8, 8)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    noisy_1 = gen.sample(4, seed=3, steps=5, eta=1.0)
+    noisy_2 = gen.sample(4, seed=3, steps=5, eta=1.0)
+    assert torch.equal(noisy_1, noisy_2)  # eta > 0 draws its noise from the seeded generator too
+
+
+def _perturb(gen: DDIM) -> None:
+    """Random weights everywhere (zero-initialised output layers would make every sample alike)."""
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in gen.ema.model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+        gen.model.load_state_dict(gen.ema.model.state_dict())
+
+
+def test_save_then_load_gives_the_same_samples(tmp_path):
+    gen = DDIM(tiny_config(), device="cpu")
+    _perturb(gen)
+    gen.save(tmp_path / "gen")
+    assert (tmp_path / "gen" / "weights.safetensors").exists() and (tmp_path / "gen" / "config.json").exists()
+    loaded = registry.get("ddim").load(tmp_path / "gen")
+    assert torch.equal(gen.sample(4, seed=11, steps=4), loaded.sample(4, seed=11, steps=4))
+
+
+def test_checkpoint_grid_and_resume_continue_at_the_saved_step(tmp_path):
+    images = tiny_images(16)
+    first = DDIM(tiny_config(total_steps=8, checkpoint_every=4, report_every=2), device="cpu")
+    stop_after = {"step": 4}
+    reports = []
+
+    def on_progress(p):
+        reports.append(p)
+
+    result = first.train(images, checkpoint_dir=tmp_path, on_progress=on_progress,
+                         should_stop=lambda: first.step >= stop_after["step"])
+    assert result.stopped_early and result.steps == 4
+    assert reports[-1].checkpointed and reports[-1].sample_grid.exists()
+    assert (tmp_path / "checkpoint.safetensors").exists()
+
+    second = DDIM(tiny_config(total_steps=8, checkpoint_every=4, report_every=2), device="cpu")
+    resumed = []
+    result = second.train(images, checkpoint_dir=tmp_path, on_progress=resumed.append)
+    assert [r.step for r in resumed] == [6, 8]
+    assert result.steps == 8 and not result.stopped_early
+    # The optimizer state came back: Adam counted 4 steps before the stop and 4 after.
+    state = next(iter(second.optimizer.state.values()))
+    assert int(state["step"]) == 8
+
+
+def test_resume_restores_weights_exactly(tmp_path):
+    images = tiny_images(16)
+    gen = DDIM(tiny_config(total_steps=4, checkpoint_every=4), device="cpu")
+    gen.train(images, checkpoint_dir=tmp_path)
+    restored = DDIM(tiny_config(total_steps=4, checkpoint_every=4), device="cpu")
+    assert restored.load_checkpoint(tmp_path) == 4
+    for a, b in zip(gen.model.state_dict().values(), restored.model.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(gen.ema.state_dict().values(), restored.ema.state_dict().values()):
+        assert torch.equal(a, b)
+    sa = gen.optimizer.state_dict()["state"][0]
+    sb = restored.optimizer.state_dict()["state"][0]
+    assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+
+
+def test_rejects_images_of_the_wrong_shape(tmp_path):
+    gen = DDIM(tiny_config(), device="cpu")
+    with pytest.raises(ValueError):
+        gen.train(torch.zeros(4, 3, 8, 8), checkpoint_dir=tmp_path)
