@@ -12,7 +12,9 @@ torch.set_num_threads(1)  # tiny models: extra threads only contend on a small s
 # Tiny models so that a whole training run takes seconds on the CPU.
 TINY_TRAINING = {
     "dcgan": {"total_steps": 6, "batch_size": 8, "ngf": 4, "ndf": 4, "checkpoint_every": 3, "report_every": 1},
-    "ddim": {"total_steps": 6, "batch_size": 8, "base_channels": 8, "checkpoint_every": 3, "report_every": 1},
+    "ddim": {"total_steps": 6, "batch_size": 8, "base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1,
+             "attention_resolutions": [8], "head_channels": 8, "checkpoint_every": 3, "report_every": 1,
+             "grid_images": 4, "grid_steps": 2, "sampling_steps": 2, "compile": False},
 }
 
 

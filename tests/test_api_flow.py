@@ -155,3 +155,20 @@ def test_users_do_not_see_each_others_private_objects(api, other_api):
     assert other_api.get(f"/api/generators/{private.pk}/").status_code == 404
     assert other_api.get(f"/api/generators/{shared.pk}/").status_code == 200
     assert other_api.delete(f"/api/generators/{shared.pk}/").status_code == 403
+
+
+def test_ddim_trains_and_generates_with_chosen_steps(api, django_capture_on_commit_callbacks):
+    dataset_id = upload(api).json()["id"]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post("/api/generators/", {"name": "diffusion", "dataset": dataset_id, "kind": "ddim",
+                                                 "resolution": 32}, format="json")
+    generator = api.get(f"/api/generators/{response.json()['id']}/").json()
+    assert generator["status"] == "ready", generator
+    assert generator["uses_sampling_steps"] is True
+    with django_capture_on_commit_callbacks(execute=True):
+        job = api.post(f"/api/generators/{generator['id']}/generate/", {"count": 3, "steps": 2, "filter": False},
+                       format="json")
+    job = api.get(f"/api/jobs/{job.json()['id']}/").json()
+    assert job["status"] == "done" and job["steps"] == 2 and job["produced"] == 3
+    dcgan_steps = api.post(f"/api/generators/{generator['id']}/generate/", {"count": 3, "steps": 0}, format="json")
+    assert dcgan_steps.status_code == 400 and "steps" in dcgan_steps.json()

@@ -1,8 +1,9 @@
 """Celery tasks: thin callers of the pipeline stages, chained by run id."""
 import logging
+import os
 
 from celery import chain, shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_ready
 
 from . import pipeline
 
@@ -61,3 +62,13 @@ def _sweep_when_a_worker_starts(**kwargs) -> None:
         pipeline.sweep_stale_runs()
     except Exception:  # never keep a worker from starting
         logging.getLogger(__name__).exception("sweeping stale runs failed")
+
+
+@worker_init.connect
+def _set_torch_threads(**kwargs) -> None:
+    """SYNTHGEN_TORCH_THREADS caps PyTorch's CPU threads (1 avoids oversubscription on busy small CPUs)."""
+    threads = os.environ.get("SYNTHGEN_TORCH_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
