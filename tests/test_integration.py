@@ -31,7 +31,7 @@ def test_upload_to_zip_through_a_real_worker(worker, api, settings):
     assert run["status"] == "done" and run["device"] == "cpu"
     assert not (Path(settings.SYNTHGEN_WORK_DIR) / "runs" / str(run["id"])).exists()  # cleanup ran
 
-    job = api.post(f"/api/generators/{generator['id']}/generate/", {"count": 12, "seed": 5}, format="json")
+    job = api.post(f"/api/generators/{generator['id']}/generate/", {"count": 12, "seed": 5, "filter": False}, format="json")
     assert job.status_code == 202, job.content
     job = wait_for(lambda: api.get(f"/api/jobs/{job.json()['id']}/").json(), lambda j: j["status"] in ("done", "failed"))
     assert job["status"] == "done", job
