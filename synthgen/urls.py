@@ -7,12 +7,13 @@ from rest_framework.routers import DefaultRouter
 
 from apps.datasets.api import DatasetViewSet
 from apps.generation.api import JobViewSet
-from apps.generators.api import GeneratorViewSet, RunViewSet
+from apps.generators.api import GeneratorTypeViewSet, GeneratorViewSet, RunViewSet
 
 router = DefaultRouter()
 router.register("datasets", DatasetViewSet, basename="dataset")
 router.register("generators", GeneratorViewSet, basename="generator")
 router.register("runs", RunViewSet, basename="run")
+router.register("generator-types", GeneratorTypeViewSet, basename="generator-type")
 router.register("jobs", JobViewSet, basename="job")
 
 api_patterns = [

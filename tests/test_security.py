@@ -156,6 +156,8 @@ BODIES = {
 
 PROBES = [
     # --- web pages and the files they show
+    Probe("api:generator-type-list", "get", "/api/generator-types/", 200, 200),
+    Probe("api:generator-type-detail", "get", "/api/generator-types/dcgan/", 200, 200),
     Probe("datasets:list", "get", "/datasets/", 200, 200),
     Probe("datasets:detail", "get", "/datasets/{dataset}/", 200, 404),
     Probe("datasets:review", "get", "/datasets/{dataset}/review/", 200, 404),

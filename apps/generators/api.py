@@ -1,7 +1,7 @@
 """REST API for generators (the registry), their training runs, and starting generation."""
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
@@ -95,6 +95,9 @@ class GeneratorCreateSerializer(serializers.Serializer):
     preset = serializers.ChoiceField(choices=PRESETS, required=False, allow_null=True, allow_blank=True,
                                      help_text="Left out: chosen by dataset size.")
     shared = serializers.BooleanField(default=True)
+    options = serializers.DictField(required=False, help_text=(
+        "Advanced: settings over the preset, e.g. {\"total_steps\": 2000}; "
+        "GET /api/generator-types/ lists each type's settings."))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -130,6 +133,13 @@ class GeneratorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.
     def get_throttles(self):
         return super().get_throttles() if self.action in ("create", "generate") else []
 
+    @extend_schema(parameters=[
+        OpenApiParameter("kind", str, description="Only generators of this type (a registry key, e.g. dcgan)."),
+        OpenApiParameter("status", str, enum=Generator.Status.values, description="Only generators in this state."),
+    ])
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
     def _own(self, generator: Generator) -> Generator:
         if generator.owner_id != self.request.user.pk:
             raise PermissionDenied("Only the owner can change this generator.")
@@ -149,6 +159,7 @@ class GeneratorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.
             augment=data["augment"],
             preset=data.get("preset") or None,
             shared=data["shared"],
+            options=data.get("options") or None,
         )
         return Response(GeneratorSerializer(generator, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
 
@@ -188,6 +199,44 @@ class GeneratorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.
 
         generator = self.get_object()
         return serve_media_file(generator.sample_grid)
+
+
+class GeneratorTypeSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    label = serializers.CharField()
+    description = serializers.CharField()
+    uses_sampling_steps = serializers.BooleanField()
+    default_sampling_steps = serializers.IntegerField(allow_null=True)
+    settings = serializers.DictField(help_text="The advanced settings and their values in the standard preset.")
+
+
+class GeneratorTypeViewSet(viewsets.ViewSet):
+    """The generator types in the registry: what `kind` accepts, and each type's advanced settings."""
+
+    serializer_class = GeneratorTypeSerializer
+    lookup_value_regex = "[a-z0-9_-]+"
+
+    @staticmethod
+    def _describe(key: str, generator_type) -> dict:
+        return {
+            "key": key,
+            "label": generator_type.label,
+            "description": generator_type.description,
+            "uses_sampling_steps": generator_type.uses_sampling_steps,
+            "default_sampling_steps": generator_type.default_sampling_steps,
+            "settings": services.tunable_settings(key),
+        }
+
+    @extend_schema(responses=GeneratorTypeSerializer(many=True))
+    def list(self, request):
+        return Response([self._describe(key, cls) for key, cls in registry.all_types().items()])
+
+    @extend_schema(responses=GeneratorTypeSerializer)
+    def retrieve(self, request, pk=None):
+        generator_type = registry.all_types().get(pk)
+        if generator_type is None:
+            return Response({"detail": f"No generator type '{pk}'."}, status=status.HTTP_404_NOT_FOUND)
+        return Response(self._describe(pk, generator_type))
 
 
 class RunViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):

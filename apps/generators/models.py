@@ -23,7 +23,8 @@ class Generator(TimeStamped):
     )
     augment = models.BooleanField(default=False)
     preset = models.CharField(max_length=20)
-    config = models.JSONField(default=dict, blank=True)
+    options = models.JSONField(default=dict, blank=True)  # the user's advanced settings, over the preset
+    config = models.JSONField(default=dict, blank=True)  # the full config training used
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
     shared = models.BooleanField(default=True, help_text="Shared generators can be used by every user.")
     files_dir = models.CharField(max_length=255, blank=True)  # relative to MEDIA_ROOT; weights + config

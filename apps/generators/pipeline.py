@@ -268,7 +268,8 @@ def _train(run: TrainingRun) -> None:
         image_count=len(images),
         device=device,
     )
-    config = {**config, **settings.SYNTHGEN_TRAINING_OVERRIDES.get(generator.kind, {})}
+    if not generator.config:  # a resumed run keeps the config it started with
+        config = {**config, **settings.SYNTHGEN_TRAINING_OVERRIDES.get(generator.kind, {}), **generator.options}
     Generator.objects.filter(pk=generator.pk).update(config=config)
     run.refresh_from_db()
     TrainingRun.objects.filter(pk=run.pk).update(
