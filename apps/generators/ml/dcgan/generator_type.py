@@ -53,7 +53,7 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"
 GRID_SAMPLES = 64  # fixed-noise samples per checkpoint grid (8 x 8)
-COLLAPSE_CHECK_FROM = 0.25  # check for mode collapse from this share of the run on
+COLLAPSE_CHECK_FROM = 0.5  # check for mode collapse from half-way on (earlier, G is still forming)
 ARCHITECTURE_KEYS = ("resolution", "channels", "nz", "ngf", "ndf", "spectral_norm", "ema")
 
 # Per device and preset: network width (ngf = ndf), batch size and the base number of steps.

@@ -72,7 +72,12 @@ class Discriminator(nn.Module):
 
         def conv(cin: int, cout: int, stride: int, padding: int) -> nn.Module:
             layer = nn.Conv2d(cin, cout, 4, stride, padding, bias=False)
-            return _spectral_norm(layer) if spectral_norm else layer
+            if not spectral_norm:
+                return layer
+            # Initialise before wrapping: spectral_norm estimates the weight's largest singular
+            # value once, at wrap time, and a later re-initialisation would make that estimate stale.
+            init_weights(layer)
+            return _spectral_norm(layer)
 
         width = ndf
         layers: list[nn.Module] = [conv(channels, width, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
@@ -90,11 +95,14 @@ class Discriminator(nn.Module):
 
 
 def init_weights(module: nn.Module) -> None:
-    """The tutorial's init: conv weights ~ N(0, 0.02); BatchNorm scale ~ N(1, 0.02), shift 0."""
+    """The tutorial's init: conv weights ~ N(0, 0.02); BatchNorm scale ~ N(1, 0.02), shift 0.
+
+    Spectrally normalised convolutions are skipped: they were initialised
+    before being wrapped (see :class:`Discriminator`).
+    """
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        # With spectral norm the raw weight lives in parametrizations.weight.original.
-        weight = module.parametrizations.weight.original if hasattr(module, "parametrizations") else module.weight
-        nn.init.normal_(weight, 0.0, 0.02)
+        if not hasattr(module, "parametrizations"):
+            nn.init.normal_(module.weight, 0.0, 0.02)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)

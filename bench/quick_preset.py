@@ -1,0 +1,153 @@
+"""Train one generator type on a folder of images with a preset and time it (no Django).
+
+Example:
+    .venv/bin/python bench/quick_preset.py --kind dcgan \\
+        --data ../shared/datasets/fashion-mnist/train/sandal --limit 500 \\
+        --resolution 64 --preset quick --out /tmp/bench-dcgan --seed 0
+
+Writes ``OUT/final_grid.png`` (64 samples), ``OUT/samples/NNNN.png`` (the same
+64 images one by one), ``OUT/model/`` (weights + config) and the run's
+checkpoints and per-checkpoint grids under ``OUT/checkpoints/``; prints a
+table with the timing, final losses and warnings.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageOps
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `apps`
+
+from apps.generators.ml import registry  # noqa: E402
+from apps.generators.ml.augment import augment_dataset  # noqa: E402
+from apps.generators.ml.device import pick_device  # noqa: E402
+from apps.generators.ml.diversity import mean_pairwise_distance  # noqa: E402
+from apps.generators.ml.images import save_grid, to_pil  # noqa: E402
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+
+
+def load_folder(folder: Path, resolution: int, limit: int | None = None) -> torch.Tensor:
+    """The images of ``folder`` (sorted by name, the first ``limit``) as float [N,C,R,R] in [-1, 1].
+
+    Transparency is composited onto white; EXIF orientation is applied; each
+    image is centre-cropped to a square and resized to ``resolution``. C is 1
+    when every image is grey (R = G = B everywhere), else 3.
+    """
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    if not paths:
+        raise SystemExit(f"no images in {folder}")
+    tensors = []
+    for path in paths:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img).convert("RGBA")
+            white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(white, img).convert("RGB")
+            img = ImageOps.fit(img, (resolution, resolution), method=Image.Resampling.LANCZOS)
+            tensors.append(torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(resolution, resolution, 3))
+    images = torch.stack(tensors).permute(0, 3, 1, 2).contiguous()  # uint8 [N, 3, R, R]
+    grey = bool((images[:, :1] == images[:, 1:]).all())
+    if grey:
+        images = images[:, :1]
+    return images.float() / 127.5 - 1.0
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """``key=value`` strings -> dict; values are parsed as JSON when they can be (numbers, true, ...)."""
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def print_table(rows: list[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kind", default="dcgan", help="registry key, e.g. dcgan or ddim")
+    parser.add_argument("--data", required=True, type=Path, help="folder of images")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N images (sorted by name)")
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--augment-copies", type=int, default=0, help="offline augmented copies per image")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device()
+    images = load_folder(args.data, args.resolution, args.limit)
+    image_count = images.shape[0]
+    if args.augment_copies:
+        images = augment_dataset(images, args.augment_copies, seed=args.seed)
+
+    generator_type = registry.get(args.kind)
+    config = generator_type.default_config(
+        resolution=args.resolution,
+        channels=images.shape[1],
+        preset=args.preset,
+        image_count=image_count,
+        device=device,
+    )
+    config["seed"] = args.seed
+    config.update(parse_overrides(args.set))
+    model = generator_type(config, device=device)
+
+    def on_progress(p) -> None:
+        losses = " ".join(f"{k}={v:.3f}" for k, v in p.losses.items())
+        extra = f" grid={p.sample_grid}" if p.sample_grid else ""
+        print(f"step {p.step}/{p.total_steps} {losses} t={time.perf_counter() - started:.0f}s{extra}", file=sys.stderr)
+        for warning in p.warnings:
+            print(f"  warning: {warning}", file=sys.stderr)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    result = model.train(images, checkpoint_dir=args.out / "checkpoints", on_progress=on_progress)
+    train_seconds = time.perf_counter() - started
+
+    samples = model.sample(64, seed=args.seed)
+    grid = save_grid(samples, args.out / "final_grid.png", columns=8)
+    (args.out / "samples").mkdir(exist_ok=True)
+    for i, image in enumerate(samples):
+        to_pil(image).save(args.out / "samples" / f"{i:04d}.png")
+    model.save(args.out / "model")
+    diversity = mean_pairwise_distance(samples) / mean_pairwise_distance(images)
+
+    print_table(
+        [
+            ("kind", args.kind),
+            ("device", device),
+            ("images", f"{image_count}" + (f" (+{images.shape[0] - image_count} augmented)" if args.augment_copies else "")),
+            ("resolution", f"{args.resolution} px, {images.shape[1]} channel(s)"),
+            ("preset", args.preset),
+            ("steps", str(result.steps)),
+            ("batch size", str(config.get("batch_size"))),
+            ("train seconds", f"{train_seconds:.1f}"),
+            ("s/step", f"{train_seconds / max(result.steps, 1):.3f}"),
+            ("final losses", ", ".join(f"{k}={v:.3f}" for k, v in result.final_losses.items()) or "-"),
+            ("diversity vs real", f"{diversity:.2f}"),
+            ("warnings", "; ".join(result.warnings) or "none"),
+            ("sample grid", str(grid)),
+            ("config", json.dumps({k: v for k, v in config.items() if k not in ("kind",)}, sort_keys=True)),
+        ]
+    )
+
+
+if __name__ == "__main__":
+    main()
