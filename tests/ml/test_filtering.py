@@ -6,31 +6,7 @@ import torch
 
 from apps.generators.ml import filtering
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def blobs(n: int, seed: int, size: int = 16, channels: int = 1) -> torch.Tensor:
-    """n uint8 images, each with two soft bright blobs of random place, width and brightness."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
-    img = torch.zeros(n, 1, size, size)
-    for _ in range(2):
-        cy, cx = (torch.rand(2, n, 1, 1, generator=g) * (size - 6) + 3)
-        sigma = torch.rand(n, 1, 1, generator=g) * 2 + 1.5
-        amp = torch.rand(n, 1, 1, generator=g) * 0.5 + 0.5
-        img[:, 0] += amp * torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
-    return (img.clamp(0, 1) * 255).round().to(torch.uint8).repeat(1, channels, 1, 1)
-
-
-def noise(n: int, seed: int, size: int = 16, channels: int = 1) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (n, channels, size, size), generator=g, dtype=torch.uint8)
+from .constructed import blobs, noise
 
 
 @pytest.fixture

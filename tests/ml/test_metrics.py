@@ -5,35 +5,11 @@ import pytest
 import torch
 
 from apps.generators.ml import metrics
+
+from .constructed import blobs, noise
 from apps.generators.ml.usefulness import ClassifierSettings
 
 TINY = ClassifierSettings(steps=40, batch_size=32, width=8)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machines are small and shared: extra threads only fight each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def blobs(n: int, seed: int, size: int = 16) -> torch.Tensor:
-    """n uint8 grey images, each with two soft bright blobs of random place, width and brightness."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
-    img = torch.zeros(n, 1, size, size)
-    for _ in range(2):
-        cy, cx = (torch.rand(2, n, 1, 1, generator=g) * (size - 6) + 3)
-        sigma = torch.rand(n, 1, 1, generator=g) * 2 + 1.5
-        amp = torch.rand(n, 1, 1, generator=g) * 0.5 + 0.5
-        img[:, 0] += amp * torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
-    return (img.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
-def noise(n: int, seed: int, size: int = 16) -> torch.Tensor:
-    return torch.randint(0, 256, (n, 1, size, size), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
 
 
 def test_pixel_distances_known_values():
