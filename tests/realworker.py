@@ -29,6 +29,15 @@ def require_real_services() -> None:
     redis.Redis.from_url(REDIS_URL).ping()  # fails loudly when Redis is down
 
 
+def forget_broker_connections() -> None:
+    """Close this process's broker connections and drop the app's cached pools, so that the next send
+    connects to the broker_url in force now. (A pool made earlier keeps its old broker, e.g. the default
+    filesystem transport, and sends there; a closed one fails with "Acquire on closed pool".)"""
+    kombu_pools.reset()
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+
+
 def use_real_broker():
     """Point this process's Celery app at Redis (not eager). Returns a function that undoes it."""
     require_real_services()
@@ -38,14 +47,11 @@ def use_real_broker():
     old = (celery_app.conf.broker_url, celery_app.conf.task_always_eager)
     celery_app.conf.broker_url = REDIS_URL
     celery_app.conf.task_always_eager = False
+    forget_broker_connections()
 
     def undo():
         celery_app.conf.broker_url, celery_app.conf.task_always_eager = old
-        # Close the broker connections and forget the pools, so that the next test gets fresh ones
-        # (a closed pool left in place fails the next send with "Acquire on closed pool").
-        kombu_pools.reset()
-        celery_app._pool = None
-        celery_app.amqp._producer_pool = None
+        forget_broker_connections()
 
     return undo
 

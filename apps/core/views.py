@@ -18,4 +18,6 @@ def serve_media_file(relative: str, as_attachment: bool = False) -> FileResponse
 
 
 def home(request):
-    return render(request, "core/home.html", {"generator_types": registry.all_types().values()})
+    # Plain dicts: the template engine would call the classes themselves.
+    types = [{"label": cls.label, "description": cls.description} for cls in registry.all_types().values()]
+    return render(request, "core/home.html", {"generator_types": types})

@@ -5,6 +5,7 @@ from . import views
 app_name = "generation"
 urlpatterns = [
     path("<int:pk>/", views.job_detail, name="job"),
+    path("<int:pk>/results/", views.job_gallery, name="results"),
     path("<int:pk>/download/", views.job_download, name="download"),
     path("<int:pk>/images/<str:name>", views.job_image, name="image"),
 ]

@@ -1,5 +1,8 @@
-"""The two-step training wizard's forms. Choices come from the generator registry."""
+"""The two-step training wizard's forms and the generate form. Type choices come from the generator registry."""
 from django import forms
+
+from apps.core.forms import Form
+from django.utils.html import format_html
 
 from .ml import registry
 from .ml.base import PRESETS, RESOLUTIONS
@@ -12,34 +15,54 @@ PRESET_HELP = {
 }
 
 
-class GeneratorSettingsForm(forms.Form):
+def kind_choices() -> list[tuple[str, str]]:
+    """(key, "label: description") for every registered generator type, shown as radio buttons."""
+    return [
+        (key, format_html("<strong>{}</strong> — {}", cls.label, cls.description))
+        for key, cls in registry.all_types().items()
+    ]
+
+
+class GeneratorSettingsForm(Form):
     name = forms.CharField(max_length=120, label="Name", help_text="What the images show, e.g. 'red tulips'.")
-    kind = forms.ChoiceField(label="Generator type")
+    kind = forms.ChoiceField(label="Generator type", widget=forms.RadioSelect(attrs={"class": "choices"}))
     resolution = forms.TypedChoiceField(
-        choices=[(r, f"{r} × {r} px") for r in RESOLUTIONS], coerce=int, initial=64, label="Image size"
+        choices=[(r, f"{r} × {r} px") for r in RESOLUTIONS], coerce=int, initial=64, label="Image size",
+        help_text="Larger images take longer to train and need more photos.",
     )
     preset = forms.ChoiceField(
-        choices=[(p, PRESET_HELP[p]) for p in ("", *PRESETS)], required=False, label="Training length"
+        choices=[(p, PRESET_HELP[p]) for p in ("", *PRESETS)], required=False, label="Training length",
+        widget=forms.RadioSelect(attrs={"class": "choices"}), initial="",
     )
-    shared = forms.BooleanField(required=False, initial=True, label="Share the trained generator with every user")
+    shared = forms.BooleanField(
+        required=False, initial=True, label="Share the trained generator with every user",
+        help_text="Others can then generate from it without uploading anything. You can change this later.",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["kind"].choices = registry.choices()
-        self.fields["kind"].help_text = " ".join(
-            f"{cls.label}: {cls.description}" for cls in registry.all_types().values()
-        )
+        self.fields["kind"].choices = kind_choices()
+        if not self.is_bound and not self.initial.get("kind") and self.fields["kind"].choices:
+            self.initial["kind"] = self.fields["kind"].choices[0][0]
 
 
-class TrainingDataForm(forms.Form):
+class TrainingDataForm(Form):
     augment = forms.BooleanField(
         required=False,
+        initial=True,
         label="Augment my images (flips, small rotations and crops, mild colour changes)",
-        help_text="Recommended for fewer than 500 images.",
+        help_text="Recommended for fewer than 500 images. The preview shows what it does to your images.",
     )
 
 
-class GenerateForm(forms.Form):
-    count = forms.IntegerField(min_value=1, max_value=10_000, initial=100, label="How many images")
-    seed = forms.IntegerField(min_value=0, required=False, label="Seed (optional; the same seed gives the same images)")
-    steps = forms.IntegerField(min_value=1, max_value=1000, required=False, label="Sampling steps (diffusion only)")
+class GenerateForm(Form):
+    count = forms.IntegerField(min_value=1, max_value=10_000, initial=100, label="How many images",
+                               help_text="1 to 10,000. They come as PNG files in one zip.")
+    seed = forms.IntegerField(min_value=0, max_value=2**63 - 1, required=False, label="Seed (optional)",
+                              help_text="The same seed gives the same images again. Leave empty for new ones.")
+    steps = forms.IntegerField(min_value=1, max_value=1000, required=False, label="Sampling steps",
+                               help_text="More steps: cleaner images, slower. 10–250 is typical.")
+    filter_images = forms.BooleanField(
+        required=False, initial=True, label="Leave out unusable images",
+        help_text="Drops images that are mostly noise or blank, and near-copies of your training photos.",
+    )

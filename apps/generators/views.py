@@ -1,6 +1,7 @@
 """Web pages: the two-step training wizard, the generator list and page, the live run page."""
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.http import HttpResponseForbidden
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -10,10 +11,12 @@ from apps.datasets import services as dataset_services
 from apps.datasets.forms import ImagesForm
 from apps.datasets.selectors import datasets_for
 from apps.generation import services as generation_services
+from apps.generation.selectors import jobs_for
 
 from . import selectors, services
-from .forms import GenerateForm, GeneratorSettingsForm, TrainingDataForm
+from .forms import PRESET_HELP, GenerateForm, GeneratorSettingsForm, TrainingDataForm
 from .ml import registry
+from .presentation import STAGE_LABELS, quality_summary, stage_label
 
 WIZARD_KEY = "training_wizard"
 
@@ -30,9 +33,14 @@ def wizard_settings(request):
 
 @login_required
 def wizard_data(request):
-    """Step 2: images (upload, or a dataset uploaded before) and augmentation; then start training."""
+    """Step 2: images (uploaded here, or a dataset uploaded before) and augmentation; then start training.
+
+    With JavaScript the page uploads the images to the API in batches first (static/js/upload.js) and
+    this form only names the dataset; without it, the files come with this form.
+    """
     settings_data = request.session.get(WIZARD_KEY)
     if not settings_data:
+        messages.info(request, "Start with step 1: name the generator and choose its type.")
         return redirect("generators:wizard")
     images_form = ImagesForm(request.POST or None, request.FILES or None)
     data_form = TrainingDataForm(request.POST or None)
@@ -54,16 +62,25 @@ def wizard_data(request):
         except InvalidInput as exc:
             for field, errors in exc.errors.items():
                 for error in errors:
-                    images_form.add_error(None, f"{field}: {error}" if field not in ("images", "dataset") else error)
+                    images_form.add_error(None, f"{field}: {error}" if field not in ("images", "dataset", "archive") else error)
         else:
             request.session.pop(WIZARD_KEY, None)
             for item in rejected:
                 messages.warning(request, f"Skipped {item['file']}: {item['reason']}")
             return redirect("generators:run", pk=selectors.latest_run(generator).pk)
+    generator_type = registry.all_types().get(settings_data["kind"])
     return render(
         request,
         "generators/wizard_data.html",
-        {"images_form": images_form, "data_form": data_form, "datasets": datasets, "settings": settings_data},
+        {
+            "images_form": images_form,
+            "data_form": data_form,
+            "datasets": datasets,
+            "chosen_dataset": request.POST.get("dataset", ""),
+            "settings": settings_data,
+            "kind_label": generator_type.label if generator_type else settings_data["kind"],
+            "preset_label": PRESET_HELP.get(settings_data.get("preset") or "", ""),
+        },
     )
 
 
@@ -72,7 +89,7 @@ def _dataset_from_step(request, images_form, datasets, settings_data, rejected):
     files = images_form.cleaned_data["images"]
     archive = images_form.cleaned_data["archive"]
     if existing and not files and not archive:
-        dataset = datasets.filter(pk=existing).first()
+        dataset = datasets.filter(pk=existing).first() if existing.isdigit() else None
         if dataset is None:
             raise InvalidInput({"dataset": "That dataset does not exist; choose one from the list or upload images."})
         return dataset
@@ -91,9 +108,11 @@ def generator_list(request):
 
 @login_required
 def generator_detail(request, pk: int):
+    """The generator's samples, quality, settings and owner; and the form that starts a generation job."""
     generator = get_object_or_404(selectors.generators_for(request.user), pk=pk)
     generator_type = registry.all_types().get(generator.kind)
-    form = GenerateForm(request.POST or None)
+    uses_steps = bool(generator_type and generator_type.uses_sampling_steps)
+    form = GenerateForm(request.POST or None, initial={"steps": generator_type.default_sampling_steps if uses_steps else None})
     if request.method == "POST" and form.is_valid():
         try:
             job = generation_services.start_generation(
@@ -101,7 +120,8 @@ def generator_detail(request, pk: int):
                 generator=generator,
                 count=form.cleaned_data["count"],
                 seed=form.cleaned_data["seed"],
-                steps=form.cleaned_data["steps"] if generator_type and generator_type.uses_sampling_steps else None,
+                steps=form.cleaned_data["steps"] if uses_steps else None,
+                filter_images=form.cleaned_data["filter_images"],
             )
         except InvalidInput as exc:
             for field, errors in exc.errors.items():
@@ -109,31 +129,78 @@ def generator_detail(request, pk: int):
                     form.add_error(field if field in form.fields else None, error)
         else:
             return redirect("generation:job", pk=job.pk)
+    is_owner = generator.owner_id == request.user.pk
     return render(
         request,
         "generators/detail.html",
         {
             "generator": generator,
-            "run": selectors.latest_run(generator),
+            "type_label": generator_type.label if generator_type else generator.kind,
+            "run": selectors.latest_run(generator) if is_owner else None,
             "form": form,
-            "uses_steps": bool(generator_type and generator_type.uses_sampling_steps),
-            "is_owner": generator.owner_id == request.user.pk,
+            "uses_steps": uses_steps,
+            "is_owner": is_owner,
+            "quality": quality_summary(generator.quality),
+            "jobs": jobs_for(request.user).filter(generator=generator)[:10],
         },
     )
+
+
+def _owned_generator(request, pk: int):
+    generator = get_object_or_404(selectors.generators_for(request.user), pk=pk)
+    return generator if generator.owner_id == request.user.pk else None
+
+
+@login_required
+@require_POST
+def generator_share(request, pk: int):
+    """Owner only: share the generator with every user, or make it private again."""
+    generator = _owned_generator(request, pk)
+    if generator is None:
+        return HttpResponseForbidden("Only the person who trained this generator can share or unshare it.")
+    shared = request.POST.get("shared") == "1"
+    services.set_shared(generator=generator, shared=shared)
+    messages.success(request, "Shared with every user." if shared else "Now private: only you can use it.")
+    return redirect("generators:detail", pk=generator.pk)
+
+
+@login_required
+@require_POST
+def generator_delete(request, pk: int):
+    """Owner only: delete the generator, its weights and samples."""
+    generator = _owned_generator(request, pk)
+    if generator is None:
+        return HttpResponseForbidden("Only the person who trained this generator can delete it.")
+    name = generator.name
+    services.delete_generator(generator=generator)
+    messages.success(request, f"Deleted the generator “{name}”.")
+    return redirect("generators:list")
 
 
 @login_required
 def run_detail(request, pk: int):
     run = get_object_or_404(selectors.runs_for(request.user), pk=pk)
-    return render(request, "generators/run.html", {"run": run, "generator": run.generator})
+    generator_type = registry.all_types().get(run.generator.kind)
+    return render(
+        request,
+        "generators/run.html",
+        {"run": run, "generator": run.generator, "stage_label": stage_label(run.status, run.stage),
+         "stage_labels": STAGE_LABELS, "eta": selectors.eta_seconds(run),
+         "type_label": generator_type.label if generator_type else run.generator.kind},
+    )
 
 
 @login_required
 @require_POST
 def run_cancel(request, pk: int):
     run = get_object_or_404(selectors.runs_for(request.user), pk=pk)
-    services.cancel_run(run=run)
-    messages.info(request, "Cancelling: training stops at its next step.")
+    run = services.cancel_run(run=run)
+    if run.status == run.Status.CANCELLED:
+        messages.info(request, "Training cancelled.")
+    elif run.is_active:
+        messages.info(request, "Cancelling: training stops at its next step.")
+    else:
+        messages.info(request, f"This run had already finished ({run.status}); there was nothing to cancel.")
     return redirect("generators:run", pk=run.pk)
 
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from apps.generators.ml import metrics
+from apps.generators.ml.usefulness import ClassifierSettings
 
 from .constructed import blobs, noise
-from apps.generators.ml.usefulness import ClassifierSettings
 
 TINY = ClassifierSettings(steps=40, batch_size=32, width=8)
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from apps.generators.ml import quality
+from apps.generators.ml.usefulness import ClassifierSettings, match_format, split, train_classifier, usefulness_test
 
 from .constructed import blobs, noise
-from apps.generators.ml.usefulness import ClassifierSettings, match_format, split, train_classifier, usefulness_test
 
 TINY = ClassifierSettings(steps=40, batch_size=32, width=8)
 
