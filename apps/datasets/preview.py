@@ -28,9 +28,14 @@ def preview_images(dataset, count: int = PREVIEW_IMAGES) -> list:
     return list(dataset.images.filter(id__in=chosen).order_by("id"))
 
 
+def preview_columns(image_count: int) -> int:
+    """How many of the dataset's images the preview shows."""
+    return min(PREVIEW_IMAGES, image_count)
+
+
 def preview_size(image_count: int, resolution: int) -> tuple[int, int]:
     """(width, height) in px of the preview grid of a dataset with ``image_count`` images (for the page layout)."""
-    columns = min(PREVIEW_IMAGES, image_count)
+    columns = preview_columns(image_count)
     cell = resolution * _scale(resolution) + PADDING
     return columns * cell + PADDING, (1 + PREVIEW_COPIES) * cell + PADDING
 

@@ -37,6 +37,7 @@ def _review_context(dataset, resolution: int | None) -> dict:
         "more_images": max(0, dataset.image_count - THUMBNAILS_SHOWN),
         "resolution": shown,
         "preview_size": preview.preview_size(dataset.image_count, shown),
+        "preview_columns": preview.preview_columns(dataset.image_count),
     }
 
 
