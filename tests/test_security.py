@@ -81,6 +81,8 @@ def world(user, other_user, settings) -> World:
         made = Generator.objects.create(owner=user, name=name, kind="dcgan", resolution=32, preset="quick",
                                         dataset=dataset, shared=shared, status=status)
         made.sample_grid = write_png(settings, f"generators/{made.pk}/samples.png")
+        made.files_dir = f"generators/{made.pk}"
+        write_png(settings, f"generators/{made.pk}/copies.png")
         made.save()
         return made
 
@@ -180,6 +182,8 @@ PROBES = [
     Probe("generators:sample-grid", "get", "/generators/{private}/samples.png", 200, 404),
     Probe("generators:sample-grid", "get", "/generators/{shared}/samples.png", 200, 200),
     Probe("generators:sample-grid", "get", "/generators/{training}/samples.png", 200, 404),
+    Probe("generators:copies-grid", "get", "/generators/{private}/copies.png", 200, 404),
+    Probe("generators:copies-grid", "get", "/generators/{shared}/copies.png", 200, 200),
     Probe("generators:run", "get", "/generators/runs/{private_run}/", 200, 404),
     Probe("generators:run", "get", "/generators/runs/{shared_run}/", 200, 404),  # runs are never shared
     Probe("generators:run-cancel", "post", "/generators/runs/{private_run}/cancel/", 302, 404),

@@ -229,6 +229,14 @@ def test_quality_report_is_shown_when_present(logged_in, ready_generator):
     assert "Quality report" in html and "<strong>Varied and new.</strong>" in html and "0.93" in html
 
 
+def test_the_closest_generated_and_training_pairs_are_shown_side_by_side(logged_in, ready_generator):
+    html = logged_in.get(reverse("generators:detail", args=[ready_generator.pk])).content.decode()
+    url = reverse("generators:copies-grid", args=[ready_generator.pk])
+    assert "Closest to your photos" in html and url in html
+    grid = logged_in.get(url)
+    assert grid.status_code == 200 and b"".join(grid.streaming_content).startswith(b"\x89PNG")
+
+
 def test_generation_job_page_gallery_and_zip(logged_in, ready_generator, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         response = logged_in.post(reverse("generators:detail", args=[ready_generator.pk]),

@@ -11,6 +11,7 @@ urlpatterns = [
     path("<int:pk>/share/", views.generator_share, name="share"),
     path("<int:pk>/delete/", views.generator_delete, name="delete"),
     path("<int:pk>/samples.png", views.sample_grid, name="sample-grid"),
+    path("<int:pk>/copies.png", views.copies_grid, name="copies-grid"),
     path("runs/<int:pk>/", views.run_detail, name="run"),
     path("runs/<int:pk>/cancel/", views.run_cancel, name="run-cancel"),
     path("runs/<int:pk>/grid.png", views.run_grid, name="run-grid"),

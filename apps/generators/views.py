@@ -6,6 +6,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.core.errors import InvalidInput
+from apps.core.files import media_path
 from apps.core.views import serve_media_file
 from apps.datasets import services as dataset_services
 from apps.datasets.forms import ImagesForm
@@ -141,6 +142,7 @@ def generator_detail(request, pk: int):
             "uses_steps": uses_steps,
             "is_owner": is_owner,
             "quality": quality_summary(generator.quality),
+            "has_copies_grid": bool(generator.files_dir) and media_path(f"{generator.files_dir}/copies.png").is_file(),
             "jobs": jobs_for(request.user).filter(generator=generator)[:10],
         },
     )
@@ -208,6 +210,13 @@ def run_cancel(request, pk: int):
 def sample_grid(request, pk: int):
     generator = get_object_or_404(selectors.generators_for(request.user), pk=pk)
     return serve_media_file(generator.sample_grid)
+
+
+@login_required
+def copies_grid(request, pk: int):
+    """The generated images closest to a training image, each beside that training image."""
+    generator = get_object_or_404(selectors.generators_for(request.user), pk=pk)
+    return serve_media_file(f"{generator.files_dir}/copies.png" if generator.files_dir else "")
 
 
 @login_required
