@@ -265,3 +265,19 @@ def test_owner_deletes_a_generator(logged_in, ready_generator):
     response = logged_in.post(reverse("generators:delete", args=[ready_generator.pk]), follow=True)
     assert "Deleted the generator “ellipses”." in response.content.decode()
     assert not Generator.objects.exists()
+
+
+def test_wizard_advanced_settings_are_checked_and_reach_the_generator(logged_in, dataset, django_capture_on_commit_callbacks):
+    step1 = {"name": "tuned", "kind": "dcgan", "resolution": 32, "preset": "quick", "shared": "on"}
+    page = logged_in.get(reverse("generators:wizard")).content.decode()
+    assert "Advanced settings" in page and "total_steps" in page  # each type's settings are listed
+    bad = logged_in.post(reverse("generators:wizard"), {**step1, "options": '{"total_steps": "many", "nope": 1}'})
+    assert bad.status_code == 200
+    html = bad.content.decode()
+    assert "&#x27;nope&#x27; is not a setting of dcgan" in html and "&#x27;total_steps&#x27; must be like" in html
+    assert logged_in.post(reverse("generators:wizard"), {**step1, "options": '{"total_steps": 5}'}).status_code == 302
+    with django_capture_on_commit_callbacks(execute=True):
+        started = logged_in.post(reverse("generators:wizard-data"), {"dataset": dataset.pk, "augment": ""})
+    assert started.status_code == 302
+    generator = Generator.objects.get(name="tuned")
+    assert generator.options == {"total_steps": 5} and generator.config["total_steps"] == 5

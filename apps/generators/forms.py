@@ -1,4 +1,6 @@
 """The two-step training wizard's forms and the generate form. Type choices come from the generator registry."""
+import json
+
 from django import forms
 
 from apps.core.forms import Form
@@ -39,11 +41,37 @@ class GeneratorSettingsForm(Form):
         help_text="Others can then generate from it without uploading anything. You can change this later.",
     )
 
+    options = forms.JSONField(
+        required=False, label="Advanced settings (optional)",
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": '{"total_steps": 3000}'}),
+        help_text="Only if you know what they do: a JSON object of settings over the preset. "
+                  "The settings of each type and their standard values are listed below.",
+    )
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["kind"].choices = kind_choices()
         if not self.is_bound and not self.initial.get("kind") and self.fields["kind"].choices:
             self.initial["kind"] = self.fields["kind"].choices[0][0]
+
+    def clean(self):
+        from . import services
+
+        data = super().clean()
+        options = data.get("options") or {}
+        if options and data.get("kind") and data.get("resolution"):
+            problems = services.option_errors(data["kind"], options, resolution=data["resolution"], image_count=500)
+            for problem in problems:
+                self.add_error("options", problem)
+        data["options"] = options
+        return data
+
+
+def type_settings() -> dict[str, str]:
+    """Each registered type's advanced settings as pretty JSON, for the wizard's advanced section."""
+    from . import services
+
+    return {key: json.dumps(services.tunable_settings(key), indent=1) for key in registry.all_types()}
 
 
 class TrainingDataForm(Form):

@@ -15,7 +15,7 @@ from apps.generation import services as generation_services
 from apps.generation.selectors import jobs_for
 
 from . import selectors, services
-from .forms import PRESET_HELP, GenerateForm, GeneratorSettingsForm, TrainingDataForm
+from .forms import PRESET_HELP, GenerateForm, GeneratorSettingsForm, TrainingDataForm, type_settings
 from .ml import registry
 from .presentation import STAGE_LABELS, quality_summary, stage_label
 
@@ -29,7 +29,7 @@ def wizard_settings(request):
     if request.method == "POST" and form.is_valid():
         request.session[WIZARD_KEY] = form.cleaned_data
         return redirect("generators:wizard-data")
-    return render(request, "generators/wizard_settings.html", {"form": form})
+    return render(request, "generators/wizard_settings.html", {"form": form, "type_settings": type_settings()})
 
 
 @login_required
@@ -59,6 +59,7 @@ def wizard_data(request):
                 augment=data_form.cleaned_data["augment"],
                 preset=settings_data.get("preset") or None,
                 shared=settings_data.get("shared", True),
+                options=settings_data.get("options") or None,
             )
         except InvalidInput as exc:
             for field, errors in exc.errors.items():
