@@ -5,14 +5,6 @@ import torch
 from apps.generators.ml.augment import augment_dataset, diff_augment
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors run fastest on one thread, and a busy shared CPU makes more threads far slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _object_on_white(n: int = 6, size: int = 32, channels: int = 3) -> torch.Tensor:
     """uint8 images: a dark square (of varying position) on a white background."""

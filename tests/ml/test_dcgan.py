@@ -12,14 +12,6 @@ from apps.generators.ml.device import pick_device
 from apps.generators.ml.diversity import mean_pairwise_distance, mode_collapse_warning
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a busy shared CPU makes more threads far slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_config(**changes) -> dict:
     config = DCGAN.default_config(resolution=32, channels=1, preset="quick", image_count=32)
