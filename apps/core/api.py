@@ -1,7 +1,6 @@
-"""API plumbing shared by the apps: error translation and throttles."""
+"""API plumbing shared by the apps: turning service errors into 400 responses."""
 from rest_framework import status
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from .errors import InvalidInput
@@ -12,11 +11,3 @@ def exception_handler(exc, context):
     if isinstance(exc, InvalidInput):
         return Response(exc.errors, status=status.HTTP_400_BAD_REQUEST)
     return drf_exception_handler(exc, context)
-
-
-class UploadThrottle(ScopedRateThrottle):
-    scope_attr = "throttle_scope"
-
-
-def media_url(request, relative: str | None) -> str | None:
-    return request.build_absolute_uri(relative) if relative else None

@@ -1,5 +1,4 @@
 """REST API for generators (the registry), their training runs, and starting generation."""
-from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import torch
 from django.conf import settings
-
-from apps.datasets.imaging import stack_training_tensor
-from apps.datasets.models import Dataset
 from PIL import Image
 
 from apps.core.files import media_path
+from apps.datasets.imaging import stack_training_tensor
+from apps.datasets.models import Dataset
 
 from .ml import registry
 from .ml.checkpoint import load_tensors

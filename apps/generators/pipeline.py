@@ -17,18 +17,18 @@ from typing import Callable
 from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
+from PIL import Image
 
 from apps.core.files import media_path, remove_tree, run_work_dir
 from apps.datasets.imaging import dataset_channels, stack_training_tensor
-from PIL import Image
 
+from . import evaluation
 from .ml import registry
 from .ml.augment import augment_dataset
 from .ml.base import TrainProgress
 from .ml.checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
 from .ml.device import pick_device
 from .ml.images import save_grid
-from . import evaluation
 from .models import Generator, TrainingRun
 from .services import generator_files_dir, mark_cancelled
 

@@ -1,5 +1,4 @@
 """Production: DEBUG off, secrets and hosts from the environment, secure cookies, HSTS."""
-import os
 
 from django.core.exceptions import ImproperlyConfigured
 

@@ -36,8 +36,4 @@ def choices() -> list[tuple[str, str]]:
 
 def _load_builtin_types() -> None:
     # Imported lazily so that importing the registry stays cheap and cycle-free.
-    from . import dcgan  # noqa: F401
-    try:
-        from . import ddim  # noqa: F401
-    except ImportError:  # pragma: no cover - ddim is added in a later change
-        pass
+    from . import dcgan, ddim  # noqa: F401
