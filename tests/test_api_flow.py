@@ -172,3 +172,16 @@ def test_ddim_trains_and_generates_with_chosen_steps(api, django_capture_on_comm
     assert job["status"] == "done" and job["steps"] == 2 and job["produced"] == 3
     dcgan_steps = api.post(f"/api/generators/{generator['id']}/generate/", {"count": 3, "steps": 0}, format="json")
     assert dcgan_steps.status_code == 400 and "steps" in dcgan_steps.json()
+
+
+def test_left_out_resolution_and_preset_are_chosen_from_the_dataset(api):
+    from apps.generators import services
+
+    small = upload(api, count=25).json()["id"]  # 40 px images
+    with_defaults = api.post("/api/generators/", {"name": "auto", "dataset": small, "kind": "dcgan"}, format="json")
+    assert with_defaults.status_code == 202, with_defaults.content
+    assert with_defaults.json()["resolution"] == 32  # most images are under 64 px: no upscaling
+    assert with_defaults.json()["preset"] == services.suggest_preset(25)
+    chosen = api.post("/api/generators/", {"name": "big", "dataset": small, "kind": "dcgan", "resolution": 128},
+                      format="json")
+    assert chosen.json()["resolution"] == 128

@@ -89,7 +89,8 @@ class GeneratorCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=120)
     dataset = serializers.PrimaryKeyRelatedField(queryset=datasets_for(None).none())
     kind = serializers.ChoiceField(choices=[])
-    resolution = serializers.ChoiceField(choices=RESOLUTIONS, default=64)
+    resolution = serializers.ChoiceField(choices=RESOLUTIONS, required=False, allow_null=True,
+                                         help_text="Left out: 64, or 32 when most images are smaller than 64 px.")
     augment = serializers.BooleanField(default=False)
     preset = serializers.ChoiceField(choices=PRESETS, required=False, allow_null=True, allow_blank=True,
                                      help_text="Left out: chosen by dataset size.")
@@ -154,7 +155,7 @@ class GeneratorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.
             name=data["name"],
             dataset=data["dataset"],
             kind=data["kind"],
-            resolution=int(data["resolution"]),
+            resolution=int(data["resolution"]) if data.get("resolution") else None,
             augment=data["augment"],
             preset=data.get("preset") or None,
             shared=data["shared"],

@@ -19,6 +19,14 @@ def generator_files_dir(generator_id: int) -> str:
     return f"generators/{generator_id}"
 
 
+def suggest_resolution(dataset: Dataset) -> int:
+    """64 px, or 32 px when most images are smaller than 64 px (upscaling only blurs them)."""
+    short_sides = sorted(min(w, h) for w, h in dataset.images.values_list("width", "height"))
+    if short_sides and short_sides[len(short_sides) // 2] < 64:
+        return 32
+    return 64
+
+
 def suggest_preset(image_count: int) -> str:
     """A sensible preset for a dataset of this size, for users who leave it out."""
     if image_count < 300:
@@ -32,7 +40,7 @@ def start_training(
     name: str,
     dataset: Dataset,
     kind: str,
-    resolution: int = 64,
+    resolution: int | None = None,
     augment: bool = False,
     preset: str | None = None,
     shared: bool = True,
@@ -40,6 +48,8 @@ def start_training(
 ) -> Generator:
     """Create a generator and its training run, and queue the pipeline once the transaction commits."""
     errors: dict[str, str] = {}
+    if resolution is None:
+        resolution = suggest_resolution(dataset)
     if kind not in registry.all_types():
         errors["kind"] = f"Unknown generator type '{kind}'. Choose one of: {', '.join(registry.all_types())}."
     if resolution not in RESOLUTIONS:
