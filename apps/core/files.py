@@ -9,10 +9,6 @@ def media_path(relative: str) -> Path:
     return Path(settings.MEDIA_ROOT) / relative
 
 
-def media_relative(path: Path) -> str:
-    return str(Path(path).relative_to(settings.MEDIA_ROOT))
-
-
 def run_work_dir(run_id: int) -> Path:
     return Path(settings.SYNTHGEN_WORK_DIR) / "runs" / str(run_id)
 

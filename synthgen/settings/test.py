@@ -9,7 +9,9 @@ from .base import env_bool
 SECRET_KEY = "test-only-key-not-secret"
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-_tmp = Path(os.environ.get("SYNTHGEN_TEST_TMP", tempfile.mkdtemp(prefix="synthgen-test-")))
+# Not created here (each test gets tmp_path folders from tests/conftest.py); a worker process gets its folders
+# through SYNTHGEN_MEDIA_ROOT / SYNTHGEN_WORK_DIR.
+_tmp = Path(os.environ.get("SYNTHGEN_TEST_TMP", Path(tempfile.gettempdir()) / f"synthgen-test-{os.getpid()}"))
 MEDIA_ROOT = Path(os.environ.get("SYNTHGEN_MEDIA_ROOT", _tmp / "media"))
 SYNTHGEN_WORK_DIR = Path(os.environ.get("SYNTHGEN_WORK_DIR", _tmp / "work"))
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", True)
