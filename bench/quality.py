@@ -25,6 +25,12 @@ Example (tiny, CPU, about 5 minutes on a small machine):
         --set total_steps=100 --classifier-steps 100 --seeds 0 --threads 1
 
 Full (GPU): .venv/bin/python bench/quality.py --json /tmp/quality.json
+
+``--images-dir DIR`` keeps each generator's images (``<scenario>_<generator>.safetensors``
+and a grid of the first 64 as ``.png``); with ``--reuse`` a later run reads them instead
+of training again, e.g. to score the same images with another usefulness design
+(``--negatives merged``: the other classes as one "not this class" set, as a user with a
+single class has it; ``--classifier-steps``).
 """
 from __future__ import annotations
 
@@ -44,7 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 from apps.generators.ml import registry  # noqa: E402
 from apps.generators.ml.augment import augment_dataset  # noqa: E402
 from apps.generators.ml.device import pick_device  # noqa: E402
-from apps.generators.ml.images import to_uint8  # noqa: E402
+from apps.generators.ml.checkpoint import load_tensors, save_tensors_atomic  # noqa: E402
+from apps.generators.ml.images import save_grid, to_uint8  # noqa: E402
 from apps.generators.ml.quality import quality_report  # noqa: E402
 from apps.generators.ml.usefulness import ClassifierSettings  # noqa: E402
 from bench.quick_preset import load_folder, parse_overrides  # noqa: E402
@@ -72,7 +79,8 @@ class Data:
     class_names: list[str]
 
 
-def load_data(root: Path, target: str, resolution: int, negatives_per_class: int) -> Data:
+def load_data(root: Path, target: str, resolution: int, negatives_per_class: int, merged: bool = False) -> Data:
+    """The class's images and the other classes' (``merged``: as one "not this class" set)."""
     def load(split: str, name: str, limit: int | None = None) -> torch.Tensor:
         return to_uint8(load_folder(root / split / name, resolution, limit))
 
@@ -80,11 +88,16 @@ def load_data(root: Path, target: str, resolution: int, negatives_per_class: int
     if target not in classes:
         raise SystemExit(f"class {target!r} not in {root}: {', '.join(classes)}")
     others = [c for c in classes if c != target]
+    negatives_train = [load("train", c, negatives_per_class) for c in others]
+    negatives_test = [load("test", c) for c in others]
+    if merged:
+        negatives_train, negatives_test = [torch.cat(negatives_train)], [torch.cat(negatives_test)]
+        others = [f"not {target} ({len(others)} classes)"]
     return Data(
         target_train=load("train", target),
         target_test=load("test", target),
-        negatives_train=[load("train", c, negatives_per_class) for c in others],
-        negatives_test=[load("test", c) for c in others],
+        negatives_train=negatives_train,
+        negatives_test=negatives_test,
         class_names=[target, *others],
     )
 
@@ -177,10 +190,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="0,1,2", help="usefulness-test seeds")
     parser.add_argument("--gen-seed", type=int, default=0, help="generator training seed")
     parser.add_argument("--negatives-per-class", type=int, default=150)
+    parser.add_argument("--negatives", choices=("classes", "merged"), default="classes",
+                        help="the other classes as classes of their own, or merged into one 'not this class' set")
+    parser.add_argument("--images-dir", type=Path, default=None, help="keep generated images (and a grid) here")
+    parser.add_argument("--reuse", action="store_true", help="read generated images from --images-dir, if there")
     parser.add_argument("--classifier-steps", type=int, default=ClassifierSettings.steps)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="write every report here")
     args = parser.parse_args(argv)
+    if args.reuse and not args.images_dir:
+        parser.error("--reuse needs --images-dir")
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -193,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
         overrides.setdefault(kind, {})[name] = value
 
     started = time.perf_counter()
-    data = load_data(args.data, args.target, args.resolution, args.negatives_per_class)
+    data = load_data(args.data, args.target, args.resolution, args.negatives_per_class, args.negatives == "merged")
     known = {"full": Scenario(str(args.full), args.full), "small": Scenario(str(args.small), args.small),
              "small+aug": Scenario(f"{args.small}+aug", args.small, args.augment_copies)}
     scenarios = [known[s] for s in args.scenarios.split(",") if s]
@@ -234,9 +253,16 @@ def main(argv: list[str] | None = None) -> None:
             noise = torch.randint(0, 256, (n_samples, *train.shape[1:]), generator=g, dtype=torch.uint8)
             record(scenario.name, "noise", report_for(noise, scenario, extra))
         for kind in [k for k in args.generators.split(",") if k]:
-            generated, seconds, warnings = train_and_sample(
-                kind, train, count=scenario.count, augment=scenario.augment, samples=n_samples, seed=args.gen_seed,
-                preset=args.preset, overrides={**overrides.get("", {}), **overrides.get(kind, {})}, device=device)
+            kept = args.images_dir / f"{scenario.name}_{kind}.safetensors" if args.images_dir else None
+            if args.reuse and kept.exists():
+                generated, seconds, warnings = load_tensors(kept)["images"][:n_samples], None, ["images reused"]
+            else:
+                generated, seconds, warnings = train_and_sample(
+                    kind, train, count=scenario.count, augment=scenario.augment, samples=n_samples, seed=args.gen_seed,
+                    preset=args.preset, overrides={**overrides.get("", {}), **overrides.get(kind, {})}, device=device)
+                if kept:
+                    save_tensors_atomic({"images": generated.contiguous()}, kept)
+                    save_grid(generated[:64], kept.with_suffix(".png"), columns=8)
             record(scenario.name, kind, report_for(generated, scenario, extra), seconds, warnings=warnings)
 
     print(f"\nall rows ({time.perf_counter() - started:.0f} s in total); accuracies are balanced over "

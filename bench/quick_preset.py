@@ -9,6 +9,14 @@ Writes ``OUT/final_grid.png`` (64 samples), ``OUT/samples/NNNN.png`` (the same
 64 images one by one), ``OUT/model/`` (weights + config) and the run's
 checkpoints and per-checkpoint grids under ``OUT/checkpoints/``; prints a
 table with the timing, final losses and warnings.
+
+``--holdout F --report N`` (any folder, e.g. one emoji category): F of the
+images (shuffled with the seed) are kept out of training; after training, N
+images are generated and checked as the quality report does it: the share
+whose nearest training image is closer than held-out real images ever are
+(the 1 % quantile of their distances), the variety relative to the training
+images, and the share the filter calls noise or blank. ``OUT/closest_pairs.png``
+shows the 8 closest (generated | training) pairs.
 """
 from __future__ import annotations
 
@@ -27,7 +35,9 @@ from apps.generators.ml import registry  # noqa: E402
 from apps.generators.ml.augment import augment_dataset  # noqa: E402
 from apps.generators.ml.device import pick_device  # noqa: E402
 from apps.generators.ml.diversity import mean_pairwise_distance  # noqa: E402
-from apps.generators.ml.images import save_grid, to_pil  # noqa: E402
+from apps.generators.ml.images import save_grid, to_pil, to_uint8  # noqa: E402
+from apps.generators.ml.quality import quality_report  # noqa: E402
+from apps.generators.ml.usefulness import split  # noqa: E402
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
@@ -75,6 +85,32 @@ def print_table(rows: list[tuple[str, str]]) -> None:
         print(f"{key:<{width}}  {value}")
 
 
+def report_on_samples(model, train: torch.Tensor, heldout: torch.Tensor, args) -> list[tuple[str, str]]:
+    """Generate ``args.report`` images and check them against the training and held-out images."""
+    started = time.perf_counter()
+    generated = model.sample(args.report, seed=args.seed + 1)  # uint8
+    sample_seconds = time.perf_counter() - started
+    train_u8, heldout_u8 = to_uint8(train), to_uint8(heldout)
+    report = quality_report(generated=generated, train=train_u8, heldout=heldout_u8, measure_usefulness=False)
+    pairs = [t for pair in report["worst_copies"] for t in (generated[pair["generated"]], train_u8[pair["train"]])]
+    save_grid(torch.stack(pairs), args.out / "closest_pairs.png", columns=4)
+    save_grid(generated[:256], args.out / "report_grid.png", columns=16)
+    kept = report["delivered"]
+    return [
+        ("held out", f"{len(heldout)} real images"),
+        (f"report on {len(generated)} images", f"sampled in {sample_seconds:.1f} s"),
+        ("near-copies", f"{report['copy_share']['value']:.1%} (distance < {report['copy_share']['threshold']:.4f}, "
+                        "the 1% quantile of held-out real images' distance to the training set)"),
+        ("diversity (report)", f"{report['diversity']['value']:.2f} of the training images' mean pairwise distance"),
+        ("noise or blank", f"{report['noise_share']['value']:.1%}"),
+        ("SWD (held-out ref)", f"{report['swd']['value']:.0f} ({report['swd']['reference']:.0f})"),
+        ("verdict", report["verdict"]),
+        ("after the filter", f"{kept['count']} kept" + (f", diversity {kept['diversity']['value']:.2f}"
+                                                          if kept["diversity"]["value"] is not None else "")),
+        ("grids", f"{args.out / 'report_grid.png'}, {args.out / 'closest_pairs.png'}"),
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kind", default="dcgan", help="registry key, e.g. dcgan or ddim")
@@ -87,12 +123,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--augment-copies", type=int, default=0, help="offline augmented copies per image")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--holdout", type=float, default=0.0, help="share of the images kept out of training")
+    parser.add_argument("--report", type=int, default=0, metavar="N",
+                        help="generate N images and report copies and variety against the held-out images")
     args = parser.parse_args(argv)
+    if args.report and not args.holdout:
+        parser.error("--report needs --holdout (held-out real images calibrate the copy check)")
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device()
     images = load_folder(args.data, args.resolution, args.limit)
+    heldout = None
+    if args.holdout:
+        images, heldout = split(images, holdout=args.holdout, seed=args.seed)
     image_count = images.shape[0]
     if args.augment_copies:
         images = augment_dataset(images, args.augment_copies, seed=args.seed)
@@ -128,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         to_pil(image).save(args.out / "samples" / f"{i:04d}.png")
     model.save(args.out / "model")
     diversity = mean_pairwise_distance(samples) / mean_pairwise_distance(images)
+    report_rows = report_on_samples(model, images[:image_count], heldout, args) if args.report else []
 
     print_table(
         [
@@ -143,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
             ("final losses", ", ".join(f"{k}={v:.3f}" for k, v in result.final_losses.items()) or "-"),
             ("diversity vs real", f"{diversity:.2f}"),
             ("warnings", "; ".join(result.warnings) or "none"),
+            *report_rows,
             ("sample grid", str(grid)),
             ("config", json.dumps({k: v for k, v in config.items() if k not in ("kind",)}, sort_keys=True)),
         ]
