@@ -71,7 +71,7 @@ from apps.generators.ml.ddim import DDIM
 device = sys.argv[1]
 if device == "cpu":
     torch.set_num_threads(1)  # 2 threads on 2 shared cores spin and crawl
-cfg = DDIM.default_config(resolution=32, channels=3, preset="quick", image_count=150, device=device)
+cfg = DDIM.default_config(resolution=32, channels=3, preset="quick", image_count=1000, device=device)
 cfg.update(base_channels=32, channel_mults=[1, 2], num_res_blocks=1, total_steps=40, checkpoint_every=20,
            report_every=10, compile=False, grid_images=16, grid_steps=5, batch_size=16)
 images = torch.rand(150, 3, 32, 32) * 2 - 1

@@ -151,6 +151,17 @@ def test_more_images_and_longer_presets_train_longer():
     assert steps("quick", 150) < steps("quick", 1000)
 
 
+def test_small_sets_get_the_small_recipe_on_a_gpu_too():
+    def cfg(count, device):
+        return DDIM.default_config(resolution=32, channels=1, preset="quick", image_count=count, device=device)
+
+    small_gpu, small_cpu, big_gpu = cfg(150, "cuda"), cfg(150, "cpu"), cfg(1000, "cuda")
+    recipe = ("base_channels", "channel_mults", "patch_size", "batch_size", "learning_rate", "total_steps")
+    assert {k: small_gpu[k] for k in recipe} == {k: small_cpu[k] for k in recipe}  # measured not to copy
+    assert small_gpu["amp_bf16"] and small_gpu["compile"] and not small_cpu["amp_bf16"]  # still GPU-fast
+    assert big_gpu["base_channels"] > small_gpu["base_channels"] and big_gpu["batch_size"] > small_gpu["batch_size"]
+
+
 def test_registered_with_sampling_steps():
     cls = registry.get("ddim")
     assert cls is DDIM and cls.uses_sampling_steps and cls.default_sampling_steps == 50
