@@ -183,8 +183,10 @@ def main(argv: list[str] | None = None) -> None:
             ("preset", args.preset),
             ("steps", str(result.steps)),
             ("batch size", str(config.get("batch_size"))),
-            ("train seconds", f"{train_seconds:.1f}"),
-            ("s/step", f"{train_seconds / max(result.steps, 1):.3f}"),
+            ("train seconds", f"{train_seconds:.1f}" + (f" (this call; {result.seconds:.1f} over the whole run, "
+                                                        "resumed from its checkpoint)"
+                                                        if result.seconds > train_seconds + 1 else "")),
+            ("s/step", f"{max(result.seconds, train_seconds) / max(result.steps, 1):.3f}"),
             ("final losses", ", ".join(f"{k}={v:.3f}" for k, v in result.final_losses.items()) or "-"),
             ("diversity vs real", f"{diversity:.2f}"),
             ("warnings", "; ".join(result.warnings) or "none"),
