@@ -181,7 +181,9 @@ def test_left_out_resolution_and_preset_are_chosen_from_the_dataset(api):
     with_defaults = api.post("/api/generators/", {"name": "auto", "dataset": small, "kind": "dcgan"}, format="json")
     assert with_defaults.status_code == 202, with_defaults.content
     assert with_defaults.json()["resolution"] == 32  # most images are under 64 px: no upscaling
-    assert with_defaults.json()["preset"] == services.suggest_preset(25)
+    assert with_defaults.json()["preset"] == services.suggest_preset(25, "dcgan") == "standard"
+    diffusion = api.post("/api/generators/", {"name": "auto-ddim", "dataset": small, "kind": "ddim"}, format="json")
+    assert diffusion.json()["preset"] == "quick"  # standard copies small sets (bench/README.md)
     chosen = api.post("/api/generators/", {"name": "big", "dataset": small, "kind": "dcgan", "resolution": 128},
                       format="json")
     assert chosen.json()["resolution"] == 128

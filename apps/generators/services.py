@@ -27,10 +27,15 @@ def suggest_resolution(dataset: Dataset) -> int:
     return 64
 
 
-def suggest_preset(image_count: int) -> str:
-    """A sensible preset for a dataset of this size, for users who leave it out."""
+def suggest_preset(image_count: int, kind: str) -> str:
+    """A sensible preset for a dataset of this size and generator type, for users who leave it out.
+
+    Under 300 images the type decides (``small_set_preset``): a GAN needs the steady schedule of
+    standard, while a diffusion model trained that long on so few images starts to copy them.
+    """
     if image_count < 300:
-        return "standard"  # small sets need the steady data-efficient schedule, not the shortest one
+        known = registry.all_types()
+        return known[kind].small_set_preset if kind in known else "standard"
     return "quick" if image_count < 2000 else "standard"
 
 
@@ -73,7 +78,7 @@ def start_training(
     if errors:
         raise InvalidInput(errors)
 
-    preset = preset or suggest_preset(image_count)
+    preset = preset or suggest_preset(image_count, kind)
     generator = Generator.objects.create(
         owner=owner,
         name=name.strip(),

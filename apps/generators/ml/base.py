@@ -54,6 +54,7 @@ class GeneratorType(ABC):
     description: ClassVar[str]  # one or two plain sentences for non-experts
     uses_sampling_steps: ClassVar[bool] = False  # True: generation takes "steps"
     default_sampling_steps: ClassVar[int | None] = None
+    small_set_preset: ClassVar[str] = "standard"  # the preset chosen for a set under 300 images when left out
 
     def __init__(self, config: dict, device: str | torch.device = "cpu"):
         self.config = dict(config)

@@ -59,7 +59,7 @@ ARCHITECTURE_KEYS = ("resolution", "channels", "nz", "ngf", "ndf", "spectral_nor
 # Per device, preset and resolution: network width (ngf = ndf), batch size and the base number of steps.
 # CPU quick trains 32 px in about 4 minutes and 64 px in about 5 on two quiet cores. On 150 sandals at
 # 32 px it reached 0.84-0.90 of the real images' variety in two runs (2,000 steps of 32: 0.74), standard
-# 0.94 in both (bench/README.md); suggest_preset gives small sets standard.
+# 0.94 in both (bench/README.md); small sets get standard when the preset is left out.
 _CPU_PRESETS = {
     "quick": {"width": {32: 32, 64: 16, 128: 8}, "batch_size": {32: 64, 64: 32, 128: 32},
               "steps": {32: 3000, 64: 2000, 128: 1500}},
