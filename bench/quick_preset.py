@@ -104,6 +104,8 @@ def report_on_samples(model, train: torch.Tensor, heldout: torch.Tensor, args) -
         ("diversity (report)", f"{report['diversity']['value']:.2f} of the training images' mean pairwise distance"),
         ("noise or blank", f"{report['noise_share']['value']:.1%}"),
         ("SWD (held-out ref)", f"{report['swd']['value']:.0f} ({report['swd']['reference']:.0f})"),
+        ("KID (held-out ref)", f"{report['kid']['value']:.3f} ({report['kid']['reference']:.3f})"
+                               if report["kid"]["value"] is not None else "-"),
         ("verdict", report["verdict"]),
         ("after the filter", f"{kept['count']} kept" + (f", diversity {kept['diversity']['value']:.2f}"
                                                           if kept["diversity"]["value"] is not None else "")),
