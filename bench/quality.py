@@ -7,8 +7,10 @@ generator on
 - ``small``:     the first 150 of them (``--small``);
 - ``small+aug``: the same 150 plus offline augmented copies (``--augment-copies``);
 
-samples ``--samples`` images (default 1.25 x the training count, so enough
-survive the filter) and prints :func:`quality_report` as one table row:
+samples ``--samples`` images (default 2.5 x the training count, so enough
+survive the filter, which keeps about half) and as many again for the realism
+critic to learn from (as the evaluate stage does, ``--no-critic`` to leave it
+out), and prints :func:`quality_report` as one table row:
 verdict, diversity, copy and noise shares, SWD / KID (with the held-out real
 reference in brackets) and the usefulness test over ``--seeds``: balanced
 accuracy over all 10 classes on the test split (100 real images per class,
@@ -28,7 +30,8 @@ Full (GPU): .venv/bin/python bench/quality.py --json /tmp/quality.json
 
 ``--images-dir DIR`` keeps each generator's images (``<scenario>_<generator>.safetensors``
 and a grid of the first 64 as ``.png``); with ``--reuse`` a later run reads them instead
-of training again, e.g. to score the same images with another usefulness design
+of training again (the file must hold both pools: 2 x the samples with the critic),
+e.g. to score the same images with another usefulness design
 (``--negatives merged``: the other classes as one "not this class" set, as a user with a
 single class has it; ``--classifier-steps``).
 """
@@ -51,6 +54,7 @@ from apps.generators.ml import registry  # noqa: E402
 from apps.generators.ml.augment import augment_dataset  # noqa: E402
 from apps.generators.ml.device import pick_device  # noqa: E402
 from apps.generators.ml.checkpoint import load_tensors, save_tensors_atomic  # noqa: E402
+from apps.generators.ml.critic import train_critic  # noqa: E402
 from apps.generators.ml.images import save_grid, to_uint8  # noqa: E402
 from apps.generators.ml.quality import quality_report  # noqa: E402
 from apps.generators.ml.usefulness import ClassifierSettings  # noqa: E402
@@ -79,8 +83,14 @@ class Data:
     class_names: list[str]
 
 
-def load_data(root: Path, target: str, resolution: int, negatives_per_class: int, merged: bool = False) -> Data:
-    """The class's images and the other classes' (``merged``: as one "not this class" set)."""
+def load_data(root: Path, target: str, resolution: int, negatives_per_class: int, merged: bool = False,
+              more_test_from: int | None = None) -> Data:
+    """The class's images and the other classes' (``merged``: as one "not this class" set).
+
+    ``more_test_from``: the class's training images from this index on, and the other classes'
+    training images beyond ``negatives_per_class``, join the test sets (no generator or
+    classifier learns from them), for a test with less sampling noise.
+    """
     def load(split: str, name: str, limit: int | None = None) -> torch.Tensor:
         return to_uint8(load_folder(root / split / name, resolution, limit))
 
@@ -88,14 +98,19 @@ def load_data(root: Path, target: str, resolution: int, negatives_per_class: int
     if target not in classes:
         raise SystemExit(f"class {target!r} not in {root}: {', '.join(classes)}")
     others = [c for c in classes if c != target]
-    negatives_train = [load("train", c, negatives_per_class) for c in others]
+    negatives_all = [load("train", c) for c in others]
+    negatives_train = [n[:negatives_per_class] for n in negatives_all]
     negatives_test = [load("test", c) for c in others]
+    target_train, target_test = load("train", target), load("test", target)
+    if more_test_from is not None:
+        target_test = torch.cat([target_test, target_train[more_test_from:]])
+        negatives_test = [torch.cat([t, n[negatives_per_class:]]) for t, n in zip(negatives_test, negatives_all)]
     if merged:
         negatives_train, negatives_test = [torch.cat(negatives_train)], [torch.cat(negatives_test)]
         others = [f"not {target} ({len(others)} classes)"]
     return Data(
-        target_train=load("train", target),
-        target_test=load("test", target),
+        target_train=target_train,
+        target_test=target_test,
         negatives_train=negatives_train,
         negatives_test=negatives_test,
         class_names=[target, *others],
@@ -128,6 +143,10 @@ def _mean_std(m: dict, scale: float = 1.0, digits: int = 3) -> str:
     return f"{m['value'] * scale:.{digits}f}" + (f"±{std * scale:.{digits}f}" if std else "")
 
 
+def _text(m: dict, digits: int = 2) -> str:
+    return "-" if m.get("value") is None else f"{m['value']:.{digits}f}"
+
+
 def _with_ref(m: dict, digits: int) -> str:
     if m.get("value") is None:
         return "-"
@@ -151,10 +170,11 @@ def row(scenario: str, generator: str, report: dict, seconds: float | None) -> l
     f = report["filter"]
     return [
         scenario, generator, report["verdict"],
-        f"{report['diversity']['value']:.2f}" if report["diversity"]["value"] is not None else "-",
+        _text(report["diversity"]),
         f"{report['copy_share']['value'] * 100:.1f}",
         f"{report['noise_share']['value'] * 100:.1f}",
         f"{f['checked'] - f['kept']}/{f['checked']}",
+        _text(report["delivered"]["diversity"]),
         _with_ref(report["swd"], 0), _with_ref(report["kid"], 3),
         _mean_std(u["real"]), _mean_std(u["synthetic"]), _mean_std(u["mixed"]), _mean_std(u["oracle"]),
         _mean_std(u["gqi"], digits=1), _gain_ratio(u),
@@ -162,8 +182,8 @@ def row(scenario: str, generator: str, report: dict, seconds: float | None) -> l
     ]
 
 
-HEADER = ["scenario", "generator", "verdict", "divers.", "copy%", "noise%", "dropped", "SWD (ref)", "KID (ref)",
-          "real", "synthetic", "mixed", "oracle", "GQI", "mixed/oracle gain pp", "train s"]
+HEADER = ["scenario", "generator", "verdict", "divers.", "copy%", "noise%", "dropped", "kept divers.", "SWD (ref)",
+          "KID (ref)", "real", "synthetic", "mixed", "oracle", "GQI", "mixed/oracle gain pp", "train s"]
 
 
 def print_table(rows: list[list[str]]) -> None:
@@ -186,12 +206,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--set", action="append", default=[], metavar="[KIND.]KEY=VALUE",
                         help="override a generator config value (for every kind, or only KIND's)")
-    parser.add_argument("--samples", type=float, default=1.25, help="images to generate, as a multiple of the training count")
+    parser.add_argument("--samples", type=float, default=2.5, help="images to generate, as a multiple of the training count")
+    parser.add_argument("--critic", action=argparse.BooleanOptionalAction, default=True,
+                        help="train the realism critic on as many samples again and filter with it (as the product does)")
+    parser.add_argument("--critic-steps", type=int, default=ClassifierSettings.steps)
     parser.add_argument("--seeds", default="0,1,2", help="usefulness-test seeds")
     parser.add_argument("--gen-seed", type=int, default=0, help="generator training seed")
     parser.add_argument("--negatives-per-class", type=int, default=150)
     parser.add_argument("--negatives", choices=("classes", "merged"), default="classes",
                         help="the other classes as classes of their own, or merged into one 'not this class' set")
+    parser.add_argument("--more-test", action="store_true",
+                        help="the training images no row uses join the test sets (needs no 'full' scenario)")
     parser.add_argument("--images-dir", type=Path, default=None, help="keep generated images (and a grid) here")
     parser.add_argument("--reuse", action="store_true", help="read generated images from --images-dir, if there")
     parser.add_argument("--classifier-steps", type=int, default=ClassifierSettings.steps)
@@ -212,19 +237,31 @@ def main(argv: list[str] | None = None) -> None:
         overrides.setdefault(kind, {})[name] = value
 
     started = time.perf_counter()
-    data = load_data(args.data, args.target, args.resolution, args.negatives_per_class, args.negatives == "merged")
+    more_test_from = None
+    if args.more_test:
+        if "full" in args.scenarios.split(","):
+            parser.error("--more-test needs the class's training images the 'full' scenario trains on")
+        more_test_from = (3 if "real" in args.references.split(",") else 2) * args.small  # after train, oracle, stand-in
+    data = load_data(args.data, args.target, args.resolution, args.negatives_per_class, args.negatives == "merged",
+                     more_test_from)
     known = {"full": Scenario(str(args.full), args.full), "small": Scenario(str(args.small), args.small),
              "small+aug": Scenario(f"{args.small}+aug", args.small, args.augment_copies)}
     scenarios = [known[s] for s in args.scenarios.split(",") if s]
     print(f"class {args.target} vs {len(data.class_names) - 1} others, {args.resolution} px, device {device}, "
           f"preset {args.preset}, overrides {overrides or 'none'}, usefulness seeds {seeds}, "
-          f"classifier steps {settings.steps}, negatives {args.negatives_per_class}/class", flush=True)
+          f"classifier steps {settings.steps}, negatives {args.negatives_per_class}/class, "
+          f"test images {len(data.target_test)} + {sum(len(t) for t in data.negatives_test)}", flush=True)
 
-    def report_for(generated, scenario: Scenario, extra_real):
+    def report_for(generated, scenario: Scenario, extra_real, critic_pool=None):
+        train = data.target_train[: scenario.count]
+        critic = None
+        if args.critic and critic_pool is not None:
+            critic = train_critic(train, critic_pool, calibration=generated, seed=seeds[0],
+                                  settings=ClassifierSettings(steps=args.critic_steps, device=device))
         return quality_report(
-            generated=generated, train=data.target_train[: scenario.count], heldout=data.target_test,
+            generated=generated, train=train, heldout=data.target_test,
             negatives=data.negatives_train, negatives_heldout=data.negatives_test, extra_real=extra_real,
-            seeds=seeds, settings=settings,
+            critic=critic, seeds=seeds, settings=settings,
         )
 
     rows, reports = [], []
@@ -246,24 +283,30 @@ def main(argv: list[str] | None = None) -> None:
         n_samples = math.ceil(args.samples * scenario.count)
         references = [r for r in args.references.split(",") if r] if scenario.augment == 0 else []
         if "real" in references and scenario.count * 3 <= len(data.target_train):
-            stand_in = data.target_train[2 * scenario.count : 3 * scenario.count]
+            stand_in = data.target_train[2 * scenario.count : 3 * scenario.count]  # no critic: it is real
             record(scenario.name, "real-as-generated", report_for(stand_in, scenario, extra))
         if "noise" in references:
             g = torch.Generator().manual_seed(0)
             noise = torch.randint(0, 256, (n_samples, *train.shape[1:]), generator=g, dtype=torch.uint8)
             record(scenario.name, "noise", report_for(noise, scenario, extra))
+        pools = 2 if args.critic else 1  # the second pool is the critic's
         for kind in [k for k in args.generators.split(",") if k]:
             kept = args.images_dir / f"{scenario.name}_{kind}.safetensors" if args.images_dir else None
             if args.reuse and kept.exists():
-                generated, seconds, warnings = load_tensors(kept)["images"][:n_samples], None, ["images reused"]
+                generated, seconds, warnings = load_tensors(kept)["images"], None, ["images reused"]
+                if len(generated) < pools * n_samples:
+                    raise SystemExit(f"{kept} holds {len(generated)} images; this run needs {pools} x {n_samples} "
+                                     "(lower --samples, add --no-critic, or leave out --reuse)")
             else:
                 generated, seconds, warnings = train_and_sample(
-                    kind, train, count=scenario.count, augment=scenario.augment, samples=n_samples, seed=args.gen_seed,
-                    preset=args.preset, overrides={**overrides.get("", {}), **overrides.get(kind, {})}, device=device)
+                    kind, train, count=scenario.count, augment=scenario.augment, samples=pools * n_samples,
+                    seed=args.gen_seed, preset=args.preset,
+                    overrides={**overrides.get("", {}), **overrides.get(kind, {})}, device=device)
                 if kept:
                     save_tensors_atomic({"images": generated.contiguous()}, kept)
                     save_grid(generated[:64], kept.with_suffix(".png"), columns=8)
-            record(scenario.name, kind, report_for(generated, scenario, extra), seconds, warnings=warnings)
+            report = report_for(generated[:n_samples], scenario, extra, generated[n_samples : 2 * n_samples])
+            record(scenario.name, kind, report, seconds, warnings=warnings)
 
     print(f"\nall rows ({time.perf_counter() - started:.0f} s in total); accuracies are balanced over "
           f"{len(data.class_names)} classes, mean±std over seeds {seeds}; (ref) = held-out real vs training images")
