@@ -72,6 +72,11 @@ def test_quality_summary_of_a_report_and_of_none():
     assert (rows["FID"].value, rows["FID"].reference) == ("12.3", "8.1")
     assert rows["KID"].value == "not measured (needs at least two generated and two real images)"
     assert [row.label for row in summary["usefulness"]] == ["Classifier trained on your photos"]
+    assert summary["filtered"] == ""  # no filter record in this report
+    report["filter"] = {"checked": 500, "kept": 240, "dropped": {"noise": 0, "blank": 0, "copy": 10, "unrealistic": 250}}
+    assert quality_summary(report)["filtered"] == (
+        "The filter kept 240 of 500 generated images; it left out 10 as near-copies of your photos, "
+        "250 as the least realistic.")
 
 
 def test_stage_label_says_what_a_run_is_doing_or_that_it_stopped():

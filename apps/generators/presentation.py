@@ -96,4 +96,18 @@ def quality_summary(quality: dict | None) -> dict | None:
         "rows": rows,
         "usefulness": useful_rows,
         "delivered": (quality.get("delivered") or {}).get("count"),
+        "filtered": _filter_text(quality.get("filter")),
     }
+
+
+_DROP_WORDS = {"noise": "mostly noise", "blank": "blank", "copy": "near-copies of your photos",
+               "unrealistic": "the least realistic"}
+
+
+def _filter_text(report_filter: dict | None) -> str:
+    """One sentence on what the generation filter kept of the report's images ("" without a filter record)."""
+    if not report_filter or "checked" not in report_filter:
+        return ""
+    drops = [f"{n} as {_DROP_WORDS.get(reason, reason)}" for reason, n in (report_filter.get("dropped") or {}).items() if n]
+    return (f"The filter kept {report_filter.get('kept', 0)} of {report_filter['checked']} generated images"
+            + (f"; it left out {', '.join(drops)}." if drops else "."))
