@@ -7,10 +7,8 @@ generator on
 - ``small``:     the first 150 of them (``--small``);
 - ``small+aug``: the same 150 plus offline augmented copies (``--augment-copies``);
 
-samples ``--samples`` images (default 2.5 x the training count, so enough
-survive the filter, which keeps about half) and as many again for the realism
-critic to learn from (as the evaluate stage does, ``--no-critic`` to leave it
-out), and prints :func:`quality_report` as one table row:
+samples ``--samples`` images (default 1.25 x the training count, so enough
+survive the filter) and prints :func:`quality_report` as one table row:
 verdict, diversity, copy and noise shares, SWD / KID (with the held-out real
 reference in brackets) and the usefulness test over ``--seeds``: balanced
 accuracy over all 10 classes on the test split (100 real images per class,
@@ -30,8 +28,7 @@ Full (GPU): .venv/bin/python bench/quality.py --json /tmp/quality.json
 
 ``--images-dir DIR`` keeps each generator's images (``<scenario>_<generator>.safetensors``
 and a grid of the first 64 as ``.png``); with ``--reuse`` a later run reads them instead
-of training again (the file must hold both pools: 2 x the samples with the critic),
-e.g. to score the same images with another usefulness design
+of training again, e.g. to score the same images with another usefulness design
 (``--negatives merged``: the other classes as one "not this class" set, as a user with a
 single class has it; ``--classifier-steps``).
 """
@@ -54,7 +51,6 @@ from apps.generators.ml import registry  # noqa: E402
 from apps.generators.ml.augment import augment_dataset  # noqa: E402
 from apps.generators.ml.device import pick_device  # noqa: E402
 from apps.generators.ml.checkpoint import load_tensors, save_tensors_atomic  # noqa: E402
-from apps.generators.ml.critic import train_critic  # noqa: E402
 from apps.generators.ml.images import save_grid, to_uint8  # noqa: E402
 from apps.generators.ml.quality import quality_report  # noqa: E402
 from apps.generators.ml.usefulness import ClassifierSettings  # noqa: E402
@@ -206,10 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--set", action="append", default=[], metavar="[KIND.]KEY=VALUE",
                         help="override a generator config value (for every kind, or only KIND's)")
-    parser.add_argument("--samples", type=float, default=2.5, help="images to generate, as a multiple of the training count")
-    parser.add_argument("--critic", action=argparse.BooleanOptionalAction, default=True,
-                        help="train the realism critic on as many samples again and filter with it (as the product does)")
-    parser.add_argument("--critic-steps", type=int, default=ClassifierSettings.steps)
+    parser.add_argument("--samples", type=float, default=1.25, help="images to generate, as a multiple of the training count")
     parser.add_argument("--seeds", default="0,1,2", help="usefulness-test seeds")
     parser.add_argument("--gen-seed", type=int, default=0, help="generator training seed")
     parser.add_argument("--negatives-per-class", type=int, default=150)
@@ -252,16 +245,11 @@ def main(argv: list[str] | None = None) -> None:
           f"classifier steps {settings.steps}, negatives {args.negatives_per_class}/class, "
           f"test images {len(data.target_test)} + {sum(len(t) for t in data.negatives_test)}", flush=True)
 
-    def report_for(generated, scenario: Scenario, extra_real, critic_pool=None):
-        train = data.target_train[: scenario.count]
-        critic = None
-        if args.critic and critic_pool is not None:
-            critic = train_critic(train, critic_pool, calibration=generated, seed=seeds[0],
-                                  settings=ClassifierSettings(steps=args.critic_steps, device=device))
+    def report_for(generated, scenario: Scenario, extra_real):
         return quality_report(
-            generated=generated, train=train, heldout=data.target_test,
+            generated=generated, train=data.target_train[: scenario.count], heldout=data.target_test,
             negatives=data.negatives_train, negatives_heldout=data.negatives_test, extra_real=extra_real,
-            critic=critic, seeds=seeds, settings=settings,
+            seeds=seeds, settings=settings,
         )
 
     rows, reports = [], []
@@ -283,30 +271,28 @@ def main(argv: list[str] | None = None) -> None:
         n_samples = math.ceil(args.samples * scenario.count)
         references = [r for r in args.references.split(",") if r] if scenario.augment == 0 else []
         if "real" in references and scenario.count * 3 <= len(data.target_train):
-            stand_in = data.target_train[2 * scenario.count : 3 * scenario.count]  # no critic: it is real
+            stand_in = data.target_train[2 * scenario.count : 3 * scenario.count]
             record(scenario.name, "real-as-generated", report_for(stand_in, scenario, extra))
         if "noise" in references:
             g = torch.Generator().manual_seed(0)
             noise = torch.randint(0, 256, (n_samples, *train.shape[1:]), generator=g, dtype=torch.uint8)
             record(scenario.name, "noise", report_for(noise, scenario, extra))
-        pools = 2 if args.critic else 1  # the second pool is the critic's
         for kind in [k for k in args.generators.split(",") if k]:
             kept = args.images_dir / f"{scenario.name}_{kind}.safetensors" if args.images_dir else None
             if args.reuse and kept.exists():
                 generated, seconds, warnings = load_tensors(kept)["images"], None, ["images reused"]
-                if len(generated) < pools * n_samples:
-                    raise SystemExit(f"{kept} holds {len(generated)} images; this run needs {pools} x {n_samples} "
-                                     "(lower --samples, add --no-critic, or leave out --reuse)")
+                if len(generated) < n_samples:
+                    raise SystemExit(f"{kept} holds {len(generated)} images, fewer than the {n_samples} this run "
+                                     "needs (lower --samples, or leave out --reuse)")
+                generated = generated[:n_samples]
             else:
                 generated, seconds, warnings = train_and_sample(
-                    kind, train, count=scenario.count, augment=scenario.augment, samples=pools * n_samples,
-                    seed=args.gen_seed, preset=args.preset,
-                    overrides={**overrides.get("", {}), **overrides.get(kind, {})}, device=device)
+                    kind, train, count=scenario.count, augment=scenario.augment, samples=n_samples, seed=args.gen_seed,
+                    preset=args.preset, overrides={**overrides.get("", {}), **overrides.get(kind, {})}, device=device)
                 if kept:
                     save_tensors_atomic({"images": generated.contiguous()}, kept)
                     save_grid(generated[:64], kept.with_suffix(".png"), columns=8)
-            report = report_for(generated[:n_samples], scenario, extra, generated[n_samples : 2 * n_samples])
-            record(scenario.name, kind, report, seconds, warnings=warnings)
+            record(scenario.name, kind, report_for(generated, scenario, extra), seconds, warnings=warnings)
 
     print(f"\nall rows ({time.perf_counter() - started:.0f} s in total); accuracies are balanced over "
           f"{len(data.class_names)} classes, mean±std over seeds {seeds}; (ref) = held-out real vs training images")

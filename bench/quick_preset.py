@@ -15,9 +15,8 @@ images (shuffled with the seed) are kept out of training; after training, N
 images are generated and checked as the quality report does it: the share
 whose nearest training image is closer than held-out real images ever are
 (the 1 % quantile of their distances), the variety relative to the training
-images, and the share the filter calls noise or blank; N more train the realism
-critic, and the filter's drops are counted. ``OUT/closest_pairs.png`` shows the
-8 closest (generated | training) pairs.
+images, and the share the filter calls noise or blank. ``OUT/closest_pairs.png``
+shows the 8 closest (generated | training) pairs.
 """
 from __future__ import annotations
 
@@ -37,7 +36,6 @@ from apps.generators.ml.augment import augment_dataset  # noqa: E402
 from apps.generators.ml.device import pick_device  # noqa: E402
 from apps.generators.ml.diversity import mean_pairwise_distance  # noqa: E402
 from apps.generators.ml.images import save_grid, to_pil, to_uint8  # noqa: E402
-from apps.generators.ml.critic import train_critic  # noqa: E402
 from apps.generators.ml.quality import quality_report  # noqa: E402
 from apps.generators.ml.usefulness import split  # noqa: E402
 
@@ -88,17 +86,12 @@ def print_table(rows: list[tuple[str, str]]) -> None:
 
 
 def report_on_samples(model, train: torch.Tensor, heldout: torch.Tensor, args) -> list[tuple[str, str]]:
-    """Generate ``args.report`` images and check them against the training and held-out images.
-
-    As many again train the realism critic the filter uses, as in the evaluate stage.
-    """
+    """Generate ``args.report`` images and check them against the training and held-out images."""
     started = time.perf_counter()
     generated = model.sample(args.report, seed=args.seed + 1)  # uint8
     sample_seconds = time.perf_counter() - started
     train_u8, heldout_u8 = to_uint8(train), to_uint8(heldout)
-    critic = train_critic(train_u8, model.sample(args.report, seed=args.seed + 2), calibration=generated, seed=args.seed)
-    report = quality_report(generated=generated, train=train_u8, heldout=heldout_u8, critic=critic,
-                            measure_usefulness=False)
+    report = quality_report(generated=generated, train=train_u8, heldout=heldout_u8, measure_usefulness=False)
     pairs = [t for pair in report["worst_copies"] for t in (generated[pair["generated"]], train_u8[pair["train"]])]
     save_grid(torch.stack(pairs), args.out / "closest_pairs.png", columns=4)
     save_grid(generated[:256], args.out / "report_grid.png", columns=16)
@@ -114,7 +107,7 @@ def report_on_samples(model, train: torch.Tensor, heldout: torch.Tensor, args) -
         ("KID (held-out ref)", f"{report['kid']['value']:.3f} ({report['kid']['reference']:.3f})"
                                if report["kid"]["value"] is not None else "-"),
         ("verdict", report["verdict"]),
-        ("after the filter", f"{kept['count']} kept ({report['filter']['dropped']})" + (f", diversity {kept['diversity']['value']:.2f}"
+        ("after the filter", f"{kept['count']} kept" + (f", diversity {kept['diversity']['value']:.2f}"
                                                           if kept["diversity"]["value"] is not None else "")),
         ("grids", f"{args.out / 'report_grid.png'}, {args.out / 'closest_pairs.png'}"),
     ]

@@ -1,12 +1,10 @@
 """The whole flow through the REST API, with the pipeline run eagerly on tiny models."""
 import io
-import json
 import zipfile
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from apps.core.files import media_path
 from apps.generators.models import Generator, TrainingRun
 
 from .conftest import image_uploads, png_bytes
@@ -80,11 +78,6 @@ def test_train_generate_download(api, django_capture_on_commit_callbacks):
     assert set(quality["usefulness"]) >= {"real", "synthetic", "mixed", "oracle", "gqi"}
     assert quality["usefulness"]["gqi"]["value"] is None and quality["usefulness"]["gqi"]["reason"]  # 8 images: no holdout
     assert run.image_count > 8  # augmentation added copies
-    # The evaluate stage trained a realism critic; the registry keeps it and the report's filter used it.
-    files = media_path(Generator.objects.get(pk=generator["id"]).files_dir)
-    assert (files / "critic.safetensors").exists() and (files / "critic.json").exists()
-    assert isinstance(quality["filter"]["thresholds"]["realism"], float)
-    assert set(quality["filter"]["dropped"]) == {"noise", "blank", "copy", "unrealistic"}
     assert run.losses and {"d", "g"} <= set(run.losses[-1])
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -115,11 +108,6 @@ def test_train_generate_download(api, django_capture_on_commit_callbacks):
     assert filtered["produced"] + filtered["dropped"] >= 5
     if filtered["produced"] < 5:
         assert "passed the quality filter" in filtered["error"]
-    kept = zipfile.ZipFile(io.BytesIO(b"".join(api.get(filtered["download_url"]).streaming_content)))
-    manifest = json.loads(kept.read(next(n for n in kept.namelist() if n.endswith("manifest.json"))))
-    assert manifest["filter"]["thresholds"]["realism"] == quality["filter"]["thresholds"]["realism"]
-    assert set(manifest["filter"]["dropped"]) == {"noise", "blank", "copy", "unrealistic"}
-    assert all(isinstance(image["realism"], float) for image in manifest["images"])
 
 
 def test_bad_training_requests_get_field_errors(api, other_api):

@@ -73,10 +73,12 @@ def test_quality_summary_of_a_report_and_of_none():
     assert rows["KID"].value == "not measured (needs at least two generated and two real images)"
     assert [row.label for row in summary["usefulness"]] == ["Classifier trained on your photos"]
     assert summary["filtered"] == ""  # no filter record in this report
-    report["filter"] = {"checked": 500, "kept": 240, "dropped": {"noise": 0, "blank": 0, "copy": 10, "unrealistic": 250}}
+    report["filter"] = {"checked": 500, "kept": 480, "dropped": {"noise": 8, "blank": 2, "copy": 10}}
     assert quality_summary(report)["filtered"] == (
-        "The filter kept 240 of 500 generated images; it left out 10 as near-copies of your photos, "
-        "250 as the least realistic.")
+        "The filter kept 480 of 500 generated images; it left out 8 as mostly noise, 2 as blank, "
+        "10 as near-copies of your photos.")
+    report["filter"]["dropped"] = {"noise": 0, "blank": 0, "copy": 0}
+    assert quality_summary(report)["filtered"] == "The filter kept 480 of 500 generated images."
 
 
 def test_stage_label_says_what_a_run_is_doing_or_that_it_stopped():

@@ -15,7 +15,6 @@ from apps.core.files import media_path, remove_tree
 from apps.generators.ml import registry
 from apps.generators.ml import filtering
 from apps.generators.ml.checkpoint import load_tensors
-from apps.generators.ml.critic import Critic
 from apps.generators.ml.device import pick_device
 from apps.generators.models import Generator
 
@@ -69,18 +68,13 @@ def _load_model(generator_id: int, kind: str, files_dir: str, version: str):
 
 @lru_cache(maxsize=4)
 def _filter_reference(generator_id: int, files_dir: str, version: str) -> filtering.FilterReference | None:
-    """Thresholds calibrated on the generator's real images, and its realism critic if it has one.
-
-    None for generators without real images on file.
-    """
+    """Thresholds calibrated on the generator's real images (None for generators without them)."""
     reference = media_path(f"{files_dir}/reference.safetensors")
     if not reference.exists():
         return None
     heldout = media_path(f"{files_dir}/heldout.safetensors")
     return filtering.build_reference(
-        load_tensors(reference)["images"],
-        load_tensors(heldout)["images"] if heldout.exists() else None,
-        critic=Critic.load(media_path(files_dir), device=pick_device()),
+        load_tensors(reference)["images"], load_tensors(heldout)["images"] if heldout.exists() else None
     )
 
 
@@ -109,7 +103,7 @@ def run_generation(job_id: int) -> None:
         def sample(n: int, seed: int):
             return model.sample(n, seed=seed, steps=job.steps)
 
-        manifest_images, dropped, produced = [], filtering.no_drops(), 0
+        manifest_images, dropped, produced = [], {"noise": 0, "blank": 0, "copy": 0}, 0
         for chunk_index, start in enumerate(range(0, job.count, CHUNK)):
             wanted = min(CHUNK, job.count - start)
             batch = filtering.generate_filtered(sample, wanted, reference, seed=job.seed + chunk_index * 1_000_003)

@@ -18,7 +18,6 @@ from apps.datasets.models import Dataset
 
 from .ml import registry
 from .ml.checkpoint import load_tensors
-from .ml.critic import train_critic
 from .ml.device import pick_device
 from .ml.images import save_grid
 from .ml.quality import quality_report
@@ -45,29 +44,19 @@ def split_heldout(images: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.
 
 
 def evaluate(*, generator: Generator, model_dir: Path, train: torch.Tensor, heldout: torch.Tensor | None,
-             copies_grid: Path, critic_dir: Path) -> dict:
-    """The quality report of the model saved in ``model_dir``.
-
-    Also trains the generator's realism critic (saved in ``critic_dir``; the
-    report's filter uses it as generation will) and writes the worst-copies grid.
-    """
+             copies_grid: Path) -> dict:
+    """The quality report of the model saved in ``model_dir``; also writes the worst-copies grid."""
     device = pick_device()
     model = registry.get(generator.kind).load(model_dir, device=device)
-    classifier = ClassifierSettings(steps=settings.SYNTHGEN_QUALITY_CLASSIFIER_STEPS, device=device)
     generated = model.sample(settings.SYNTHGEN_QUALITY_SAMPLES, seed=QUALITY_SEED)
-    # The critic learns from other samples than the ones it is calibrated on and the report scores.
-    critic = train_critic(train, model.sample(settings.SYNTHGEN_QUALITY_SAMPLES, seed=QUALITY_SEED + 1),
-                          calibration=generated, seed=QUALITY_SEED, settings=classifier)
-    critic.save(critic_dir)
     negatives = negative_classes(generator, size=train.shape[-1], channels=train.shape[1])
     report = quality_report(
         generated=generated,
         train=train,
         heldout=heldout if heldout is not None and len(heldout) else None,
         negatives=negatives,
-        critic=critic,
         seeds=tuple(settings.SYNTHGEN_QUALITY_SEEDS),
-        settings=classifier,
+        settings=ClassifierSettings(steps=settings.SYNTHGEN_QUALITY_CLASSIFIER_STEPS, device=device),
     )
     pairs = report.get("worst_copies") or []
     if pairs:

@@ -92,6 +92,5 @@ class GenerateForm(Form):
                                help_text="More steps: cleaner images, slower. 10–250 is typical.")
     filter_images = forms.BooleanField(
         required=False, initial=True, label="Leave out unusable images",
-        help_text=("Drops images that are mostly noise or blank, near-copies of your training photos, and the "
-                   "least realistic half (the ones a classifier most easily tells apart from your photos)."),
+        help_text="Drops images that are mostly noise or blank, and near-copies of your training photos.",
     )

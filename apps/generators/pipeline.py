@@ -40,7 +40,6 @@ QUALITY = "quality.json"  # the quality report, from evaluate to register
 COPIES_GRID = "copies.png"  # the closest generated/training pairs side by side
 TRAINING = "training.safetensors"  # uint8 [N,C,H,W]: prepared + augmented copies
 FINAL = "final"  # the trained model as GeneratorType.save wrote it
-CRITIC = "critic"  # the realism critic the evaluate stage trained (see ml/critic.py)
 CHECKPOINTS = "checkpoints"
 MAX_LOSS_POINTS = 400
 MAX_STAGE_ATTEMPTS = 3
@@ -307,7 +306,6 @@ def _evaluate(run: TrainingRun) -> None:
         train=load_tensors(work / PREPARED)["images"],
         heldout=load_tensors(work / HELDOUT)["images"],
         copies_grid=work / COPIES_GRID,
-        critic_dir=work / CRITIC,
     )
     save_json_atomic(report, work / QUALITY)
 
@@ -331,9 +329,6 @@ def _register(run: TrainingRun) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for item in (work / FINAL).iterdir():
         shutil.copyfile(item, target / item.name)
-    if (work / CRITIC).is_dir():
-        for item in (work / CRITIC).iterdir():
-            shutil.copyfile(item, target / item.name)
     # The real images at the model's resolution: the reference for filtering at generation.
     shutil.copyfile(work / PREPARED, target / "reference.safetensors")
     shutil.copyfile(work / HELDOUT, target / "heldout.safetensors")

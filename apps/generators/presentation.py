@@ -100,8 +100,7 @@ def quality_summary(quality: dict | None) -> dict | None:
     }
 
 
-_DROP_WORDS = {"noise": "mostly noise", "blank": "blank", "copy": "near-copies of your photos",
-               "unrealistic": "the least realistic"}
+_DROP_WORDS = {"noise": "mostly noise", "blank": "blank", "copy": "near-copies of your photos"}
 
 
 def _filter_text(report_filter: dict | None) -> str:

@@ -34,7 +34,7 @@ def test_blank_and_noise_images_are_dropped(reference):
     grey[1, 0, 4, 4] = 131  # one faint speck is still blank
     result = filtering.score_images(torch.cat([grey, noise(4, seed=5)]), reference)
     assert result.keep.tolist() == [False] * 7
-    assert result.dropped == {"noise": 4, "blank": 3, "copy": 0, "unrealistic": 0}
+    assert result.dropped == {"noise": 4, "blank": 3, "copy": 0}
     assert [s["dropped"] for s in result.scores] == ["blank"] * 3 + ["noise"] * 4
 
 
@@ -46,7 +46,7 @@ def test_mixed_batch_keeps_the_good_and_drops_planted_copies_and_noise(reference
     expected_keep = order < 12
     result = filtering.score_images(batch, reference)
     assert result.keep.tolist() == expected_keep.tolist()
-    assert result.dropped == {"noise": 3, "blank": 0, "copy": 2, "unrealistic": 0}
+    assert result.dropped == {"noise": 3, "blank": 0, "copy": 2}
     copies = [s for s in result.scores if s["dropped"] == "copy"]
     assert sorted(s["nearest_train"] for s in copies) == [4, 9]
     assert all(s["copy_distance"] == 0.0 for s in copies)

@@ -16,9 +16,6 @@ images in :func:`build_reference`:
 - **copy**: RMS pixel distance to the nearest training image below the
   threshold of :func:`metrics.copy_threshold` (closer than real unseen images
   come to the training set).
-- **unrealistic** (when the generator has a realism critic, see :mod:`critic`):
-  the critic's probability that the image is a real photo is below its
-  threshold, set so that about half of the generated images pass.
 """
 from __future__ import annotations
 
@@ -27,7 +24,6 @@ from typing import Callable
 
 import torch
 
-from .critic import Critic
 from .metrics import blur, copy_threshold, nearest
 from .usefulness import to_unit_float
 
@@ -35,12 +31,6 @@ NOISE_MARGIN = 0.5
 NOISE_CAP = 0.7  # pure white noise scores ~0.79
 NOISE_DEFAULT = 0.6  # when there are no real images to calibrate on
 BLANK_STD = 0.02  # about 5 grey levels
-REASONS = ("noise", "blank", "copy", "unrealistic")
-
-
-def no_drops() -> dict[str, int]:
-    """A zero count for every reason an image can be dropped for."""
-    return dict.fromkeys(REASONS, 0)
 
 
 def noise_scores(images: torch.Tensor) -> torch.Tensor:
@@ -63,7 +53,6 @@ class FilterReference:
     ``train``: the generator's training images (uint8), for the copy check.
     The thresholds are in the units of :func:`noise_scores`, :func:`contrast`
     and RMS pixel distance; ``calibration`` says how they were obtained.
-    ``critic``: the generator's realism critic, or None (no realism check).
     """
 
     train: torch.Tensor
@@ -71,7 +60,6 @@ class FilterReference:
     blank_threshold: float
     copy_threshold: float
     calibration: dict = field(default_factory=dict)
-    critic: Critic | None = None
 
     def thresholds(self) -> dict:
         """The thresholds as a JSON-serialisable dict (for manifests and reports)."""
@@ -79,15 +67,12 @@ class FilterReference:
             "noise": round(self.noise_threshold, 6),
             "blank": round(self.blank_threshold, 6),
             "copy": round(self.copy_threshold, 6),
-            "realism": None if self.critic is None else self.critic.threshold,
             **self.calibration,
         }
 
 
-def build_reference(
-    train: torch.Tensor, heldout: torch.Tensor | None = None, critic: Critic | None = None
-) -> FilterReference:
-    """Calibrate the noise, blank and copy thresholds on the real images (see the module docstring)."""
+def build_reference(train: torch.Tensor, heldout: torch.Tensor | None = None) -> FilterReference:
+    """Calibrate the three thresholds on the real images (see the module docstring)."""
     real = train if heldout is None or not len(heldout) else torch.cat([train, heldout])
     q99 = torch.quantile(noise_scores(real), 0.99).item()
     noise = min(NOISE_CAP, q99 + NOISE_MARGIN * (1 - q99))
@@ -99,7 +84,6 @@ def build_reference(
         blank_threshold=blank,
         copy_threshold=copy["threshold"],
         calibration={"copy_source": copy["source"], "real_noise_q99": round(q99, 6)},
-        critic=critic,
     )
 
 
@@ -122,10 +106,8 @@ def score_images(images: torch.Tensor, reference: FilterReference, *, drop_copie
     noise = noise_scores(images)
     spread = contrast(images)
     distance, index = nearest(images, reference.train)
-    critic = reference.critic
-    realism = critic.realism(images) if critic is not None else None
     scores, keep = [], []
-    dropped = no_drops()
+    dropped = {"noise": 0, "blank": 0, "copy": 0}
     for i in range(len(images)):
         reason = None
         if spread[i] < reference.blank_threshold:
@@ -134,8 +116,6 @@ def score_images(images: torch.Tensor, reference: FilterReference, *, drop_copie
             reason = "noise"
         elif drop_copies and distance[i] < reference.copy_threshold:
             reason = "copy"
-        elif realism is not None and realism[i] < critic.threshold:
-            reason = "unrealistic"
         if reason:
             dropped[reason] += 1
         keep.append(reason is None)
@@ -144,7 +124,6 @@ def score_images(images: torch.Tensor, reference: FilterReference, *, drop_copie
             "contrast": round(float(spread[i]), 6),
             "copy_distance": round(float(distance[i]), 6),
             "nearest_train": int(index[i]),
-            "realism": None if realism is None else float(realism[i]),
             "dropped": reason,
         })
     return FilterResult(keep=torch.tensor(keep, dtype=torch.bool), scores=scores, dropped=dropped)
@@ -185,7 +164,7 @@ def generate_filtered(
     """
     kept: list[torch.Tensor] = []
     kept_scores: list[dict] = []
-    dropped = no_drops()
+    dropped = {"noise": 0, "blank": 0, "copy": 0}
     generated = 0
     have = 0
     for r in range(max_rounds if reference is not None else 1):

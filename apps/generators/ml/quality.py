@@ -25,8 +25,7 @@ Top-level keys:
   measured with the images that survive the filter; see :mod:`usefulness`.
 - ``delivered``: what the filter keeps: ``count``, ``diversity``, ``copy_share`` (0 unless
   the filter's copy check was off, since it uses the same threshold).
-- ``filter``: thresholds, images checked, and drops per reason (``unrealistic``: by the
-  realism critic, when one is passed in; it must not have learnt from ``generated``).
+- ``filter``: thresholds, images checked, and drops per reason.
 - ``worst_copies``: the closest (generated, training) pairs, closest first, as
   ``{"generated": i, "train": j, "distance": d, "is_copy": bool}``; ``i`` and
   ``j`` index the ``generated`` and ``train`` tensors passed in.
@@ -37,7 +36,6 @@ from __future__ import annotations
 import torch
 
 from . import filtering, metrics
-from .critic import Critic
 from .usefulness import ClassifierSettings, metric, split, usefulness_test
 
 VERDICTS = ("varied and new", "repeats itself", "copies your photos", "mostly noise")
@@ -101,7 +99,6 @@ def quality_report(
     negatives: list[torch.Tensor] | None = None,
     negatives_heldout: list[torch.Tensor] | None = None,
     extra_real: torch.Tensor | None = None,
-    critic: Critic | None = None,
     seeds: tuple[int, ...] = (0, 1, 2),
     settings: ClassifierSettings | None = None,
     measure_usefulness: bool = True,
@@ -115,8 +112,6 @@ def quality_report(
     usefulness is null). ``negatives``: one tensor per other class; unless
     ``negatives_heldout`` is given each is split 70/30 into train/test.
     ``extra_real``: more real images of the class, for the oracle.
-    ``critic``: the generator's realism critic; the filter then also drops
-    images it finds unrealistic, as generation will.
     """
     if len(generated) == 0:
         raise ValueError("no generated images to report on")
@@ -129,7 +124,7 @@ def quality_report(
         negatives, negatives_heldout = [p[0] for p in parts], [p[1] for p in parts]
     negatives_heldout = negatives_heldout or []
 
-    reference = filtering.build_reference(train, heldout, critic=critic)
+    reference = filtering.build_reference(train, heldout)
     checked = filtering.score_images(generated, reference, drop_copies=True)
     copies = metrics.copy_detection(generated, train, threshold=reference.copy_threshold, worst=worst)
     noise_share = (checked.dropped["noise"] + checked.dropped["blank"]) / len(generated)
