@@ -110,6 +110,29 @@ def test_train_generate_download(api, django_capture_on_commit_callbacks):
         assert "passed the quality filter" in filtered["error"]
 
 
+def test_zips_of_several_generators_unpack_into_one_imagefolder(api, django_capture_on_commit_callbacks, tmp_path):
+    """The README's multi-class recipe: each job's zip holds one class folder; unzipped together they are an ImageFolder."""
+    from torchvision.datasets import ImageFolder
+
+    counts = {"Red Tulip": 4, "white rose": 3}
+    out = tmp_path / "imagefolder"
+    for name, count in counts.items():
+        dataset_id = upload(api, name=name).json()["id"]
+        with django_capture_on_commit_callbacks(execute=True):
+            generator = api.post("/api/generators/", {"name": name, "dataset": dataset_id, "kind": "dcgan",
+                                                      "resolution": 32, "preset": "quick"}, format="json").json()
+        with django_capture_on_commit_callbacks(execute=True):
+            job = api.post(f"/api/generators/{generator['id']}/generate/", {"count": count, "filter": False},
+                           format="json").json()
+        download = api.get(f"/api/jobs/{job['id']}/download/")
+        zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content))).extractall(out)
+    folder = ImageFolder(str(out))
+    assert folder.classes == ["red-tulip", "white-rose"]
+    assert [folder.classes[label] for _, label in folder.samples] == ["red-tulip"] * 4 + ["white-rose"] * 3
+    image, _ = folder[0]
+    assert image.size == (32, 32)
+
+
 def test_bad_training_requests_get_field_errors(api, other_api):
     dataset_id = upload(api).json()["id"]
     response = api.post("/api/generators/", {"name": "x", "dataset": dataset_id, "kind": "nope", "resolution": 48},
