@@ -231,9 +231,11 @@ def test_quality_report_is_shown_when_present(logged_in, ready_generator):
     Generator.objects.filter(pk=ready_generator.pk).update(quality={
         "verdict": "varied and new", "explanation": "The generated images are varied.",
         "diversity": {"value": 0.93, "reason": None},
+        "filter": {"checked": 500, "kept": 497, "dropped": {"noise": 3, "blank": 0, "copy": 0}},
     })
     html = logged_in.get(reverse("generators:detail", args=[ready_generator.pk])).content.decode()
     assert "Quality report" in html and "<strong>Varied and new.</strong>" in html and "0.93" in html
+    assert "The filter kept 497 of 500 generated images; it left out 3 as mostly noise." in html
 
 
 def test_the_closest_generated_and_training_pairs_are_shown_side_by_side(logged_in, ready_generator):
