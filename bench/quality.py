@@ -94,7 +94,7 @@ def load_data(root: Path, target: str, resolution: int, negatives_per_class: int
     if target not in classes:
         raise SystemExit(f"class {target!r} not in {root}: {', '.join(classes)}")
     others = [c for c in classes if c != target]
-    negatives_all = [load("train", c) for c in others]
+    negatives_all = [load("train", c, None if more_test_from is not None else negatives_per_class) for c in others]
     negatives_train = [n[:negatives_per_class] for n in negatives_all]
     negatives_test = [load("test", c) for c in others]
     target_train, target_test = load("train", target), load("test", target)
@@ -144,10 +144,8 @@ def _text(m: dict, digits: int = 2) -> str:
 
 
 def _with_ref(m: dict, digits: int) -> str:
-    if m.get("value") is None:
-        return "-"
     ref = m.get("reference")
-    return f"{m['value']:.{digits}f}" + (f" ({ref:.{digits}f})" if ref is not None else "")
+    return _text(m, digits) + (f" ({ref:.{digits}f})" if m.get("value") is not None and ref is not None else "")
 
 
 def _gain_ratio(u: dict) -> str:

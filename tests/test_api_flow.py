@@ -4,6 +4,7 @@ import zipfile
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from torchvision.datasets import ImageFolder
 
 from apps.generators.models import Generator, TrainingRun
 
@@ -112,8 +113,6 @@ def test_train_generate_download(api, django_capture_on_commit_callbacks):
 
 def test_zips_of_several_generators_unpack_into_one_imagefolder(api, django_capture_on_commit_callbacks, tmp_path):
     """The README's multi-class recipe: each job's zip holds one class folder; unzipped together they are an ImageFolder."""
-    from torchvision.datasets import ImageFolder
-
     counts = {"Red Tulip": 4, "white rose": 3}
     out = tmp_path / "imagefolder"
     for name, count in counts.items():

@@ -76,7 +76,7 @@ def _reference(number, fmt: str) -> str:
 
 
 def quality_summary(quality: dict | None) -> dict | None:
-    """{"verdict", "explanation", "rows", "usefulness"} for the generator page; None without a report."""
+    """{"verdict", "explanation", "rows", "usefulness", "filtered"} for the generator page; None without a report."""
     if not quality:
         return None
     rows = [
@@ -95,7 +95,6 @@ def quality_summary(quality: dict | None) -> dict | None:
         "explanation": quality.get("explanation", ""),
         "rows": rows,
         "usefulness": useful_rows,
-        "delivered": (quality.get("delivered") or {}).get("count"),
         "filtered": _filter_text(quality.get("filter")),
     }
 
