@@ -6,6 +6,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from torchvision.datasets import ImageFolder
 
+from apps.generators.ml import registry
 from apps.generators.models import Generator, TrainingRun
 
 from .conftest import image_uploads, png_bytes
@@ -74,7 +75,8 @@ def test_train_generate_download(api, django_capture_on_commit_callbacks):
     run = TrainingRun.objects.get(generator_id=generator["id"])
     assert run.completed_stages == ["prepare", "augment", "train", "evaluate", "register", "cleanup"]
     quality = generator["quality"]
-    assert quality["verdict"] in ("varied and new", "repeats itself", "copies your photos", "mostly noise")
+    assert quality["verdict"] in ("varied and new", "not realistic yet", "repeats itself", "copies your photos",
+                                  "mostly noise")
     assert {"diversity", "copy_share", "usefulness"} <= set(quality)
     assert set(quality["usefulness"]) >= {"real", "synthetic", "mixed", "oracle", "gqi"}
     assert quality["usefulness"]["gqi"]["value"] is None and quality["usefulness"]["gqi"]["reason"]  # 8 images: no holdout
@@ -187,6 +189,8 @@ def test_ddim_trains_and_generates_with_chosen_steps(api, django_capture_on_comm
     generator = api.get(f"/api/generators/{response.json()['id']}/").json()
     assert generator["status"] == "ready", generator
     assert generator["uses_sampling_steps"] is True
+    # the quality report sampled the way generation does by default
+    assert generator["quality"]["sampling"]["steps"] == registry.get("ddim").default_sampling_steps
     with django_capture_on_commit_callbacks(execute=True):
         job = api.post(f"/api/generators/{generator['id']}/generate/", {"count": 3, "steps": 2, "filter": False},
                        format="json")

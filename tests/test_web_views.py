@@ -67,7 +67,7 @@ def test_quality_summary_of_a_report_and_of_none():
     summary = quality_summary(report)
     assert summary["verdict"] == "repeats itself"
     rows = {row.label: row for row in summary["rows"]}
-    assert rows["Variety"].value == "0.40"
+    assert rows["Pixel variety"].value == "0.40"
     assert rows["Near-copies of your photos"].value == "5%"
     assert (rows["FID"].value, rows["FID"].reference) == ("12.3", "8.1")
     assert rows["KID"].value == "not measured (needs at least two generated and two real images)"
@@ -79,6 +79,25 @@ def test_quality_summary_of_a_report_and_of_none():
         "10 as near-copies of your photos.")
     report["filter"]["dropped"] = {"noise": 0, "blank": 0, "copy": 0}
     assert quality_summary(report)["filtered"] == "The filter kept 480 of 500 generated images."
+
+
+def test_quality_summary_says_in_words_what_the_credit_interval_says():
+    from apps.generators.ml.quality import POSITIVE_VERDICT
+    from apps.generators import presentation
+
+    assert presentation.POSITIVE_VERDICT == POSITIVE_VERDICT
+    report = {"verdict": "not realistic yet", "explanation": "x", "advice": "Train longer.",
+              "usefulness": {"credit": {"value": 0.004, "reason": None, "low": -0.01, "high": 0.02, "verdict": "none"}},
+              "negatives": {"source": "your other datasets", "classes": 2, "images": 40, "dropped_as_duplicates": 3}}
+    summary = quality_summary(report)
+    assert not summary["positive"] and summary["advice"] == "Train longer."
+    assert summary["useful"].startswith("The generated images give no measurable gain beyond augmentation")
+    assert "+0.4 points" in summary["useful"] and "-1.0 to +2.0" in summary["useful"]
+    assert "3 left out as duplicates of your own photos" in summary["negatives"]
+    report["usefulness"]["credit"] |= {"value": 0.03, "low": 0.01, "high": 0.05, "verdict": "gain"}
+    assert quality_summary(report)["useful"].startswith("The generated images add accuracy beyond augmentation")
+    report["usefulness"]["credit"] |= {"value": -0.03, "low": -0.05, "high": -0.01, "verdict": "loss"}
+    assert quality_summary(report)["useful"].startswith("The generated images hurt")
 
 
 def test_stage_label_says_what_a_run_is_doing_or_that_it_stopped():
@@ -225,6 +244,16 @@ def test_generate_form_errors_say_what_to_do(logged_in, ready_generator):
     assert response.status_code == 200
     assert "Ensure this value is greater than or equal to 1." in response.content.decode()
     assert not GenerationJob.objects.exists()
+
+
+def test_a_report_that_is_not_positive_is_never_green(logged_in, ready_generator):
+    Generator.objects.filter(pk=ready_generator.pk).update(quality={
+        "verdict": "not realistic yet", "explanation": "The generated images do not look like your photos yet.",
+        "advice": "Train longer (the standard or long preset).",
+    })
+    html = logged_in.get(reverse("generators:detail", args=[ready_generator.pk])).content.decode()
+    assert '<p class="verdict message warning"><strong>Not realistic yet.</strong>' in html
+    assert "Train longer (the standard or long preset)." in html
 
 
 def test_quality_report_is_shown_when_present(logged_in, ready_generator):

@@ -73,8 +73,11 @@ def _filter_reference(generator_id: int, files_dir: str, version: str) -> filter
     if not reference.exists():
         return None
     heldout = media_path(f"{files_dir}/heldout.safetensors")
+    augmented = media_path(f"{files_dir}/augmented.safetensors")
     return filtering.build_reference(
-        load_tensors(reference)["images"], load_tensors(heldout)["images"] if heldout.exists() else None
+        load_tensors(reference)["images"],
+        load_tensors(heldout)["images"] if heldout.exists() else None,
+        load_tensors(augmented)["images"] if augmented.exists() else None,
     )
 
 
@@ -106,7 +109,7 @@ def run_generation(job_id: int) -> None:
         manifest_images, dropped, produced = [], {"noise": 0, "blank": 0, "copy": 0}, 0
         for chunk_index, start in enumerate(range(0, job.count, CHUNK)):
             wanted = min(CHUNK, job.count - start)
-            batch = filtering.generate_filtered(sample, wanted, reference, seed=job.seed + chunk_index * 1_000_003)
+            batch = filtering.generate_filtered(sample, wanted, reference, seed=job.seed, chunk=chunk_index)
             names = export.write_pngs(batch.images, folder, produced)
             manifest_images += [{"file": name, **scores} for name, scores in zip(names, batch.scores)]
             produced += len(names)

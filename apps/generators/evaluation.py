@@ -3,6 +3,11 @@
 Held-out images of the dataset (never seen in training) calibrate the copy check and are the
 test set of the usefulness test; "not this class" images come from the owner's other datasets,
 or else from the training sets of shared generators in the registry.
+
+Nothing of the class may leak into its negatives: generators trained on the same dataset are
+never used, and any negative image that is a (near-)duplicate of one of the class's photos is
+dropped (the same photos uploaded twice under two names). The held-out split keeps each group of
+near-duplicate shots on one side.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from apps.datasets.models import Dataset
 
 from .ml import registry
 from .ml.checkpoint import load_tensors
+from .ml.dedupe import drop_matches, duplicate_groups, grouped_split
 from .ml.device import pick_device
 from .ml.images import save_grid
 from .ml.quality import quality_report
@@ -37,32 +43,46 @@ def holdout_count(image_count: int) -> int:
 
 
 def split_heldout(images: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, heldout): a seeded random split of a uint8 [N,C,H,W] tensor."""
-    count = holdout_count(len(images))
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    return images[order[count:]], images[order[:count]]
+    """(train, heldout): a seeded split of a uint8 [N,C,H,W] tensor that keeps near-duplicates together."""
+    train_index, held_index = grouped_split(duplicate_groups(images), holdout_count(len(images)), seed)
+    return images[train_index], images[held_index]
+
+
+def sampling_steps(kind: str) -> int | None:
+    """The steps generation uses by default for this type (None for types without steps)."""
+    generator_type = registry.get(kind)
+    return generator_type.default_sampling_steps if generator_type.uses_sampling_steps else None
 
 
 def evaluate(*, generator: Generator, model_dir: Path, train: torch.Tensor, heldout: torch.Tensor | None,
-             copies_grid: Path) -> dict:
-    """The quality report of the model saved in ``model_dir``; also writes the worst-copies grid."""
+             copies_grid: Path, augmented: torch.Tensor | None = None) -> dict:
+    """The quality report of the model saved in ``model_dir``; also writes the worst-copies grid.
+
+    ``augmented``: the augmented training set, when the generator trained on one.
+    """
     device = pick_device()
     model = registry.get(generator.kind).load(model_dir, device=device)
-    generated = model.sample(settings.SYNTHGEN_QUALITY_SAMPLES, seed=QUALITY_SEED)
-    negatives = negative_classes(generator, size=train.shape[-1], channels=train.shape[1])
+    steps = sampling_steps(generator.kind)
+    generated = model.sample(settings.SYNTHGEN_QUALITY_SAMPLES, seed=QUALITY_SEED, steps=steps)
+    heldout = heldout if heldout is not None and len(heldout) else None
+    class_photos = train if heldout is None else torch.cat([train, heldout])
+    negatives, source = negative_classes(generator, class_photos)
     report = quality_report(
         generated=generated,
         train=train,
-        heldout=heldout if heldout is not None and len(heldout) else None,
+        heldout=heldout,
+        augmented=augmented,
         negatives=negatives,
         seeds=tuple(settings.SYNTHGEN_QUALITY_SEEDS),
         settings=ClassifierSettings(steps=settings.SYNTHGEN_QUALITY_CLASSIFIER_STEPS, device=device),
+        sampling={"steps": steps, "seed": QUALITY_SEED, "count": len(generated)},
     )
     pairs = report.get("worst_copies") or []
     if pairs:
         side_by_side = torch.stack([img for p in pairs for img in (generated[p["generated"]], train[p["train"]])])
         save_grid(side_by_side, copies_grid, columns=2)
-    report["negatives_source"] = _negatives_source(generator)
+    report["negatives"] = source
+    report["negatives_source"] = source["source"]
     return report
 
 
@@ -70,30 +90,58 @@ def _other_datasets(generator: Generator):
     return Dataset.objects.filter(owner=generator.owner_id).exclude(pk=generator.dataset_id).order_by("-created_at")
 
 
-def _negatives_source(generator: Generator) -> str:
-    if _other_datasets(generator).exists():
-        return "your other datasets"
-    return "images of other generators in the registry"
-
-
-def negative_classes(generator: Generator, *, size: int, channels: int) -> list[torch.Tensor]:
-    """Up to four "not this class" image sets at the generator's size and channels."""
-    classes: list[torch.Tensor] = []
-    for dataset in _other_datasets(generator)[:MAX_NEGATIVE_CLASSES]:
-        pictures = []
-        for image in dataset.images.all()[:MAX_NEGATIVE_IMAGES]:
-            with Image.open(media_path(image.working.name)) as picture:
-                picture.load()
-                pictures.append(picture)
-        if len(pictures) >= 2:
-            classes.append(stack_training_tensor(pictures, size, channels))
-    if classes:
-        return classes
+def _other_generators(generator: Generator):
+    """Ready generators (shared, or the owner's) trained on another dataset than this one."""
     others = Generator.objects.filter(status=Generator.Status.READY).exclude(pk=generator.pk)
     others = others.filter(shared=True) | others.filter(owner=generator.owner_id)
-    for other in others.order_by("-created_at")[:MAX_NEGATIVE_CLASSES]:
-        path = media_path(f"{other.files_dir}/reference.safetensors")
-        if other.files_dir and path.exists():
-            images = load_tensors(path)["images"][:MAX_NEGATIVE_IMAGES]
-            classes.append(match_format(images, channels=channels, size=size))
-    return classes
+    if generator.dataset_id is not None:
+        others = others.exclude(dataset_id=generator.dataset_id)
+    return others.order_by("-created_at")
+
+
+def _dataset_images(dataset: Dataset, size: int, channels: int) -> torch.Tensor | None:
+    pictures = []
+    for image in dataset.images.all()[:MAX_NEGATIVE_IMAGES]:
+        with Image.open(media_path(image.working.name)) as picture:
+            picture.load()
+            pictures.append(picture)
+    return stack_training_tensor(pictures, size, channels) if pictures else None
+
+
+def _generator_images(other: Generator, size: int, channels: int) -> torch.Tensor | None:
+    path = media_path(f"{other.files_dir}/reference.safetensors")
+    if not other.files_dir or not path.exists():
+        return None
+    return match_format(load_tensors(path)["images"][:MAX_NEGATIVE_IMAGES], channels=channels, size=size)
+
+
+def negative_classes(generator: Generator, class_photos: torch.Tensor) -> tuple[list[torch.Tensor], dict]:
+    """Up to four "not this class" image sets at the class's size and channels, and where they came from.
+
+    ``class_photos``: all the class's photos (training and held-out); negatives that duplicate
+    one of them are dropped. Returns ``(classes, {"source", "classes", "images",
+    "dropped_as_duplicates"})``.
+    """
+    size, channels = class_photos.shape[-1], class_photos.shape[1]
+    sources = (
+        ("your other datasets",
+         [lambda d=d: _dataset_images(d, size, channels) for d in _other_datasets(generator)[:MAX_NEGATIVE_CLASSES]]),
+        ("images of other generators in the registry",
+         [lambda g=g: _generator_images(g, size, channels) for g in _other_generators(generator)[:MAX_NEGATIVE_CLASSES]]),
+    )
+    classes, dropped = [], 0
+    for source, loaders in sources:
+        for load in loaders:
+            images = load()
+            if images is None:
+                continue
+            images, duplicates = drop_matches(images, class_photos)
+            dropped += duplicates
+            if len(images) >= 2:
+                classes.append(images)
+        if classes:
+            break
+    else:
+        source = "none: no other dataset or generator to compare with"
+    return classes, {"source": source, "classes": len(classes), "images": sum(len(c) for c in classes),
+                     "dropped_as_duplicates": dropped}

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+POSITIVE_VERDICT = "varied and new"  # the one verdict shown in green (ml.quality.POSITIVE_VERDICT)
+
 # What each pipeline stage means to the person waiting (the run page shows these).
 STAGE_LABELS = {
     "queued": "Waiting for a free worker",
@@ -43,20 +45,32 @@ class QualityRow:
 
 # (key in the report, label, format, how to read it)
 _MEASURES = (
-    ("diversity", "Variety", "ratio", "Variety of the generated images relative to your photos (1.00 = just as varied)."),
-    ("copy_share", "Near-copies of your photos", "percent", "Lower is better: near-copies add nothing new."),
+    ("precision", "Realism (precision)", "percent",
+     "Share of generated images that fall among real photos of this thing; higher is better."),
+    ("coverage", "Coverage", "percent", "Share of the real photos' variety the generated images reach; higher is better."),
+    ("recall", "Recall", "percent", "Share of real photos the generated images come close to; higher is better."),
+    ("density", "Density", "ratio", "About 1.00 for real photos; far below means unrealistic images."),
+    ("diversity", "Pixel variety", "ratio",
+     "Pixel differences between generated images relative to your photos' (1.00 = as varied); "
+     "it cannot see left-out kinds of images (coverage can), and noise scores high."),
+    ("copy_share", "Near-copies of your photos", "percent",
+     "Counting mirror images, augmented copies and small shifts; lower is better: near-copies add nothing new."),
+    ("memorisation", "Data-copying test (z)", "number",
+     "About 0: as far from your photos as new photos are; strongly negative: memorised."),
     ("noise_share", "Noise or blank", "percent", "Lower is better."),
     ("fid", "FID", "number", "Distance to your photos in image features; lower is closer."),
-    ("kid", "KID", "number", "Like FID, steadier for small sets; lower is closer."),
+    ("kid", "KID", "number", "Like FID, unbiased for small sets; lower is closer."),
     ("swd", "SWD", "number", "Distance of local textures and colours; lower is closer."),
 )
 _USEFULNESS = (
     ("real", "Classifier trained on your photos", "percent"),
+    ("real_aug", "…on your photos with plain augmentation", "percent"),
+    ("mixed_aug", "…on your photos plus generated images, same augmentation", "percent"),
+    ("credit", "Gain from the generated images beyond augmentation", "points"),
     ("synthetic", "…on generated images only", "percent"),
     ("mixed", "…on your photos plus generated images", "percent"),
-    ("gqi", "Generated-image quality index", "ratio"),
+    ("gqi", "Generated-image quality index (0 = chance, 100 = as good as your photos)", "number"),
 )
-
 
 def _text(number: dict | float | None, fmt: str) -> str:
     value = number.get("value") if isinstance(number, dict) else number
@@ -67,6 +81,11 @@ def _text(number: dict | float | None, fmt: str) -> str:
         return f"{value:.0%}"
     if fmt == "ratio":
         return f"{value:.2f}"
+    if fmt == "points":
+        interval = ""
+        if isinstance(number, dict) and number.get("low") is not None:
+            interval = f" (95 % interval {number['low'] * 100:+.1f} to {number['high'] * 100:+.1f})"
+        return f"{value * 100:+.1f} points{interval}"
     return f"{value:.3g}"
 
 
@@ -75,8 +94,28 @@ def _reference(number, fmt: str) -> str:
     return "" if reference is None else _text(reference, fmt)
 
 
+def usefulness_text(usefulness: dict) -> str:
+    """One plain sentence on whether the generated images help a classifier, read from the credit's interval."""
+    credit = usefulness.get("credit") if isinstance(usefulness, dict) else None
+    if not isinstance(credit, dict):
+        return ""
+    if credit.get("value") is None:
+        return f"Usefulness was not measured: {credit.get('reason') or 'no reason recorded'}."
+    words = {
+        "gain": "The generated images add accuracy beyond augmentation",
+        "none": "The generated images give no measurable gain beyond augmentation",
+        "loss": "The generated images hurt",
+    }.get(credit.get("verdict"), "")
+    if not words:
+        return ""
+    return (f"{words}: a classifier trained on your photos plus them, against one trained on your photos with the "
+            f"same plain augmentation, scored {credit['value'] * 100:+.1f} points on photos it never saw "
+            f"(95 % interval {credit['low'] * 100:+.1f} to {credit['high'] * 100:+.1f}).")
+
+
 def quality_summary(quality: dict | None) -> dict | None:
-    """{"verdict", "explanation", "rows", "usefulness", "filtered"} for the generator page; None without a report."""
+    """{"verdict", "positive", "explanation", "advice", "useful", "negatives", "rows", "usefulness", "filtered"}
+    for the generator page; None without a report."""
     if not quality:
         return None
     rows = [
@@ -90,13 +129,27 @@ def quality_summary(quality: dict | None) -> dict | None:
         for key, label, fmt in _USEFULNESS
         if key in usefulness and isinstance(usefulness[key], dict) and usefulness[key].get("value") is not None
     ]
+    negatives = quality.get("negatives") if isinstance(quality.get("negatives"), dict) else {}
     return {
         "verdict": quality.get("verdict", ""),
+        "positive": quality.get("verdict") == POSITIVE_VERDICT,
         "explanation": quality.get("explanation", ""),
+        "advice": quality.get("advice", ""),
+        "useful": usefulness_text(usefulness),
+        "negatives": _negatives_text(negatives),
         "rows": rows,
         "usefulness": useful_rows,
         "filtered": _filter_text(quality.get("filter")),
     }
+
+
+def _negatives_text(negatives: dict) -> str:
+    if not negatives.get("source"):
+        return ""
+    dropped = negatives.get("dropped_as_duplicates") or 0
+    return (f"Images of other things for the usefulness test: {negatives['source']} ({negatives.get('images', 0)} "
+            f"images in {negatives.get('classes', 0)} sets"
+            + (f"; {dropped} left out as duplicates of your own photos" if dropped else "") + ").")
 
 
 _DROP_WORDS = {"noise": "mostly noise", "blank": "blank", "copy": "near-copies of your photos"}

@@ -19,3 +19,16 @@ def noise(n: int, seed: int, size: int = 16, channels: int = 1) -> torch.Tensor:
     """n uint8 images of uniform white noise."""
     return torch.randint(0, 256, (n, channels, size, size), generator=torch.Generator().manual_seed(seed),
                          dtype=torch.uint8)
+
+
+def shapes(n: int, seed: int, size: int = 16, channels: int = 1) -> torch.Tensor:
+    """n uint8 images of a sharp-edged hollow rectangle (random place, size and brightness) on black."""
+    g = torch.Generator().manual_seed(seed)
+    img = torch.zeros(n, 1, size, size)
+    for i in range(n):
+        h, w = (int(v) for v in torch.randint(6, size - 3, (2,), generator=g))
+        top, left = (int(torch.randint(1, size - d, (1,), generator=g)) for d in (h, w))
+        level = float(torch.rand((), generator=g)) * 0.4 + 0.6
+        img[i, 0, top : top + h, left : left + w] = level
+        img[i, 0, top + 2 : top + h - 2, left + 2 : left + w - 2] = 0
+    return (img * 255).round().to(torch.uint8).repeat(1, channels, 1, 1)

@@ -13,9 +13,11 @@ images in :func:`build_reference`:
   ``q99(real) + NOISE_MARGIN * (1 - q99(real))``, capped at ``NOISE_CAP``.
 - **blank**: pixel standard deviation (pixels in [0, 1]) below
   ``min(BLANK_STD, half the 1st percentile of the real images')``.
-- **copy**: RMS pixel distance to the nearest training image below the
-  threshold of :func:`metrics.copy_threshold` (closer than real unseen images
-  come to the training set).
+- **copy**: a near-copy of a training photo, its mirror image or one of its
+  augmented copies, by the rule of :mod:`copies` (the report uses the same).
+
+Each sampling call gets its own seed, derived from (job seed, chunk, round) by
+:func:`stream_seed`, so jobs with different seeds never share an image.
 """
 from __future__ import annotations
 
@@ -24,7 +26,11 @@ from typing import Callable
 
 import torch
 
-from .metrics import blur, copy_threshold, nearest
+import numpy as np
+
+from . import copies
+from .dedupe import duplicate_groups
+from .metrics import blur
 from .usefulness import to_unit_float
 
 NOISE_MARGIN = 0.5
@@ -50,40 +56,54 @@ def contrast(images: torch.Tensor) -> torch.Tensor:
 class FilterReference:
     """What generated images are judged against, computed once from the real images.
 
-    ``train``: the generator's training images (uint8), for the copy check.
-    The thresholds are in the units of :func:`noise_scores`, :func:`contrast`
-    and RMS pixel distance; ``calibration`` says how they were obtained.
+    ``copy_reference``: the generator's training photos, their mirrors and augmented copies,
+    for the copy check (``train``: the photos alone). The thresholds are in the units of
+    :func:`noise_scores`, :func:`contrast` and :mod:`copies`; ``calibration`` says how
+    they were obtained.
     """
 
-    train: torch.Tensor
+    copy_reference: copies.CopyReference
     noise_threshold: float
     blank_threshold: float
-    copy_threshold: float
+    copy_thresholds: copies.CopyThresholds
     calibration: dict = field(default_factory=dict)
+
+    @property
+    def train(self) -> torch.Tensor:
+        return self.copy_reference.images[: self.copy_reference.photos]
+
+    @property
+    def copy_threshold(self) -> float:
+        return self.copy_thresholds.distance
 
     def thresholds(self) -> dict:
         """The thresholds as a JSON-serialisable dict (for manifests and reports)."""
         return {
             "noise": round(self.noise_threshold, 6),
             "blank": round(self.blank_threshold, 6),
-            "copy": round(self.copy_threshold, 6),
+            **self.copy_thresholds.as_dict(),
             **self.calibration,
         }
 
 
-def build_reference(train: torch.Tensor, heldout: torch.Tensor | None = None) -> FilterReference:
-    """Calibrate the three thresholds on the real images (see the module docstring)."""
+def build_reference(train: torch.Tensor, heldout: torch.Tensor | None = None,
+                    augmented: torch.Tensor | None = None) -> FilterReference:
+    """Calibrate the thresholds on the real photos (training and held-out; see the module docstring).
+
+    ``augmented``: the augmented training set (:func:`augment.augment_dataset`'s layout), when
+    the generator trained on one: copies of those count as copies too.
+    """
     real = train if heldout is None or not len(heldout) else torch.cat([train, heldout])
     q99 = torch.quantile(noise_scores(real), 0.99).item()
     noise = min(NOISE_CAP, q99 + NOISE_MARGIN * (1 - q99))
     blank = min(BLANK_STD, 0.5 * torch.quantile(contrast(real), 0.01).item())
-    copy = copy_threshold(train, heldout)
     return FilterReference(
-        train=train,
+        copy_reference=copies.build_reference(train, augmented),
         noise_threshold=noise,
         blank_threshold=blank,
-        copy_threshold=copy["threshold"],
-        calibration={"copy_source": copy["source"], "real_noise_q99": round(q99, 6)},
+        copy_thresholds=copies.calibrate(real, duplicate_groups(real)),
+        calibration={"real_noise_q99": round(q99, 6),
+                     "copy_reference_images": len(train) * 2 + (0 if augmented is None else len(augmented) - len(train))},
     )
 
 
@@ -92,7 +112,7 @@ class FilterResult:
     """Per-image verdicts of :func:`score_images`.
 
     ``keep``: bool per image. ``scores``: one JSON-serialisable dict per image
-    (``noise``, ``contrast``, ``copy_distance``, ``nearest_train``,
+    (``noise``, ``contrast``, ``copy_distance``, ``copy_ratio``, ``nearest_train``,
     ``dropped``: None or "noise" / "blank" / "copy"). ``dropped``: counts per reason.
     """
 
@@ -105,7 +125,8 @@ def score_images(images: torch.Tensor, reference: FilterReference, *, drop_copie
     """Score uint8 images and decide which to keep; the first failing check names the reason."""
     noise = noise_scores(images)
     spread = contrast(images)
-    distance, index = nearest(images, reference.train)
+    found = copies.nearest_photos(images, reference.copy_reference)
+    copy_flags = copies.is_copy(found, reference.copy_thresholds)
     scores, keep = [], []
     dropped = {"noise": 0, "blank": 0, "copy": 0}
     for i in range(len(images)):
@@ -114,7 +135,7 @@ def score_images(images: torch.Tensor, reference: FilterReference, *, drop_copie
             reason = "blank"
         elif noise[i] > reference.noise_threshold:
             reason = "noise"
-        elif drop_copies and distance[i] < reference.copy_threshold:
+        elif drop_copies and copy_flags[i]:
             reason = "copy"
         if reason:
             dropped[reason] += 1
@@ -122,8 +143,9 @@ def score_images(images: torch.Tensor, reference: FilterReference, *, drop_copie
         scores.append({
             "noise": round(float(noise[i]), 6),
             "contrast": round(float(spread[i]), 6),
-            "copy_distance": round(float(distance[i]), 6),
-            "nearest_train": int(index[i]),
+            "copy_distance": round(float(found.distance[i]), 6),
+            "copy_ratio": round(float(found.ratio[i]), 6),
+            "nearest_train": int(found.photo[i]),
             "dropped": reason,
         })
     return FilterResult(keep=torch.tensor(keep, dtype=torch.bool), scores=scores, dropped=dropped)
@@ -146,18 +168,29 @@ class FilteredBatch:
     shortfall: int
 
 
+def stream_seed(seed: int, *stream: int) -> int:
+    """A 63-bit seed for one sampling stream, from the job's seed and the stream's place in it.
+
+    Derived with numpy's ``SeedSequence`` (a hash), so the streams of different jobs and of
+    different (chunk, round) places are independent: seeds s and s+1 share no stream.
+    """
+    words = np.random.SeedSequence([seed, *stream]).generate_state(2, dtype=np.uint32)
+    return (int(words[0]) << 31 | int(words[1]) >> 1) & (2**63 - 1)
+
+
 def generate_filtered(
     sample: Callable[[int, int], torch.Tensor],
     count: int,
     reference: FilterReference | None,
     *,
     seed: int,
+    chunk: int = 0,
     max_rounds: int = 10,
     drop_copies: bool = True,
 ) -> FilteredBatch:
     """Sample with ``sample(n, seed)`` and drop bad images until ``count`` are kept.
 
-    Round ``r`` uses seed ``seed + r`` and asks for the missing count plus a
+    Round ``r`` samples with ``stream_seed(seed, chunk, r)`` and asks for the missing count plus a
     margin from the drop rate seen so far. ``reference=None`` turns filtering
     off (one round, everything kept). After ``max_rounds`` it returns what it
     has and says how many are missing in ``shortfall``.
@@ -173,7 +206,8 @@ def generate_filtered(
             break
         keep_rate = have / generated if generated else 1.0
         ask = missing if generated == 0 else min(missing * 10, int(missing / max(keep_rate, 0.1) * 1.2) + 1)
-        images = sample(ask, seed + r)
+        round_seed = stream_seed(seed, chunk, r)
+        images = sample(ask, round_seed)
         generated += len(images)
         if reference is None:
             result_keep = torch.ones(len(images), dtype=torch.bool)
@@ -187,7 +221,7 @@ def generate_filtered(
             if have == count:
                 break
             kept.append(images[i])
-            kept_scores.append({**scores[i], "seed": seed + r, "batch_size": len(images), "index": i})
+            kept_scores.append({**scores[i], "seed": round_seed, "batch_size": len(images), "index": i})
             have += 1
     images = torch.stack(kept) if kept else torch.empty(0, dtype=torch.uint8)
     return FilteredBatch(images=images, scores=kept_scores, dropped=dropped, generated=generated,

@@ -1,4 +1,4 @@
-"""How close generated images are to real ones, how varied, and whether they copy.
+"""How close generated images are to real ones, and how varied.
 
 All functions take uint8 image tensors ``[N, C, H, W]`` (C = 1 or 3) at the
 generator's resolution and need no downloaded model:
@@ -11,107 +11,16 @@ generator's resolution and need no downloaded model:
   user's own images (no ImageNet network).
 - :func:`diversity_ratio`: variety of the generated images over that of the
   real ones (1.0 = as varied, towards 0 = mode collapse).
-- :func:`copy_threshold` + :func:`copy_detection`: each generated image's
-  nearest training image, and which ones are near-copies.
 
-Pixel distances are root-mean-square differences of pixels in [0, 1]
-(``||a - b|| / sqrt(C*H*W)``), the same scale as :mod:`diversity`.
+Near-copies are found by :mod:`copies`; realism and coverage by :mod:`realism`.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 
 from .diversity import mean_pairwise_distance
 from .usefulness import ClassifierSettings, SmallCNN, classifier_input, to_unit_float, train_classifier
-
-# --------------------------------------------------------------------------- pixel distances
-
-
-def pixel_distances(a: torch.Tensor, b: torch.Tensor, *, chunk: int = 256) -> torch.Tensor:
-    """[len(a), len(b)] RMS pixel distances between two uint8 sets of the same shape."""
-    if a.shape[1:] != b.shape[1:]:
-        raise ValueError(f"image shapes differ: {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
-    fb = to_unit_float(b).flatten(1).double()  # double: an exact copy measures 0, not 1e-4
-    dim = fb.shape[1]
-    rows = [torch.cdist(to_unit_float(a[i : i + chunk]).flatten(1).double(), fb) for i in range(0, len(a), chunk)]
-    return torch.cat(rows) / math.sqrt(dim) if rows else torch.empty(0, len(b))
-
-
-def nearest(a: torch.Tensor, b: torch.Tensor, *, exclude_self: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each image of ``a`` its nearest image in ``b``: (distances, indices into b).
-
-    ``exclude_self``: ``a`` and ``b`` are the same set; an image is not its own neighbour.
-    """
-    d = pixel_distances(a, b)
-    if exclude_self:
-        d.fill_diagonal_(float("inf"))
-    return d.min(dim=1)
-
-
-# --------------------------------------------------------------------------- copy detection
-
-COPY_QUANTILE = 0.01  # near-copy = closer to the training set than 99 % of real new images are
-DUPLICATE_FLOOR = 0.5 / 255  # distances below this are exact duplicates in the data, not a scale
-
-
-def copy_threshold(train: torch.Tensor, heldout: torch.Tensor | None = None, *, quantile: float = COPY_QUANTILE) -> dict:
-    """The distance below which a generated image counts as a near-copy of a training image.
-
-    Calibrated on real images the generator never saw: each held-out image's
-    distance to its nearest training image is how close a genuinely *new*
-    image of this class comes to the training set. The threshold is the
-    ``quantile`` of those distances (1 %: about the smallest), ignoring exact
-    duplicates (a dataset holding the same photo twice says nothing about
-    scale).
-
-    Fallback without a held-out set (fewer than 2 images): the same
-    computation leave-one-out inside the training set, i.e. each training
-    image's distance to its nearest *other* training image.
-
-    Returns ``{"threshold", "source": "heldout" | "leave-one-out", "calibration_images"}``.
-    """
-    if heldout is not None and len(heldout) >= 2:
-        distances, _ = nearest(heldout, train)
-        source = "heldout"
-    elif len(train) >= 2:
-        distances, _ = nearest(train, train, exclude_self=True)
-        source = "leave-one-out"
-    else:
-        raise ValueError("need at least two real images to calibrate the copy threshold")
-    distances = distances[distances > DUPLICATE_FLOOR]
-    if len(distances) == 0:  # every real image duplicated: only exact copies count
-        return {"threshold": DUPLICATE_FLOOR, "source": source, "calibration_images": 0}
-    threshold = torch.quantile(distances.double(), quantile).item()
-    return {"threshold": threshold, "source": source, "calibration_images": len(distances)}
-
-
-def copy_detection(generated: torch.Tensor, train: torch.Tensor, *, threshold: float, worst: int = 8) -> dict:
-    """Nearest training image of each generated one and the share of near-copies.
-
-    Returns ``{"share", "count", "threshold", "distances": [per generated image],
-    "nearest": [training index per generated image], "is_copy": [bool ...],
-    "worst": [{"generated", "train", "distance"} ...]}``; ``worst`` are the
-    ``worst`` closest pairs, closest first, for side-by-side display.
-    """
-    distances, indices = nearest(generated, train)
-    is_copy = distances < threshold
-    order = torch.argsort(distances)[:worst]
-    return {
-        "share": is_copy.float().mean().item() if len(generated) else 0.0,
-        "count": int(is_copy.sum()),
-        "threshold": threshold,
-        "distances": distances.tolist(),
-        "nearest": indices.tolist(),
-        "is_copy": is_copy.tolist(),
-        "worst": [
-            {"generated": int(i), "train": int(indices[i]), "distance": round(float(distances[i]), 6)}
-            for i in order
-        ],
-    }
-
 
 # --------------------------------------------------------------------------- diversity
 

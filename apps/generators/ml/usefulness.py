@@ -2,21 +2,39 @@
 
 The study's test, made automatic. A small CNN learns to tell the generated
 class apart from other classes (the user's other classes, or a "not this
-class" set) and is scored on held-out *real* images. It is trained four ways,
-which differ only in the images of the generated class:
+class" set) and is scored on held-out *real* images. It is trained several
+ways, which differ only in the images of the generated class and in whether
+the training images are augmented:
 
 - ``real``:      the real training images;
 - ``synthetic``: as many generated images instead (no real image of the class);
 - ``mixed``:     the real images plus as many generated ones;
-- ``oracle``:    the real images plus as many *more real* images (when the
-                 caller has them): the ceiling of what extra images can give.
+- ``real_aug``:  the real images, with plain augmentation (:data:`AUGMENTATION`);
+- ``mixed_aug``: real plus generated images, with the same augmentation;
+- ``oracle``:    real plus as many *more real* images, with the same augmentation
+                 (when the caller has them): the ceiling of what extra images give.
+
+Every arm gets the same small random shifts; the ``*_aug`` arms and the oracle
+all get the same augmentation besides. The generated images are only credited
+with what they add *beyond* plain augmentation: ``credit`` = ``mixed_aug`` -
+``real_aug``, with a 95 % interval from a paired bootstrap that redraws both the
+classifier seeds and the test images (the few held-out photos are the main
+noise). ``verdict`` says it in words, from the interval, never from the point
+value: "adds accuracy beyond augmentation", "no measurable gain beyond
+augmentation" or "hurts".
 
 The score is **balanced accuracy** (mean recall over all classes) on held-out
 real images. Recall of the generated class alone is never used: adding any
 images labelled with that class, even noise, raises its recall by shifting the
 prior. Training also samples classes uniformly, so the class sizes do not
-shift the prior either; what changes between the four runs is only the
-content of the images. GQI (GAN Quality Index) = synthetic / real * 100.
+shift the prior either; what changes between the runs is only the
+content of the images. GQI (GAN Quality Index) is chance-corrected:
+``(synthetic - 1/K) / (real - 1/K) * 100`` for K classes (0 = chance, 100 = as
+good as the real photos).
+
+Only the generated class holds generated images, so a classifier could learn
+"generated-looking => this class"; since the test images are all real, that
+shortcut can only cost the mixed arms accuracy: the credit errs low, not high.
 
 Everything is deterministic for a seed (on the same machine and thread count)
 and small enough to run on a CPU inside the pipeline.
@@ -25,8 +43,9 @@ Result values share one shape, see :func:`metric`.
 """
 from __future__ import annotations
 
+import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -131,6 +150,7 @@ class ClassifierSettings:
     width: int = 16
     image_size: int = 32  # larger images are shrunk to this before the classifier sees them
     shift: int = 2  # random translation of up to this many pixels while training; 0 = off
+    augment: bool = False  # also the plain augmentation of AUGMENTATION (the *_aug arms turn it on)
     device: str = "cpu"  # e.g. "cuda" on a GPU worker; results then differ slightly from the CPU's
 
 
@@ -146,6 +166,30 @@ def _shift(x: torch.Tensor, pixels: int, gen: torch.Generator) -> torch.Tensor:
     out = padded.gather(2, rows)
     cols = (dx.view(n, 1) + torch.arange(w, device=x.device).view(1, w)).view(n, 1, 1, w).expand(-1, x.shape[1], h, -1)
     return out.gather(3, cols)
+
+
+AUGMENTATION = "horizontal flip, rotation up to 10 degrees, crop keeping 85-100 % of the area, brightness and contrast +-10 %"
+MAX_ROTATION = math.radians(10)
+CROP_AREA = (0.85, 1.0)
+JITTER = 0.1
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """:data:`AUGMENTATION` on a float [-1, 1] batch, drawn per image (edges repeat the border)."""
+    n = len(x)
+    rand = lambda: torch.rand(n, generator=gen)  # noqa: E731
+    angle = (rand() * 2 - 1) * MAX_ROTATION
+    side = (CROP_AREA[0] + rand() * (CROP_AREA[1] - CROP_AREA[0])).sqrt()
+    flip = torch.where(rand() < 0.5, -1.0, 1.0)
+    tx, ty = ((rand() * 2 - 1) * (1 - side), (rand() * 2 - 1) * (1 - side))
+    cos, sin = angle.cos() * side, angle.sin() * side
+    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    brightness = ((rand() * 2 - 1) * 2 * JITTER).view(n, 1, 1, 1).to(x)
+    contrast = (1 + (rand() * 2 - 1) * JITTER).view(n, 1, 1, 1).to(x)
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    return ((out - mean) * contrast + mean + brightness).clamp(-1, 1)
 
 
 def train_classifier(
@@ -175,7 +219,10 @@ def train_classifier(
         labels = torch.randint(0, len(data), (s.batch_size,), generator=gen)
         idx = starts[labels] + (torch.rand(s.batch_size, generator=gen) * counts[labels]).long()
         labels, idx = labels.to(s.device), idx.to(s.device)
-        loss = F.cross_entropy(model(_shift(x_all[idx], s.shift, gen)), labels)
+        batch = _shift(x_all[idx], s.shift, gen)
+        if s.augment:
+            batch = _augment(batch, gen)
+        loss = F.cross_entropy(model(batch), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -205,12 +252,60 @@ def balanced_accuracy(class_images: list[torch.Tensor], model: SmallCNN, *, imag
 
 # --------------------------------------------------------------------------- the test
 
+ARMS = ("real", "synthetic", "mixed", "real_aug", "mixed_aug", "oracle")
+AUGMENTED_ARMS = ("real_aug", "mixed_aug", "oracle")
+BOOTSTRAP = 2000
+CREDIT_WORDS = {"gain": "adds accuracy beyond augmentation", "none": "no measurable gain beyond augmentation",
+                "loss": "hurts"}
+
 
 def _summary(values: list[float], reason: str | None = None) -> dict:
     if not values:
         return metric(None, reason)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return metric(statistics.fmean(values), std=round(std, 6), per_seed=[round(v, 6) for v in values])
+
+
+def _correct(model: SmallCNN, test_classes: list[torch.Tensor], image_size: int) -> list[torch.Tensor]:
+    """Per test class, a bool per image: predicted right."""
+    return [predict(model, images, image_size=image_size) == label for label, images in enumerate(test_classes)]
+
+
+def _bootstrap_accuracies(correct: list[list[torch.Tensor]], draws: int, seed: int) -> torch.Tensor:
+    """[draws] balanced accuracies of one arm, over resampled seeds and resampled test images.
+
+    ``correct[s][c]``: bool per test image of class c, classifier seed s. The same ``seed`` gives
+    the same draws for every arm, so differences between arms are paired.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    n_seeds = len(correct)
+    seed_pick = torch.randint(0, n_seeds, (draws, n_seeds), generator=gen)
+    recalls = []
+    for c in range(len(correct[0])):
+        per_seed = torch.stack([correct[s][c].double() for s in range(n_seeds)])  # [S, n_c]
+        pick = torch.randint(0, per_seed.shape[1], (draws, per_seed.shape[1]), generator=gen)
+        recall = per_seed[:, pick].mean(dim=2)  # [S, draws]
+        recalls.append(recall.gather(0, seed_pick.T).mean(dim=0))  # mean over the drawn seeds
+    return torch.stack(recalls).mean(dim=0)
+
+
+def credit(correct_with: list[list[torch.Tensor]], correct_without: list[list[torch.Tensor]],
+           point: list[float], *, draws: int = BOOTSTRAP, seed: int = 0) -> dict:
+    """The accuracy one arm adds over another: mean paired difference with a 95 % bootstrap interval.
+
+    ``point``: the per-seed differences (the value is their mean). Adds ``low`` / ``high`` (the
+    interval) and ``verdict`` ("gain", "none" or "loss"; "none" whenever the interval holds 0).
+    """
+    diff = _bootstrap_accuracies(correct_with, draws, seed) - _bootstrap_accuracies(correct_without, draws, seed)
+    low, high = torch.quantile(diff, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    word = "gain" if low > 0 else "loss" if high < 0 else "none"
+    return _summary(point) | {"low": round(low, 6), "high": round(high, 6), "verdict": word,
+                              "words": CREDIT_WORDS[word], "draws": draws}
+
+
+def _null_result(reason: str, classes: int) -> dict:
+    keys = (*ARMS, "gqi", "credit")
+    return {k: metric(None, reason) for k in keys} | {"counts": {}, "classes": classes}
 
 
 def usefulness_test(
@@ -224,7 +319,7 @@ def usefulness_test(
     seeds: tuple[int, ...] = (0, 1, 2),
     settings: ClassifierSettings | None = None,
 ) -> dict:
-    """Run the four trainings for each seed and return the report's ``usefulness`` dict.
+    """Train every arm for each seed and return the report's ``usefulness`` dict.
 
     ``real_train`` / ``real_test``: uint8 images of the generated class (the
     test images must not have been seen by the generator). ``negatives_*``:
@@ -233,48 +328,56 @@ def usefulness_test(
     more real images of the class for the oracle; the first
     ``len(real_train)`` are used.
 
-    Returns ``{"real", "synthetic", "mixed", "oracle", "gqi"}`` (each a
-    :func:`metric` with ``std`` and ``per_seed`` when measured) plus
-    ``"counts"`` (images per role) and ``"classes"`` (number of classes).
-    GQI is computed per seed, then averaged.
+    Returns one :func:`metric` per arm of :data:`ARMS` (with ``std`` and
+    ``per_seed``), ``gqi`` (chance-corrected, per seed then averaged),
+    ``credit`` (``mixed_aug`` - ``real_aug``, see :func:`credit`) and, with an
+    oracle, ``oracle_credit`` (``oracle`` - ``real_aug``); plus ``counts``
+    (images per role), ``classes``, ``seeds`` and ``augmentation``.
     """
     s = settings or ClassifierSettings()
     n = len(real_train)
     if not negatives_train or not negatives_test or not any(len(t) for t in negatives_test):
-        reason = "no other classes to compare against (upload other classes or a 'not this class' set)"
-        return {k: metric(None, reason) for k in ("real", "synthetic", "mixed", "oracle", "gqi")} | {
-            "counts": {}, "classes": 1}
+        return _null_result("no other classes to compare against (upload other classes or a 'not this class' set)", 1)
     if n == 0 or len(real_test) == 0:
-        reason = "no real images of the class to train on and test with"
-        return {k: metric(None, reason) for k in ("real", "synthetic", "mixed", "oracle", "gqi")} | {
-            "counts": {}, "classes": 1 + len(negatives_train)}
+        return _null_result("no real images of the class to train on and test with", 1 + len(negatives_train))
 
     synthetic = synthetic[:n]
     extra = extra_real[:n] if extra_real is not None and len(extra_real) else None
     test_classes = [real_test, *negatives_test]
-    positives = {"real": real_train}
+    chance = 1 / len(test_classes)
+    positives = {"real": real_train, "real_aug": real_train}
     if len(synthetic):
-        positives["synthetic"] = synthetic
-        positives["mixed"] = torch.cat([real_train, synthetic])
+        positives |= {"synthetic": synthetic, "mixed": torch.cat([real_train, synthetic]),
+                      "mixed_aug": torch.cat([real_train, synthetic])}
     if extra is not None:
         positives["oracle"] = torch.cat([real_train, extra])
 
-    scores: dict[str, list[float]] = {k: [] for k in ("real", "synthetic", "mixed", "oracle")}
+    scores: dict[str, list[float]] = {k: [] for k in ARMS}
+    correct: dict[str, list[list[torch.Tensor]]] = {k: [] for k in ARMS}
     gqi: list[float] = []
+    plain, augmented = replace(s, augment=False), replace(s, augment=True)
     for seed in seeds:
         for name, pos in positives.items():
-            model = train_classifier([pos, *negatives_train], seed=seed, settings=s)
-            scores[name].append(balanced_accuracy(test_classes, model, image_size=s.image_size))
-        if scores["synthetic"]:
-            gqi.append(scores["synthetic"][-1] / scores["real"][-1] * 100 if scores["real"][-1] > 0 else 0.0)
+            model = train_classifier([pos, *negatives_train], seed=seed,
+                                     settings=augmented if name in AUGMENTED_ARMS else plain)
+            hits = _correct(model, test_classes, s.image_size)
+            correct[name].append(hits)
+            scores[name].append(statistics.fmean(h.double().mean().item() for h in hits))
+        if scores["synthetic"] and scores["real"][-1] > chance:
+            gqi.append((scores["synthetic"][-1] - chance) / (scores["real"][-1] - chance) * 100)
 
     no_synth = "no generated images left to test"
-    return {
-        "real": _summary(scores["real"]),
-        "synthetic": _summary(scores["synthetic"], no_synth),
-        "mixed": _summary(scores["mixed"], no_synth),
-        "oracle": _summary(scores["oracle"], "no further real images of this class were available"),
-        "gqi": _summary(gqi, no_synth),
+    out = {name: _summary(scores[name], no_synth) for name in ARMS}
+    out["oracle"] = _summary(scores["oracle"], "no further real images of this class were available")
+    out["gqi"] = _summary(gqi, no_synth if not scores["synthetic"] else
+                          "the classifier trained on your photos did no better than chance")
+    out["credit"] = (credit(correct["mixed_aug"], correct["real_aug"],
+                            [m - r for m, r in zip(scores["mixed_aug"], scores["real_aug"])])
+                     if scores["mixed_aug"] else metric(None, no_synth))
+    if scores["oracle"]:
+        out["oracle_credit"] = credit(correct["oracle"], correct["real_aug"],
+                                      [o - r for o, r in zip(scores["oracle"], scores["real_aug"])])
+    return out | {
         "counts": {
             "real_train": n,
             "real_test": len(real_test),
@@ -285,4 +388,5 @@ def usefulness_test(
         },
         "classes": len(test_classes),
         "seeds": list(seeds),
+        "augmentation": AUGMENTATION,
     }

@@ -1,0 +1,85 @@
+"""The evaluate stage keeps the class's own photos out of its negatives, and samples like generation does."""
+import pytest
+import torch
+
+from apps.datasets import services as dataset_services
+from apps.datasets.imaging import stack_training_tensor
+from apps.generators import evaluation
+from apps.generators.ml import registry
+from apps.generators.ml.checkpoint import save_tensors_atomic
+from apps.generators.models import Generator
+from apps.core.files import media_path
+
+from .conftest import image_uploads
+
+pytestmark = pytest.mark.django_db
+
+
+def _photos(dataset, size=32):
+    from PIL import Image
+
+    pictures = []
+    for image in dataset.images.all():
+        with Image.open(media_path(image.working.name)) as picture:
+            picture.load()
+            pictures.append(picture)
+    return stack_training_tensor(pictures, size, 3)
+
+
+def _ready_generator(owner, dataset, name, photos):
+    """A registered generator whose reference images (its training photos) are on disk."""
+    generator = Generator.objects.create(owner=owner, name=name, kind="dcgan", resolution=32, dataset=dataset,
+                                         preset="quick", status=Generator.Status.READY, shared=True,
+                                         files_dir=f"generators/{name}")
+    save_tensors_atomic({"images": photos}, media_path(f"generators/{name}/reference.safetensors"))
+    return generator
+
+
+def test_a_second_generator_on_the_same_dataset_never_uses_the_first_ones_photos(user, other_user):
+    dataset = dataset_services.create_dataset(owner=user, name="ellipses", files=image_uploads(12))[0]
+    photos = _photos(dataset)
+    first = _ready_generator(user, dataset, "first", photos)
+    second = Generator.objects.create(owner=user, name="second", kind="dcgan", resolution=32, dataset=dataset,
+                                      preset="quick")
+    negatives, source = evaluation.negative_classes(second, photos)
+    assert negatives == [] and source["classes"] == 0 and source["source"].startswith("none")
+    # someone else's shared generator of another dataset is a fair negative class; the twin still is not
+    others = dataset_services.create_dataset(owner=other_user, name="others", files=image_uploads(10, start=500))[0]
+    third = _ready_generator(other_user, others, "third", _photos(others))
+    negatives, source = evaluation.negative_classes(second, photos)
+    assert source["source"] == "images of other generators in the registry"
+    assert [len(n) for n in negatives] == [10] and source["dropped_as_duplicates"] == 0
+    assert first.pk != third.pk
+
+
+def test_the_same_photos_uploaded_again_under_another_name_are_not_negatives(user):
+    dataset = dataset_services.create_dataset(owner=user, name="ellipses", files=image_uploads(12))[0]
+    twin = dataset_services.create_dataset(owner=user, name="ellipses again", files=image_uploads(12))[0]
+    mixed = dataset_services.create_dataset(owner=user, name="half new",
+                                            files=image_uploads(6) + image_uploads(6, start=300))[0]
+    generator = Generator.objects.create(owner=user, name="g", kind="dcgan", resolution=32, dataset=dataset,
+                                         preset="quick")
+    negatives, source = evaluation.negative_classes(generator, _photos(dataset))
+    assert twin.pk and mixed.pk
+    assert source["dropped_as_duplicates"] == 12 + 6
+    assert [len(n) for n in negatives] == [6]  # only the six new photos of "half new"
+    assert source["source"] == "your other datasets"
+
+
+def test_heldout_split_keeps_near_duplicate_shots_together():
+    base = torch.randint(0, 256, (50, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    burst = (base[:10].int() + 2).clamp(0, 255).to(torch.uint8)  # 10 photos shot twice
+    images = torch.cat([base, burst])
+    for seed in range(4):
+        train, held = evaluation.split_heldout(images, seed=seed)
+        assert len(train) + len(held) == 60 and 0 < len(held) <= evaluation.holdout_count(60)
+        keys = lambda t: {bytes(x.numpy().tobytes()) for x in t}  # noqa: E731
+        for i in range(10):  # each pair of shots on one side
+            pair = keys(images[[i, 50 + i]])
+            assert pair <= keys(train) or pair <= keys(held)
+
+
+def test_the_report_samples_with_the_steps_generation_uses_by_default():
+    for kind, generator_type in registry.all_types().items():
+        expected = generator_type.default_sampling_steps if generator_type.uses_sampling_steps else None
+        assert evaluation.sampling_steps(kind) == expected
