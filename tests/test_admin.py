@@ -28,6 +28,13 @@ def test_admin_lists_filters_and_searches_generators(admin_client_with_generator
     assert page.status_code == 200 and b"ellipses" in page.content
     assert client.get("/admin/generators/generator/?kind=ddim&q=ellip").content.count(b"ellipses</a>") == 0
     assert client.get(f"/admin/generators/generator/{generator.pk}/change/").status_code == 200
+    Generator.objects.filter(pk=generator.pk).update(quality={
+        "verdict": "not realistic yet",
+        "usefulness": {"credit": {"value": 0.004, "reason": None, "low": -0.01, "high": 0.02, "verdict": "none",
+                                  "words": "no measurable gain beyond augmentation"}}})
+    listing = client.get("/admin/generators/generator/").content.decode()
+    assert "not realistic yet" in listing
+    assert "no measurable gain beyond augmentation: +0.4 points (95 % interval -1.0 to +2.0)" in listing
     for model in ("datasets/dataset", "generators/trainingrun", "generation/generationjob"):
         assert client.get(f"/admin/{model}/").status_code == 200
 

@@ -3,6 +3,7 @@ from django.utils.html import format_html
 from django.urls import reverse
 
 from . import services
+from .presentation import credit_text
 from .ml import registry
 from .models import Generator, TrainingRun
 
@@ -30,12 +31,24 @@ class TrainingRunInline(admin.TabularInline):
 
 @admin.register(Generator)
 class GeneratorAdmin(admin.ModelAdmin):
-    list_display = ["name", "kind", "resolution", "status", "owner", "shared", "dataset", "created_at"]
+    list_display = ["name", "kind", "resolution", "status", "verdict", "usefulness", "owner", "shared", "dataset",
+                    "created_at"]
     list_filter = [KindFilter, "status", "shared", "resolution", "augment", "preset"]
     search_fields = ["name", "owner__username", "dataset__name"]
     readonly_fields = ["kind", "resolution", "channels", "config", "files_dir", "sample_grid_preview", "quality", "warnings"]
     inlines = [TrainingRunInline]
     actions = ["share", "unshare"]
+
+    @admin.display(description="quality verdict")
+    def verdict(self, obj):
+        return (obj.quality or {}).get("verdict") or "—"
+
+    @admin.display(description="gain beyond augmentation")
+    def usefulness(self, obj):
+        credit = ((obj.quality or {}).get("usefulness") or {}).get("credit") or {}
+        if credit.get("value") is None:
+            return "—"
+        return f"{credit.get('words', '')}: {credit_text(credit)}"
 
     @admin.display(description="sample grid")
     def sample_grid_preview(self, obj):

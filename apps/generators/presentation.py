@@ -94,6 +94,11 @@ def _reference(number, fmt: str) -> str:
     return "" if reference is None else _text(reference, fmt)
 
 
+def credit_text(credit: dict) -> str:
+    """A credit in accuracy points with its interval, e.g. '+0.4 points (95 % interval -1.0 to +2.0)'."""
+    return _text(credit, "points")
+
+
 def usefulness_text(usefulness: dict) -> str:
     """One plain sentence on whether the generated images help a classifier, read from the credit's interval."""
     credit = usefulness.get("credit") if isinstance(usefulness, dict) else None
