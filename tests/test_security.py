@@ -152,7 +152,8 @@ class Probe:
 BODIES = {
     "": lambda: {},
     "generate": lambda: {"count": 2},
-    "share": lambda: {"shared": "1"},
+    "share": lambda: {"shared": "1"},  # the web form's checkbox
+    "api-share": lambda: {"shared": True},  # the API's JSON boolean
     "images": lambda: {"images": uploads(1, start=40)},
 }
 
@@ -210,8 +211,8 @@ PROBES = [
     Probe("api:generator-detail", "delete", "/api/generators/{shared}/", None, 403),
     Probe("api:generator-generate", "post", "/api/generators/{private}/generate/", 202, 404, "generate"),
     Probe("api:generator-generate", "post", "/api/generators/{shared}/generate/", 202, 202, "generate"),
-    Probe("api:generator-share", "post", "/api/generators/{private}/share/", 200, 404, "share"),
-    Probe("api:generator-share", "post", "/api/generators/{shared}/share/", 200, 403, "share"),
+    Probe("api:generator-share", "post", "/api/generators/{private}/share/", 200, 404, "api-share"),
+    Probe("api:generator-share", "post", "/api/generators/{shared}/share/", 200, 403, "api-share"),
     Probe("api:generator-sample-grid", "get", "/api/generators/{private}/sample-grid/", 200, 404),
     Probe("api:generator-sample-grid", "get", "/api/generators/{shared}/sample-grid/", 200, 200),
     Probe("api:run-list", "get", "/api/runs/", 200, 200),

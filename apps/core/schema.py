@@ -1,17 +1,26 @@
 """OpenAPI schema post-processing (a drf-spectacular hook): document the error answers of every endpoint.
 
 drf-spectacular documents the successful answers from the views. The errors follow from how the API
-is built, so they are added here in one place: 400 (field errors) where a request has a body, 401
-where a token is needed, 404 on one object's path (403 where only the owner may change a shared one),
-429 where a throttle applies.
+is built, so they are added here in one place: 400 (field errors) where a request has a body or a query
+parameter limited to some values, 401 where a token is needed, 404 on one object's path and on a page
+past the last (403 where only the owner may change a shared one), 415 where a body of another media type
+is refused, 429 where a throttle applies. Every one of them is JSON, also for paths that match no
+endpoint (apps/core/middleware.py).
+
+It also writes what drf-spectacular cannot say from a serializer: a serializer that needs at least one of
+some optional fields says so with ``extend_schema_serializer(extensions={AT_LEAST_ONE_OF: [...]})``,
+and the schema gets ``anyOf`` of their ``required`` (a list: with at least one item).
 """
 from __future__ import annotations
 
+import copy
 import re
 
+from django.conf import settings
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.throttling import ScopedRateThrottle
 
+AT_LEAST_ONE_OF = "x-at-least-one-of"
 ERROR = "Error"
 FIELD_ERRORS = "FieldErrors"
 SCHEMAS = {
@@ -24,7 +33,6 @@ SCHEMAS = {
         "type": "object",
         "description": "Messages per field (a field name, or `non_field_errors`); each says what to change.",
         "additionalProperties": {"type": "array", "items": {"type": "string"}},
-        "example": {"count": ["Ask for between 1 and 10,000 images."]},
     },
 }
 # Operations on objects that other users may see (shared generators) but only the owner may change.
@@ -59,15 +67,55 @@ def _throttled(view) -> bool:
     )
 
 
+def _page_parameter(operation) -> bool:
+    return any(p.get("in") == "query" and p.get("name") == "page" for p in operation.get("parameters", []))
+
+
+def _limited_query_parameter(operation) -> bool:
+    """A query parameter with a closed set of values (an enum): other values are refused with a 400."""
+    return any(p.get("in") == "query" and "enum" in p.get("schema", {}) for p in operation.get("parameters", []))
+
+
+def _write_at_least_one_of(schemas: dict) -> None:
+    """``anyOf`` one of the fields is there; a list of files counts when it has one (in a multipart body an
+    empty list is no field at all)."""
+    for schema in schemas.values():
+        if fields := schema.pop(AT_LEAST_ONE_OF, None):
+            schema["anyOf"] = [_present(field, schema["properties"][field]) for field in fields]
+
+
+def _require_body_that_needs_a_field(operation: dict, schemas: dict) -> None:
+    """A body whose schema needs a field (``required`` or ``anyOf`` of required) cannot be left out."""
+    body = operation.get("requestBody")
+    if not body:
+        return
+    for content in body.get("content", {}).values():
+        ref = content.get("schema", {}).get("$ref", "")
+        schema = schemas.get(ref.rsplit("/", 1)[-1], {}) if ref.startswith("#/components/schemas/") else {}
+        if schema.get("required") or schema.get("anyOf"):
+            body["required"] = True
+
+
+def _present(field: str, schema: dict) -> dict:
+    if schema.get("type") == "array":
+        return {"required": [field], "properties": {field: {"minItems": 1}}}
+    return {"required": [field]}
+
+
 def document_error_responses(result, generator, request, public):
     """Add the error responses (module docstring) to every operation of the schema ``result``."""
-    result.setdefault("components", {}).setdefault("schemas", {}).update(SCHEMAS)
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    _write_at_least_one_of(schemas)
+    schemas.update(copy.deepcopy(SCHEMAS))
+    cap = settings.SYNTHGEN_MAX_GENERATION_COUNT  # what the generation service answers over the cap
+    schemas[FIELD_ERRORS]["example"] = {"count": [f"Ask for between 1 and {cap:,} images."]}
     callbacks = {(_template(path), method.lower()): callback for path, _regex, method, callback in generator.endpoints}
     for path, operations in result.get("paths", {}).items():
         for method, operation in operations.items():
+            _require_body_that_needs_a_field(operation, schemas)
             responses = operation.setdefault("responses", {})
             view = _view(callbacks[(_template(path), method)], method)
-            if "requestBody" in operation:
+            if "requestBody" in operation or _limited_query_parameter(operation):
                 responses.setdefault("400", _response("Bad input: messages per field say what to change.", FIELD_ERRORS))
             if _needs_token(view):
                 responses.setdefault("401", _response("No valid token or session: log in or send `Authorization: Token <key>`.", ERROR))
@@ -75,6 +123,10 @@ def document_error_responses(result, generator, request, public):
                 responses.setdefault("403", _response("A shared generator of another user: only its owner can change it.", ERROR))
             if "{" in path:
                 responses.setdefault("404", _response("No such object, or it belongs to another user and is not shared.", ERROR))
+            if _page_parameter(operation):
+                responses.setdefault("404", _response("No such page: `page` is past the last page (or not a page number).", ERROR))
+            if "requestBody" in operation:
+                responses.setdefault("415", _response("The body is not of a media type this operation reads (see its request body).", ERROR))
             if _throttled(view):
                 responses.setdefault("429", _response("Too many requests: wait the seconds in the Retry-After header.", ERROR))
     return result

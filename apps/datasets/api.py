@@ -1,12 +1,15 @@
 """REST API for datasets: multipart upload of images and/or a zip; list; detail; delete."""
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
-from drf_spectacular.utils import extend_schema
+from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
+
+from apps.core.schema import AT_LEAST_ONE_OF
 
 from . import selectors, services
 
@@ -27,17 +30,27 @@ class DatasetCreatedSerializer(DatasetSerializer):
     rejected = RejectedFileSerializer(many=True, read_only=True)
 
 
+# The schema of an upload (apps/core/schema.py writes it as anyOf): images, a zip, or both.
+UPLOAD_NEEDS_ONE_OF = {AT_LEAST_ONE_OF: ["images", "archive"]}
+
+
+@extend_schema_serializer(extensions=UPLOAD_NEEDS_ONE_OF)
 class DatasetImagesSerializer(serializers.Serializer):
-    images = serializers.ListField(child=serializers.FileField(), required=False, help_text="Image files (repeat the field).")
-    archive = serializers.FileField(required=False, help_text="A zip of images.")
+    images = serializers.ListField(child=serializers.FileField(), required=False,
+                                   help_text="Image files (repeat the field). This, `archive`, or both.")
+    archive = serializers.FileField(required=False, help_text="A zip of images. This, `images`, or both.")
 
 
+@extend_schema_serializer(extensions=UPLOAD_NEEDS_ONE_OF)
 class DatasetUploadSerializer(DatasetImagesSerializer):
-    name = serializers.CharField(max_length=120)
+    name = serializers.CharField(max_length=120, validators=[RegexValidator(r"\S")],
+                                 help_text="Not only spaces.")
 
 
 class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
     serializer_class = DatasetSerializer
+    # Files come as multipart, the only media type the schema gives. A url-encoded form is read too, so that
+    # one (which cannot carry files) gets the 400 that says to choose files.
     parser_classes = [MultiPartParser, FormParser]
     throttle_scope = "uploads"
 
@@ -51,8 +64,10 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.De
         """Django's request-size guards (raised while the upload is parsed) become a 400 that says what to do."""
         return super().handle_exception(_upload_limit_error(exc) or exc)
 
-    @extend_schema(request=DatasetUploadSerializer, responses={201: DatasetCreatedSerializer})
+    @extend_schema(request={"multipart/form-data": DatasetUploadSerializer}, responses={201: DatasetCreatedSerializer})
     def create(self, request):
+        if errors := _text_instead_of_files(request):
+            return Response(errors, status=status.HTTP_400_BAD_REQUEST)
         name = request.data.get("name", "")
         if len(name) > 120:
             return Response({"name": ["Use at most 120 characters."]}, status=status.HTTP_400_BAD_REQUEST)
@@ -69,11 +84,13 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.De
     def perform_destroy(self, instance):
         services.delete_dataset(dataset=instance)
 
-    @extend_schema(request=DatasetImagesSerializer, responses={200: DatasetCreatedSerializer})
+    @extend_schema(request={"multipart/form-data": DatasetImagesSerializer}, responses={200: DatasetCreatedSerializer})
     @action(detail=True, methods=["post"])
     def images(self, request, pk=None):
         """Add images (and/or a zip) to a dataset; the web page uploads in batches this way."""
         dataset = self.get_object()
+        if errors := _text_instead_of_files(request):
+            return Response(errors, status=status.HTTP_400_BAD_REQUEST)
         files, archive = request.FILES.getlist("images"), request.FILES.get("archive")
         if not files and archive is None:
             return Response({"images": ["Choose image files (PNG, JPEG or WebP) or a zip of them to upload."]},
@@ -81,6 +98,16 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.De
         rejected = services.add_images(dataset=dataset, files=files, archive=archive)
         dataset = self.get_queryset().get(pk=dataset.pk)
         return Response({**DatasetSerializer(dataset).data, "rejected": rejected})
+
+
+FILE_FIELDS = {"images": "the images", "archive": "the zip"}
+
+
+def _text_instead_of_files(request) -> dict[str, list[str]]:
+    """`images` or `archive` sent as text form fields (no filename): the schema says files, so this is refused
+    rather than read as if they were left out."""
+    return {field: [f"Send {what} as files (multipart parts with a filename), not as text."]
+            for field, what in FILE_FIELDS.items() if field in request.POST}
 
 
 def _upload_limit_error(exc) -> ValidationError | None:

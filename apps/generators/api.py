@@ -1,11 +1,14 @@
 """REST API for generators (the registry), their training runs, and starting generation."""
+from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
+from apps.core import fields as json_fields
 from apps.datasets.selectors import datasets_for
 from apps.generation import services as generation_services
 from apps.generation.api import JobSerializer
@@ -85,16 +88,19 @@ class GeneratorSerializer(serializers.ModelSerializer):
         return bool(generator_type and generator_type.uses_sampling_steps)
 
 
+# The request bodies below are JSON (GeneratorViewSet.parser_classes), read with fields that take exactly
+# the JSON types the schema gives (apps/core/fields.py).
+
 class GeneratorCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=120)
-    dataset = serializers.PrimaryKeyRelatedField(queryset=datasets_for(None).none())
-    kind = serializers.ChoiceField(choices=[])
-    resolution = serializers.ChoiceField(choices=RESOLUTIONS, required=False, allow_null=True,
-                                         help_text="Left out: 64, or 32 when most images are smaller than 64 px.")
-    augment = serializers.BooleanField(default=False)
-    preset = serializers.ChoiceField(choices=PRESETS, required=False, allow_null=True, allow_blank=True,
-                                     help_text="Left out: chosen by dataset size.")
-    shared = serializers.BooleanField(default=True)
+    name = json_fields.CharField(max_length=120)
+    dataset = json_fields.PrimaryKeyRelatedField(queryset=datasets_for(None).none())
+    kind = json_fields.ChoiceField(choices=[])
+    resolution = json_fields.ChoiceField(choices=RESOLUTIONS, required=False, allow_null=True,
+                                    help_text="Left out: 64, or 32 when most images are smaller than 64 px.")
+    augment = json_fields.BooleanField(default=False)
+    preset = json_fields.ChoiceField(choices=PRESETS, required=False, allow_null=True, allow_blank=True,
+                                help_text="Left out: chosen by dataset size.")
+    shared = json_fields.BooleanField(default=True)
     options = serializers.DictField(required=False, help_text=(
         "Advanced: settings over the preset, e.g. {\"total_steps\": 2000}; "
         "GET /api/generator-types/ lists each type's settings."))
@@ -108,34 +114,49 @@ class GeneratorCreateSerializer(serializers.Serializer):
 
 
 class GenerateSerializer(serializers.Serializer):
-    count = serializers.IntegerField(min_value=1, max_value=10_000)
-    seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**63 - 1)
-    steps = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=1000)
-    filter = serializers.BooleanField(default=True, help_text="Drop noisy/blank images and near-copies of training images.")
+    count = json_fields.IntegerField(min_value=1)  # max_value: settings.SYNTHGEN_MAX_GENERATION_COUNT (__init__)
+    seed = json_fields.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**63 - 1)
+    steps = json_fields.IntegerField(required=False, allow_null=True, min_value=1, max_value=1000)
+    filter = json_fields.BooleanField(default=True, help_text="Drop noisy/blank images and near-copies of training images.")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The cap is a setting, read at request time (and by the schema, the web form and the service).
+        self.fields["count"] = json_fields.IntegerField(min_value=1, max_value=settings.SYNTHGEN_MAX_GENERATION_COUNT)
+
+
+class GeneratorFilterSerializer(serializers.Serializer):
+    """The list's filters. ``kind`` is any text (an unknown type lists nothing, empty: no filter); ``status`` must
+    be one of the states."""
+
+    kind = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    status = serializers.ChoiceField(choices=Generator.Status.choices, required=False)
 
 
 class ShareSerializer(serializers.Serializer):
-    shared = serializers.BooleanField()
+    shared = json_fields.BooleanField()
 
 
 class GeneratorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
                        viewsets.GenericViewSet):
     serializer_class = GeneratorSerializer
+    parser_classes = [JSONParser]  # bodies are JSON (other media types: 415)
     throttle_scope = "generation"
 
     def get_queryset(self):
         queryset = selectors.generators_for(self.request.user)
-        for field in ("kind", "status"):
-            if value := self.request.query_params.get(field):
-                queryset = queryset.filter(**{field: value})
-        return queryset
+        if self.action != "list":
+            return queryset
+        filters = GeneratorFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        return queryset.filter(**{field: value for field, value in filters.validated_data.items() if value})
 
     def get_throttles(self):
         return super().get_throttles() if self.action in ("create", "generate") else []
 
     @extend_schema(parameters=[
         OpenApiParameter("kind", str, description="Only generators of this type (a registry key, e.g. dcgan)."),
-        OpenApiParameter("status", str, enum=Generator.Status.values, description="Only generators in this state."),
+        OpenApiParameter("status", str, enum=Generator.Status.values, description="Only generators in this state (another value: 400)."),
     ])
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)

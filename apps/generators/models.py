@@ -4,6 +4,8 @@ from django.db import models
 
 from apps.core.models import TimeStamped
 
+from .stages import STAGE_ORDER
+
 
 class Generator(TimeStamped):
     class Status(models.TextChoices):
@@ -51,7 +53,7 @@ class TrainingRun(TimeStamped):
         FAILED = "failed"
         CANCELLED = "cancelled"
 
-    STAGES = ("prepare", "augment", "train", "evaluate", "register", "cleanup")
+    STAGES = STAGE_ORDER
 
     generator = models.ForeignKey(Generator, on_delete=models.CASCADE, related_name="runs")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)

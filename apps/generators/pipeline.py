@@ -31,6 +31,7 @@ from .ml.device import pick_device
 from .ml.images import save_grid
 from .models import Generator, TrainingRun
 from .services import generator_files_dir, mark_cancelled
+from .stages import STAGE_ORDER
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,6 @@ FINAL = "final"  # the trained model as GeneratorType.save wrote it
 CHECKPOINTS = "checkpoints"
 MAX_LOSS_POINTS = 400
 MAX_STAGE_ATTEMPTS = 3
-STAGE_ORDER = ("prepare", "augment", "train", "evaluate", "register", "cleanup")
 AUGMENT_TARGET_IMAGES = 1000
 
 

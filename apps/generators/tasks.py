@@ -6,6 +6,7 @@ from celery import chain, shared_task
 from celery.signals import worker_init, worker_ready
 
 from . import pipeline
+from .stages import STAGE_ORDER
 
 
 @shared_task(name="generators.prepare")
@@ -38,16 +39,15 @@ def cleanup(run_id: int) -> None:
     pipeline.cleanup(run_id)
 
 
+def stage_tasks() -> dict:
+    """The task of each stage (named "generators.<stage>"), in STAGE_ORDER."""
+    tasks = {task.name.removeprefix("generators."): task for task in (prepare, augment, train, evaluate, register, cleanup)}
+    return {stage: tasks[stage] for stage in STAGE_ORDER}
+
+
 def launch_pipeline(run_id: int) -> None:
-    """Queue the whole chain for a run. Train goes to the gpu queue (CELERY_TASK_ROUTES)."""
-    chain(
-        prepare.si(run_id),
-        augment.si(run_id),
-        train.si(run_id),
-        evaluate.si(run_id),
-        register.si(run_id),
-        cleanup.si(run_id),
-    ).apply_async()
+    """Queue the whole chain for a run, in STAGE_ORDER. Train goes to the gpu queue (CELERY_TASK_ROUTES)."""
+    chain(*(task.si(run_id) for task in stage_tasks().values())).apply_async()
 
 
 @shared_task(name="generators.sweep_stale_runs")

@@ -46,6 +46,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Outside CommonMiddleware: sees its APPEND_SLASH redirect, turns Django's HTML error pages under /api/ into JSON.
+    "apps.core.middleware.ApiJsonErrorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -179,7 +181,9 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "apps.core.pagination.PageNumberPagination",
+    # Every answer is JSON (no browsable HTML API; the interactive documentation is Swagger UI at /api/docs/).
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "apps.core.api.exception_handler",
@@ -205,10 +209,13 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "Upload images, train generators, generate synthetic images.\n\n"
         "Authenticate with `Authorization: Token <key>` (POST /api/auth/token/) or the web session. "
-        "Lists are paginated (`?page=`, 50 a page); generators filter by `?kind=` and `?status=`. "
+        "Lists are paginated (`?page=` from 1 to the last page, 50 a page; past it: 404); generators "
+        "filter by `?kind=` and `?status=`. Uploads are multipart; other bodies are JSON, with the types "
+        "given here (another media type: 415). "
         "Bad input gets 400 with a list of messages per field, a missing token 401, another user's "
         "object 403 (changing a shared generator) or 404 (everything else). Uploads and generation "
-        "are throttled per user: over the limit the answer is 429 with a Retry-After header."
+        "are throttled per user: over the limit the answer is 429 with a Retry-After header. Every answer "
+        "is JSON; a path under /api/ that matches no endpoint is a 404."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
