@@ -23,7 +23,7 @@ def test_noise_score_separates_noise_from_pictures():
 def test_reference_thresholds(reference):
     t = reference.thresholds()
     json.dumps(t)
-    assert t["copy_source"].startswith("leave-one-out over all real photos")
+    assert t["copy_source"].startswith("every real photo against the training photos")
     assert t["copy_calibration_images"] == 60 and 0 < t["copy_ratio"] <= 0.5
     assert filtering.noise_scores(blobs(60, seed=3)).max() < t["noise"] < 0.79
     assert 0 < t["blank"] <= filtering.BLANK_STD

@@ -113,13 +113,14 @@ def test_report_identical_set_scores_near_zero_distance(real):
 
 
 def test_report_repeats_itself(real):
-    one = real["heldout"][:1]  # a realistic picture, made over and over
-    jitter = torch.randint(-2, 3, (40, 1, 16, 16), generator=torch.Generator().manual_seed(0))
-    collapsed = (one.int() + jitter).clamp(0, 255).to(torch.uint8)
+    one = real["heldout"][0]  # a realistic picture, made over and over, a pixel to either side
+    shifts = torch.randint(-1, 2, (40, 2), generator=torch.Generator().manual_seed(0)).tolist()
+    collapsed = torch.stack([torch.roll(one, shifts=(dy, dx), dims=(-2, -1)) for dy, dx in shifts])
     out = report(real, collapsed)
     assert out["verdict"] == "repeats itself", out["explanation"]
-    assert out["coverage"]["value"] < 0.2 < out["coverage"]["reference"]
-    assert out["diversity"]["value"] < 0.1
+    assert out["coverage"]["value"] < quality.COVERAGE_ALARM * out["coverage"]["reference"]
+    assert out["precision"]["value"] >= quality.REALISTIC * out["precision"]["reference"]
+    assert out["diversity"]["value"] < 0.5
     assert out["swd"]["value"] > out["swd"]["reference"]
 
 
@@ -177,8 +178,8 @@ def test_report_with_usefulness_and_without_heldout(real):
                                  sampling={"steps": 20})
     json.dumps(out)
     assert out["sampling"] == {"steps": 20}
-    assert out["filter"]["dropped"]["noise"] == 5 and out["delivered"]["count"] == 50
-    assert out["usefulness"]["counts"]["synthetic"] == 50  # only filtered images are tested
+    assert out["filter"]["dropped"]["noise"] == 5 and out["delivered"]["count"] >= 48  # ~1 % of new images look like copies
+    assert out["usefulness"]["counts"]["synthetic"] == out["delivered"]["count"]  # only filtered images are tested
     assert out["usefulness"]["real"]["value"] >= 0.9 and out["usefulness"]["gqi"]["value"] >= 80
     assert out["fid"]["features"] == "classes"
     no_held = quality.quality_report(generated=blobs(20, seed=3), train=real["train"], seeds=(0,), settings=TINY)

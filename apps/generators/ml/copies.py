@@ -21,9 +21,9 @@ A generated image is a **near-copy** when either test says so:
   rest, which catches copies in a dense class where every image is near all.
 
 Both thresholds are calibrated on the real photos themselves, leave-one-out:
-each real photo (training and held-out) is measured against all the *other*
-real photos the same way, leaving out its own near-duplicate group (a burst of
-shots of one thing says nothing about how close a new photo comes). The
+each real photo (training and held-out) is measured the same way against the
+training photos, leaving out itself and its own near-duplicate group (a burst
+of shots of one thing says nothing about how close a new photo comes). The
 threshold is the 1 % quantile of a log-normal fitted to all of these values,
 so about 1 in 100 genuinely new photos would be called a copy, and every photo
 counts, not just the smallest.
@@ -196,21 +196,25 @@ class CopyThresholds:
 
     def as_dict(self) -> dict:
         return {"copy": round(self.distance, 6), "copy_ratio": round(self.ratio, 6),
-                "copy_source": "leave-one-out over all real photos, mirrors and 2-px shifts",
+                "copy_source": "every real photo against the training photos (leave-one-out), mirrors and 2-px shifts",
                 "copy_calibration_images": self.calibration_images}
 
 
-def calibrate(real: torch.Tensor, groups: torch.Tensor | None = None) -> CopyThresholds:
-    """Thresholds from every real photo against the others (leave-one-out, own near-duplicate group left out).
+def calibrate(train: torch.Tensor, heldout: torch.Tensor | None = None,
+              groups: torch.Tensor | None = None) -> CopyThresholds:
+    """Thresholds from every real photo measured against the training photos (leave-one-out).
 
-    ``groups``: [N] near-duplicate group per photo (:func:`dedupe.duplicate_groups`); default: each its own.
+    Each photo, training and held-out alike, is measured against the training photos and their
+    mirrors, leaving out itself and its own near-duplicate group: the same pool a generated image
+    is measured against, so the 1 % quantile means what it says. ``groups``: [N] near-duplicate
+    group per photo of ``train`` then ``heldout`` (:func:`dedupe.duplicate_groups`); default: each its own.
     """
-    n = len(real)
-    if n < 2:
+    real = train if heldout is None or not len(heldout) else torch.cat([train, heldout])
+    if len(real) < 2 or len(train) < 1:
         raise ValueError("need at least two real images to calibrate the copy threshold")
-    groups = torch.arange(n) if groups is None else groups
-    exclude = groups[:, None] == groups[None, :]
-    found = nearest_photos(real, build_reference(real), exclude=exclude)
+    groups = torch.arange(len(real)) if groups is None else groups
+    exclude = groups[:, None] == groups[None, : len(train)]
+    found = nearest_photos(real, build_reference(train), exclude=exclude)
     usable = torch.isfinite(found.distance) & (found.distance > DUPLICATE_FLOOR)
     if usable.sum() < 2:  # every photo a duplicate of another: only exact copies count
         return CopyThresholds(distance=DUPLICATE_FLOOR, ratio=0.0, calibration_images=0)

@@ -32,7 +32,8 @@ Top-level keys:
   Meehan et al.'s data-copying test (about 0: as far from the training photos as new
   photos are; strongly negative: memorised).
 - ``noise_share``: share flagged as mostly noise or blank by :mod:`filtering`.
-- ``swd``: sliced Wasserstein distance on Laplacian-pyramid patches (x1000);
+- ``swd``: sliced Wasserstein distance on Laplacian-pyramid patches (x1000; ``levels`` and
+  ``reference_levels`` finest first; the finest is the realism of edges and texture);
   ``fid`` / ``kid``: Frechet / kernel distance in the features of a small CNN trained
   on the user's images (``features`` says how it learnt). Lower is closer.
 - ``usefulness``: see :mod:`usefulness` (arms, chance-corrected ``gqi``, ``credit``
@@ -62,6 +63,8 @@ NOISE_ALARM = 0.5  # at least this share of images noise or blank -> "mostly noi
 COPY_ALARM = 0.10  # at least this share near-copies -> "copies your photos"
 MEMORISATION_ALARM = -4.0  # data-copying z below this -> "copies your photos" (generated far closer than new photos)
 REALISM_ALARM = 0.5  # precision below this share of new real photos' -> "not realistic yet"
+TEXTURE_ALARM = 1.6  # finest-detail SWD over this multiple of new real photos' -> "not realistic yet"
+REALISTIC = 0.9  # precision at least this share of new real photos': the images themselves look real
 COVERAGE_ALARM = 0.5  # coverage below this share of new real photos' -> "repeats itself"
 DIVERSITY_ALARM = 0.7  # pixel variety below this share of the real images' -> "repeats itself"
 MIN_FRESH = 6  # fewer fresh real photos than this: realism is not measured
@@ -84,16 +87,26 @@ def _ratio(number: dict, key: str = "reference") -> float | None:
     return value / reference
 
 
+def _texture_ratio(swd: dict) -> float | None:
+    """Finest-level (full-resolution detail) SWD of the generated images over new real photos'."""
+    levels, reference = swd.get("levels"), swd.get("reference_levels")
+    if not levels or not reference or reference[0] <= 0:
+        return None
+    return levels[0] / reference[0]
+
+
 def verdict(*, noise_share: float, copy_share: float, diversity: float | None, memorisation: float | None = None,
-            precision_ratio: float | None = None, coverage_ratio: float | None = None) -> tuple[str, str]:
+            precision_ratio: float | None = None, texture_ratio: float | None = None,
+            coverage_ratio: float | None = None) -> tuple[str, str]:
     """(verdict, one-sentence explanation), worst problem first.
 
-    Order: noise, near-copies, realism, the data-copying test (only meaningful for realistic
-    images: blurry ones sit closer to everything), coverage, pixel variety.
+    Order: noise, near-copies, a collapse onto a few realistic pictures (high precision, low
+    coverage), realism, the data-copying test (only meaningful for realistic images: blurry ones
+    sit closer to everything), coverage, pixel variety.
     The positive verdict needs every check that could be measured to pass: noise, copies,
-    realism (precision next to new real photos'), coverage and pixel variety. SWD, FID and KID
-    are reported but not judged: they mix realism with variety (a collapsed generator scores as
-    badly as an unrealistic one).
+    realism (precision, and the finest level of the SWD, next to new real photos'), coverage and
+    pixel variety. The SWD's other levels, FID and KID are reported but not judged: they mix
+    realism with variety (a collapsed generator scores as badly as an unrealistic one).
     """
     if noise_share >= NOISE_ALARM:
         return "mostly noise", (
@@ -105,10 +118,23 @@ def verdict(*, noise_share: float, copy_share: float, diversity: float | None, m
             f"{copy_share:.0%} of the generated images are near-copies of your own photos (counting mirror images "
             "and small shifts), so the generator memorised them instead of making new ones."
         )
+    # Realistic images that cover little: a collapse. Checked before the texture test, which a
+    # handful of repeated pictures fails too (their patches are few, not unreal).
+    if (coverage_ratio is not None and coverage_ratio < COVERAGE_ALARM
+            and precision_ratio is not None and precision_ratio >= REALISTIC):
+        return "repeats itself", (
+            f"The generated images look real but reach only {coverage_ratio:.0%} of the variety new photos of this "
+            "thing show: the generator keeps making a few pictures."
+        )
     if precision_ratio is not None and precision_ratio < REALISM_ALARM:
         return "not realistic yet", (
             f"The generated images do not look like your photos yet: only {precision_ratio:.0%} as many of them "
             "fall among real photos of this thing as new real photos do."
+        )
+    if texture_ratio is not None and texture_ratio > TEXTURE_ALARM:
+        return "not realistic yet", (
+            "The generated images do not look like your photos yet: their fine detail (edges, outlines, texture) "
+            f"is {texture_ratio:.1f} times as far from your photos' as new photos' is; they look blurred or smeared."
         )
     # Only for realistic images: blurry ones sit closer to everything, the training photos too.
     if memorisation is not None and memorisation < MEMORISATION_ALARM:
@@ -137,7 +163,12 @@ def _round(x: float) -> float:
 
 
 def _matched_distance(distance, base, generated, fresh, seed: int) -> dict:
-    """``distance(base, X)`` for X = generated images subsampled to ``len(fresh)``, repeated, vs X = fresh."""
+    """``distance(base, X)`` for X = generated images subsampled to ``len(fresh)``, repeated, vs X = fresh.
+
+    ``distance`` returns a list of numbers (one per pyramid level, or just one). ``value`` and
+    ``reference`` are the means over the repeats of each list's mean; with more than one number,
+    ``levels`` and ``reference_levels`` hold each position's mean over the repeats.
+    """
     gen = torch.Generator().manual_seed(seed)
     n = min(len(fresh), len(generated))
     values, references = [], []
@@ -146,8 +177,13 @@ def _matched_distance(distance, base, generated, fresh, seed: int) -> dict:
         values.append(distance(base, pick, seed + r))
         references.append(distance(base, fresh[:n] if n < len(fresh) else fresh, seed + r))
     std = lambda v: _round(statistics.stdev(v)) if len(v) > 1 else 0.0  # noqa: E731
-    return metric(statistics.fmean(values), std=std(values), reference=_round(statistics.fmean(references)),
-                  reference_std=std(references), images=n)
+    means, ref_means = [statistics.fmean(v) for v in values], [statistics.fmean(v) for v in references]
+    out = metric(statistics.fmean(means), std=std(means), reference=_round(statistics.fmean(ref_means)),
+                 reference_std=std(ref_means), images=n)
+    if len(values[0]) > 1:
+        out["levels"] = [_round(statistics.fmean(v[i] for v in values)) for i in range(len(values[0]))]
+        out["reference_levels"] = [_round(statistics.fmean(v[i] for v in references)) for i in range(len(values[0]))]
+    return out
 
 
 def _fresh_split(train, heldout, seed) -> tuple[torch.Tensor, torch.Tensor | None, str]:
@@ -164,7 +200,7 @@ def _fidelity(generated, base, fresh, negatives, seed, settings) -> dict:
     """swd, fid, kid and precision / recall / density / coverage, each with its size-matched reference."""
     out = {}
     not_measured = "needs at least six real photos the generator did not learn from"
-    swd = lambda a, b, s: metrics.sliced_wasserstein(a, b, seed=s)["mean"]  # noqa: E731
+    swd = lambda a, b, s: metrics.sliced_wasserstein(a, b, seed=s)["levels"]  # noqa: E731
     if fresh is not None:
         out["swd"] = _matched_distance(swd, base, generated, fresh, seed)
     else:
@@ -179,7 +215,7 @@ def _fidelity(generated, base, fresh, negatives, seed, settings) -> dict:
         out["kid"] = metric(metrics.kernel_distance(f_base, f_gen, seed=seed), features=net.task)
         return out | {k: metric(None, not_measured) for k in realism.NAMES}
     f_fresh = net(fresh)
-    out["fid"] = _matched_distance(lambda a, b, s: metrics.frechet_distance(a, b), f_base, f_gen, f_fresh, seed)
+    out["fid"] = _matched_distance(lambda a, b, s: [metrics.frechet_distance(a, b)], f_base, f_gen, f_fresh, seed)
     out["fid"]["features"] = net.task
     out["kid"] = metric(metrics.kernel_distance(f_base, f_gen, seed=seed), features=net.task,
                         reference=_round(metrics.kernel_distance(f_base, f_fresh, seed=seed)))
@@ -250,7 +286,7 @@ def quality_report(
     name, explanation = verdict(
         noise_share=noise_share, copy_share=found["share"], diversity=diversity,
         memorisation=memorisation["value"], precision_ratio=_ratio(fidelity["precision"]),
-        coverage_ratio=_ratio(fidelity["coverage"]),
+        texture_ratio=_texture_ratio(fidelity["swd"]), coverage_ratio=_ratio(fidelity["coverage"]),
     )
     report: dict = {"verdict": name, "explanation": explanation, "advice": ADVICE[name],
                     "realism_against": against or None}
@@ -285,6 +321,7 @@ def quality_report(
     report["worst_copies"] = [{**pair, "is_copy": bool(found["is_copy"][pair["generated"]])} for pair in found["worst"]]
     report["thresholds"] = {"noise_alarm": NOISE_ALARM, "copy_alarm": COPY_ALARM,
                             "memorisation_alarm": MEMORISATION_ALARM, "realism_alarm": REALISM_ALARM,
+                            "texture_alarm": TEXTURE_ALARM, "realistic": REALISTIC,
                             "coverage_alarm": COVERAGE_ALARM,
                             "diversity_alarm": DIVERSITY_ALARM}
     report["counts"] = {"generated": len(generated), "train": len(train),
