@@ -61,7 +61,9 @@ class GeneratorSettingsForm(Form):
         data = super().clean()
         options = data.get("options") or {}
         if options and data.get("kind") and data.get("resolution"):
-            problems = services.option_errors(data["kind"], options, resolution=data["resolution"], image_count=500)
+            # The dataset comes in step 2, where the options are checked again against its own recipe.
+            problems = services.option_errors(data["kind"], options, resolution=data["resolution"],
+                                              preset=data.get("preset") or "standard")
             for problem in problems:
                 self.add_error("options", problem)
         data["options"] = options

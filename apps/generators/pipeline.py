@@ -26,6 +26,7 @@ from . import evaluation
 from .ml import registry
 from .ml.augment import augment_dataset
 from .ml.base import TrainProgress
+from .ml.config import build_config
 from .ml.checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
 from .ml.device import pick_device
 from .ml.images import save_grid
@@ -261,15 +262,18 @@ def _train(run: TrainingRun) -> None:
     images = load_tensors(work / TRAINING)["images"].float().div(127.5).sub(1.0)
     generator_type = registry.get(generator.kind)
     device = pick_device()
-    config = generator.config or generator_type.default_config(
+    # A resumed run keeps the config it started with; a new one gets the preset's recipe for this data
+    # and device, then the operator's overrides, then the user's options, each checked (ConfigError).
+    config = generator.config or build_config(
+        generator_type,
         resolution=generator.resolution,
         channels=generator.channels,
         preset=generator.preset,
         image_count=len(images),
         device=device,
+        overrides=settings.SYNTHGEN_TRAINING_OVERRIDES.get(generator.kind, {}),
+        options=generator.options,
     )
-    if not generator.config:  # a resumed run keeps the config it started with
-        config = {**config, **settings.SYNTHGEN_TRAINING_OVERRIDES.get(generator.kind, {}), **generator.options}
     Generator.objects.filter(pk=generator.pk).update(config=config)
     run.refresh_from_db()
     TrainingRun.objects.filter(pk=run.pk).update(

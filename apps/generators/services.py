@@ -11,6 +11,8 @@ from apps.datasets.models import Dataset
 
 from .ml import registry
 from .ml.base import PRESETS, RESOLUTIONS
+from .ml.config import ConfigError, build_config, settings_of
+from .ml.device import device_class
 from .models import Generator, TrainingRun
 
 
@@ -72,8 +74,10 @@ def start_training(
         )
     if not name.strip():
         errors["name"] = "Give the generator a name."
-    if options and "kind" not in errors and "resolution" not in errors:
-        if problems := option_errors(kind, options, resolution=resolution, image_count=image_count):
+    if options and not errors.keys() & {"kind", "resolution", "preset"}:
+        # Checked against the config the train stage will build for this very request.
+        if problems := option_errors(kind, options, resolution=resolution, channels=dataset.channels,
+                                     preset=preset or suggest_preset(image_count, kind), image_count=image_count):
             errors["options"] = problems
     if errors:
         raise InvalidInput(errors)
@@ -96,42 +100,28 @@ def start_training(
     return generator
 
 
-FIXED_KEYS = {"kind", "resolution", "channels", "preset", "image_count"}
-OPTION_LIMITS = {"total_steps": (1, 1_000_000), "batch_size": (1, 4096), "checkpoint_every": (1, 1_000_000)}
+def tunable_settings(kind: str) -> dict:
+    """The knobs of a generator type with their standard-preset values, for the API and the wizard."""
+    return settings_of(registry.get(kind))
 
 
-def tunable_settings(kind: str, *, resolution: int = 64, image_count: int = 500) -> dict:
-    """The knobs of a generator type (its default config without the fixed keys), for the advanced section."""
-    generator_type = registry.get(kind)
-    defaults = generator_type.default_config(
-        resolution=resolution, channels=3, preset="standard", image_count=image_count, device="cpu"
-    )
-    return {key: value for key, value in defaults.items() if key not in FIXED_KEYS}
+def option_errors(kind: str, options, *, resolution: int, channels: int = 3, preset: str = "standard",
+                  image_count: int = 500) -> list[str]:
+    """What is wrong with advanced settings (unknown keys, wrong types, values out of range), checked
+    against the config the train stage will build: the same request and this machine's device class.
 
+    ``image_count`` is the dataset's; the train stage counts the photos left after the held-out
+    split, which :func:`evaluation.holdout_count` predicts.
+    """
+    from .evaluation import holdout_count
 
-def option_errors(kind: str, options, *, resolution: int, image_count: int) -> list[str]:
-    """What is wrong with advanced settings: unknown keys, wrong types, values out of range."""
-    if not isinstance(options, dict):
-        return ['Advanced settings must be an object, e.g. {"total_steps": 2000}.']
-    knobs = tunable_settings(kind, resolution=resolution, image_count=image_count)
-    problems = []
-    for key, value in options.items():
-        if key not in knobs:
-            problems.append(f"'{key}' is not a setting of {kind}; known: {', '.join(sorted(knobs))}.")
-            continue
-        expected = knobs[key]
-        if isinstance(expected, bool) or isinstance(value, bool):
-            ok = isinstance(value, bool) and isinstance(expected, bool)
-        elif isinstance(expected, (int, float)):
-            ok = isinstance(value, (int, float)) and (isinstance(expected, float) or float(value).is_integer())
-        else:
-            ok = value is None or expected is None or isinstance(value, type(expected))
-        if not ok:
-            problems.append(f"'{key}' must be like {expected!r} (got {value!r}).")
-        elif key in OPTION_LIMITS and not OPTION_LIMITS[key][0] <= value <= OPTION_LIMITS[key][1]:
-            low, high = OPTION_LIMITS[key]
-            problems.append(f"'{key}' must be between {low} and {high}.")
-    return problems
+    try:
+        build_config(registry.get(kind), resolution=resolution, channels=channels, preset=preset,
+                     image_count=max(image_count - holdout_count(image_count), 0), device=device_class(),
+                     overrides=settings.SYNTHGEN_TRAINING_OVERRIDES.get(kind, {}), options=options)
+    except ConfigError as error:
+        return error.problems
+    return []
 
 
 def _launch(run_id: int) -> None:

@@ -4,6 +4,12 @@ A generator type is a class derived from :class:`GeneratorType`, registered with
 :func:`apps.generators.ml.registry.register`. The web form, the admin and the
 API read their choices from the registry, so adding a type needs no UI change.
 
+A type does not write a training loop: :meth:`GeneratorType.train` hands it to
+:mod:`.trainer`, which owns the loop, progress reports, the cancel check,
+checkpoints, resuming, reseeding, the EMA and sample grids. A type supplies
+its networks and optimizers (:meth:`~GeneratorType.training_parts`), one
+training step, its architecture keys and a sample grid; see the hooks below.
+
 Images travel as float32 tensors shaped ``[N, C, H, W]`` with values in
 ``[-1, 1]`` (training input) and as uint8 tensors ``[N, C, H, W]`` on the CPU
 (sampling output). ``C`` is 1 (grayscale) or 3 (RGB).
@@ -13,9 +19,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 import torch
+
+if TYPE_CHECKING:
+    from .trainer import TrainingParts
 
 PRESETS = ("quick", "standard", "long")
 RESOLUTIONS = (32, 64, 128)
@@ -56,22 +65,27 @@ class GeneratorType(ABC):
     default_sampling_steps: ClassVar[int | None] = None
     small_set_preset: ClassVar[str] = "standard"  # the preset chosen for a set under 300 images when left out
 
+    # The type's typed config (a :class:`~.config.TrainingConfig`); a type without one works with a dict.
+    config_class: ClassVar[type | None] = None
+
     def __init__(self, config: dict, device: str | torch.device = "cpu"):
-        self.config = dict(config)
+        self.config = self.config_class.from_dict(config) if self.config_class else dict(config)
         self.device = torch.device(device)
 
     @classmethod
-    @abstractmethod
     def default_config(
         cls, *, resolution: int, channels: int, preset: str, image_count: int, device: str = "cpu"
     ) -> dict:
         """A JSON-serialisable config for this preset, dataset size and device.
 
         Must contain at least: resolution, channels, preset, total_steps,
-        batch_size, checkpoint_every.
+        batch_size, checkpoint_every (and report_every and seed to train with the shared trainer).
         """
+        if cls.config_class is None:
+            raise NotImplementedError(f"{cls.__name__} has no config_class; define default_config")
+        return cls.config_class.from_preset(resolution=resolution, channels=channels, preset=preset,
+                                            image_count=image_count, device=device).to_dict()
 
-    @abstractmethod
     def train(
         self,
         images: torch.Tensor,
@@ -80,13 +94,58 @@ class GeneratorType(ABC):
         on_progress: ProgressCallback | None = None,
         should_stop: StopCheck | None = None,
     ) -> TrainResult:
-        """Train on ``images`` (float32 [N,C,H,W] in [-1,1]).
+        """Train on ``images`` (float32 [N,C,H,W] in [-1,1], or uint8) with the shared trainer.
 
-        Resumes from the newest checkpoint in ``checkpoint_dir`` when there is
-        one; writes a checkpoint (atomically) and a sample grid every
+        Resumes from the checkpoint in ``checkpoint_dir`` when there is one;
+        writes a checkpoint (atomically) and a sample grid every
         ``config["checkpoint_every"]`` steps. Returns early, after a final
-        checkpoint, when ``should_stop()`` turns true.
+        checkpoint, when ``should_stop()`` turns true (it is called before every step).
         """
+        from .trainer import Trainer
+
+        return Trainer(self, Path(checkpoint_dir)).run(images, on_progress=on_progress, should_stop=should_stop)
+
+    # ------------------------------------------------------------ hooks of the shared trainer
+    # A type that trains through :meth:`train` implements training_parts, training_step and
+    # grid_samples; the others have defaults.
+
+    architecture_keys: ClassVar[tuple[str, ...]] = ("resolution", "channels")
+
+    def architecture(self) -> dict:
+        """What a checkpoint must match to be resumed (the config values that shape the weights)."""
+        return {key: self.config.get(key) for key in self.architecture_keys}
+
+    def training_data(self, images: torch.Tensor) -> torch.Tensor:
+        """The training images, checked against the config, as float [-1, 1] on the device."""
+        from .trainer import prepare_images
+
+        return prepare_images(images, channels=self.config["channels"], resolution=self.config["resolution"],
+                              device=self.device)
+
+    def training_parts(self) -> "TrainingParts":
+        """Fresh networks, optimizers and EMA for a run (initialised from the config's seed)."""
+        raise NotImplementedError(f"{type(self).__name__} does not train with the shared trainer")
+
+    def training_step(self, parts: "TrainingParts", data: torch.Tensor, step: int,
+                      rng: torch.Generator) -> dict[str, torch.Tensor]:
+        """One optimizer step (0-based ``step``) drawing all randomness from ``rng``; returns its
+        losses as detached 0-d tensors left on the device (the trainer reads them at reports only)."""
+        raise NotImplementedError(f"{type(self).__name__} does not train with the shared trainer")
+
+    def grid_samples(self, parts: "TrainingParts", step: int) -> torch.Tensor:
+        """The images of a checkpoint's sample grid, uint8 [N,C,H,W] (fixed noise: grids compare over time)."""
+        raise NotImplementedError(f"{type(self).__name__} does not train with the shared trainer")
+
+    def check_samples(self, parts: "TrainingParts", step: int, samples: torch.Tensor) -> list[str]:
+        """Warnings about a checkpoint's grid images (e.g. mode collapse); saved with the checkpoint."""
+        return []
+
+    def result_warnings(self, latest: list[str], earlier: list[str]) -> list[str]:
+        """The warnings a finished run returns: by default those of its newest check."""
+        return list(latest)
+
+    def finish_training(self, parts: "TrainingParts") -> None:
+        """Take the trained networks over for sampling and saving (called when training returns)."""
 
     @abstractmethod
     def sample(self, n: int, *, seed: int, steps: int | None = None, batch_size: int = 256) -> torch.Tensor:

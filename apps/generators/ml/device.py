@@ -23,3 +23,12 @@ def pick_device() -> str:
             raise RuntimeError(f"{ENV_VAR}={wanted!r} but CUDA is not available on this machine")
         return wanted
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def device_class() -> str:
+    """``"cuda"`` or ``"cpu"``: the kind of device :func:`pick_device` gives on this machine, for choosing
+    a recipe. Never raises (a misconfigured ``SYNTHGEN_DEVICE`` fails where training starts)."""
+    wanted = os.environ.get(ENV_VAR, "").strip()
+    if wanted:
+        return "cuda" if wanted.split(":")[0] == "cuda" else "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -17,7 +17,6 @@ block and 128 px adds one more (ngf*16).
 """
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -125,22 +124,7 @@ def build_discriminator(config: dict) -> Discriminator:
     return net
 
 
-# ---------------------------------------------------------------- EMA and BatchNorm statistics
-
-
-def make_ema(net: nn.Module) -> nn.Module:
-    """A frozen copy of ``net`` whose weights will track a running average of ``net``'s."""
-    ema = copy.deepcopy(net).eval()
-    ema.requires_grad_(False)
-    return ema
-
-
-@torch.no_grad()
-def update_ema(ema: nn.Module, net: nn.Module, decay: float) -> None:
-    """ema = decay * ema + (1 - decay) * net, for every parameter (buffers are left alone)."""
-    ema_params = list(ema.parameters())
-    net_params = list(net.parameters())
-    torch._foreach_lerp_(ema_params, net_params, 1.0 - decay)
+# ---------------------------------------------------------------- BatchNorm statistics of an averaged generator
 
 
 @torch.no_grad()

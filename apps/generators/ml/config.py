@@ -1,0 +1,277 @@
+"""Typed training configs: one dataclass per generator type.
+
+A config is built for a dataset and a device (:meth:`TrainingConfig.from_preset`), changed only
+through :meth:`~TrainingConfig.replace`, which checks every setting's type and range and names
+the known settings when a key is unknown, and saved as JSON (:meth:`~TrainingConfig.to_dict`,
+:meth:`~TrainingConfig.from_dict`; a file written by an older version, with settings missing or
+since removed, still loads).
+
+Declare a setting with :func:`setting` to give it a range or a list of choices. Code that reads a
+config as a dict (``config["total_steps"]``, ``config.get("seed", 0)``) keeps working: a config
+is also a mapping of its settings.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterator
+
+from .base import PRESETS, RESOLUTIONS
+
+Self = typing.TypeVar("Self", bound="TrainingConfig")
+
+
+class ConfigError(ValueError):
+    """Settings that cannot be used; ``problems`` lists one sentence per setting."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__(" ".join(problems))
+        self.problems = problems
+
+
+def setting(default: Any = dataclasses.MISSING, *, low: float | None = None, high: float | None = None,
+            choices: tuple | None = None) -> Any:
+    """A config field with an optional inclusive range (``low``, ``high``) or a list of ``choices``."""
+    metadata = {"low": low, "high": high, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(kw_only=True, eq=False)
+class TrainingConfig(MutableMapping):
+    """What every type's config holds: the data it was built for and what the shared trainer reads."""
+
+    # Fixed by the dataset and the request: not advanced settings.
+    FIXED: ClassVar[tuple[str, ...]] = ("kind", "resolution", "channels", "preset", "image_count")
+    kind_key: ClassVar[str] = ""  # the generator type, for messages ("not a setting of dcgan")
+
+    resolution: int = setting(low=1)
+    channels: int = setting(choices=(1, 3))
+    preset: str = setting(choices=PRESETS)
+    image_count: int = setting(0, low=0)
+    total_steps: int = setting(low=1, high=1_000_000)
+    batch_size: int = setting(low=1, high=4096)
+    checkpoint_every: int = setting(low=1, high=1_000_000)
+    report_every: int = setting(low=1, high=1_000_000)
+    seed: int = setting(0, low=0, high=2**63 - 1)
+    # Keys of a saved config that are not settings (any more): kept so that a round trip loses nothing.
+    extras: dict = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------ building
+
+    @classmethod
+    def from_preset(cls: type[Self], *, resolution: int, channels: int, preset: str, image_count: int,
+                    device: str = "cpu") -> Self:
+        """The recipe for a preset, resolution, dataset size and device."""
+        raise NotImplementedError
+
+    @staticmethod
+    def check_request(*, resolution: int, channels: int, preset: str) -> None:
+        """The checks every type's ``from_preset`` starts with."""
+        if resolution not in RESOLUTIONS:
+            raise ValueError(f"resolution must be one of {RESOLUTIONS}")
+        if channels not in (1, 3):
+            raise ValueError("channels must be 1 or 3")
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; use one of {PRESETS}")
+
+    def replace(self: Self, **options: Any) -> Self:
+        """A copy with ``options`` over these settings; raises :class:`ConfigError` naming every problem."""
+        problems = []
+        values = {}
+        for key, value in options.items():
+            problem, value = self.check_setting(key, value)
+            if problem:
+                problems.append(problem)
+            else:
+                values[key] = value
+        if problems:
+            raise ConfigError(problems)
+        return dataclasses.replace(self, **values, extras=dict(self.extras))
+
+    @classmethod
+    def settings(cls) -> tuple[str, ...]:
+        """The names of the advanced settings (every field but the fixed ones)."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name not in cls.FIXED and f.name != "extras")
+
+    def tunable(self) -> dict:
+        """The advanced settings and their values here (what the API and the wizard list)."""
+        return {name: getattr(self, name) for name in self.settings()}
+
+    def check_setting(self, key: str, value: Any) -> tuple[str | None, Any]:
+        """(None, the value as stored) when ``value`` suits the setting ``key``, else (the problem, None)."""
+        known = self.settings()
+        if key not in known:
+            return f"'{key}' is not a setting of {self.kind_key or type(self).__name__}; known: {', '.join(sorted(known))}.", None
+        current = getattr(self, key)
+        ok, value = _coerce(_hints(type(self))[key], value)
+        if not ok:
+            return f"'{key}' must be like {current!r} (got {value!r}).", None
+        meta = next(f for f in dataclasses.fields(self) if f.name == key).metadata
+        low, high, choices = meta.get("low"), meta.get("high"), meta.get("choices")
+        if choices is not None and value not in choices:
+            return f"'{key}' must be one of {', '.join(map(repr, choices))}.", None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if (low is not None and value < low) or (high is not None and value > high):
+                return f"'{key}' must be between {_number(low)} and {_number(high)}.", None
+        return None, value
+
+    # ------------------------------------------------------------ JSON
+
+    def to_dict(self) -> dict:
+        """The JSON form (what ``config.json`` and the generator's ``config`` hold)."""
+        data = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "extras"}
+        return {**data, **self.extras}
+
+    @classmethod
+    def from_dict(cls: type[Self], data: typing.Mapping) -> Self:
+        """Read :meth:`to_dict`'s output. Missing settings take their defaults; unknown keys are kept
+        as ``extras``. Values are not range-checked: a saved config is taken as it was trained."""
+        if isinstance(data, TrainingConfig):
+            data = data.to_dict()
+        names = {f.name for f in dataclasses.fields(cls)} - {"extras"}
+        known = {k: v for k, v in data.items() if k in names}
+        missing = [f.name for f in dataclasses.fields(cls) if f.name in names and f.name not in known
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ValueError(f"config lacks {', '.join(missing)}")
+        return cls(**known, extras={k: v for k, v in data.items() if k not in names})
+
+    # ------------------------------------------------------------ the mapping view
+
+    def _names(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if f.name != "extras"]
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._names():
+            return getattr(self, key)
+        return self.extras[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in self._names():
+            setattr(self, key, value)
+        else:
+            self.extras[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if key in self._names():
+            raise KeyError(f"{key!r} is a setting; it cannot be removed")
+        del self.extras[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._names(), *self.extras])
+
+    def __len__(self) -> int:
+        return len(self._names()) + len(self.extras)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, typing.Mapping):
+            return self.to_dict() == (other.to_dict() if isinstance(other, TrainingConfig) else dict(other))
+        return NotImplemented
+
+    __hash__ = None  # mutable
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    cache = cls.__dict__.get("_hint_cache")
+    if cache is None:
+        cache = typing.get_type_hints(cls)
+        cls._hint_cache = cache
+    return cache
+
+
+def _coerce(hint: Any, value: Any) -> tuple[bool, Any]:
+    """Whether ``value`` fits the annotation ``hint`` (JSON types), and the value as stored."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return True, None
+        for arg in args:
+            if arg is not type(None):
+                ok, coerced = _coerce(arg, value)
+                if ok:
+                    return True, coerced
+        return False, value
+    if origin is list:
+        if not isinstance(value, list):
+            return False, value
+        items = [_coerce(args[0], item) for item in value]
+        return all(ok for ok, _ in items), [item for _, item in items]
+    if hint is bool:
+        return isinstance(value, bool), value
+    if isinstance(value, bool):
+        return False, value
+    if hint is int:
+        if isinstance(value, float) and value.is_integer():
+            return True, int(value)
+        return isinstance(value, int), value
+    if hint is float:
+        return isinstance(value, (int, float)), float(value) if isinstance(value, (int, float)) else value
+    if hint is str:
+        return isinstance(value, str), value
+    return True, value  # dict and any other annotation: taken as it is
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _number(value: float | None) -> str:
+    return "any" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# ---------------------------------------------------------------- what the app builds configs with
+
+_COMMON = {f.name: f for f in dataclasses.fields(TrainingConfig) if f.name in ("total_steps", "batch_size",
+                                                                                "checkpoint_every", "report_every", "seed")}
+STANDARD_REQUEST = dict(resolution=64, channels=3, preset="standard", image_count=500, device="cpu")
+
+
+def settings_of(generator_type) -> dict:
+    """A type's advanced settings with their values in the standard preset (64 px RGB, 500 images, CPU):
+    what the API's generator types and the wizard list."""
+    if generator_type.config_class is not None:
+        return generator_type.config_class.from_preset(**STANDARD_REQUEST).tunable()
+    defaults = generator_type.default_config(**STANDARD_REQUEST)
+    return {key: value for key, value in defaults.items() if key not in TrainingConfig.FIXED}
+
+
+def build_config(generator_type, *, resolution: int, channels: int, preset: str, image_count: int, device: str,
+                 overrides: dict | None = None, options: dict | None = None) -> dict:
+    """The config a run trains with, as JSON: the preset's recipe for this data and device, then the
+    operator's ``overrides``, then the user's ``options``. Raises :class:`ConfigError` listing every
+    problem (the overrides' problems say where they come from)."""
+    if not isinstance(options or {}, dict):
+        raise ConfigError(['Advanced settings must be an object, e.g. {"total_steps": 2000}.'])
+    request = dict(resolution=resolution, channels=channels, preset=preset, image_count=image_count, device=device)
+    if generator_type.config_class is None:
+        return _build_untyped(generator_type, request, overrides or {}, options or {})
+    config = generator_type.config_class.from_preset(**request)
+    try:
+        config = config.replace(**(overrides or {}))
+    except ConfigError as error:
+        raise ConfigError([f"SYNTHGEN_TRAINING_OVERRIDES: {problem}" for problem in error.problems]) from None
+    return config.replace(**(options or {})).to_dict()
+
+
+def _build_untyped(generator_type, request: dict, overrides: dict, options: dict) -> dict:
+    """For a type whose config is a plain dict: a value must be like the preset's (same JSON type)."""
+    config = {**generator_type.default_config(**request), **overrides}
+    known = [key for key in config if key not in TrainingConfig.FIXED]
+    problems = []
+    for key, value in options.items():
+        if key not in known:
+            problems.append(f"'{key}' is not a setting of {generator_type.key}; known: {', '.join(sorted(known))}.")
+        elif config[key] is not None and value is not None and not _coerce(type(config[key]), value)[0]:
+            problems.append(f"'{key}' must be like {config[key]!r} (got {value!r}).")
+        elif key in _COMMON:  # the settings every config has keep their ranges
+            meta = _COMMON[key].metadata
+            if not (meta["low"] is None or value >= meta["low"]) or not (meta["high"] is None or value <= meta["high"]):
+                problems.append(f"'{key}' must be between {_number(meta['low'])} and {_number(meta['high'])}.")
+    if problems:
+        raise ConfigError(problems)
+    return {**config, **options}

@@ -1,0 +1,108 @@
+"""A third generator type, made only for the tests: everything the shared trainer needs, no loop of its own.
+
+A two-layer decoder turns noise into images and learns to make them look like the training
+images' mean (a deliberately trivial task). It has dropout (global RNG), an Adam optimizer with
+state and an EMA, so a resume that lost any of them would train different weights.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from apps.generators.ml.base import GeneratorType
+from apps.generators.ml.checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
+from apps.generators.ml.ema import EMA
+from apps.generators.ml.images import to_uint8
+from apps.generators.ml.trainer import TrainingParts
+
+
+class Decoder(nn.Module):
+    def __init__(self, nz: int, width: int, channels: int, resolution: int, dropout: float):
+        super().__init__()
+        self.nz, self.shape = nz, (channels, resolution, resolution)
+        self.net = nn.Sequential(nn.Linear(nz, width), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(width, channels * resolution * resolution), nn.Tanh())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(-1, *self.shape)
+
+
+class TinyType(GeneratorType):
+    key = "tiny-test"
+    label = "Tiny (test only)"
+    description = "A two-layer decoder trained towards the mean image."
+    architecture_keys = ("resolution", "channels", "nz", "width")
+
+    @classmethod
+    def default_config(cls, *, resolution=8, channels=1, preset="quick", image_count=16, device="cpu") -> dict:
+        return {"resolution": resolution, "channels": channels, "preset": preset, "image_count": image_count,
+                "nz": 4, "width": 16, "dropout": 0.2, "lr": 1e-2, "ema_decay": 0.9, "batch_size": 8,
+                "total_steps": 12, "report_every": 3, "checkpoint_every": 4, "seed": 0}
+
+    def __init__(self, config: dict, device="cpu"):
+        super().__init__(config, device)
+        self.decoder = self._build().eval()
+
+    def _build(self) -> Decoder:
+        cfg = self.config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg["seed"])
+            net = Decoder(cfg["nz"], cfg["width"], cfg["channels"], cfg["resolution"], cfg["dropout"])
+        return net.to(self.device)
+
+    # ------------------------------------------------------------ the trainer's hooks
+
+    def training_parts(self) -> TrainingParts:
+        decoder = self._build().train()
+        return TrainingParts(
+            networks={"decoder": decoder},
+            optimizers={"decoder": torch.optim.Adam(decoder.parameters(), lr=self.config["lr"])},
+            ema=EMA(decoder, self.config["ema_decay"]),
+            ema_of="decoder",
+        )
+
+    def training_step(self, parts, data, step, rng):
+        decoder, optimizer = parts.networks["decoder"], parts.optimizers["decoder"]
+        size = self.config["batch_size"]
+        real = data[torch.randint(0, data.shape[0], (size,), device=self.device, generator=rng)]
+        noise = torch.randn(size, self.config["nz"], device=self.device, generator=rng)
+        loss = (decoder(noise) - real).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.detach()}
+
+    def grid_samples(self, parts, step):
+        noise = torch.randn(4, self.config["nz"], generator=torch.Generator().manual_seed(7))
+        with torch.no_grad():
+            return to_uint8(parts.sampler.eval()(noise.to(self.device)))
+
+    def finish_training(self, parts):
+        self.decoder = parts.sampler.eval()
+
+    # ------------------------------------------------------------ sampling and files
+
+    @torch.no_grad()
+    def sample(self, n, *, seed, steps=None, batch_size=256):
+        noise = torch.randn(n, self.config["nz"], generator=torch.Generator().manual_seed(seed))
+        return to_uint8(self.decoder(noise.to(self.device)))
+
+    def save(self, directory: Path) -> None:
+        save_tensors_atomic(dict(self.decoder.state_dict()), Path(directory) / "weights.safetensors")
+        save_json_atomic(self.config, Path(directory) / "config.json")
+
+    @classmethod
+    def load(cls, directory: Path, device="cpu") -> "TinyType":
+        model = cls(load_json(Path(directory) / "config.json"), device)
+        model.decoder.load_state_dict(load_tensors(Path(directory) / "weights.safetensors"))
+        return model
+
+
+def tiny_config(**changes) -> dict:
+    return {**TinyType.default_config(), **changes}
+
+
+def tiny_images(n: int = 16, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed)) * 2 - 1
