@@ -1,5 +1,5 @@
-"""A real Celery worker process on the real Redis broker, sharing the test's PostgreSQL database
-and media folders. Used by the integration, fault and browser tests."""
+"""A real Celery worker process on a real broker (Redis; RabbitMQ where a test asks for it), sharing the
+test's PostgreSQL database and media folders. Used by the integration, fault and browser tests."""
 from __future__ import annotations
 
 import json
@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import kombu
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -19,14 +20,39 @@ from synthgen.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("SYNTHGEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+AMQP_URL = os.environ.get("SYNTHGEN_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+QUEUES = ("default", "gpu")
 
 
-def require_real_services() -> None:
+def require_real_services(broker_url: str = REDIS_URL) -> None:
     if connection.vendor != "postgresql":
         pytest.fail("This test needs PostgreSQL: run it through `make test` (it sets DATABASE_URL).")
-    import redis
+    if broker_url.startswith("redis"):
+        import redis
 
-    redis.Redis.from_url(REDIS_URL).ping()  # fails loudly when Redis is down
+        redis.Redis.from_url(broker_url).ping()  # fails loudly when Redis is down
+        return
+    broker = kombu.Connection(broker_url, connect_timeout=5)
+    try:
+        broker.connect()
+    except OSError as exc:  # RabbitMQ is optional where the tests run by hand; .ci/run starts it
+        pytest.skip(f"RabbitMQ is not reachable at {broker.as_uri()} ({exc}); start it: rabbitmq-server -detached")
+    finally:
+        broker.release()
+
+
+def empty_broker(broker_url: str) -> None:
+    """Drop the messages that earlier tests left in the broker."""
+    if broker_url.startswith("redis"):
+        import redis
+
+        redis.Redis.from_url(broker_url).flushdb()
+        return
+    with kombu.Connection(broker_url) as broker:
+        for name in QUEUES:  # declared as Celery declares them (durable), then emptied
+            queue = kombu.Queue(name, durable=True)(broker.default_channel)
+            queue.declare()
+            queue.purge()
 
 
 def forget_broker_connections() -> None:
@@ -38,14 +64,12 @@ def forget_broker_connections() -> None:
     celery_app.amqp._producer_pool = None
 
 
-def use_real_broker():
-    """Point this process's Celery app at Redis (not eager). Returns a function that undoes it."""
-    require_real_services()
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()
+def use_real_broker(broker_url: str = REDIS_URL):
+    """Point this process's Celery app at a real broker, emptied (not eager). Returns a function that undoes it."""
+    require_real_services(broker_url)
+    empty_broker(broker_url)
     old = (celery_app.conf.broker_url, celery_app.conf.task_always_eager)
-    celery_app.conf.broker_url = REDIS_URL
+    celery_app.conf.broker_url = broker_url
     celery_app.conf.task_always_eager = False
     forget_broker_connections()
 
@@ -56,16 +80,21 @@ def use_real_broker():
     return undo
 
 
+def database_url() -> str:
+    """The test database (PostgreSQL) as a DATABASE_URL for another process."""
+    db = connection.settings_dict
+    return f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
 class Worker:
     """Start, kill and restart `celery worker` processes; logs go to log_dir."""
 
     def __init__(self, log_dir: Path, extra_env: dict | None = None):
-        db = connection.settings_dict
         self.log_dir = log_dir
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "synthgen.settings.test",
-            "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+            "DATABASE_URL": database_url(),
             "CELERY_BROKER_URL": REDIS_URL,
             "CELERY_TASK_ALWAYS_EAGER": "0",
             "SYNTHGEN_TRAINING_OVERRIDES": json.dumps(settings.SYNTHGEN_TRAINING_OVERRIDES),
@@ -86,7 +115,7 @@ class Worker:
         self.starts += 1
         log = open(self.log_dir / f"worker-{self.starts}.log", "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "synthgen", "worker", "-Q", "default,gpu", "--pool", "solo",
+            [sys.executable, "-m", "celery", "-A", "synthgen", "worker", "-Q", ",".join(QUEUES), "--pool", "solo",
              "--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
              "-n", f"test-worker-{self.starts}@%h"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
@@ -115,6 +144,14 @@ class Worker:
 def real_broker():
     undo = use_real_broker()
     yield REDIS_URL
+    undo()
+
+
+@pytest.fixture
+def rabbitmq_broker():
+    """The Celery app on RabbitMQ; skips the test when no RabbitMQ answers."""
+    undo = use_real_broker(AMQP_URL)
+    yield AMQP_URL
     undo()
 
 

@@ -1,10 +1,16 @@
 """Faults: a killed worker, a lost queue, a cancel, a task delivered twice. Real worker, Redis, PostgreSQL."""
+import os
+import socket
+import subprocess
+import sys
+
 import pytest
 import redis
 from django.conf import settings
+from django.utils import timezone
 
 from apps.core.files import run_work_dir
-from apps.generators import pipeline
+from apps.generators import pipeline, tasks
 from apps.generators.models import Generator, TrainingRun
 
 from .conftest import image_uploads
@@ -33,7 +39,7 @@ def run_of(api, generator: dict) -> dict:
 @pytest.mark.django_db(transaction=True)
 def test_killed_worker_resumes_from_its_last_checkpoint(real_broker, api, settings, tmp_path):
     settings.SYNTHGEN_TRAINING_OVERRIDES = LONG_TINY_RUN
-    worker = Worker(tmp_path, STALE).start()
+    worker = Worker(tmp_path).start()  # the stale timeout stays at 300 s: a restart here must not wait for it
     try:
         generator = start_run(api)
         before = wait_for(lambda: run_of(api, generator), lambda r: r["progress"]["step"] >= 300, timeout=240, interval=0.2)
@@ -41,10 +47,7 @@ def test_killed_worker_resumes_from_its_last_checkpoint(real_broker, api, settin
         killed_at = TrainingRun.objects.get(pk=before["id"])
         assert killed_at.status == "running" and killed_at.stage == "train"
         assert killed_at.step < 1500, "training finished before the kill; make the run longer"
-        import time
-
-        time.sleep(3)  # the heartbeat goes stale; the next worker's start-up sweep re-queues the run
-        worker.start()
+        worker.start()  # its start-up sweep sees the holder, a process of this host, gone: re-queued at once
         done = wait_for(lambda: run_of(api, generator), lambda r: r["status"] in ("done", "failed"), timeout=300)
         assert done["status"] == "done", worker.logs()
         run = TrainingRun.objects.get(pk=before["id"])
@@ -113,13 +116,50 @@ def test_a_stage_held_by_a_live_worker_is_not_run_again(api, django_capture_on_c
     generator = start_run(api)
     run = TrainingRun.objects.get(generator_id=generator["id"])
     assert pipeline.prepare(run.pk) and pipeline.augment(run.pk)
-    from django.utils import timezone
-
-    TrainingRun.objects.filter(pk=run.pk).update(stage="train", heartbeat_at=timezone.now())  # another worker
+    TrainingRun.objects.filter(pk=run.pk).update(stage="train", heartbeat_at=timezone.now(), holder="elsewhere:1")
     assert pipeline.train(run.pk) is False
     assert pipeline.register(run.pk) is False  # train is not done: a leftover message skips
     TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timezone.timedelta(hours=1))
     assert pipeline.train(run.pk) is True  # the holder died: taken over
+    assert TrainingRun.objects.get(pk=run.pk).holder == pipeline.lease_holder()
+
+
+@pytest.mark.django_db
+def test_a_starting_worker_takes_over_at_once_the_stages_of_dead_processes_on_its_host(user, monkeypatch):
+    """Restart without the wait: a stage whose holder process on this host is gone is re-queued by the
+    worker's start-up hook and taken over although its heartbeat is fresh; a live process's stage, or
+    another host's, waits for the stale timeout."""
+    requeued = []
+    monkeypatch.setattr(tasks, "launch_pipeline", requeued.append)
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    host = socket.gethostname()
+    try:
+        runs = {}
+        holders = {
+            "dead": f"{host}:{dead.pid}:a1b2c3d4",
+            "earlier process with this pid": f"{host}:{os.getpid()}:a1b2c3d4",  # a restarted container
+            "alive": f"{host}:{alive.pid}:a1b2c3d4",
+            "other host": f"elsewhere:{dead.pid}:a1b2c3d4",
+        }
+        for name, holder in holders.items():
+            generator = Generator.objects.create(owner=user, name=name, kind="dcgan", resolution=32, preset="quick")
+            runs[name] = TrainingRun.objects.create(
+                generator=generator, status="running", stage="train", completed_stages=["prepare", "augment"],
+                heartbeat_at=timezone.now(), holder=holder)
+        tasks._sweep_when_a_worker_starts()
+        gone = sorted([runs["dead"].pk, runs["earlier process with this pid"].pk])
+        assert sorted(requeued) == gone
+        # The re-queued chains' train tasks take the leases over; the others stay held.
+        taken = {name: pipeline.run_stage(run.pk, "train", lambda run: None) for name, run in runs.items()}
+        assert taken == {"dead": True, "earlier process with this pid": True, "alive": False, "other host": False}
+        assert TrainingRun.objects.get(pk=runs["dead"].pk).holder == pipeline.lease_holder()
+        tasks._sweep_when_a_worker_starts()  # the new holder is this live process: nothing more to re-queue
+        assert sorted(requeued) == gone
+    finally:
+        alive.kill()
+        alive.wait()
 
 
 def test_weights_are_never_unpickled():

@@ -3,13 +3,14 @@
 Upload (multipart over the API) -> prepare -> augment -> train -> register -> cleanup -> generate -> zip.
 """
 import io
+import re
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from .conftest import image_uploads
-from .realworker import real_broker, wait_for, worker  # noqa: F401 (fixtures)
+from .realworker import Worker, rabbitmq_broker, real_broker, wait_for, worker  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -27,7 +28,8 @@ def test_upload_to_zip_through_a_real_worker(worker, api, settings):
     generator = wait_for(lambda: api.get(f"/api/generators/{response.json()['id']}/").json(),
                          lambda g: g["status"] in ("ready", "failed"))
     assert generator["status"] == "ready", generator
-    run = api.get(f"/api/runs/{generator['run']}/").json()
+    # The generator is ready after register; the run is done after cleanup, a moment later.
+    run = wait_for(lambda: api.get(f"/api/runs/{generator['run']}/").json(), lambda r: r["status"] != "running")
     assert run["status"] == "done" and run["device"] == "cpu"
     assert not (Path(settings.SYNTHGEN_WORK_DIR) / "runs" / str(run["id"])).exists()  # cleanup ran
 
@@ -37,3 +39,20 @@ def test_upload_to_zip_through_a_real_worker(worker, api, settings):
     assert job["status"] == "done", job
     archive = zipfile.ZipFile(io.BytesIO(b"".join(api.get(job["download_url"]).streaming_content)))
     assert len([n for n in archive.namelist() if n.endswith(".png")]) == 12
+
+
+def test_training_through_a_real_worker_on_rabbitmq(rabbitmq_broker, api, tmp_path):
+    """RabbitMQ (amqp://) as the broker: the chain goes through both queues and the generator comes back ready."""
+    worker = Worker(tmp_path, {"CELERY_BROKER_URL": rabbitmq_broker}).start()
+    try:
+        created = api.post("/api/datasets/", {"name": "ellipses", "images": image_uploads(8)}, format="multipart")
+        assert created.status_code == 201, created.content
+        response = api.post("/api/generators/", {"name": "ellipses", "dataset": created.json()["id"], "kind": "dcgan",
+                                                 "resolution": 32, "preset": "quick"}, format="json")
+        assert response.status_code == 202, response.content
+        generator = wait_for(lambda: api.get(f"/api/generators/{response.json()['id']}/").json(),
+                             lambda g: g["status"] in ("ready", "failed"))
+        assert generator["status"] == "ready", worker.logs()
+        assert re.search(r"transport: +amqp://", (tmp_path / "worker-1.log").read_text())  # really on RabbitMQ
+    finally:
+        worker.stop()

@@ -69,6 +69,7 @@ class TrainingRun(TimeStamped):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    holder = models.CharField(max_length=255, blank=True)  # "host:pid:token": the worker process running the stage
     latest_grid = models.CharField(max_length=255, blank=True)  # relative to MEDIA_ROOT: newest sample grid
     warnings = models.JSONField(default=list, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)  # starts of the current stage (worker deaths)

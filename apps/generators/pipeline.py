@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
+import socket
 import time
 import traceback
+import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -57,13 +60,41 @@ def stale_after() -> float:
     return float(settings.SYNTHGEN_STALE_RUN_SECONDS)
 
 
+_PROCESS = uuid.uuid4().hex[:8]  # tells this process from an earlier one that had the same pid
+
+
+def lease_holder() -> str:
+    """Who holds a stage: "host:pid:token" of this worker process."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_PROCESS}"
+
+
+def holder_gone(holder: str) -> bool:
+    """True when the holder ran on this host and its process no longer exists (a worker restarted here).
+
+    Other hosts' processes cannot be seen from here: for them only the stale heartbeat tells.
+    """
+    host, pid, process = (holder.split(":") + ["", ""])[:3]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return process != _PROCESS  # an earlier process that had this pid (e.g. a restarted container)
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, under another user
+        return False
+    return False
+
+
 def run_stage(run_id: int, stage: str, body: Callable[[TrainingRun], None]) -> bool:
     """Run one stage once. Returns False when it was skipped.
 
     Skipped when: the run is no longer active; the stage is already done (a task delivered twice);
     an earlier stage is not done (a leftover message of a chain that stopped); or another worker
-    holds the stage (same stage, fresh heartbeat). A stage whose worker died (stale heartbeat) is
-    taken over and, for training, resumes from its last checkpoint.
+    holds the stage (same stage, fresh heartbeat, holder not known dead). A stage whose worker died
+    (stale heartbeat, or a holder process on this host that is gone) is taken over and, for training,
+    resumes from its last checkpoint.
     """
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().select_related("generator").get(pk=run_id)
@@ -74,7 +105,8 @@ def run_stage(run_id: int, stage: str, body: Callable[[TrainingRun], None]) -> b
             log.info("run %s: skipping %s, earlier stages not done: %s", run_id, stage, missing)
             return False
         now = timezone.now()
-        if run.stage == stage and run.heartbeat_at and (now - run.heartbeat_at).total_seconds() < stale_after():
+        fresh = run.heartbeat_at and (now - run.heartbeat_at).total_seconds() < stale_after()
+        if run.stage == stage and fresh and not holder_gone(run.holder):
             log.info("run %s: %s is held by another worker", run_id, stage)
             return False
         if run.cancel_requested:
@@ -91,7 +123,10 @@ def run_stage(run_id: int, stage: str, body: Callable[[TrainingRun], None]) -> b
         run.stage = stage
         run.started_at = run.started_at or now
         run.heartbeat_at = now
-        run.save(update_fields=["status", "stage", "attempts", "started_at", "heartbeat_at", "updated_at"])
+        run.holder = lease_holder()
+        run.requeued_at = None  # a re-queued run has been picked up: the sweeper may re-queue it again
+        run.save(update_fields=["status", "stage", "attempts", "started_at", "heartbeat_at", "holder", "requeued_at",
+                                "updated_at"])
         if run.generator.status == Generator.Status.QUEUED:
             Generator.objects.filter(pk=run.generator_id).update(status=Generator.Status.TRAINING)
     try:
@@ -113,6 +148,8 @@ def run_stage(run_id: int, stage: str, body: Callable[[TrainingRun], None]) -> b
 def sweep_stale_runs() -> list[int]:
     """Re-queue runs whose worker died or whose queued message was lost (e.g. a broker restart).
 
+    A worker died when its heartbeat is stale or, on this host, at once when its process is gone
+    (a worker restarted here: the start-up sweep takes its stages over without waiting).
     Every stage is idempotent, so re-queuing a run that is in fact still queued or running costs
     nothing: the duplicate tasks skip. Returns the ids of the runs re-queued.
     """
@@ -120,11 +157,14 @@ def sweep_stale_runs() -> list[int]:
 
     now = timezone.now()
     cutoff = now - timezone.timedelta(seconds=stale_after())
+    here = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, holder__startswith=f"{socket.gethostname()}:")
+    orphaned = models.Q(pk__in=[pk for pk, holder in here.values_list("pk", "holder") if holder_gone(holder)])
     abandoned = models.Q(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff)
     lost = models.Q(status=TrainingRun.Status.QUEUED, created_at__lt=cutoff)
     not_just_requeued = models.Q(requeued_at__isnull=True) | models.Q(requeued_at__lt=cutoff)
     requeued = []
-    for run_id in TrainingRun.objects.filter((abandoned | lost) & not_just_requeued).values_list("pk", flat=True):
+    runs = TrainingRun.objects.filter((orphaned | abandoned | lost) & not_just_requeued)
+    for run_id in runs.values_list("pk", flat=True):
         TrainingRun.objects.filter(pk=run_id).update(requeued_at=now)
         launch_pipeline(run_id)
         requeued.append(run_id)

@@ -57,7 +57,8 @@ def sweep_stale_runs() -> None:
 
 @worker_ready.connect
 def _sweep_when_a_worker_starts(**kwargs) -> None:
-    """A worker that starts (again) picks up runs a dead worker left behind."""
+    """A worker that starts (again) picks up runs a dead worker left behind: at once those whose worker
+    process ran on this host and is gone (a restart), the others once their heartbeat is stale."""
     try:
         pipeline.sweep_stale_runs()
     except Exception:  # never keep a worker from starting

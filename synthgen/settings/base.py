@@ -138,12 +138,16 @@ SYNTHGEN_STALE_RUN_SECONDS = env_int("SYNTHGEN_STALE_RUN_SECONDS", 300)
 # '{"dcgan": {"total_steps": 50}}'. The tests use it to train tiny models.
 SYNTHGEN_TRAINING_OVERRIDES = json.loads(os.environ.get("SYNTHGEN_TRAINING_OVERRIDES", "{}"))
 
-# Celery. Default broker needs no server: kombu's filesystem transport in var/broker.
+# Celery. Default broker needs no server: kombu's filesystem transport in var/broker. Production: Redis
+# (redis://) or RabbitMQ (amqp://); RabbitMQ's consumer_timeout is a server setting (README).
 BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 12 * 3600),  # > the longest training (Redis)
 }
+# RabbitMQ only: AMQP heartbeats off. A solo-pool worker cannot send them while a task trains (its one thread
+# is busy), so RabbitMQ would close its connection after a minute or two and hand the task to another worker.
+CELERY_BROKER_HEARTBEAT = env_int("CELERY_BROKER_HEARTBEAT", 0)
 if CELERY_BROKER_URL.startswith("filesystem"):
     CELERY_BROKER_TRANSPORT_OPTIONS.update(
         {
