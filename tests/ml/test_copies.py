@@ -48,6 +48,16 @@ def test_augmented_copies_count_as_copies_of_their_photo(photos, thresholds):
         copies.build_reference(photos, augmented[60:])
 
 
+def test_a_denser_pool_with_augmented_copies_is_calibrated_with_them(photos):
+    """Augmented copies bring every image closer; a threshold calibrated without them would flag new photos."""
+    train, held = photos[:45], photos[45:]
+    augmented = augment_dataset(train, copies=6, seed=4)
+    with_aug = copies.calibrate(train, held, augmented=augmented)
+    assert with_aug.distance < copies.calibrate(train, held).distance
+    fresh = copies.detect(blobs(200, seed=2), copies.build_reference(train, augmented), with_aug)
+    assert fresh["share"] <= 0.05
+
+
 def test_exact_duplicates_in_the_data_do_not_collapse_the_threshold(photos):
     with_dupes = torch.cat([photos, photos[:5]])
     assert copies.calibrate(with_dupes, None, dedupe.duplicate_groups(with_dupes)).distance > copies.DUPLICATE_FLOOR

@@ -26,7 +26,8 @@ training photos, leaving out itself and its own near-duplicate group (a burst
 of shots of one thing says nothing about how close a new photo comes). The
 threshold is the 1 % quantile of a log-normal fitted to all of these values,
 so about 1 in 100 genuinely new photos would be called a copy, and every photo
-counts, not just the smallest.
+counts, not just the smallest (the empirical 1 % quantile is used instead where it is lower:
+some classes have a heavier tail of look-alikes than a log-normal).
 
 :func:`memorisation_test` is the data-copying test of Meehan et al. 2020 ("A
 Non-Parametric Test to Detect Data-Copying in Generative Models"): a
@@ -186,6 +187,15 @@ def lognormal_quantile(values: torch.Tensor, q: float) -> float:
     return math.exp(logs.mean().item() + z * spread)
 
 
+def lower_quantile(values: torch.Tensor, q: float) -> float:
+    """The smaller of the log-normal and the empirical ``q`` quantile.
+
+    The log-normal fit uses every value (steady); the empirical quantile guards against a
+    heavier lower tail than the fit has (classes with many look-alike photos, e.g. emoji).
+    """
+    return min(lognormal_quantile(values, q), torch.quantile(values.double(), q).item())
+
+
 @dataclass
 class CopyThresholds:
     """The two near-copy thresholds and how they were calibrated."""
@@ -201,12 +211,13 @@ class CopyThresholds:
 
 
 def calibrate(train: torch.Tensor, heldout: torch.Tensor | None = None,
-              groups: torch.Tensor | None = None) -> CopyThresholds:
+              groups: torch.Tensor | None = None, augmented: torch.Tensor | None = None) -> CopyThresholds:
     """Thresholds from every real photo measured against the training photos (leave-one-out).
 
-    Each photo, training and held-out alike, is measured against the training photos and their
-    mirrors, leaving out itself and its own near-duplicate group: the same pool a generated image
-    is measured against, so the 1 % quantile means what it says. ``groups``: [N] near-duplicate
+    Each photo, training and held-out alike, is measured against the training photos, their
+    mirrors and (``augmented``) their augmented copies, leaving out its own near-duplicate group
+    and all its copies: the same pool a generated image is measured against, so the 1 % quantile
+    means what it says (a denser pool, e.g. with augmented copies, brings every image closer). ``groups``: [N] near-duplicate
     group per photo of ``train`` then ``heldout`` (:func:`dedupe.duplicate_groups`); default: each its own.
     """
     real = train if heldout is None or not len(heldout) else torch.cat([train, heldout])
@@ -214,12 +225,12 @@ def calibrate(train: torch.Tensor, heldout: torch.Tensor | None = None,
         raise ValueError("need at least two real images to calibrate the copy threshold")
     groups = torch.arange(len(real)) if groups is None else groups
     exclude = groups[:, None] == groups[None, : len(train)]
-    found = nearest_photos(real, build_reference(train), exclude=exclude)
+    found = nearest_photos(real, build_reference(train, augmented), exclude=exclude)
     usable = torch.isfinite(found.distance) & (found.distance > DUPLICATE_FLOOR)
     if usable.sum() < 2:  # every photo a duplicate of another: only exact copies count
         return CopyThresholds(distance=DUPLICATE_FLOOR, ratio=0.0, calibration_images=0)
-    distance = lognormal_quantile(found.distance[usable], COPY_QUANTILE)
-    ratio = min(RATIO_CAP, lognormal_quantile(found.ratio[usable].clamp_min(1e-6), COPY_QUANTILE))
+    distance = lower_quantile(found.distance[usable], COPY_QUANTILE)
+    ratio = min(RATIO_CAP, lower_quantile(found.ratio[usable].clamp_min(1e-6), COPY_QUANTILE))
     return CopyThresholds(distance=max(distance, DUPLICATE_FLOOR), ratio=ratio, calibration_images=int(usable.sum()))
 
 

@@ -101,7 +101,7 @@ def build_reference(train: torch.Tensor, heldout: torch.Tensor | None = None,
         copy_reference=copies.build_reference(train, augmented),
         noise_threshold=noise,
         blank_threshold=blank,
-        copy_thresholds=copies.calibrate(train, heldout, duplicate_groups(real)),
+        copy_thresholds=copies.calibrate(train, heldout, duplicate_groups(real), augmented),
         calibration={"real_noise_q99": round(q99, 6),
                      "copy_reference_images": len(train) * 2 + (0 if augmented is None else len(augmented) - len(train))},
     )
