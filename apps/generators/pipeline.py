@@ -309,7 +309,8 @@ def _train(run: TrainingRun) -> None:
         resolution=generator.resolution,
         channels=generator.channels,
         preset=generator.preset,
-        image_count=len(images),
+        # The recipe follows the number of distinct photos, not photos plus their augmented copies.
+        image_count=len(load_tensors(work / PREPARED)["images"]),
         device=device,
         overrides=settings.SYNTHGEN_TRAINING_OVERRIDES.get(generator.kind, {}),
         options=generator.options,
@@ -350,6 +351,7 @@ def _evaluate(run: TrainingRun) -> None:
         train=load_tensors(work / PREPARED)["images"],
         heldout=load_tensors(work / HELDOUT)["images"],
         copies_grid=work / COPIES_GRID,
+        augmented=load_tensors(work / TRAINING)["images"] if run.generator.augment else None,
     )
     save_json_atomic(report, work / QUALITY)
 
@@ -376,6 +378,8 @@ def _register(run: TrainingRun) -> None:
     # The real images at the model's resolution: the reference for filtering at generation.
     shutil.copyfile(work / PREPARED, target / "reference.safetensors")
     shutil.copyfile(work / HELDOUT, target / "heldout.safetensors")
+    if generator.augment:  # copies of augmented images count as copies at generation too
+        shutil.copyfile(work / TRAINING, target / "augmented.safetensors")
     if (work / COPIES_GRID).exists():
         shutil.copyfile(work / COPIES_GRID, target / COPIES_GRID)
     quality = load_json(work / QUALITY)
