@@ -10,6 +10,7 @@ from PIL import Image
 from apps.datasets import services as dataset_services
 from apps.datasets.review import ImageFacts, dataset_warnings
 from apps.generation.models import GenerationJob
+from apps.generators.ml import registry
 from apps.generators.models import Generator, TrainingRun
 from apps.generators.presentation import quality_summary, stage_label
 
@@ -296,7 +297,7 @@ def test_a_diffusion_generator_page_asks_for_sampling_steps(logged_in, user):
                                          status=Generator.Status.READY)
     html = logged_in.get(reverse("generators:detail", args=[generator.pk])).content.decode()
     assert '<label for="id_steps">Sampling steps</label>' in html
-    assert 'name="steps" value="50"' in html  # the type's default
+    assert f'name="steps" value="{registry.get("ddim").default_sampling_steps}"' in html  # the type's default
 
 
 def test_owner_deletes_a_generator(logged_in, ready_generator):

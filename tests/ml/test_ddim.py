@@ -8,8 +8,9 @@ import torch
 
 from apps.generators.ml import registry
 from apps.generators.ml.ddim import DDIM
-from apps.generators.ml.ddim.sampler import ddim_sample, ddim_step, ddim_timesteps
-from apps.generators.ml.ddim.schedule import CosineSchedule, add_noise, predict_x0_eps, training_target
+from apps.generators.ml.ddim.sampler import ddim_sample, ddim_step, ddim_timesteps, dpmpp_2m_sample
+from apps.generators.ml.ddim.schedule import (CosineSchedule, add_noise, loss_weight, predict_x0_eps,
+                                              training_target)
 from apps.generators.ml.ddim.unet import UNet
 
 torch.set_num_threads(1)
@@ -118,6 +119,78 @@ def test_deterministic_ddim_with_the_exact_denoiser_returns_the_data_point(objec
     torch.testing.assert_close(out, target.expand(5, -1, -1, -1), atol=1e-4, rtol=0)
 
 
+def test_v_loss_weights():
+    """Min-SNR-gamma for v: the paper's min(snr, gamma) / (snr + 1), or min(snr + 1, gamma) / (snr + 1)."""
+    snr = torch.tensor([1e-9, 0.5, 4.0, 9.0, 1e4])
+    torch.testing.assert_close(loss_weight(snr, "v", 5.0), torch.minimum(snr, torch.tensor(5.0)) / (snr + 1))
+    torch.testing.assert_close(loss_weight(snr, "v", 5.0, plus_one=True),
+                               torch.tensor([1.0, 1.0, 1.0, 0.5, 5 / (1e4 + 1)]))
+    torch.testing.assert_close(loss_weight(snr, "v", None), torch.ones(5))
+
+
+@pytest.mark.parametrize("objective,steps", [("v", 1), ("v", 2), ("v", 7), ("v", 50), ("eps", 7)])
+def test_dpmpp_2m_with_the_exact_denoiser_returns_the_data_point(objective, steps):
+    """With a one-image data set every x0 prediction is that image: the solver must land on it."""
+    schedule = CosineSchedule(1000)
+    target = torch.linspace(-0.9, 0.9, 16).reshape(1, 1, 4, 4)
+
+    def exact(x_t, t):
+        a = schedule.alpha_bar_on("cpu")[t.long()].reshape(-1, 1, 1, 1)
+        eps = (x_t - a.sqrt() * target) / (1 - a).sqrt()
+        return eps if objective == "eps" else a.sqrt() * eps - (1 - a).sqrt() * target
+
+    out = dpmpp_2m_sample(exact, schedule, (5, 1, 4, 4), steps=steps, objective=objective,
+                          generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out, target.expand(5, -1, -1, -1), atol=1e-4, rtol=0)
+
+
+def _gaussian_problem(mu: float = 0.3, s: float = 0.5):
+    """Data ~ N(mu, s^2) per pixel: the ideal v-prediction and the ODE's end point are known exactly."""
+    schedule = CosineSchedule(1000)
+
+    def ideal(x_t, t):
+        a = schedule.alpha_bar_on("cpu")[t.long()].reshape(-1, 1, 1, 1)
+        al, si = a.sqrt(), (1 - a).sqrt()
+        x0 = mu + al * s * s / (al * al * s * s + si * si) * (x_t - al * mu)
+        return al * (x_t - al * x0) / si - si * x0
+
+    def solution(noise):  # the probability-flow ODE keeps (x_t - alpha mu) / std(x_t) constant
+        a = float(schedule.alpha_bar[-1])
+        return mu + s * (noise - math.sqrt(a) * mu) / math.sqrt(a * s * s + 1 - a)
+
+    return schedule, ideal, solution
+
+
+def test_dpmpp_2m_solves_the_ode_more_accurately_than_ddim_at_few_steps():
+    schedule, ideal, solution = _gaussian_problem()
+    shape = (2000, 1, 1, 1)
+    exact = solution(torch.randn(shape, generator=torch.Generator().manual_seed(0)))
+
+    def error(sampler, steps):
+        out = sampler(ideal, schedule, shape, steps=steps, objective="v", generator=torch.Generator().manual_seed(0),
+                      clip=False)
+        return float((out - exact).abs().mean())
+
+    for steps in (10, 20):
+        assert error(dpmpp_2m_sample, steps) < 0.4 * error(ddim_sample, steps)
+    assert error(dpmpp_2m_sample, 20) < 0.2 * error(dpmpp_2m_sample, 10)  # second order: error falls fast
+    assert error(dpmpp_2m_sample, 20) < error(ddim_sample, 50)
+
+
+def test_dpmpp_2m_equals_ddim_for_two_steps():
+    """Its first step is a DDIM step and the last one returns x0: with two steps they agree exactly."""
+    net = UNet(image_channels=1, resolution=8, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
+               attention_resolutions=(4,), head_channels=8, groups=4, patch_size=1).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.05)
+    schedule = CosineSchedule(1000)
+    kwargs = dict(steps=2, objective="v")
+    a = ddim_sample(net, schedule, (3, 1, 8, 8), generator=torch.Generator().manual_seed(4), **kwargs)
+    b = dpmpp_2m_sample(net, schedule, (3, 1, 8, 8), generator=torch.Generator().manual_seed(4), **kwargs)
+    torch.testing.assert_close(a, b)
+
+
 # ---------------------------------------------------------------- network
 
 
@@ -164,7 +237,10 @@ def test_small_sets_get_the_small_recipe_on_a_gpu_too():
 
 def test_registered_with_sampling_steps():
     cls = registry.get("ddim")
-    assert cls is DDIM and cls.uses_sampling_steps and cls.default_sampling_steps == 50
+    assert cls is DDIM and cls.uses_sampling_steps and cls.default_sampling_steps == 12
+    assert cls.default_sampler == "dpmpp2m"
+    config = cls.default_config(resolution=64, channels=3, preset="quick", image_count=150, device="cpu")
+    assert (config["sampler"], config["sampling_steps"]) == ("dpmpp2m", 12)  # generation and report alike
     assert ("ddim", DDIM.label) in registry.choices()
 
 
@@ -207,6 +283,57 @@ def test_eta_zero_sampling_is_deterministic_for_a_seed_and_differs_across_seeds(
     noisy_1 = gen.sample(4, seed=3, steps=5, eta=1.0)
     noisy_2 = gen.sample(4, seed=3, steps=5, eta=1.0)
     assert torch.equal(noisy_1, noisy_2)  # eta > 0 draws its noise from the seeded generator too
+
+
+def test_the_sampler_is_chosen_by_argument_or_config():
+    gen = DDIM(tiny_config(), device="cpu")
+    _perturb(gen)
+    assert gen.config["sampler"] == DDIM.default_sampler == "dpmpp2m"
+    dpm = gen.sample(4, seed=3, steps=5)
+    assert torch.equal(dpm, gen.sample(4, seed=3, steps=5, sampler="dpmpp2m"))
+    ddim = gen.sample(4, seed=3, steps=5, sampler="ddim")
+    assert not torch.equal(dpm, ddim)
+    as_ddim = DDIM({**gen.config, "sampler": "ddim"}, device="cpu")
+    as_ddim.ema.load_state_dict(gen.ema.state_dict())
+    assert torch.equal(as_ddim.sample(4, seed=3, steps=5), ddim)
+    legacy = {k: v for k, v in gen.config.items() if k != "sampler"}  # saved before samplers were selectable
+    assert DDIM(legacy, device="cpu").sample(1, seed=0, steps=2).shape == (1, 1, 8, 8)
+    with pytest.raises(ValueError):
+        gen.sample(2, seed=0, steps=3, sampler="euler")
+    with pytest.raises(ValueError):
+        DDIM({**gen.config, "sampler": "euler"}, device="cpu")
+    with pytest.raises(ValueError):  # stochastic sampling is DDIM's
+        gen.sample(2, seed=0, steps=3, sampler="dpmpp2m", eta=1.0)
+
+
+def _weights(gen: DDIM) -> list[torch.Tensor]:
+    return [t.clone() for t in (*gen.model.state_dict().values(), *gen.ema.state_dict().values())]
+
+
+def test_training_is_reproducible_for_a_seed_with_dropout(tmp_path):
+    """Batches, noise, timesteps and dropout all come from the seed; the caller's RNG is left alone."""
+    images = tiny_images(16)
+    config = tiny_config(dropout=0.2, total_steps=8, checkpoint_every=4, report_every=2)
+
+    def run(name: str, seed: int, stop_at: int | None = None, gen: DDIM | None = None) -> DDIM:
+        gen = gen or DDIM({**config, "seed": seed}, device="cpu")
+        gen.train(images, checkpoint_dir=tmp_path / name,
+                  should_stop=(lambda: gen.step >= stop_at) if stop_at else None)
+        return gen
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = _weights(run("a", seed=7))
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(456)  # a different global state must not matter
+    second = _weights(run("b", seed=7))
+    assert all(torch.equal(x, y) for x, y in zip(first, second))
+    other = _weights(run("c", seed=8))
+    assert not all(torch.equal(x, y) for x, y in zip(first, other))
+    # Stopped at a checkpoint and resumed in a fresh instance: the same weights as in one go.
+    run("d", seed=7, stop_at=4)
+    resumed = _weights(run("d", seed=7))
+    assert all(torch.equal(x, y) for x, y in zip(first, resumed))
 
 
 def _perturb(gen: DDIM) -> None:

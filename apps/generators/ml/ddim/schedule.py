@@ -90,16 +90,26 @@ def predict_x0_eps(
     raise ValueError(f"unknown objective {objective!r}; use one of {OBJECTIVES}")
 
 
-def loss_weight(snr: torch.Tensor, objective: str, min_snr_gamma: float | None) -> torch.Tensor:
+def loss_weight(snr: torch.Tensor, objective: str, min_snr_gamma: float | None,
+                plus_one: bool = False) -> torch.Tensor:
     """Per-image weight of the squared error (Min-SNR-gamma, Hang et al. 2023).
 
     Min-SNR caps the weight of nearly clean steps, which otherwise dominate and
     slow training down; the paper reports about 3x faster convergence. With no
     gamma every step weighs 1.
+
+    For v-prediction the paper's weight is ``min(snr, gamma) / (snr + 1)`` (the
+    x0 error weighted by ``min(snr, gamma)``); it tends to 0 at high noise.
+    ``plus_one`` uses ``min(snr + 1, gamma) / (snr + 1)`` instead: 1 at every
+    step noisier than ``snr = gamma - 1``. Measured on 150 sandals (two training
+    seeds at 32 px, one at 64 px; bench/README.md), ``plus_one`` gave a worse
+    held-out KID (DPM-Solver++ 20 steps at 32 px: 494 vs 450 x 1e-3) and less
+    varied images, so the paper's weight stays the default.
     """
     if not min_snr_gamma:
         return torch.ones_like(snr)
-    capped = snr.clamp(max=min_snr_gamma)
     if objective == "v":
-        return capped / (snr + 1)
-    return capped / snr.clamp(min=1e-8)
+        if plus_one:
+            return (snr + 1).clamp(max=min_snr_gamma) / (snr + 1)
+        return snr.clamp(max=min_snr_gamma) / (snr + 1)
+    return snr.clamp(max=min_snr_gamma) / snr.clamp(min=1e-8)

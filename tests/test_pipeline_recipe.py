@@ -1,0 +1,56 @@
+"""The train stage chooses the recipe from the number of distinct photos, not photos plus augmented copies."""
+import pytest
+import torch
+
+from apps.core.files import run_work_dir
+from apps.generators import pipeline
+from apps.generators.ml import registry
+from apps.generators.ml.base import TrainResult
+from apps.generators.ml.checkpoint import save_tensors_atomic
+from apps.generators.ml.ddim import DDIM
+from apps.generators.models import Generator, TrainingRun
+
+pytestmark = pytest.mark.django_db
+
+
+class NoTraining(DDIM):
+    """DDIM's config and model, without the training (only the chosen config matters here)."""
+
+    trained_on: list[int] = []
+
+    def train(self, images, *, checkpoint_dir, on_progress=None, should_stop=None):
+        self.trained_on.append(len(images))
+        return TrainResult(steps=self.config["total_steps"], seconds=0.0)
+
+    def save(self, directory):
+        pass
+
+
+def config_chosen(user, monkeypatch, *, augment: bool, photos: int = 150) -> tuple[dict, int]:
+    """Run prepare's output through the augment and train stages; the config train chose, and the images it saw."""
+    generator = Generator.objects.create(owner=user, name="sandals", kind="ddim", resolution=32, channels=1,
+                                         preset="quick", augment=augment)
+    run = TrainingRun.objects.create(generator=generator, status=TrainingRun.Status.RUNNING, stage="augment",
+                                     image_count=photos)
+    work = run_work_dir(run.pk)
+    work.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    save_tensors_atomic({"images": torch.randint(0, 256, (photos, 1, 32, 32), dtype=torch.uint8, generator=g)},
+                        work / pipeline.PREPARED)
+    pipeline._augment(run)
+    monkeypatch.setattr(pipeline.registry, "get", lambda kind: NoTraining)
+    pipeline._train(TrainingRun.objects.get(pk=run.pk))
+    return Generator.objects.get(pk=generator.pk).config, NoTraining.trained_on[-1]
+
+
+def test_150_augmented_photos_get_the_recipe_of_150_photos(user, monkeypatch, settings):
+    settings.SYNTHGEN_TRAINING_OVERRIDES = {}
+    plain, plain_seen = config_chosen(user, monkeypatch, augment=False)
+    augmented, augmented_seen = config_chosen(user, monkeypatch, augment=True)
+    assert plain_seen == 150 and augmented_seen > 900  # the model still trains on the augmented copies
+    assert augmented == plain
+    assert plain["image_count"] == 150
+    # Sensitive: the augmented count would have chosen another recipe (more steps, less dropout).
+    as_if_counted = registry.get("ddim").default_config(resolution=32, channels=1, preset="quick",
+                                                        image_count=augmented_seen, device="cpu")
+    assert (as_if_counted["total_steps"], as_if_counted["dropout"]) != (plain["total_steps"], plain["dropout"])
