@@ -3,8 +3,9 @@
 Both sides train the same U-Net size (same widths, depth, attention levels,
 resolution and batch) on random images already on the device:
 
-* ours:      ``DDIM.train_step`` - the exact step the generator type trains with
-             (bf16 autocast, channels-last, torch.compile, fused AdamW, EMA);
+* ours:      ``DDIM.training_step`` and the shared trainer's EMA update - the exact step
+             the generator type trains with (bf16 autocast, channels-last, torch.compile,
+             fused AdamW, EMA);
 * diffusers: ``UNet2DModel`` + ``DDPMScheduler`` with the recipe of diffusers'
              unconditional training example: bf16 autocast (what accelerate's
              mixed precision does), AdamW, gradient clipping, ``EMAModel``.
@@ -19,6 +20,7 @@ dense bf16 peak that those FLOPs/s reach. Only the ML package is imported (no Dj
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -136,6 +138,7 @@ def bench_ours(args) -> dict:
     config = our_config(args)
     torch.manual_seed(0)
     gen = DDIM(config, device=args.device)
+    parts = gen.training_parts()
     r, c = args.resolution, args.channels
     data = torch.rand(1024, c, r, r, device=args.device) * 2 - 1
     rng = torch.Generator(args.device).manual_seed(0)
@@ -143,13 +146,20 @@ def bench_ours(args) -> dict:
     with gen._autocast():
         flops = flops_per_image(lambda: gen.model(x, torch.tensor([10.0, 500.0], device=args.device)))
     gen.model.zero_grad(set_to_none=True)
+    steps = itertools.count()
+
+    def step() -> None:  # what the trainer runs per step, less its per-step reseeding (microseconds)
+        index = next(steps)
+        gen.training_step(parts, data, index, rng)
+        parts.ema.update(gen.model, index)
+
     compile_start = time.perf_counter()
-    gen.train_step(gen._batch(data, rng), rng)
+    step()
     sync(args.device)
     first_step = time.perf_counter() - compile_start
-    seconds = timed(lambda: gen.train_step(gen._batch(data, rng), rng), args.steps, args.warmup, args.device)
+    seconds = timed(step, args.steps, args.warmup, args.device)
     mode = f", {args.compile_mode}" if args.compile_mode and config["compile"] else ""
-    return {"name": f"ours (DDIM.train_step{mode})", "params": gen.parameter_count(), "flops": flops,
+    return {"name": f"ours (DDIM.training_step{mode})", "params": gen.parameter_count(), "flops": flops,
             "images_per_s": args.batch / seconds, "first_step_s": first_step, "compile": config["compile"]}
 
 

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from apps.generators.ml import registry
+from apps.generators.ml.config import ConfigError
 from apps.generators.ml.ddim import DDIM
+from apps.generators.ml.ddim.config import DDIMConfig
 from apps.generators.ml.ddim.sampler import ddim_sample, ddim_step, ddim_timesteps, dpmpp_2m_sample
 from apps.generators.ml.ddim.schedule import (CosineSchedule, add_noise, loss_weight, predict_x0_eps,
                                               training_target)
@@ -330,8 +332,8 @@ def test_training_is_reproducible_for_a_seed_with_dropout(tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(first, second))
     other = _weights(run("c", seed=8))
     assert not all(torch.equal(x, y) for x, y in zip(first, other))
-    # Stopped at a checkpoint and resumed in a fresh instance: the same weights as in one go.
-    run("d", seed=7, stop_at=4)
+    # Stopped between two checkpoints and resumed in a fresh instance: the same weights as in one go.
+    run("d", seed=7, stop_at=5)
     resumed = _weights(run("d", seed=7))
     assert all(torch.equal(x, y) for x, y in zip(first, resumed))
 
@@ -354,47 +356,28 @@ def test_save_then_load_gives_the_same_samples(tmp_path):
     assert torch.equal(gen.sample(4, seed=11, steps=4), loaded.sample(4, seed=11, steps=4))
 
 
-def test_checkpoint_grid_and_resume_continue_at_the_saved_step(tmp_path):
-    images = tiny_images(16)
-    first = DDIM(tiny_config(total_steps=8, checkpoint_every=4, report_every=2), device="cpu")
-    stop_after = {"step": 4}
-    reports = []
-
-    def on_progress(p):
-        reports.append(p)
-
-    result = first.train(images, checkpoint_dir=tmp_path, on_progress=on_progress,
-                         should_stop=lambda: first.step >= stop_after["step"])
-    assert result.stopped_early and result.steps == 4
-    assert reports[-1].checkpointed and reports[-1].sample_grid.exists()
-    assert (tmp_path / "checkpoint.safetensors").exists()
-
-    second = DDIM(tiny_config(total_steps=8, checkpoint_every=4, report_every=2), device="cpu")
-    resumed = []
-    result = second.train(images, checkpoint_dir=tmp_path, on_progress=resumed.append)
-    assert [r.step for r in resumed] == [6, 8]
-    assert result.steps == 8 and not result.stopped_early
-    # The optimizer state came back: Adam counted 4 steps before the stop and 4 after.
-    state = next(iter(second.optimizer.state.values()))
-    assert int(state["step"]) == 8
+def test_typed_config_checks_ddim_settings_and_loads_older_configs():
+    config = DDIMConfig.from_preset(resolution=32, channels=1, preset="quick", image_count=150)
+    assert config.to_dict() == DDIM.default_config(resolution=32, channels=1, preset="quick", image_count=150)
+    changed = config.replace(sampler="ddim", channel_mults=[1, 2], min_snr_gamma=None, compile_mode="reduce-overhead")
+    assert (changed.sampler, changed.channel_mults, changed.min_snr_gamma) == ("ddim", [1, 2], None)
+    with pytest.raises(ConfigError) as error:
+        config.replace(sampler="euler", objective="x0", channel_mults=[1, "2"], patch_size=3, dropout=2)
+    problems = " ".join(error.value.problems)
+    assert "'sampler' must be one of 'ddim', 'dpmpp2m'." in problems
+    assert "'objective' must be one of 'v', 'eps'." in problems
+    assert "'channel_mults' must be like [1, 2, 2]" in problems and "'patch_size' must be one of 1, 2, 4." in problems
+    assert "'dropout' must be between 0 and 0.9." in problems
+    # A config saved before the sampler settings existed, with a key only tiny test models use.
+    older = {k: v for k, v in tiny_config().items() if k not in ("sampler", "cpu_sampling_bf16", "min_snr_plus_one")}
+    loaded = DDIMConfig.from_dict(older)
+    assert loaded.sampler == "dpmpp2m" and loaded.cpu_sampling_bf16 and loaded["groups"] == 4
 
 
-def test_resume_restores_weights_exactly(tmp_path):
-    images = tiny_images(16)
-    gen = DDIM(tiny_config(total_steps=4, checkpoint_every=4), device="cpu")
-    gen.train(images, checkpoint_dir=tmp_path)
-    restored = DDIM(tiny_config(total_steps=4, checkpoint_every=4), device="cpu")
-    assert restored.load_checkpoint(tmp_path) == 4
-    for a, b in zip(gen.model.state_dict().values(), restored.model.state_dict().values()):
-        assert torch.equal(a, b)
-    for a, b in zip(gen.ema.state_dict().values(), restored.ema.state_dict().values()):
-        assert torch.equal(a, b)
-    sa = gen.optimizer.state_dict()["state"][0]
-    sb = restored.optimizer.state_dict()["state"][0]
-    assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
-
-
-def test_rejects_images_of_the_wrong_shape(tmp_path):
-    gen = DDIM(tiny_config(), device="cpu")
-    with pytest.raises(ValueError):
-        gen.train(torch.zeros(4, 3, 8, 8), checkpoint_dir=tmp_path)
+def test_the_trainer_checkpoint_holds_the_ddim_architecture(tmp_path):
+    """The loop, cancel, resume and checkpoints are tested once in test_trainer.py; here: DDIM's keys."""
+    DDIM(tiny_config(total_steps=4), device="cpu").train(tiny_images(16), checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="another architecture"):
+        DDIM(tiny_config(total_steps=8, base_channels=16), device="cpu").train(tiny_images(16), checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="another architecture"):
+        DDIM(tiny_config(total_steps=8, objective="eps"), device="cpu").train(tiny_images(16), checkpoint_dir=tmp_path)

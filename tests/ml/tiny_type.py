@@ -79,7 +79,7 @@ class TinyType(GeneratorType):
         with torch.no_grad():
             return to_uint8(parts.sampler.eval()(noise.to(self.device)))
 
-    def finish_training(self, parts):
+    def finish_training(self, parts, step):
         self.decoder = parts.sampler.eval()
 
     # ------------------------------------------------------------ sampling and files

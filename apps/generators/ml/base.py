@@ -144,8 +144,9 @@ class GeneratorType(ABC):
         """The warnings a finished run returns: by default those of its newest check."""
         return list(latest)
 
-    def finish_training(self, parts: "TrainingParts") -> None:
-        """Take the trained networks over for sampling and saving (called when training returns)."""
+    def finish_training(self, parts: "TrainingParts", step: int) -> None:
+        """Take the trained networks over for sampling and saving; called when training returns,
+        after ``step`` steps in all."""
 
     @abstractmethod
     def sample(self, n: int, *, seed: int, steps: int | None = None, batch_size: int = 256) -> torch.Tensor:

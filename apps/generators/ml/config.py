@@ -106,7 +106,8 @@ class TrainingConfig(MutableMapping):
         """(None, the value as stored) when ``value`` suits the setting ``key``, else (the problem, None)."""
         known = self.settings()
         if key not in known:
-            return f"'{key}' is not a setting of {self.kind_key or type(self).__name__}; known: {', '.join(sorted(known))}.", None
+            kind = self.kind_key or type(self).__name__
+            return f"'{key}' is not a setting of {kind}; known: {', '.join(sorted(known))}.", None
         current = getattr(self, key)
         ok, value = _coerce(_hints(type(self))[key], value)
         if not ok:
@@ -226,8 +227,8 @@ def _number(value: float | None) -> str:
 
 # ---------------------------------------------------------------- what the app builds configs with
 
-_COMMON = {f.name: f for f in dataclasses.fields(TrainingConfig) if f.name in ("total_steps", "batch_size",
-                                                                                "checkpoint_every", "report_every", "seed")}
+_COMMON_NAMES = ("total_steps", "batch_size", "checkpoint_every", "report_every", "seed")
+_COMMON = {f.name: f for f in dataclasses.fields(TrainingConfig) if f.name in _COMMON_NAMES}
 STANDARD_REQUEST = dict(resolution=64, channels=3, preset="standard", image_count=500, device="cpu")
 
 

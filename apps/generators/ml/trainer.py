@@ -49,7 +49,8 @@ def prepare_images(images: torch.Tensor, *, channels: int, resolution: int,
     """Training images checked for shape, as float [-1, 1] on ``device`` (uint8 [0, 255] is scaled)."""
     expected = (channels, resolution, resolution)
     if images.ndim != 4 or tuple(images.shape[1:]) != expected:
-        raise ValueError(f"expected images shaped [N, {channels}, {resolution}, {resolution}], got {tuple(images.shape)}")
+        raise ValueError(f"expected images shaped [N, {channels}, {resolution}, {resolution}], "
+                         f"got {tuple(images.shape)}")
     if images.shape[0] == 0:
         raise ValueError("no training images")
     data = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
@@ -114,7 +115,7 @@ class Trainer:
         self.on_progress = on_progress
         with torch.random.fork_rng(devices=self._cuda_devices()):
             stopped = self._loop(parts, state, data, should_stop)
-        self.type.finish_training(parts)
+        self.type.finish_training(parts, state.step)
         return TrainResult(
             steps=state.step,
             seconds=state.seconds,

@@ -181,7 +181,7 @@ class DCGAN(GeneratorType):
             return [f"{earlier[-1]}; the samples became varied again by the end of training"]
         return []
 
-    def finish_training(self, parts: TrainingParts) -> None:
+    def finish_training(self, parts: TrainingParts, step: int) -> None:
         self.netG = parts.sampler.eval()
 
     # ------------------------------------------------------------ sampling, save, load

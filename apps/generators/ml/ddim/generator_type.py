@@ -5,74 +5,37 @@ on a cosine schedule, AdamW with warm-up and cosine decay, and EMA weights for
 sampling. On CUDA it runs in bf16 autocast, channels-last, optionally through
 ``torch.compile``, and never reads a value back to the host inside the loop
 (losses are summed on the device and read at progress reports only). All of a
-run's randomness comes from its seed, so the same seed trains the same weights.
+run's randomness comes from its seed (the trainer reseeds every step from the seed and the step),
+so the same seed trains the same weights, resumed or not.
 
 Sampling uses DPM-Solver++(2M) by default (config ``sampler``; ``"ddim"`` is the
 other), with the network in bf16 on a CPU that computes in bf16 natively.
 
-Files in ``checkpoint_dir`` while training:
-    checkpoint.safetensors  model, EMA and optimizer tensors; the step in its metadata
-    checkpoint.json         the config and step, for people and tools
-    samples_<step>.png      a grid of EMA samples at each checkpoint
+Training runs in the shared :mod:`..trainer` (loop, reports, checkpoints, resume, reseeding, EMA,
+grids); this module supplies the U-Net and its optimizer, one denoising step and the grid samples.
 Files written by :meth:`DDIM.save`: ``weights.safetensors`` (EMA weights) and ``config.json``.
 """
 from __future__ import annotations
 
 import contextlib
 import math
-import time
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from torch import nn
 
-from ..base import PRESETS, GeneratorType, ProgressCallback, StopCheck, TrainProgress, TrainResult
-from ..checkpoint import flatten_state, load_json, load_tensors, save_json_atomic, save_tensors_atomic
-from ..images import save_grid
+from ..base import GeneratorType
+from ..checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
+from ..ema import EMA
 from ..registry import register
-from .ema import EMA
+from ..trainer import TrainingParts
+from .config import DEFAULT_SAMPLER, DEFAULT_SAMPLING_STEPS, DDIMConfig
 from .sampler import SAMPLERS, run_sampler
 from .schedule import CosineSchedule, add_noise, loss_weight, training_target
 from .unet import build_unet
 
-CHECKPOINT_FILE = "checkpoint.safetensors"
-CHECKPOINT_JSON = "checkpoint.json"
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"
-
-# Training length per preset, in optimizer steps, for about 150 images.
-# CPU: quick is about 12 CPU-minutes on one core (recognisable sandals at 32 px, see bench/README.md);
-# GPU: minutes on one H100.
-CPU_STEPS = {"quick": 1500, "standard": 4000, "long": 10000}
-GPU_STEPS = {"quick": 4000, "standard": 12000, "long": 30000}
-
-# Below this many images the small recipe (model, batch, learning rate, steps) is used on every
-# device. The DDPM-sized GPU model memorises small sets: on an H200, 2,000 steps of 128 on 150
-# sandals (about 1,700 epochs) gave 39.9 % near-copies, where the small recipe (1,500 steps of 32,
-# 320 epochs) gave none on the CPU. A GPU still runs it in bf16, channels-last and compiled.
-SMALL_DATASET = 300
-
-
-def _dataset_factor(image_count: int) -> float:
-    """More images carry more to learn (and copy less): train longer on them."""
-    if image_count < 300:
-        return 1.0
-    if image_count < 700:
-        return 1.5
-    return 2.0
-
-
-def _model_shape(resolution: int, on_gpu: bool) -> dict:
-    """U-Net width and depth for a resolution: small and patched on a CPU, DDPM-sized on a GPU."""
-    if on_gpu:
-        mults = {32: [1, 2, 2, 2], 64: [1, 2, 3, 4], 128: [1, 1, 2, 3, 4]}.get(resolution, [1, 2, 2])
-        return dict(base_channels=128, channel_mults=mults, num_res_blocks=2, attention_resolutions=[16, 8],
-                    patch_size=1, head_channels=64)
-    # 2x2 patches: a 32 px image is a 16x16 map inside the network.
-    mults = {32: [1, 2, 2], 64: [1, 2, 2, 2], 128: [1, 1, 2, 2, 2]}.get(resolution, [1, 2])
-    return dict(base_channels=48, channel_mults=mults, num_res_blocks=1, attention_resolutions=[8, 4],
-                patch_size=2 if resolution >= 16 else 1, head_channels=48)
 
 
 @register
@@ -86,81 +49,39 @@ class DDIM(GeneratorType):
         "Slower than a GAN but more reliable and more varied; more sampling steps give cleaner images."
     )
     uses_sampling_steps = True
-    # DPM-Solver++(2M) at 12 steps matched DDIM at 50 steps in held-out KID on 150 sandals (32 px, two
-    # training seeds; at 64 px 10 steps already did); 15-20 steps beat DDIM 50. See bench/README.md.
-    default_sampler = "dpmpp2m"
-    default_sampling_steps = 12
+    default_sampler = DEFAULT_SAMPLER  # see .config
+    default_sampling_steps = DEFAULT_SAMPLING_STEPS
     # On 150 sandals, standard (about 850 epochs) gave 11.2 % near-copies, quick none (bench/README.md).
     small_set_preset = "quick"
+    architecture_keys = ("resolution", "channels", "base_channels", "channel_mults", "num_res_blocks",
+                         "attention_resolutions", "head_channels", "groups", "patch_size", "objective", "timesteps")
 
-    # ------------------------------------------------------------------ config
-
-    @classmethod
-    def default_config(
-        cls, *, resolution: int, channels: int, preset: str, image_count: int, device: str = "cpu"
-    ) -> dict:
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; use one of {PRESETS}")
-        on_gpu = torch.device(device).type == "cuda"
-        big = on_gpu and image_count >= SMALL_DATASET  # the DDPM-sized recipe
-        steps = (GPU_STEPS if big else CPU_STEPS)[preset]
-        total_steps = int(round(steps * _dataset_factor(image_count) / 100)) * 100
-        return {
-            "resolution": resolution,
-            "channels": channels,
-            "preset": preset,
-            "image_count": image_count,
-            **_model_shape(resolution, big),
-            "dropout": 0.1 if image_count < 500 else 0.05,
-            "timesteps": 1000,
-            "schedule_shift": 32 / resolution if resolution > 32 else 1.0,
-            "objective": "v",
-            "min_snr_gamma": 5.0,
-            # True: min(snr + 1, gamma) / (snr + 1) for v (full weight at high noise); measured worse on
-            # held-out KID than the paper's min(snr, gamma) / (snr + 1) (schedule.loss_weight).
-            "min_snr_plus_one": False,
-            "total_steps": total_steps,
-            "batch_size": (128 if resolution <= 64 else 64) if big else 32,
-            "learning_rate": 2e-4 if big else 1e-3,
-            "warmup_steps": 200 if big else 100,
-            "final_lr_fraction": 0.1,  # cosine decay to this share of the peak
-            "weight_decay": 0.01,
-            "grad_clip": 1.0,
-            "ema_decay": 0.999 if big else 0.995,
-            "hflip": True,
-            "checkpoint_every": max(100, total_steps // 10),
-            "report_every": 50 if on_gpu else 10,
-            "grid_images": 64,
-            "grid_steps": cls.default_sampling_steps,
-            "sampler": cls.default_sampler,  # "dpmpp2m" (DPM-Solver++(2M)) or "ddim"
-            "sampling_steps": cls.default_sampling_steps,
-            "amp_bf16": on_gpu,
-            # Sampling on a CPU with bf16 instructions (AVX512-BF16 or AMX) runs the U-Net in bf16
-            # autocast (the sampler's update stays float32): 1.6-2x faster at equal KID (bench/README.md).
-            "cpu_sampling_bf16": True,
-            "channels_last": on_gpu,
-            "compile": on_gpu,
-            "compile_mode": None,
-            "seed": 0,
-        }
+    config_class = DDIMConfig
+    config: DDIMConfig
 
     # ------------------------------------------------------------------ setup
 
     def __init__(self, config: dict, device: str | torch.device = "cpu"):
         super().__init__(config, device)
-        if config.get("sampler", self.default_sampler) not in SAMPLERS:
-            raise ValueError(f"unknown sampler {config['sampler']!r}; use one of {SAMPLERS}")
-        self.schedule = CosineSchedule(config["timesteps"], shift=config.get("schedule_shift", 1.0))
-        with torch.random.fork_rng(devices=[]):  # the same seed gives the same initial weights
-            torch.manual_seed(int(config.get("seed", 0)))
-            self.model = build_unet(config).to(self.device)
-        if self._channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.ema = EMA(self.model, config["ema_decay"])
+        if self.config.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.config.sampler!r}; use one of {SAMPLERS}")
+        self.schedule = CosineSchedule(self.config.timesteps, shift=self.config.schedule_shift)
         self._alpha_bar = self.schedule.alpha_bar_on(self.device)  # float32 [T] on the device
-        self.step = 0
+        self._use(self._build_model())
+        self.step = 0  # optimizer steps taken (kept up to date while training)
         self.optimizer: torch.optim.Optimizer | None = None
-        self._loss_fn = None
+
+    def _build_model(self) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):  # the same seed gives the same initial weights
+            torch.manual_seed(self.config.seed)
+            model = build_unet(self.config).to(self.device)
+        return model.to(memory_format=torch.channels_last) if self._channels_last else model
+
+    def _use(self, model: nn.Module, ema: EMA | None = None) -> None:
+        """Train and sample with ``model`` and its average ``ema`` (a fresh one when left out)."""
+        self.model = model
+        self.ema = ema or EMA(model, self.config.ema_decay)
+        self._loss_fn = None  # compiled for the previous model
         self._sample_denoiser = None
 
     @property
@@ -169,43 +90,36 @@ class DDIM(GeneratorType):
 
     @property
     def _channels_last(self) -> bool:
-        return self._cuda and self.config.get("channels_last", False)
+        return self._cuda and self.config.channels_last
 
     def _autocast(self):
-        if self._cuda and self.config.get("amp_bf16", False):
+        if self._cuda and self.config.amp_bf16:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _sampling_autocast(self):
         """The network's precision while sampling: as training on CUDA; bf16 on a CPU that has it."""
-        if self.device.type == "cpu" and self.config.get("cpu_sampling_bf16", True) and cpu_has_bf16():
+        if self.device.type == "cpu" and self.config.cpu_sampling_bf16 and cpu_has_bf16():
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return self._autocast()
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
-    def _ensure_optimizer(self) -> torch.optim.Optimizer:
-        if self.optimizer is None:
-            extra = {"fused": True} if self._cuda else {}
-            self.optimizer = torch.optim.AdamW(
-                self.model.parameters(),
-                lr=self.config["learning_rate"],
-                betas=(0.9, 0.99),
-                weight_decay=self.config.get("weight_decay", 0.0),
-                **extra,
-            )
-        return self.optimizer
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        extra = {"fused": True} if self._cuda else {}
+        return torch.optim.AdamW(self.model.parameters(), lr=self.config.learning_rate, betas=(0.9, 0.99),
+                                 weight_decay=self.config.weight_decay, **extra)
 
     def learning_rate_at(self, step: int) -> float:
         """Linear warm-up, then cosine decay to ``final_lr_fraction`` of the peak at ``total_steps``."""
-        peak = self.config["learning_rate"]
-        warmup = self.config.get("warmup_steps", 0)
+        peak = self.config.learning_rate
+        warmup = self.config.warmup_steps
         if step < warmup:
             return peak * (step + 1) / warmup
-        span = max(1, self.config["total_steps"] - warmup)
+        span = max(1, self.config.total_steps - warmup)
         progress = min(1.0, (step - warmup) / span)
-        floor = self.config.get("final_lr_fraction", 0.1)
+        floor = self.config.final_lr_fraction
         return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
     # ------------------------------------------------------------------ training
@@ -216,166 +130,73 @@ class DDIM(GeneratorType):
         x_t = add_noise(x0, noise, alpha_bar)
         with self._autocast():
             out = self.model(x_t, t.float())
-        objective = self.config["objective"]
+        objective = self.config.objective
         target = training_target(x0, noise, alpha_bar, objective)
         per_image = (out.float() - target).pow(2).mean(dim=(1, 2, 3))
-        weight = loss_weight(alpha_bar / (1 - alpha_bar), objective, self.config.get("min_snr_gamma"),
-                             plus_one=self.config.get("min_snr_plus_one", False))
+        weight = loss_weight(alpha_bar / (1 - alpha_bar), objective, self.config.min_snr_gamma,
+                             plus_one=self.config.min_snr_plus_one)
         return (weight * per_image).mean()
 
     def _compiled_loss(self):
         if self._loss_fn is None:
-            if self.config.get("compile", False):
+            if self.config.compile:
                 # mode: None (inductor's default) or e.g. "reduce-overhead" (CUDA graphs).
-                self._loss_fn = torch.compile(self.loss, mode=self.config.get("compile_mode"))
+                self._loss_fn = torch.compile(self.loss, mode=self.config.compile_mode)
             else:
                 self._loss_fn = self.loss
         return self._loss_fn
 
-    def train_step(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One optimizer step on the batch ``x0`` (on the device); returns the loss, still on the device."""
-        optimizer = self._ensure_optimizer()
+    # ------------------------------------------------------------------ hooks of the shared trainer
+
+    def training_parts(self) -> TrainingParts:
+        self._use(self._build_model())
+        self.optimizer = self._new_optimizer()
+        self.step = 0
+        return TrainingParts(networks={"model": self.model}, optimizers={"model": self.optimizer}, ema=self.ema,
+                             ema_of="model")
+
+    def training_step(self, parts: TrainingParts, data: torch.Tensor, step: int,
+                      rng: torch.Generator) -> dict[str, torch.Tensor]:
+        """One optimizer step on a random batch; the loss stays on the device."""
+        x0 = self._batch(data, rng)
         self.model.train()
         if self._channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
-        t = torch.randint(0, self.schedule.timesteps, (x0.shape[0],), device=x0.device, generator=generator)
-        noise = torch.randn(x0.shape, device=x0.device, generator=generator)
+        t = torch.randint(0, self.schedule.timesteps, (x0.shape[0],), device=x0.device, generator=rng)
+        noise = torch.randn(x0.shape, device=x0.device, generator=rng)
         if self._channels_last:
             noise = noise.contiguous(memory_format=torch.channels_last)
-        if self.config.get("compile") and self.config.get("compile_mode") == "reduce-overhead":
+        if self.config.compile and self.config.compile_mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()  # a new iteration: earlier graph outputs may be reused
         loss = self._compiled_loss()(x0, t, noise)
         loss.backward()
-        if self.config.get("grad_clip"):
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config["grad_clip"], foreach=True)
-        lr = self.learning_rate_at(self.step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        self.ema.update(self.model, self.step)
-        self.step += 1
-        return loss.detach()
+        if self.config.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip, foreach=True)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate_at(step)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step = step + 1
+        return {"loss": loss.detach()}
+
+    def grid_samples(self, parts: TrainingParts, step: int) -> torch.Tensor:
+        """EMA samples from a fixed seed, with the grid's (fewer) sampling steps."""
+        return self.sample(self.config.grid_images, seed=1234, steps=self.config.grid_steps,
+                           batch_size=self.config.grid_images)
+
+    def finish_training(self, parts: TrainingParts, step: int) -> None:
+        self.step = step
+        self.ema.model.eval()
 
     def _batch(self, data: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """A random batch (with replacement) from ``data`` on the device, half of it mirrored."""
-        size = self.config["batch_size"]
+        size = self.config.batch_size
         index = torch.randint(0, data.shape[0], (size,), device=data.device, generator=generator)
         batch = data[index]
-        if self.config.get("hflip", False):
+        if self.config.hflip:
             flip = torch.rand(size, device=data.device, generator=generator) < 0.5
             batch = torch.where(flip[:, None, None, None], batch.flip(3), batch)
         return batch
-
-    def train(
-        self,
-        images: torch.Tensor,
-        *,
-        checkpoint_dir: Path,
-        on_progress: ProgressCallback | None = None,
-        should_stop: StopCheck | None = None,
-    ) -> TrainResult:
-        checkpoint_dir = Path(checkpoint_dir)
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        self._check_images(images)
-        self._ensure_optimizer()
-        if (checkpoint_dir / CHECKPOINT_FILE).exists():
-            self.load_checkpoint(checkpoint_dir)
-        total = self.config["total_steps"]
-        report_every = self.config.get("report_every", 10)
-        every = self.config["checkpoint_every"]
-        data = images.to(self.device, torch.float32)
-        # All randomness (batches, noise, steps and dropout) is reseeded from the seed and the step at the
-        # start and after every checkpoint, so a run is the same for a seed, resumed or not. The global
-        # RNG (dropout) is forked: the caller's random state is left as it was.
-        fork_devices = [self.device.index if self.device.index is not None else torch.cuda.current_device()] \
-            if self._cuda else []
-        with torch.random.fork_rng(devices=fork_devices):
-            return self._train_loop(data, checkpoint_dir, on_progress, should_stop, total, report_every, every)
-
-    def _reseed(self) -> torch.Generator:
-        """A generator for batches and noise, and the global RNG (dropout), seeded from the seed and step."""
-        seed = int(self.config.get("seed", 0)) * 1_000_003 + self.step
-        torch.manual_seed(seed + 500_009)
-        return torch.Generator(self.device).manual_seed(seed)
-
-    def _train_loop(self, data, checkpoint_dir, on_progress, should_stop, total, report_every, every) -> TrainResult:
-        generator = self._reseed()
-        started = time.perf_counter()
-        loss_sum = torch.zeros((), device=self.device)
-        losses_since = 0
-        last_losses: dict[str, float] = {}
-        stopped = False
-
-        while self.step < total:
-            loss_sum += self.train_step(self._batch(data, generator), generator)
-            losses_since += 1
-            step = self.step
-            checkpoint_now = step % every == 0 or step == total
-            if step % report_every and not checkpoint_now:
-                continue
-            last_losses = {"loss": float(loss_sum) / losses_since}  # the only host sync
-            loss_sum.zero_()
-            losses_since = 0
-            stopped = bool(should_stop and should_stop())
-            grid = None
-            if checkpoint_now or stopped:
-                grid = self.save_checkpoint(checkpoint_dir)
-                generator = self._reseed()  # a run resumed from this checkpoint draws the same from here
-            if on_progress:
-                on_progress(TrainProgress(step=step, total_steps=total, losses=dict(last_losses),
-                                          sample_grid=grid, checkpointed=grid is not None))
-            if stopped:
-                break
-        return TrainResult(steps=self.step, seconds=time.perf_counter() - started,
-                           final_losses=last_losses, stopped_early=stopped)
-
-    def _check_images(self, images: torch.Tensor) -> None:
-        expected = (self.config["channels"], self.config["resolution"], self.config["resolution"])
-        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
-            raise ValueError(f"expected images [N, {expected[0]}, {expected[1]}, {expected[2]}], got {tuple(images.shape)}")
-        if images.shape[0] == 0:
-            raise ValueError("no training images")
-
-    # ------------------------------------------------------------------ checkpoints
-
-    def save_checkpoint(self, checkpoint_dir: Path) -> Path:
-        """Write model, EMA and optimizer state (atomically) and a sample grid; returns the grid's path."""
-        checkpoint_dir = Path(checkpoint_dir)
-        tensors = {
-            **flatten_state("model", self.model.state_dict()),
-            **flatten_state("ema", self.ema.state_dict()),
-        }
-        if self.optimizer is not None:
-            tensors.update(flatten_state("optim", {"state": self.optimizer.state_dict()["state"]}))
-        save_tensors_atomic(tensors, checkpoint_dir / CHECKPOINT_FILE, metadata={"step": str(self.step)})
-        save_json_atomic({"step": self.step, "config": self.config}, checkpoint_dir / CHECKPOINT_JSON)
-        grid = self.sample(self.config.get("grid_images", 64), seed=1234, steps=self.config.get("grid_steps", 25),
-                           batch_size=self.config.get("grid_images", 64))
-        return save_grid(grid, checkpoint_dir / f"samples_{self.step:07d}.png")
-
-    def load_checkpoint(self, checkpoint_dir: Path) -> int:
-        """Restore what :meth:`save_checkpoint` wrote; returns the step it was taken at."""
-        path = Path(checkpoint_dir) / CHECKPOINT_FILE
-        flat = load_tensors(path, device=self.device)
-        with safe_open(str(path), framework="pt") as fh:
-            step = int(fh.metadata()["step"])
-        self.model.load_state_dict(_section(flat, "model"))
-        self.ema.load_state_dict(_section(flat, "ema"))
-        optim_flat = _section(flat, "optim.state")
-        if optim_flat:
-            optimizer = self._ensure_optimizer()
-            state: dict[int, dict[str, torch.Tensor]] = {}
-            for key, value in optim_flat.items():
-                index, name = key.split(".", 1)
-                if name == "step":  # the optimizer keeps its step count as float32
-                    value = value.to(torch.float32)
-                    if not self._cuda:
-                        value = value.cpu()
-                state.setdefault(int(index), {})[name] = value
-            optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
-        self.step = step
-        return step
 
     # ------------------------------------------------------------------ sampling
 
@@ -383,7 +204,7 @@ class DDIM(GeneratorType):
         """The EMA network as ``denoise(x_t, t)``, in bf16 and compiled on CUDA when configured."""
         if self._sample_denoiser is None:
             model = self.ema.model
-            if self.config.get("compile", False):
+            if self.config.compile:
                 model = torch.compile(model)
 
             def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -399,10 +220,10 @@ class DDIM(GeneratorType):
     def sample_tensor(self, n: int, *, seed: int, steps: int | None = None, batch_size: int = 256,
                       eta: float = 0.0, sampler: str | None = None) -> torch.Tensor:
         """``n`` images as uint8 [n, C, H, W], left on the device (the benchmark's entry point)."""
-        steps = steps or self.config.get("sampling_steps") or self.default_sampling_steps
+        steps = steps or self.config.sampling_steps or self.default_sampling_steps
         if sampler is None:  # eta > 0 is stochastic DDIM; otherwise the config's (or the type's) sampler
-            sampler = "ddim" if eta > 0 else self.config.get("sampler") or self.default_sampler
-        c, r = self.config["channels"], self.config["resolution"]
+            sampler = "ddim" if eta > 0 else self.config.sampler or self.default_sampler
+        c, r = self.config.channels, self.config.resolution
         self.ema.model.eval()
         generator = torch.Generator(self.device).manual_seed(seed)
         denoise = self._denoiser()
@@ -410,7 +231,7 @@ class DDIM(GeneratorType):
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             x = run_sampler(sampler, denoise, self.schedule, (b, c, r, r), steps=steps,
-                            objective=self.config["objective"], eta=eta, generator=generator, device=self.device)
+                            objective=self.config.objective, eta=eta, generator=generator, device=self.device)
             out[start : start + b] = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return out
 
@@ -431,7 +252,7 @@ class DDIM(GeneratorType):
     def save(self, directory: Path) -> None:
         directory = Path(directory)
         save_tensors_atomic(dict(self.ema.state_dict()), directory / WEIGHTS_FILE, metadata={"step": str(self.step)})
-        save_json_atomic(self.config, directory / CONFIG_FILE)
+        save_json_atomic(self.config.to_dict(), directory / CONFIG_FILE)
 
     @classmethod
     def load(cls, directory: Path, device: str | torch.device = "cpu") -> "DDIM":
@@ -450,8 +271,3 @@ def cpu_has_bf16() -> bool:
     except (AttributeError, RuntimeError):  # private helpers: treat a torch without them as "no"
         return False
 
-
-def _section(flat: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """The entries under ``prefix.`` with the prefix removed."""
-    cut = len(prefix) + 1
-    return {key[cut:]: value for key, value in flat.items() if key.startswith(prefix + ".")}

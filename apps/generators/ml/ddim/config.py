@@ -1,0 +1,122 @@
+"""The DDIM diffusion model's settings and its recipe per preset, resolution, dataset size and device."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..base import PRESETS
+from ..config import TrainingConfig, setting
+from .sampler import SAMPLERS
+
+# Training length per preset, in optimizer steps, for about 150 images.
+# CPU: quick is about 12 CPU-minutes on one core (recognisable sandals at 32 px, see bench/README.md);
+# GPU: minutes on one H100.
+CPU_STEPS = {"quick": 1500, "standard": 4000, "long": 10000}
+GPU_STEPS = {"quick": 4000, "standard": 12000, "long": 30000}
+
+# Below this many images the small recipe (model, batch, learning rate, steps) is used on every
+# device. The DDPM-sized GPU model memorises small sets: on an H200, 2,000 steps of 128 on 150
+# sandals (about 1,700 epochs) gave 39.9 % near-copies, where the small recipe (1,500 steps of 32,
+# 320 epochs) gave none on the CPU. A GPU still runs it in bf16, channels-last and compiled.
+SMALL_DATASET = 300
+
+# DPM-Solver++(2M) at 12 steps matched DDIM at 50 steps in held-out KID on 150 sandals (32 px, two
+# training seeds; at 64 px 10 steps already did); 15-20 steps beat DDIM 50. See bench/README.md.
+DEFAULT_SAMPLER = "dpmpp2m"
+DEFAULT_SAMPLING_STEPS = 12
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _dataset_factor(image_count: int) -> float:
+    """More images carry more to learn (and copy less): train longer on them."""
+    if image_count < 300:
+        return 1.0
+    if image_count < 700:
+        return 1.5
+    return 2.0
+
+
+def _model_shape(resolution: int, on_gpu: bool) -> dict:
+    """U-Net width and depth for a resolution: small and patched on a CPU, DDPM-sized on a GPU."""
+    if on_gpu:
+        mults = {32: [1, 2, 2, 2], 64: [1, 2, 3, 4], 128: [1, 1, 2, 3, 4]}.get(resolution, [1, 2, 2])
+        return dict(base_channels=128, channel_mults=mults, num_res_blocks=2, attention_resolutions=[16, 8],
+                    patch_size=1, head_channels=64)
+    # 2x2 patches: a 32 px image is a 16x16 map inside the network.
+    mults = {32: [1, 2, 2], 64: [1, 2, 2, 2], 128: [1, 1, 2, 2, 2]}.get(resolution, [1, 2])
+    return dict(base_channels=48, channel_mults=mults, num_res_blocks=1, attention_resolutions=[8, 4],
+                patch_size=2 if resolution >= 16 else 1, head_channels=48)
+
+
+@dataclass(kw_only=True, eq=False)
+class DDIMConfig(TrainingConfig):
+    kind_key = "ddim"
+
+    # The U-Net.
+    base_channels: int = setting(48, low=1, high=1024)
+    channel_mults: list[int] = setting([1, 2, 2])
+    num_res_blocks: int = setting(1, low=1, high=8)
+    attention_resolutions: list[int] = setting([8, 4])
+    patch_size: int = setting(1, choices=(1, 2, 4))
+    head_channels: int = setting(64, low=1, high=1024)
+    dropout: float = setting(0.1, low=0.0, high=0.9)
+    # The diffusion process and the loss.
+    timesteps: int = setting(1000, low=10, high=10_000)
+    schedule_shift: float = setting(1.0, low=0.01, high=100.0)
+    objective: str = setting("v", choices=("v", "eps"))
+    min_snr_gamma: float | None = setting(5.0, low=0.0, high=1000.0)
+    # True: min(snr + 1, gamma) / (snr + 1) for v (full weight at high noise); measured worse on
+    # held-out KID than the paper's min(snr, gamma) / (snr + 1) (schedule.loss_weight).
+    min_snr_plus_one: bool = False
+    # The optimizer.
+    learning_rate: float = setting(1e-3, low=0.0, high=1.0)
+    warmup_steps: int = setting(100, low=0, high=1_000_000)
+    final_lr_fraction: float = setting(0.1, low=0.0, high=1.0)  # cosine decay to this share of the peak
+    weight_decay: float = setting(0.01, low=0.0, high=10.0)
+    grad_clip: float | None = setting(1.0, low=0.0, high=1e6)
+    ema_decay: float = setting(0.995, low=0.0, high=1.0)
+    hflip: bool = True
+    # Sampling: the progress grids, then generation and the quality report.
+    grid_images: int = setting(64, low=1, high=1024)
+    grid_steps: int = setting(DEFAULT_SAMPLING_STEPS, low=1, high=1000)
+    sampler: str = setting(DEFAULT_SAMPLER, choices=SAMPLERS)  # "dpmpp2m" (DPM-Solver++(2M)) or "ddim"
+    sampling_steps: int = setting(DEFAULT_SAMPLING_STEPS, low=1, high=1000)
+    # Speed. Sampling on a CPU with bf16 instructions (AVX512-BF16 or AMX) runs the U-Net in bf16
+    # autocast (the sampler's update stays float32): 1.6-2x faster at equal KID (bench/README.md).
+    amp_bf16: bool = False
+    cpu_sampling_bf16: bool = True
+    channels_last: bool = False
+    compile: bool = False
+    compile_mode: str | None = setting(None, choices=COMPILE_MODES)
+
+    @classmethod
+    def from_preset(cls, *, resolution: int, channels: int, preset: str, image_count: int,
+                    device: str = "cpu") -> "DDIMConfig":
+        """Small, patched U-Net on a CPU or for a set under :data:`SMALL_DATASET` images; the
+        DDPM-sized one on a GPU otherwise. More images train longer (:func:`_dataset_factor`)."""
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; use one of {PRESETS}")
+        on_gpu = torch.device(device).type == "cuda"
+        big = on_gpu and image_count >= SMALL_DATASET  # the DDPM-sized recipe
+        steps = (GPU_STEPS if big else CPU_STEPS)[preset]
+        total_steps = int(round(steps * _dataset_factor(image_count) / 100)) * 100
+        return cls(
+            resolution=resolution,
+            channels=channels,
+            preset=preset,
+            image_count=image_count,
+            **_model_shape(resolution, big),
+            dropout=0.1 if image_count < 500 else 0.05,
+            schedule_shift=32 / resolution if resolution > 32 else 1.0,
+            total_steps=total_steps,
+            batch_size=(128 if resolution <= 64 else 64) if big else 32,
+            learning_rate=2e-4 if big else 1e-3,
+            warmup_steps=200 if big else 100,
+            ema_decay=0.999 if big else 0.995,
+            checkpoint_every=max(100, total_steps // 10),
+            report_every=50 if on_gpu else 10,
+            amp_bf16=on_gpu,
+            channels_last=on_gpu,
+            compile=on_gpu,
+        )
