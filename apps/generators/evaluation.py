@@ -82,7 +82,6 @@ def evaluate(*, generator: Generator, model_dir: Path, train: torch.Tensor, held
         side_by_side = torch.stack([img for p in pairs for img in (generated[p["generated"]], train[p["train"]])])
         save_grid(side_by_side, copies_grid, columns=2)
     report["negatives"] = source
-    report["negatives_source"] = source["source"]
     return report
 
 

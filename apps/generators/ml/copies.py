@@ -239,14 +239,15 @@ def is_copy(found: Nearest, thresholds: CopyThresholds) -> torch.Tensor:
     return (found.distance < thresholds.distance) | (found.ratio < thresholds.ratio)
 
 
-def detect(generated: torch.Tensor, reference: CopyReference, thresholds: CopyThresholds, *, worst: int = 8) -> dict:
-    """Near-copies among ``generated``.
+def detect(generated: torch.Tensor, reference: CopyReference, thresholds: CopyThresholds, *, worst: int = 8,
+           found: Nearest | None = None) -> dict:
+    """Near-copies among ``generated`` (``found``: :func:`nearest_photos` already computed for them).
 
     Returns ``{"share", "count", "distances", "nearest", "ratios", "is_copy", "worst"}``;
     ``worst`` holds the ``worst`` closest pairs, closest first, as
     ``{"generated": i, "train": photo index, "distance": d}``.
     """
-    found = nearest_photos(generated, reference)
+    found = found if found is not None else nearest_photos(generated, reference)
     flags = is_copy(found, thresholds)
     order = torch.argsort(found.distance)[:worst]
     return {

@@ -121,11 +121,14 @@ class FilterResult:
     dropped: dict[str, int]
 
 
-def score_images(images: torch.Tensor, reference: FilterReference, *, drop_copies: bool = True) -> FilterResult:
-    """Score uint8 images and decide which to keep; the first failing check names the reason."""
+def score_images(images: torch.Tensor, reference: FilterReference, *, drop_copies: bool = True,
+                 found: copies.Nearest | None = None) -> FilterResult:
+    """Score uint8 images and decide which to keep; the first failing check names the reason.
+
+    ``found``: :func:`copies.nearest_photos` of these images, when the caller has it already."""
     noise = noise_scores(images)
     spread = contrast(images)
-    found = copies.nearest_photos(images, reference.copy_reference)
+    found = found if found is not None else copies.nearest_photos(images, reference.copy_reference)
     copy_flags = copies.is_copy(found, reference.copy_thresholds)
     scores, keep = [], []
     dropped = {"noise": 0, "blank": 0, "copy": 0}

@@ -266,8 +266,9 @@ def quality_report(
     negatives_heldout = negatives_heldout or []
 
     reference = filtering.build_reference(train, heldout, augmented)
-    checked = filtering.score_images(generated, reference, drop_copies=True)
-    found = copies.detect(generated, reference.copy_reference, reference.copy_thresholds, worst=worst)
+    nearest = copies.nearest_photos(generated, reference.copy_reference)  # once, for the filter and the report
+    checked = filtering.score_images(generated, reference, drop_copies=True, found=nearest)
+    found = copies.detect(generated, reference.copy_reference, reference.copy_thresholds, worst=worst, found=nearest)
     noise_share = (checked.dropped["noise"] + checked.dropped["blank"]) / len(generated)
     diversity = metrics.diversity_ratio(generated, train) if len(generated) >= 2 else None
     kept = generated[checked.keep]
