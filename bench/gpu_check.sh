@@ -67,7 +67,7 @@ step smoke 60 $PY - "$DEVICE" <<'PYEOF'
 import sys, tempfile, torch
 from pathlib import Path
 sys.path.insert(0, ".")
-from apps.generators.ml.ddim import DDIM
+from apps.ml.ddim import DDIM
 device = sys.argv[1]
 if device == "cpu":
     torch.set_num_threads(1)  # 2 threads on 2 shared cores spin and crawl

@@ -31,13 +31,13 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `apps`
 
-from apps.generators.ml import registry  # noqa: E402
-from apps.generators.ml.augment import augment_dataset  # noqa: E402
-from apps.generators.ml.device import pick_device  # noqa: E402
-from apps.generators.ml.diversity import mean_pairwise_distance  # noqa: E402
-from apps.generators.ml.images import save_grid, to_pil, to_uint8  # noqa: E402
-from apps.generators.ml.quality import quality_report  # noqa: E402
-from apps.generators.ml.usefulness import split  # noqa: E402
+from apps.ml import registry  # noqa: E402
+from apps.ml.augment import augment_dataset  # noqa: E402
+from apps.ml.device import pick_device  # noqa: E402
+from apps.ml.diversity import mean_pairwise_distance  # noqa: E402
+from apps.ml.images import save_grid, to_pil, to_uint8  # noqa: E402
+from apps.ml.quality import quality_report  # noqa: E402
+from apps.ml.usefulness import split  # noqa: E402
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 

@@ -46,8 +46,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/, for train.py's helpers
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `apps`
 
-from apps.generators.ml import registry  # noqa: E402
-from apps.generators.ml.ddim import DDIM  # noqa: E402
+from apps.ml import registry  # noqa: E402
+from apps.ml.ddim import DDIM  # noqa: E402
 from train import add_common_arguments, diffusers_unet, flops_per_image, our_config, peak_tflops, print_rows, sync  # noqa: E402
 
 
@@ -301,7 +301,7 @@ def _row_name(row: dict, model: DDIM) -> str:
 
 
 def _precision_used(row: dict, model: DDIM) -> str:
-    from apps.generators.ml.ddim.generator_type import cpu_has_bf16
+    from apps.ml.ddim.generator_type import cpu_has_bf16
 
     if row["kind"] != "ours" or row["precision"] != "auto":
         return row["precision"]
@@ -312,9 +312,9 @@ def trained_model_table(args) -> dict:
     """Each row's images/s, held-out KID and near-copy share, from one trained model."""
     from quick_preset import load_folder
 
-    from apps.generators.ml import metrics
-    from apps.generators.ml.images import save_grid, to_uint8
-    from apps.generators.ml.usefulness import ClassifierSettings
+    from apps.ml import metrics
+    from apps.ml.images import save_grid, to_uint8
+    from apps.ml.usefulness import ClassifierSettings
 
     model = DDIM.load(args.model, device=args.device)
     c, r = model.config["channels"], model.config["resolution"]

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `apps`
 
-from apps.generators.ml.ddim import DDIM  # noqa: E402
+from apps.ml.ddim import DDIM  # noqa: E402
 
 # Dense bf16 tensor-core peak in TFLOP/s (datasheet, SXM parts).
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}

@@ -6,7 +6,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from torchvision.datasets import ImageFolder
 
-from apps.generators.ml import registry
+from apps.ml import registry
 from apps.generators.models import Generator, TrainingRun
 
 from .conftest import image_uploads, png_bytes

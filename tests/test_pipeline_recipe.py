@@ -4,10 +4,10 @@ import torch
 
 from apps.core.files import run_work_dir
 from apps.generators import pipeline
-from apps.generators.ml import registry
-from apps.generators.ml.base import TrainResult
-from apps.generators.ml.checkpoint import save_tensors_atomic
-from apps.generators.ml.ddim import DDIM
+from apps.ml import registry
+from apps.ml.base import TrainResult
+from apps.ml.checkpoint import save_tensors_atomic
+from apps.ml.ddim import DDIM
 from apps.generators.models import Generator, TrainingRun
 
 pytestmark = pytest.mark.django_db

@@ -5,8 +5,8 @@ import torch
 from apps.datasets import services as dataset_services
 from apps.datasets.imaging import stack_training_tensor
 from apps.generators import evaluation
-from apps.generators.ml import registry
-from apps.generators.ml.checkpoint import save_tensors_atomic
+from apps.ml import registry
+from apps.ml.checkpoint import save_tensors_atomic
 from apps.generators.models import Generator
 from apps.core.files import media_path
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from apps.generators.forms import GeneratorSettingsForm
-from apps.generators.ml import registry
-from apps.generators.ml.base import GeneratorType, TrainResult
+from apps.ml import registry
+from apps.ml.base import GeneratorType, TrainResult
 
 pytestmark = pytest.mark.django_db
 

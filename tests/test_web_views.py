@@ -10,7 +10,7 @@ from PIL import Image
 from apps.datasets import services as dataset_services
 from apps.datasets.review import ImageFacts, dataset_warnings
 from apps.generation.models import GenerationJob
-from apps.generators.ml import registry
+from apps.ml import registry
 from apps.generators.models import Generator, TrainingRun
 from apps.generators.presentation import quality_summary, stage_label
 
@@ -83,7 +83,7 @@ def test_quality_summary_of_a_report_and_of_none():
 
 
 def test_quality_summary_says_in_words_what_the_credit_interval_says():
-    from apps.generators.ml.quality import POSITIVE_VERDICT
+    from apps.ml.quality import POSITIVE_VERDICT
     from apps.generators import presentation
 
     assert presentation.POSITIVE_VERDICT == POSITIVE_VERDICT

@@ -2,7 +2,7 @@
 from django.http import FileResponse, Http404
 from django.shortcuts import render
 
-from apps.generators.ml import registry
+from apps.ml import registry
 
 from .files import media_path
 

@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.core.views import serve_media_file
-from apps.generators.ml.base import RESOLUTIONS
+from apps.ml.base import RESOLUTIONS
 
 from . import preview, review, selectors, services
 from .models import DatasetImage

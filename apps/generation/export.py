@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from apps.generators.ml.images import to_pil
+from apps.ml.images import to_pil
 
 
 def write_pngs(images: torch.Tensor, folder: Path, start_index: int) -> list[str]:

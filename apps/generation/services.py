@@ -12,10 +12,10 @@ from django.utils.text import slugify
 
 from apps.core.errors import InvalidInput
 from apps.core.files import media_path, remove_tree
-from apps.generators.ml import registry
-from apps.generators.ml import filtering
-from apps.generators.ml.checkpoint import load_tensors
-from apps.generators.ml.device import pick_device
+from apps.ml import registry
+from apps.ml import filtering
+from apps.ml.checkpoint import load_tensors
+from apps.ml.device import pick_device
 from apps.generators.models import Generator
 
 from . import export

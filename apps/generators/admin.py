@@ -4,7 +4,7 @@ from django.urls import reverse
 
 from . import services
 from .presentation import credit_text
-from .ml import registry
+from apps.ml import registry
 from .models import Generator, TrainingRun
 
 

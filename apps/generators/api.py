@@ -14,8 +14,8 @@ from apps.generation import services as generation_services
 from apps.generation.api import JobSerializer
 
 from . import selectors, services
-from .ml import registry
-from .ml.base import PRESETS, RESOLUTIONS
+from apps.ml import registry
+from apps.ml.base import PRESETS, RESOLUTIONS
 from .models import Generator, TrainingRun
 
 

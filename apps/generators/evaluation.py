@@ -21,13 +21,13 @@ from apps.core.files import media_path
 from apps.datasets.imaging import stack_training_tensor
 from apps.datasets.models import Dataset
 
-from .ml import registry
-from .ml.checkpoint import load_tensors
-from .ml.dedupe import drop_matches, duplicate_groups, grouped_split
-from .ml.device import pick_device
-from .ml.images import save_grid
-from .ml.quality import quality_report
-from .ml.usefulness import ClassifierSettings, match_format
+from apps.ml import registry
+from apps.ml.checkpoint import load_tensors
+from apps.ml.dedupe import drop_matches, duplicate_groups, grouped_split
+from apps.ml.device import pick_device
+from apps.ml.images import save_grid
+from apps.ml.quality import quality_report
+from apps.ml.usefulness import ClassifierSettings, match_format
 from .models import Generator
 
 QUALITY_SEED = 12345

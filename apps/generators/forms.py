@@ -7,8 +7,8 @@ from django.conf import settings
 from apps.core.forms import Form
 from django.utils.html import format_html
 
-from .ml import registry
-from .ml.base import PRESETS, RESOLUTIONS
+from apps.ml import registry
+from apps.ml.base import PRESETS, RESOLUTIONS
 
 PRESET_HELP = {
     "": "Automatic: chosen from the number of images you upload.",

@@ -17,7 +17,7 @@ class Generator(TimeStamped):
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generators")
     name = models.CharField(max_length=120)
-    kind = models.CharField(max_length=40, db_index=True)  # a key of apps.generators.ml.registry
+    kind = models.CharField(max_length=40, db_index=True)  # a key of apps.ml.registry
     resolution = models.PositiveSmallIntegerField()
     channels = models.PositiveSmallIntegerField(default=3)
     dataset = models.ForeignKey(

@@ -26,13 +26,13 @@ from apps.core.files import media_path, remove_tree, run_work_dir
 from apps.datasets.imaging import dataset_channels, stack_training_tensor
 
 from . import evaluation
-from .ml import registry
-from .ml.augment import augment_dataset
-from .ml.base import TrainProgress
-from .ml.config import build_config
-from .ml.checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
-from .ml.device import pick_device
-from .ml.images import save_grid
+from apps.ml import registry
+from apps.ml.augment import augment_dataset
+from apps.ml.base import TrainProgress
+from apps.ml.config import build_config
+from apps.ml.checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
+from apps.ml.device import pick_device
+from apps.ml.images import save_grid
 from .models import Generator, TrainingRun
 from .services import generator_files_dir, mark_cancelled
 from .stages import STAGE_ORDER
@@ -413,5 +413,3 @@ def _cleanup(run: TrainingRun) -> None:
     progress = media_path(f"{generator_files_dir(run.generator_id)}/progress.png")
     progress.unlink(missing_ok=True)
     TrainingRun.objects.filter(pk=run.pk).update(latest_grid=f"{generator_files_dir(run.generator_id)}/samples.png")
-
-

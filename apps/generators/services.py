@@ -9,10 +9,10 @@ from apps.core.errors import InvalidInput
 from apps.core.files import media_path, remove_tree, run_work_dir
 from apps.datasets.models import Dataset
 
-from .ml import registry
-from .ml.base import PRESETS, RESOLUTIONS
-from .ml.config import ConfigError, build_config, settings_of
-from .ml.device import device_class
+from apps.ml import registry
+from apps.ml.base import PRESETS, RESOLUTIONS
+from apps.ml.config import ConfigError, build_config, settings_of
+from apps.ml.device import device_class
 from .models import Generator, TrainingRun
 
 

@@ -16,7 +16,7 @@ from apps.generation.selectors import jobs_for
 
 from . import selectors, services
 from .forms import PRESET_HELP, GenerateForm, GeneratorSettingsForm, TrainingDataForm, type_settings
-from .ml import registry
+from apps.ml import registry
 from .presentation import STAGE_LABELS, quality_summary, stage_label
 
 WIZARD_KEY = "training_wizard"

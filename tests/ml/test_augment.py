@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from apps.generators.ml.augment import augment_dataset, diff_augment
+from apps.ml.augment import augment_dataset, diff_augment
 
 
 

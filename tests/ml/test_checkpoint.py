@@ -5,7 +5,7 @@ import errno
 import pytest
 import torch
 
-from apps.generators.ml import checkpoint
+from apps.ml import checkpoint
 
 
 def test_round_trip(tmp_path):

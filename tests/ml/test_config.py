@@ -3,11 +3,11 @@ import json
 
 import pytest
 
-from apps.generators.ml import registry
-from apps.generators.ml.config import ConfigError, build_config, settings_of
-from apps.generators.ml.dcgan import DCGAN
-from apps.generators.ml.dcgan.config import DCGANConfig
-from apps.generators.ml.device import device_class
+from apps.ml import registry
+from apps.ml.config import ConfigError, build_config, settings_of
+from apps.ml.dcgan import DCGAN
+from apps.ml.dcgan.config import DCGANConfig
+from apps.ml.device import device_class
 
 
 def standard(**request) -> DCGANConfig:

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from apps.generators.ml import copies, dedupe, realism
-from apps.generators.ml.augment import augment_dataset
+from apps.ml import copies, dedupe, realism
+from apps.ml.augment import augment_dataset
 
 from .constructed import blobs, noise
 

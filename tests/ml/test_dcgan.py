@@ -4,12 +4,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from apps.generators.ml import registry
-from apps.generators.ml.base import GeneratorType
-from apps.generators.ml.dcgan import DCGAN
-from apps.generators.ml.dcgan.model import Discriminator, Generator
-from apps.generators.ml.device import pick_device
-from apps.generators.ml.diversity import mean_pairwise_distance, mode_collapse_warning
+from apps.ml import registry
+from apps.ml.base import GeneratorType
+from apps.ml.dcgan import DCGAN
+from apps.ml.dcgan.model import Discriminator, Generator
+from apps.ml.device import pick_device
+from apps.ml.diversity import mean_pairwise_distance, mode_collapse_warning
 
 
 

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from apps.generators.ml import filtering
+from apps.ml import filtering
 
 from .constructed import blobs, noise
 

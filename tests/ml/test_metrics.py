@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from apps.generators.ml import metrics
-from apps.generators.ml.usefulness import ClassifierSettings
+from apps.ml import metrics
+from apps.ml.usefulness import ClassifierSettings
 
 from .constructed import blobs, noise
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from apps.generators.ml import quality
-from apps.generators.ml.metrics import blur
-from apps.generators.ml.usefulness import ClassifierSettings, match_format, split, train_classifier, usefulness_test
+from apps.ml import quality
+from apps.ml.metrics import blur
+from apps.ml.usefulness import ClassifierSettings, match_format, split, train_classifier, usefulness_test
 
 from .constructed import blobs, noise, shapes
 

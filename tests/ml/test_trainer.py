@@ -4,8 +4,8 @@ import errno
 import pytest
 import torch
 
-from apps.generators.ml import checkpoint, trainer
-from apps.generators.ml.ema import EMA, decay_for_half_life
+from apps.ml import checkpoint, trainer
+from apps.ml.ema import EMA, decay_for_half_life
 
 from .tiny_type import TinyType, tiny_config, tiny_images
 

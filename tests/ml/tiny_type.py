@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from apps.generators.ml.base import GeneratorType
-from apps.generators.ml.checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
-from apps.generators.ml.ema import EMA
-from apps.generators.ml.images import to_uint8
-from apps.generators.ml.trainer import TrainingParts
+from apps.ml.base import GeneratorType
+from apps.ml.checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
+from apps.ml.ema import EMA
+from apps.ml.images import to_uint8
+from apps.ml.trainer import TrainingParts
 
 
 class Decoder(nn.Module):

@@ -2,7 +2,7 @@
 
 A type supplies its networks and optimizers (:class:`TrainingParts`), one training step, its
 architecture keys and the images of a sample grid (the hooks of
-:class:`~apps.generators.ml.base.GeneratorType`). The :class:`Trainer` owns everything around them:
+:class:`~apps.ml.base.GeneratorType`). The :class:`Trainer` owns everything around them:
 
 * **progress**: a report every ``report_every`` steps and at every checkpoint. Losses stay on the
   device, summed, and are read back only at reports, so a GPU never waits on the host in between;

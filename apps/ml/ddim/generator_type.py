@@ -93,8 +93,9 @@ class DDIM(GeneratorType):
         return self._cuda and self.config.channels_last
 
     def _autocast(self):
-        if self._cuda and self.config.amp_bf16:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        """Training precision: bf16 autocast where ``amp_bf16`` is on (on a CPU only one with bf16 instructions)."""
+        if self.config.amp_bf16 and (self._cuda or cpu_has_bf16()):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _sampling_autocast(self):

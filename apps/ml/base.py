@@ -1,7 +1,7 @@
 """The contract every generator type implements.
 
 A generator type is a class derived from :class:`GeneratorType`, registered with
-:func:`apps.generators.ml.registry.register`. The web form, the admin and the
+:func:`apps.ml.registry.register`. The web form, the admin and the
 API read their choices from the registry, so adding a type needs no UI change.
 
 A type does not write a training loop: :meth:`GeneratorType.train` hands it to
