@@ -1,6 +1,7 @@
-"""Image augmentation: offline dataset enlargement and DiffAugment for GANs.
+"""Image augmentation: offline dataset enlargement, DiffAugment for GANs, and non-leaking
+augmentation for diffusion models.
 
-Two different tools live here:
+Three different tools live here:
 
 * :func:`augment_dataset` makes extra, slightly changed copies of the training
   images once, before training (the study's moderate kind: flips, small
@@ -10,6 +11,13 @@ Two different tools live here:
   and cutout applied to *both* real and generated images every time the
   discriminator sees them. It is differentiable, so the generator learns
   through it, and it stops the discriminator from memorising a small set.
+* :func:`conditioned_augment` is the non-leaking augmentation of EDM (Karras et al., 2022,
+  "Elucidating the Design Space of Diffusion-Based Generative Models", augmentation
+  regularisation): each training image is, with probability ``p`` per operation, flipped, rotated
+  by a multiple of 90 degrees and translated by whole pixels, and the network is told which
+  (a short vector embedded next to the time step). Sampling passes the zero vector ("not
+  augmented"), so the augmentations, even ones that are not in the data (a sandal upside down),
+  do not leak into the generated images while the network still sees many more distinct inputs.
 """
 from __future__ import annotations
 
@@ -192,3 +200,67 @@ def _cutout(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
 
 
 _DIFF_OPS = {"color": _colour, "translation": _translation, "cutout": _cutout}
+
+
+# ---------------------------------------------------------------- non-leaking (conditioned) augmentation
+
+# The augmentation vector: [flipped, cos(angle) - 1, sin(angle), x shift / width, y shift / height].
+# All zero for an image left as it was.
+AUGMENT_DIM = 5
+AUGMENT_TRANSLATION = 1 / 8  # largest shift, as a share of the image side
+
+
+def conditioned_augment(x: torch.Tensor, p: float,
+                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Geometric augmentation whose parameters the network is conditioned on (see the module notes).
+
+    ``x``: float [N, C, H, W]. Each image, independently, is flipped left-right with probability
+    ``p``, rotated by 90, 180 or 270 degrees with probability ``p`` (square images only), and
+    shifted by up to 1/8 of its side in whole pixels (at least one) with probability ``p``, the
+    uncovered border mirrored in from the image (no black or grey edge the network could spot).
+    Returns ``(images, vectors)``: the augmented images (same shape and dtype) and float
+    [N, :data:`AUGMENT_DIM`] vectors describing what each image went through, zeros for an image
+    left alone. All randomness comes from ``generator`` (on ``x``'s device); the number of draws
+    does not depend on the data, so a seeded training step stays reproducible.
+    """
+    n, _, h, w = x.shape
+    device = x.device
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be in [0, 1], got {p}")
+    if p == 0 or n == 0:
+        return x, torch.zeros(n, AUGMENT_DIM, device=device, dtype=x.dtype)
+
+    def chosen() -> torch.Tensor:
+        return torch.rand(n, device=device, generator=generator) < p
+
+    flip = chosen()
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+
+    rotate = chosen() & (h == w)
+    quarter_turns = torch.randint(1, 4, (n,), device=device, generator=generator) * rotate
+    if h == w:
+        for turns in (1, 2, 3):
+            x = torch.where((quarter_turns == turns)[:, None, None, None], x.rot90(turns, dims=(2, 3)), x)
+
+    shift = chosen()
+    max_y, max_x = max(1, round(h * AUGMENT_TRANSLATION)), max(1, round(w * AUGMENT_TRANSLATION))
+    dy = torch.randint(-max_y, max_y + 1, (n,), device=device, generator=generator) * shift
+    dx = torch.randint(-max_x, max_x + 1, (n,), device=device, generator=generator) * shift
+    rows = _mirror(torch.arange(h, device=device)[None, :] - dy[:, None], h)  # [N, H] source rows
+    cols = _mirror(torch.arange(w, device=device)[None, :] - dx[:, None], w)  # [N, W] source columns
+    batch = torch.arange(n, device=device)[:, None, None]
+    x = x.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
+
+    cos = torch.tensor([1.0, 0.0, -1.0, 0.0], device=device, dtype=x.dtype)[quarter_turns]  # exact, no rounding
+    sin = torch.tensor([0.0, 1.0, 0.0, -1.0], device=device, dtype=x.dtype)[quarter_turns]
+    vectors = torch.stack([flip.to(x.dtype), cos - 1, sin,
+                           dx.to(x.dtype) / w, dy.to(x.dtype) / h], dim=1)
+    return x, vectors
+
+
+def _mirror(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Indices outside [0, size) reflected back in (..., 2, 1, 0, 1, 2, ..., size - 2, size - 1, size - 2, ...)."""
+    if size == 1:
+        return torch.zeros_like(index)
+    period = 2 * (size - 1)
+    return (size - 1) - ((size - 1) - index.remainder(period)).abs()

@@ -11,6 +11,17 @@ group norm (Nichol & Dhariwal 2021).
 convolution (and unfolds it after the last), so the network runs on a map a
 quarter the size: about 4x cheaper, the way to fit a useful model into a small
 CPU budget.
+
+Two optional conditions are added to the time embedding (both absent by default, so an
+unconditional network has exactly the layers and state-dict keys it always had):
+
+* ``num_classes`` > 0: a class embedding ``nn.Embedding(num_classes + 1, ...)`` whose last row
+  (index ``num_classes``) is the "no label" token. Trained with label dropout, one network
+  gives both the conditional and the unconditional prediction that classifier-free guidance
+  combines (Ho & Salimans 2022).
+* ``augment_dim`` > 0: a bias-free linear embedding of the augmentation vector of
+  :func:`apps.ml.augment.conditioned_augment` (non-leaking augmentation, Karras et al. 2022). A
+  zero vector (no augmentation; what sampling passes) adds exactly nothing.
 """
 from __future__ import annotations
 
@@ -125,6 +136,8 @@ class UNet(nn.Module):
         attention_resolutions: feature-map sizes (in the network, after patching) with self-attention.
         dropout: dropout inside residual blocks (helps against copying small data sets).
         patch_size: 1, or 2 to fold 2x2 patches into channels first.
+        num_classes: 0 (unconditional), or the number of classes of a class-conditional network.
+        augment_dim: 0, or the length of the augmentation vector the network is conditioned on.
     """
 
     def __init__(
@@ -140,6 +153,8 @@ class UNet(nn.Module):
         head_channels: int = 64,
         groups: int = 32,
         patch_size: int = 1,
+        num_classes: int = 0,
+        augment_dim: int = 0,
     ):
         super().__init__()
         if resolution % patch_size:
@@ -191,9 +206,40 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x: [B, C, H, W] noisy images; t: [B] timesteps (any float). Returns [B, C, H, W]."""
+        # Built last, so the layers above get the same initial weights as in an unconditional network.
+        self.num_classes = num_classes
+        self.augment_dim = augment_dim
+        if num_classes < 0 or augment_dim < 0:
+            raise ValueError("num_classes and augment_dim must be >= 0")
+        if num_classes:
+            self.label_embed = nn.Embedding(num_classes + 1, emb_dim)  # row num_classes: "no label"
+        if augment_dim:
+            self.augment_embed = nn.Linear(augment_dim, emb_dim, bias=False)
+
+    @property
+    def null_label(self) -> int:
+        """The index of the "no label" token (the unconditional branch)."""
+        return self.num_classes
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
+                augment: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, C, H, W] noisy images; t: [B] timesteps (any float). Returns [B, C, H, W].
+
+        ``labels``: int64 [B] class indices of a conditional network, ``num_classes`` for "no
+        label"; None is "no label" for every image. ``augment``: float [B, augment_dim], the
+        augmentation each image went through; None is zeros (no augmentation).
+        """
         emb = self.time_mlp(timestep_embedding(t, self.base_channels).to(x.dtype))
+        if self.num_classes:
+            if labels is None:
+                labels = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
+            emb = emb + self.label_embed(labels).to(emb.dtype)
+        elif labels is not None:
+            raise ValueError("this network is unconditional (num_classes 0): it takes no labels")
+        if augment is not None:
+            if not self.augment_dim:
+                raise ValueError("this network is not conditioned on augmentation (augment_dim 0)")
+            emb = emb + self.augment_embed(augment.to(emb.dtype))
         if self.patch_size > 1:
             x = F.pixel_unshuffle(x, self.patch_size)
         h = self.conv_in(x)
@@ -217,7 +263,13 @@ class UNet(nn.Module):
 
 
 def build_unet(config: dict) -> UNet:
-    """A U-Net from a generator config (the keys written by ``DDIM.default_config``)."""
+    """A U-Net from a generator config (the keys written by ``DDIM.default_config``).
+
+    ``num_classes`` > 0 adds the class embedding; ``augment_p`` > 0 the augmentation embedding
+    (configs without these keys build the unconditional network they always did).
+    """
+    from ..augment import AUGMENT_DIM
+
     return UNet(
         image_channels=config["channels"],
         resolution=config["resolution"],
@@ -229,4 +281,6 @@ def build_unet(config: dict) -> UNet:
         head_channels=config.get("head_channels", 64),
         groups=config.get("groups", 32),
         patch_size=config.get("patch_size", 1),
+        num_classes=int(config.get("num_classes") or 0),
+        augment_dim=AUGMENT_DIM if (config.get("augment_p") or 0) > 0 else 0,
     )
