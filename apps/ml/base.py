@@ -13,6 +13,10 @@ training step, its architecture keys and a sample grid; see the hooks below.
 Images travel as float32 tensors shaped ``[N, C, H, W]`` with values in
 ``[-1, 1]`` (training input) and as uint8 tensors ``[N, C, H, W]`` on the CPU
 (sampling output). ``C`` is 1 (grayscale) or 3 (RGB).
+
+A type with ``supports_labels`` learns classes: its config has ``num_classes`` (and ``classes``,
+their names), it trains on ``train(images, labels=...)`` (int [N], one class index per image) and
+samples with ``sample(n, ..., labels=...)``. The other types refuse labels.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
 
 PRESETS = ("quick", "standard", "long")
 RESOLUTIONS = (32, 64, 128)
+MAX_SAMPLING_STEPS = 1000  # the most sampling steps generation accepts (the API, the form and the service)
 
 
 @dataclass
@@ -64,6 +69,7 @@ class GeneratorType(ABC):
     uses_sampling_steps: ClassVar[bool] = False  # True: generation takes "steps"
     default_sampling_steps: ClassVar[int | None] = None
     small_set_preset: ClassVar[str] = "standard"  # the preset chosen for a set under 300 images when left out
+    supports_labels: ClassVar[bool] = False  # True: learns classes (config num_classes; train/sample with labels)
 
     # The type's typed config (a :class:`~.config.TrainingConfig`); a type without one works with a dict.
     config_class: ClassVar[type | None] = None
@@ -91,19 +97,22 @@ class GeneratorType(ABC):
         images: torch.Tensor,
         *,
         checkpoint_dir: Path,
+        labels: torch.Tensor | None = None,
         on_progress: ProgressCallback | None = None,
         should_stop: StopCheck | None = None,
     ) -> TrainResult:
         """Train on ``images`` (float32 [N,C,H,W] in [-1,1], or uint8) with the shared trainer.
 
-        Resumes from the checkpoint in ``checkpoint_dir`` when there is one;
+        ``labels`` (a type with ``supports_labels`` and ``num_classes`` > 0 only): int [N], the
+        class index in [0, num_classes) of each image. Resumes from the checkpoint in ``checkpoint_dir`` when there is one;
         writes a checkpoint (atomically) and a sample grid every
         ``config["checkpoint_every"]`` steps. Returns early, after a final
         checkpoint, when ``should_stop()`` turns true (it is called before every step).
         """
         from .trainer import Trainer
 
-        return Trainer(self, Path(checkpoint_dir)).run(images, on_progress=on_progress, should_stop=should_stop)
+        return Trainer(self, Path(checkpoint_dir)).run(images, labels=labels, on_progress=on_progress,
+                                                       should_stop=should_stop)
 
     # ------------------------------------------------------------ hooks of the shared trainer
     # A type that trains through :meth:`train` implements training_parts, training_step and
@@ -115,10 +124,15 @@ class GeneratorType(ABC):
         """What a checkpoint must match to be resumed (the config values that shape the weights)."""
         return {key: self.config.get(key) for key in self.architecture_keys}
 
-    def training_data(self, images: torch.Tensor) -> torch.Tensor:
-        """The training images, checked against the config, as float [-1, 1] on the device."""
+    def training_data(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The training images, checked against the config, as float [-1, 1] on the device.
+
+        A type that learns classes overrides this to take ``labels`` and return
+        :class:`~.trainer.LabelledImages`; here labels are refused."""
         from .trainer import prepare_images
 
+        if labels is not None:
+            raise ValueError(f"{type(self).__name__} learns no classes: it trains on images without labels")
         return prepare_images(images, channels=self.config["channels"], resolution=self.config["resolution"],
                               device=self.device)
 

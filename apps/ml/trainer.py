@@ -15,7 +15,10 @@ architecture keys and the images of a sample grid (the hooks of
 * **reproducibility**: the randomness of step ``s`` comes only from ``(seed, s)``: the step's
   generator and the global RNG (dropout) are reseeded before every step, so a resumed run trains
   exactly the weights of an uninterrupted one. The caller's global RNG is left as it was;
-* **EMA**: the averaged copy of one network is updated after every step.
+* **EMA**: the averaged copy of one network is updated after every step;
+* **labels**: ``run(images, labels=...)`` hands a class label per image to the type's
+  ``training_data``, which returns :class:`LabelledImages` for its ``training_step`` (a type that
+  learns no classes refuses labels). Nothing else in the loop changes.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from safetensors import safe_open
@@ -55,6 +59,29 @@ def prepare_images(images: torch.Tensor, *, channels: int, resolution: int,
         raise ValueError("no training images")
     data = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
     return data.to(device, memory_format=memory_format)
+
+
+class LabelledImages(NamedTuple):
+    """Training data with a class label per image: what a type that learns classes trains on."""
+
+    images: torch.Tensor  # float [N, C, H, W] in [-1, 1] on the device
+    labels: torch.Tensor  # int64 [N] in [0, num_classes) on the device
+
+
+def prepare_labels(labels, *, count: int, num_classes: int, device: torch.device) -> torch.Tensor:
+    """Class labels checked against the images and the classes: int64 [count] on ``device``.
+
+    ``labels``: a 1-d integer tensor (or a sequence of ints), one class index per image.
+    """
+    labels = torch.as_tensor(labels)
+    if labels.ndim != 1 or labels.shape[0] != count:
+        raise ValueError(f"expected one label per image ({count}), got labels shaped {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be integer class indices, got {labels.dtype}")
+    if count and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}) (num_classes {num_classes}); "
+                         f"got {int(labels.min())}..{int(labels.max())}")
+    return labels.to(device=device, dtype=torch.long)
 
 
 @dataclass
@@ -108,9 +135,11 @@ class Trainer:
 
     # ------------------------------------------------------------ the loop
 
-    def run(self, images: torch.Tensor, *, on_progress: ProgressCallback | None = None,
-            should_stop: StopCheck | None = None) -> TrainResult:
-        data = self.type.training_data(images)
+    def run(self, images: torch.Tensor, *, labels: torch.Tensor | None = None,
+            on_progress: ProgressCallback | None = None, should_stop: StopCheck | None = None) -> TrainResult:
+        """Train on ``images`` (and, for a type that learns classes, their ``labels``: int [N])."""
+        # The type turns images (and labels) into what its training_step draws batches from.
+        data = self.type.training_data(images) if labels is None else self.type.training_data(images, labels=labels)
         parts, state = self._resume() or (self.type.training_parts(), RunState())
         self.on_progress = on_progress
         with torch.random.fork_rng(devices=self._cuda_devices()):

@@ -7,7 +7,7 @@ import torch
 from apps.ml import checkpoint, trainer
 from apps.ml.ema import EMA, decay_for_half_life
 
-from .tiny_type import TinyType, tiny_config, tiny_images
+from .tiny_type import TinyType, tiny_config, tiny_images, tiny_labels
 
 torch.set_num_threads(1)
 
@@ -85,21 +85,54 @@ def test_a_stop_right_after_a_checkpoint_writes_no_second_one(tmp_path):
     assert [(p.step, p.checkpointed) for p in reports] == [(3, False), (4, True)]
 
 
+@pytest.mark.parametrize("num_classes", [0, 3])  # unlabelled, and with a label per image
 @pytest.mark.parametrize("stop_at", [4, 5])  # at a checkpoint and between two
-def test_a_resumed_run_trains_exactly_the_weights_of_an_uninterrupted_one(tmp_path, stop_at):
+def test_a_resumed_run_trains_exactly_the_weights_of_an_uninterrupted_one(tmp_path, stop_at, num_classes):
     images = tiny_images()
-    whole = TinyType(tiny_config())
-    whole.train(images, checkpoint_dir=tmp_path / "whole")
+    labels = tiny_labels(num_classes=num_classes) if num_classes else None
+    config = tiny_config(num_classes=num_classes)
+    whole = TinyType(config)
+    whole.train(images, labels=labels, checkpoint_dir=tmp_path / "whole")
 
     calls = iter(range(100))
-    TinyType(tiny_config()).train(images, checkpoint_dir=tmp_path / "parts", should_stop=lambda: next(calls) >= stop_at)
-    resumed = TinyType(tiny_config())
-    resumed.train(images, checkpoint_dir=tmp_path / "parts")
+    TinyType(config).train(images, labels=labels, checkpoint_dir=tmp_path / "parts",
+                           should_stop=lambda: next(calls) >= stop_at)
+    resumed = TinyType(config)
+    resumed.train(images, labels=labels, checkpoint_dir=tmp_path / "parts")
 
     assert_same_tensors(weights(resumed), weights(whole))  # EMA weights: the sampler
     # Networks, EMA and the optimizer's moments and step count, all equal.
     assert_same_tensors(checkpoint_tensors(tmp_path / "parts"), checkpoint_tensors(tmp_path / "whole"))
-    assert torch.equal(resumed.sample(4, seed=1), whole.sample(4, seed=1))
+    sample_labels = tiny_labels(4, num_classes) if num_classes else None
+    assert torch.equal(resumed.sample(4, seed=1, labels=sample_labels), whole.sample(4, seed=1, labels=sample_labels))
+
+
+def test_labels_reach_the_training_step_and_train_other_weights(tmp_path, monkeypatch):
+    seen = []
+    step_of = TinyType.training_step
+    monkeypatch.setattr(TinyType, "training_step",
+                        lambda self, parts, data, step, rng: seen.append(data) or step_of(self, parts, data, step, rng))
+    config = tiny_config(num_classes=3, total_steps=4)
+    labelled = TinyType(config)
+    labelled.train(tiny_images(), labels=tiny_labels(), checkpoint_dir=tmp_path / "a")
+    assert len(seen) == 4 and all(isinstance(data, trainer.LabelledImages) for data in seen)
+    assert torch.equal(seen[0].labels, tiny_labels()) and seen[0].labels.dtype == torch.long
+    relabelled = TinyType(config)
+    relabelled.train(tiny_images(), labels=tiny_labels().flip(0), checkpoint_dir=tmp_path / "b")
+    assert not torch.equal(weights(labelled)["label_embed.weight"], weights(relabelled)["label_embed.weight"])
+
+
+def test_labels_are_checked_and_refused_by_a_type_that_learns_no_classes(tmp_path):
+    with pytest.raises(ValueError, match="learns no classes"):
+        TinyType(tiny_config()).train(tiny_images(), labels=tiny_labels(), checkpoint_dir=tmp_path)
+    conditional = TinyType(tiny_config(num_classes=3))
+    with pytest.raises(ValueError, match="one label per image"):
+        conditional.train(tiny_images(), labels=tiny_labels(15), checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        conditional.train(tiny_images(), labels=tiny_labels(num_classes=4), checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="integer class indices"):
+        conditional.train(tiny_images(), labels=tiny_labels().float(), checkpoint_dir=tmp_path)
+    assert not any(tmp_path.iterdir())  # refused before any step
 
 
 def test_a_run_that_crashed_resumes_from_its_last_checkpoint_with_the_same_result(tmp_path, monkeypatch):
