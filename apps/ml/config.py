@@ -242,12 +242,20 @@ def settings_of(generator_type) -> dict:
 
 
 def build_config(generator_type, *, resolution: int, channels: int, preset: str, image_count: int, device: str,
-                 overrides: dict | None = None, options: dict | None = None) -> dict:
+                 overrides: dict | None = None, options: dict | None = None,
+                 classes: list[str] | None = None) -> dict:
     """The config a run trains with, as JSON: the preset's recipe for this data and device, then the
     operator's ``overrides``, then the user's ``options``. Raises :class:`ConfigError` listing every
-    problem (the overrides' problems say where they come from)."""
+    problem (the overrides' problems say where they come from).
+
+    ``classes``: the class names of a labelled dataset, in label order (label ``i`` is
+    ``classes[i]``); the config gets ``num_classes`` and ``classes``. Only a type with
+    ``supports_labels`` takes them. None or empty: an unconditional config, as always."""
     if not isinstance(options or {}, dict):
         raise ConfigError(['Advanced settings must be an object, e.g. {"total_steps": 2000}.'])
+    class_problems = _class_problems(generator_type, classes)
+    if class_problems:
+        raise ConfigError(class_problems)
     request = dict(resolution=resolution, channels=channels, preset=preset, image_count=image_count, device=device)
     if generator_type.config_class is None:
         return _build_untyped(generator_type, request, overrides or {}, options or {})
@@ -256,7 +264,24 @@ def build_config(generator_type, *, resolution: int, channels: int, preset: str,
         config = config.replace(**(overrides or {}))
     except ConfigError as error:
         raise ConfigError([f"SYNTHGEN_TRAINING_OVERRIDES: {problem}" for problem in error.problems]) from None
-    return config.replace(**(options or {})).to_dict()
+    config = config.replace(**(options or {}))
+    if classes:
+        config = dataclasses.replace(config, num_classes=len(classes), classes=list(classes),
+                                     extras=dict(config.extras))
+    return config.to_dict()
+
+
+def _class_problems(generator_type, classes: list[str] | None) -> list[str]:
+    if not classes:
+        return []
+    if not getattr(generator_type, "supports_labels", False):
+        return [f"{generator_type.key} learns no classes: train it on one class, or pick a type that learns "
+                f"a labelled dataset's classes."]
+    if not isinstance(classes, (list, tuple)) or not all(isinstance(name, str) and name for name in classes):
+        return ["Classes must be a list of non-empty names."]
+    if len(set(classes)) != len(classes):
+        return ["Class names must be unique."]
+    return []
 
 
 def _build_untyped(generator_type, request: dict, overrides: dict, options: dict) -> dict:

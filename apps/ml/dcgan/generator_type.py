@@ -42,6 +42,8 @@ WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"
 GRID_SAMPLES = 64  # fixed-noise samples per checkpoint grid (8 x 8)
 COLLAPSE_CHECK_FROM = 0.5  # check for mode collapse from half-way on (earlier, G is still forming)
+_UNCONDITIONAL = ("DCGAN learns no classes (num_classes must be 0, no labels): train one DCGAN per class, "
+                  "or a DDIM, which learns all the classes of a labelled dataset at once")
 
 
 @register
@@ -63,6 +65,8 @@ class DCGAN(GeneratorType):
 
     def __init__(self, config: dict, device: str | torch.device = "cpu"):
         super().__init__(config, device)
+        if int(self.config.get("num_classes") or 0) > 0:
+            raise ValueError(_UNCONDITIONAL)
         if not self.config.data_efficient:
             self.config = self.config.plain()
         self.amp = self.config.amp_bf16 and self.device.type == "cuda"
@@ -101,7 +105,9 @@ class DCGAN(GeneratorType):
             ema_of="G",
         )
 
-    def training_data(self, images: torch.Tensor) -> torch.Tensor:
+    def training_data(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if labels is not None:
+            raise ValueError(_UNCONDITIONAL)
         data = prepare_images(images, channels=self.config.channels, resolution=self.config.resolution,
                               device=self.device, memory_format=self.memory_format)
         self._real_diversity = mean_pairwise_distance(data.float().cpu())  # the mode-collapse check's yardstick

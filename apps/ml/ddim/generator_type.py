@@ -11,6 +11,14 @@ so the same seed trains the same weights, resumed or not.
 Sampling uses DPM-Solver++(2M) by default (config ``sampler``; ``"ddim"`` is the
 other), with the network in bf16 on a CPU that computes in bf16 natively.
 
+Class-conditional (config ``num_classes`` > 0): the U-Net adds a class embedding to its time
+embedding; ``train(images, labels=...)`` trains on a class index per image, replacing a share
+``label_dropout`` of them by the "no label" token, and ``sample(n, labels=..., guidance=...)``
+combines the conditional and unconditional predictions with classifier-free guidance (Ho &
+Salimans 2022) in one network call on a double batch. Config ``augment_p`` > 0 turns on
+non-leaking augmentation (:func:`..augment.conditioned_augment`): the network is told how each
+training image was flipped, rotated and shifted, and sampling tells it "not augmented".
+
 Training runs in the shared :mod:`..trainer` (loop, reports, checkpoints, resume, reseeding, EMA,
 grids); this module supplies the U-Net and its optimizer, one denoising step and the grid samples.
 Files written by :meth:`DDIM.save`: ``weights.safetensors`` (EMA weights) and ``config.json``.
@@ -24,11 +32,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..augment import AUGMENT_DIM, conditioned_augment
 from ..base import GeneratorType
 from ..checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
 from ..ema import EMA
 from ..registry import register
-from ..trainer import TrainingParts
+from ..trainer import LabelledImages, TrainingParts, prepare_images, prepare_labels
 from .config import DEFAULT_SAMPLER, DEFAULT_SAMPLING_STEPS, DDIMConfig
 from .sampler import SAMPLERS, run_sampler
 from .schedule import CosineSchedule, add_noise, loss_weight, training_target
@@ -49,6 +58,7 @@ class DDIM(GeneratorType):
         "Slower than a GAN but more reliable and more varied; more sampling steps give cleaner images."
     )
     uses_sampling_steps = True
+    supports_labels = True  # config num_classes > 0: class-conditional, sampled with guidance
     default_sampler = DEFAULT_SAMPLER  # see .config
     default_sampling_steps = DEFAULT_SAMPLING_STEPS
     # On 150 sandals, standard (about 850 epochs) gave 11.2 % near-copies, quick none (bench/README.md).
@@ -65,6 +75,11 @@ class DDIM(GeneratorType):
         super().__init__(config, device)
         if self.config.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.config.sampler!r}; use one of {SAMPLERS}")
+        if self.config.num_classes < 0:
+            raise ValueError("num_classes must be >= 0")
+        if self.config.classes and len(self.config.classes) != self.config.num_classes:
+            raise ValueError(f"classes names {len(self.config.classes)} classes but num_classes is "
+                             f"{self.config.num_classes}")
         self.schedule = CosineSchedule(self.config.timesteps, shift=self.config.schedule_shift)
         self._alpha_bar = self.schedule.alpha_bar_on(self.device)  # float32 [T] on the device
         self._use(self._build_model())
@@ -104,6 +119,21 @@ class DDIM(GeneratorType):
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return self._autocast()
 
+    @property
+    def num_classes(self) -> int:
+        """0 for an unconditional model, else the number of classes it learns."""
+        return self.config.num_classes
+
+    def architecture(self) -> dict:
+        """The architecture keys, plus the conditioning layers where there are any (an unconditional
+        model's architecture, and so its checkpoints' resume check, is what it always was)."""
+        architecture = super().architecture()
+        if self.config.num_classes:
+            architecture["num_classes"] = self.config.num_classes
+        if self.config.augment_p > 0:
+            architecture["augment_dim"] = AUGMENT_DIM
+        return architecture
+
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
@@ -125,12 +155,14 @@ class DDIM(GeneratorType):
 
     # ------------------------------------------------------------------ training
 
-    def loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """The weighted denoising loss (a 0-d float32 tensor) for images ``x0`` at steps ``t``."""
+    def loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, labels: torch.Tensor | None = None,
+             augment: torch.Tensor | None = None) -> torch.Tensor:
+        """The weighted denoising loss (a 0-d float32 tensor) for images ``x0`` at steps ``t``
+        (with their class ``labels`` and augmentation vectors ``augment`` where the model takes them)."""
         alpha_bar = self._alpha_bar[t]
         x_t = add_noise(x0, noise, alpha_bar)
         with self._autocast():
-            out = self.model(x_t, t.float())
+            out = self.model(x_t, t.float(), labels, augment)
         objective = self.config.objective
         target = training_target(x0, noise, alpha_bar, objective)
         per_image = (out.float() - target).pow(2).mean(dim=(1, 2, 3))
@@ -156,10 +188,33 @@ class DDIM(GeneratorType):
         return TrainingParts(networks={"model": self.model}, optimizers={"model": self.optimizer}, ema=self.ema,
                              ema_of="model")
 
-    def training_step(self, parts: TrainingParts, data: torch.Tensor, step: int,
+    def training_data(self, images: torch.Tensor, labels: torch.Tensor | None = None):
+        """The images as float [-1, 1] on the device; with ``num_classes`` > 0 they need their labels
+        and come back as :class:`~..trainer.LabelledImages`."""
+        data = prepare_images(images, channels=self.config.channels, resolution=self.config.resolution,
+                              device=self.device)
+        if not self.config.num_classes:
+            if labels is not None:
+                raise ValueError("this DDIM config is unconditional (num_classes 0): it trains without labels; "
+                                 "set num_classes (apps.ml.config.build_config(classes=...)) to learn classes")
+            return data
+        if labels is None:
+            raise ValueError(f"this DDIM config learns {self.config.num_classes} classes: train it with labels")
+        return LabelledImages(data, prepare_labels(labels, count=data.shape[0], num_classes=self.config.num_classes,
+                                                   device=self.device))
+
+    def training_step(self, parts: TrainingParts, data: torch.Tensor | LabelledImages, step: int,
                       rng: torch.Generator) -> dict[str, torch.Tensor]:
-        """One optimizer step on a random batch; the loss stays on the device."""
-        x0 = self._batch(data, rng)
+        """One optimizer step on a random batch; the loss stays on the device.
+
+        ``data``: the images, or :class:`~..trainer.LabelledImages` for a class-conditional model."""
+        x0, labels = self._batch(data, rng)
+        augment = None
+        if self.config.augment_p > 0:  # before channels-last: the gathers return a contiguous batch
+            x0, augment = conditioned_augment(x0, self.config.augment_p, rng)
+        if labels is not None and self.config.label_dropout > 0:
+            dropped = torch.rand(labels.shape, device=labels.device, generator=rng) < self.config.label_dropout
+            labels = torch.where(dropped, torch.full_like(labels, self.config.num_classes), labels)
         self.model.train()
         if self._channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
@@ -169,7 +224,7 @@ class DDIM(GeneratorType):
             noise = noise.contiguous(memory_format=torch.channels_last)
         if self.config.compile and self.config.compile_mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()  # a new iteration: earlier graph outputs may be reused
-        loss = self._compiled_loss()(x0, t, noise)
+        loss = self._compiled_loss()(x0, t, noise, labels, augment)
         loss.backward()
         if self.config.grad_clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip, foreach=True)
@@ -181,46 +236,94 @@ class DDIM(GeneratorType):
         return {"loss": loss.detach()}
 
     def grid_samples(self, parts: TrainingParts, step: int) -> torch.Tensor:
-        """EMA samples from a fixed seed, with the grid's (fewer) sampling steps."""
-        return self.sample(self.config.grid_images, seed=1234, steps=self.config.grid_steps,
-                           batch_size=self.config.grid_images)
+        """EMA samples from a fixed seed, with the grid's (fewer) sampling steps; a conditional
+        model's grid runs through the classes (0, 1, 2, ..., 0, 1, ...) at the config's guidance."""
+        n = self.config.grid_images
+        labels = torch.arange(n) % self.config.num_classes if self.config.num_classes else None
+        return self.sample(n, seed=1234, steps=self.config.grid_steps, batch_size=n, labels=labels)
 
     def finish_training(self, parts: TrainingParts, step: int) -> None:
         self.step = step
         self.ema.model.eval()
 
-    def _batch(self, data: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """A random batch (with replacement) from ``data`` on the device, half of it mirrored."""
+    def _batch(self, data: torch.Tensor | LabelledImages,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A random batch (with replacement) from ``data`` on the device, half of it mirrored, and
+        its labels (None for unlabelled data)."""
+        images, labels = data if isinstance(data, LabelledImages) else (data, None)
         size = self.config.batch_size
-        index = torch.randint(0, data.shape[0], (size,), device=data.device, generator=generator)
-        batch = data[index]
+        index = torch.randint(0, images.shape[0], (size,), device=images.device, generator=generator)
+        batch = images[index]
         if self.config.hflip:
-            flip = torch.rand(size, device=data.device, generator=generator) < 0.5
+            flip = torch.rand(size, device=images.device, generator=generator) < 0.5
             batch = torch.where(flip[:, None, None, None], batch.flip(3), batch)
-        return batch
+        return batch, (labels[index] if labels is not None else None)
 
     # ------------------------------------------------------------------ sampling
 
     def _denoiser(self):
-        """The EMA network as ``denoise(x_t, t)``, in bf16 and compiled on CUDA when configured."""
+        """The EMA network as ``denoise(x_t, t, labels=None)``, in bf16 and compiled on CUDA when
+        configured. No augmentation vector is passed: sampling is always "not augmented" (zeros)."""
         if self._sample_denoiser is None:
             model = self.ema.model
             if self.config.compile:
                 model = torch.compile(model)
 
-            def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            def denoise(x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
                 if self._channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with self._sampling_autocast():
-                    return model(x, t)
+                    return model(x, t) if labels is None else model(x, t, labels)
 
             self._sample_denoiser = denoise
         return self._sample_denoiser
 
+    def _guided(self, denoise, labels: torch.Tensor | None, guidance: float):
+        """``denoise(x_t, t)`` for one batch: unconditional (no labels), conditional (guidance 1),
+        or classifier-free guidance ``uncond + guidance * (cond - uncond)`` from one call on 2B images."""
+        if labels is None:
+            return denoise  # a conditional network without labels: the "no label" token
+        if guidance == 1:
+            return lambda x, t: denoise(x, t, labels)
+        if guidance == 0:
+            return lambda x, t: denoise(x, t, torch.full_like(labels, self.config.num_classes))
+        both = torch.cat([labels, torch.full_like(labels, self.config.num_classes)])
+
+        def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            cond, uncond = denoise(torch.cat([x, x]), torch.cat([t, t]), both).float().chunk(2)
+            return uncond + guidance * (cond - uncond)
+
+        return guided
+
+    def sampling_labels(self, labels, n: int) -> torch.Tensor | None:
+        """``labels`` as int64 [n] on the device: None (no label), one class for all ``n`` images, or
+        one per image, each a class index or (when the config names its classes) a class name."""
+        if labels is None:
+            return None
+        if not self.config.num_classes:
+            raise ValueError("this DDIM model is unconditional (num_classes 0): it samples without labels")
+        if isinstance(labels, (int, str)) or (isinstance(labels, torch.Tensor) and labels.ndim == 0):
+            labels = [labels] * n
+        if not isinstance(labels, torch.Tensor):
+            labels = [self._class_index(label) for label in labels]
+        return prepare_labels(labels, count=n, num_classes=self.config.num_classes, device=self.device)
+
+    def _class_index(self, label) -> int:
+        if isinstance(label, str):
+            if label not in self.config.classes:
+                raise ValueError(f"unknown class {label!r}; the classes are {self.config.classes}")
+            return self.config.classes.index(label)
+        return int(label)
+
     @torch.no_grad()
     def sample_tensor(self, n: int, *, seed: int, steps: int | None = None, batch_size: int = 256,
-                      eta: float = 0.0, sampler: str | None = None) -> torch.Tensor:
+                      eta: float = 0.0, sampler: str | None = None, labels=None,
+                      guidance: float | None = None) -> torch.Tensor:
         """``n`` images as uint8 [n, C, H, W], left on the device (the benchmark's entry point)."""
+        labels = self.sampling_labels(labels, n)
+        guidance = self.config.guidance_scale if guidance is None else float(guidance)
+        if guidance < 0:
+            raise ValueError(f"guidance must be >= 0, got {guidance}")
         steps = steps or self.config.sampling_steps or self.default_sampling_steps
         if sampler is None:  # eta > 0 is stochastic DDIM; otherwise the config's (or the type's) sampler
             sampler = "ddim" if eta > 0 else self.config.sampler or self.default_sampler
@@ -231,14 +334,23 @@ class DDIM(GeneratorType):
         out = torch.empty((n, c, r, r), dtype=torch.uint8, device=self.device)
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
-            x = run_sampler(sampler, denoise, self.schedule, (b, c, r, r), steps=steps,
+            batch_denoise = self._guided(denoise, None if labels is None else labels[start : start + b], guidance)
+            x = run_sampler(sampler, batch_denoise, self.schedule, (b, c, r, r), steps=steps,
                             objective=self.config.objective, eta=eta, generator=generator, device=self.device)
             out[start : start + b] = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return out
 
     def sample(self, n: int, *, seed: int, steps: int | None = None, batch_size: int = 256,
-               eta: float = 0.0, sampler: str | None = None) -> torch.Tensor:
+               eta: float = 0.0, sampler: str | None = None, labels=None,
+               guidance: float | None = None) -> torch.Tensor:
         """``n`` images as uint8 [n, C, H, W] on the CPU.
+
+        A class-conditional model (``num_classes`` > 0) draws image ``i`` of class ``labels[i]``
+        (``labels``: one class for all, or one per image; class indices, or names from the config's
+        ``classes``), with classifier-free guidance ``guidance`` (left out: the config's
+        ``guidance_scale``; 1 is the plain conditional model, 0 the unconditional one; other values
+        cost one network call on a double batch per step). Without labels it samples unconditionally
+        (the "no label" token). An unconditional model refuses labels.
 
         ``sampler``: ``"dpmpp2m"`` (DPM-Solver++(2M), deterministic) or ``"ddim"`` (``eta`` 0 is
         deterministic DDIM, ``eta`` > 0 stochastic); left out, ``"ddim"`` when ``eta`` > 0, else the
@@ -246,7 +358,8 @@ class DDIM(GeneratorType):
         left out: the config's ``sampling_steps``. The same seed, ``n``, ``steps``, sampler,
         ``batch_size`` and device give the same images.
         """
-        return self.sample_tensor(n, seed=seed, steps=steps, batch_size=batch_size, eta=eta, sampler=sampler).cpu()
+        return self.sample_tensor(n, seed=seed, steps=steps, batch_size=batch_size, eta=eta, sampler=sampler,
+                                  labels=labels, guidance=guidance).cpu()
 
     # ------------------------------------------------------------------ files
 
