@@ -6,7 +6,7 @@ from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
 from apps.datasets.api import DatasetViewSet
-from apps.generation.api import JobViewSet
+from apps.generation.api import GenerateView, JobViewSet
 from apps.generators.api import GeneratorTypeViewSet, GeneratorViewSet, RunViewSet
 
 router = DefaultRouter()
@@ -20,6 +20,7 @@ api_patterns = [
     path("auth/token/", obtain_auth_token, name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("generators/<int:pk>/generate/", GenerateView.as_view(), name="generator-generate"),
     *router.urls,
 ]
 

@@ -618,7 +618,8 @@ def test_impossible_generation_counts_are_refused(count, api, user, ready_genera
     assert response.status_code == 400 and "count" in response.json(), response.content
     web = WebWay(user)
     page = f"/generators/{ready_generator.pk}/"
-    response = web.client.post(page, {"count": "" if count is None else count, "csrfmiddlewaretoken": web.token(page)})
+    response = web.client.post(f"/jobs/new/{ready_generator.pk}/",
+                               {"count": "" if count is None else count, "csrfmiddlewaretoken": web.token(page)})
     assert response.status_code == 200, response.status_code  # the page again, with the form's error
     assert WEB_COUNT_ERRORS[str(count)] in page_feedback(response.content), page_feedback(response.content)
     assert not GenerationJob.objects.exists()

@@ -9,8 +9,8 @@ pytestmark = pytest.mark.django_db
 def test_the_generation_count_cap_is_one_setting_read_by_api_schema_form_and_service(settings, api, user):
     from apps.core.errors import InvalidInput
     from apps.generation.services import start_generation
-    from apps.generators.api import GenerateSerializer
-    from apps.generators.forms import GenerateForm
+    from apps.generation.api import GenerateSerializer
+    from apps.generation.forms import GenerateForm
     from apps.generators.models import Generator
 
     settings.SYNTHGEN_MAX_GENERATION_COUNT = 7

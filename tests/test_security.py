@@ -174,8 +174,6 @@ PROBES = [
     Probe("generators:detail", "get", "/generators/{private}/", 200, 404),
     Probe("generators:detail", "get", "/generators/{shared}/", 200, 200),
     Probe("generators:detail", "get", "/generators/{training}/", 200, 404),
-    Probe("generators:detail", "post", "/generators/{private}/", 302, 404, "generate"),
-    Probe("generators:detail", "post", "/generators/{shared}/", 302, 302, "generate"),  # shared: usable
     Probe("generators:share", "post", "/generators/{private}/share/", 302, 404, "share"),
     Probe("generators:share", "post", "/generators/{shared}/share/", 302, 403, "share"),
     Probe("generators:delete", "post", "/generators/{private}/delete/", None, 404),
@@ -190,6 +188,8 @@ PROBES = [
     Probe("generators:run-cancel", "post", "/generators/runs/{private_run}/cancel/", 302, 404),
     Probe("generators:run-grid", "get", "/generators/runs/{private_run}/grid.png", 200, 404),
     Probe("generators:run-grid", "get", "/generators/runs/{shared_run}/grid.png", 200, 404),
+    Probe("generation:start", "post", "/jobs/new/{private}/", 302, 404, "generate"),
+    Probe("generation:start", "post", "/jobs/new/{shared}/", 302, 302, "generate"),  # shared: usable
     Probe("generation:job", "get", "/jobs/{job}/", 200, 404),
     Probe("generation:results", "get", "/jobs/{job}/results/", 200, 404),
     Probe("generation:download", "get", "/jobs/{job}/download/", 200, 404),
@@ -439,7 +439,7 @@ FORMS = {
     "login": (LOGIN, {"username": "alice", "password": "alice-password-1"}, 302),
     "logout": ("/accounts/logout/", {}, 302),
     "wizard-step-1": ("/generators/new/", {"name": "x", "kind": "dcgan", "resolution": "32", "preset": "quick"}, 302),
-    "generate": ("/generators/{shared}/", {"count": "2"}, 302),
+    "generate": ("/jobs/new/{shared}/", {"count": "2"}, 302),
     "share": ("/generators/{private}/share/", {"shared": "1"}, 302),
     "cancel-run": ("/generators/runs/{private_run}/cancel/", {}, 302),
     "delete-generator": ("/generators/{private}/delete/", {}, 302),
@@ -503,13 +503,14 @@ def test_the_write_endpoints_have_a_scoped_throttle():
     from rest_framework.throttling import ScopedRateThrottle
 
     from apps.datasets.api import DatasetViewSet
+    from apps.generation.api import GenerateView
     from apps.generators.api import GeneratorViewSet
 
-    for viewset, action, scope in [(DatasetViewSet, "create", "uploads"), (DatasetViewSet, "images", "uploads"),
-                                   (GeneratorViewSet, "create", "generation"), (GeneratorViewSet, "generate", "generation")]:
-        view = viewset(action=action, request=APIRequestFactory().post("/"))
+    views = [viewset(action=action, request=APIRequestFactory().post("/")) for viewset, action in
+             [(DatasetViewSet, "create"), (DatasetViewSet, "images"), (GeneratorViewSet, "create")]]
+    for view, scope in zip([*views, GenerateView()], ["uploads", "uploads", "generation", "generation"]):
         throttles = view.get_throttles()
-        assert any(isinstance(t, ScopedRateThrottle) for t in throttles), (viewset, action)
+        assert any(isinstance(t, ScopedRateThrottle) for t in throttles), view
         assert view.throttle_scope == scope
     reading = DatasetViewSet(action="list", request=APIRequestFactory().get("/"))
     assert reading.get_throttles() == []

@@ -241,7 +241,7 @@ def ready_generator(user, dataset, django_capture_on_commit_callbacks):
 
 
 def test_generate_form_errors_say_what_to_do(logged_in, ready_generator):
-    response = logged_in.post(reverse("generators:detail", args=[ready_generator.pk]), {"count": 0})
+    response = logged_in.post(reverse("generation:start", args=[ready_generator.pk]), {"count": 0})
     assert response.status_code == 200
     assert "Ensure this value is greater than or equal to 1." in response.content.decode()
     assert not GenerationJob.objects.exists()
@@ -278,7 +278,7 @@ def test_the_closest_generated_and_training_pairs_are_shown_side_by_side(logged_
 
 def test_generation_job_page_gallery_and_zip(logged_in, ready_generator, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        response = logged_in.post(reverse("generators:detail", args=[ready_generator.pk]),
+        response = logged_in.post(reverse("generation:start", args=[ready_generator.pk]),
                                   {"count": 5, "seed": 7})  # the filter is off: tiny models make noise
     job = GenerationJob.objects.get()
     assert response["Location"] == reverse("generation:job", args=[job.pk])

@@ -1,12 +1,18 @@
-"""Web pages for a generation job: live progress, gallery, zip download."""
+"""Web pages for generation: starting a job from a generator's page; a job's live progress, gallery, zip download."""
 from django.contrib.auth.decorators import login_required
 from django.core.files.storage import default_storage
 from django.http import Http404
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
+from apps.core.errors import InvalidInput
 from apps.core.views import serve_media_file
+from apps.generators.selectors import generators_for
+from apps.generators.views import render_generator_page
+from apps.ml import registry
 
-from . import selectors
+from . import selectors, services
+from .forms import GenerateForm
 from .models import GenerationJob
 
 GALLERY_SIZE = 48
@@ -52,3 +58,30 @@ def job_image(request, pk: int, name: str):
     if not name.endswith(".png") or "/" in name or not job.output_dir:
         raise Http404("No such image.")
     return serve_media_file(f"{job.output_dir}/{name}")
+
+
+@login_required
+@require_POST
+def start_job(request, generator_pk: int):
+    """The generate form of a generator's page: start a job and go to it, or show the page again with the errors."""
+    generator = get_object_or_404(generators_for(request.user), pk=generator_pk)
+    generator_type = registry.all_types().get(generator.kind)
+    uses_steps = bool(generator_type and generator_type.uses_sampling_steps)
+    form = GenerateForm(request.POST)
+    if form.is_valid():
+        try:
+            job = services.start_generation(
+                owner=request.user,
+                generator=generator,
+                count=form.cleaned_data["count"],
+                seed=form.cleaned_data["seed"],
+                steps=form.cleaned_data["steps"] if uses_steps else None,
+                filter_images=form.cleaned_data["filter_images"],
+            )
+        except InvalidInput as exc:
+            for field, errors in exc.errors.items():
+                for error in errors:
+                    form.add_error(field if field in form.fields else None, error)
+        else:
+            return redirect("generation:job", pk=job.pk)
+    return render_generator_page(request, generator, generate_form=form)

@@ -1,5 +1,4 @@
-"""REST API for generators (the registry), their training runs, and starting generation."""
-from django.conf import settings
+"""REST API for generators (the registry) and their training runs. Starting generation: apps.generation.api."""
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
@@ -10,8 +9,6 @@ from rest_framework.response import Response
 
 from apps.core import fields as json_fields
 from apps.datasets.selectors import datasets_for
-from apps.generation import services as generation_services
-from apps.generation.api import JobSerializer
 
 from . import selectors, services
 from apps.ml import registry
@@ -113,18 +110,6 @@ class GeneratorCreateSerializer(serializers.Serializer):
             self.fields["dataset"].queryset = datasets_for(request.user)
 
 
-class GenerateSerializer(serializers.Serializer):
-    count = json_fields.IntegerField(min_value=1)  # max_value: settings.SYNTHGEN_MAX_GENERATION_COUNT (__init__)
-    seed = json_fields.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**63 - 1)
-    steps = json_fields.IntegerField(required=False, allow_null=True, min_value=1, max_value=1000)
-    filter = json_fields.BooleanField(default=True, help_text="Drop noisy/blank images and near-copies of training images.")
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # The cap is a setting, read at request time (and by the schema, the web form and the service).
-        self.fields["count"] = json_fields.IntegerField(min_value=1, max_value=settings.SYNTHGEN_MAX_GENERATION_COUNT)
-
-
 class GeneratorFilterSerializer(serializers.Serializer):
     """The list's filters. ``kind`` is any text (an unknown type lists nothing, empty: no filter); ``status`` must
     be one of the states."""
@@ -152,7 +137,7 @@ class GeneratorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.
         return queryset.filter(**{field: value for field, value in filters.validated_data.items() if value})
 
     def get_throttles(self):
-        return super().get_throttles() if self.action in ("create", "generate") else []
+        return super().get_throttles() if self.action == "create" else []
 
     @extend_schema(parameters=[
         OpenApiParameter("kind", str, description="Only generators of this type (a registry key, e.g. dcgan)."),
@@ -186,23 +171,6 @@ class GeneratorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.
 
     def perform_destroy(self, instance):
         services.delete_generator(generator=self._own(instance))
-
-    @extend_schema(request=GenerateSerializer, responses={202: JobSerializer})
-    @action(detail=True, methods=["post"])
-    def generate(self, request, pk=None):
-        generator = self.get_object()
-        form = GenerateSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        data = form.validated_data
-        job = generation_services.start_generation(
-            owner=request.user,
-            generator=generator,
-            count=data["count"],
-            seed=data.get("seed"),
-            steps=data.get("steps"),
-            filter_images=data["filter"],
-        )
-        return Response(JobSerializer(job, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=ShareSerializer, responses=GeneratorSerializer)
     @action(detail=True, methods=["post"])

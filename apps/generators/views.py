@@ -3,7 +3,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponseForbidden
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from apps.core.errors import InvalidInput
 from apps.core.files import media_path
@@ -11,11 +11,9 @@ from apps.core.views import serve_media_file
 from apps.datasets import services as dataset_services
 from apps.datasets.forms import ImagesForm
 from apps.datasets.selectors import datasets_for
-from apps.generation import services as generation_services
-from apps.generation.selectors import jobs_for
 
 from . import selectors, services
-from .forms import PRESET_HELP, GenerateForm, GeneratorSettingsForm, TrainingDataForm, type_settings
+from .forms import PRESET_HELP, GeneratorSettingsForm, TrainingDataForm, type_settings
 from apps.ml import registry
 from .presentation import STAGE_LABELS, quality_summary, stage_label
 
@@ -109,28 +107,17 @@ def generator_list(request):
 
 
 @login_required
+@require_safe
 def generator_detail(request, pk: int):
-    """The generator's samples, quality, settings and owner; and the form that starts a generation job."""
+    """The generator's samples, quality, settings and owner; the generation panel (form and jobs) is the
+    generation app's (``{% generate_panel %}``), and its form posts there."""
     generator = get_object_or_404(selectors.generators_for(request.user), pk=pk)
+    return render_generator_page(request, generator)
+
+
+def render_generator_page(request, generator, *, generate_form=None):
+    """The generator's page; ``generate_form`` is a bound generate form with errors to show again."""
     generator_type = registry.all_types().get(generator.kind)
-    uses_steps = bool(generator_type and generator_type.uses_sampling_steps)
-    form = GenerateForm(request.POST or None, initial={"steps": generator_type.default_sampling_steps if uses_steps else None})
-    if request.method == "POST" and form.is_valid():
-        try:
-            job = generation_services.start_generation(
-                owner=request.user,
-                generator=generator,
-                count=form.cleaned_data["count"],
-                seed=form.cleaned_data["seed"],
-                steps=form.cleaned_data["steps"] if uses_steps else None,
-                filter_images=form.cleaned_data["filter_images"],
-            )
-        except InvalidInput as exc:
-            for field, errors in exc.errors.items():
-                for error in errors:
-                    form.add_error(field if field in form.fields else None, error)
-        else:
-            return redirect("generation:job", pk=job.pk)
     is_owner = generator.owner_id == request.user.pk
     return render(
         request,
@@ -139,12 +126,10 @@ def generator_detail(request, pk: int):
             "generator": generator,
             "type_label": generator_type.label if generator_type else generator.kind,
             "run": selectors.latest_run(generator) if is_owner else None,
-            "form": form,
-            "uses_steps": uses_steps,
+            "generate_form": generate_form,
             "is_owner": is_owner,
             "quality": quality_summary(generator.quality),
             "has_copies_grid": bool(generator.files_dir) and media_path(f"{generator.files_dir}/copies.png").is_file(),
-            "jobs": jobs_for(request.user).filter(generator=generator)[:10],
         },
     )
 
