@@ -2,7 +2,7 @@
 import pytest
 from django.core.management import call_command
 
-from apps.core.files import media_path
+from apps.core import storage
 from apps.generators.models import Generator
 
 from .test_api_flow import upload
@@ -41,12 +41,11 @@ def test_admin_lists_filters_and_searches_generators(admin_client_with_generator
 
 def test_deleting_a_generator_in_the_admin_deletes_its_files(admin_client_with_generator):
     client, generator = admin_client_with_generator
-    files = media_path(generator.files_dir)
-    assert (files / "weights.safetensors").exists()
+    assert storage.exists(f"{generator.files_dir}/weights.safetensors")
     response = client.post(f"/admin/generators/generator/{generator.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302
     assert not Generator.objects.filter(pk=generator.pk).exists()
-    assert not files.exists()
+    assert storage.walk(generator.files_dir) == []
 
 
 def test_ensure_admin_uses_djangos_environment_variables(monkeypatch, django_user_model, capsys):

@@ -9,7 +9,7 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
-from apps.core.files import run_work_dir
+from apps.core import storage
 from apps.generators import pipeline, tasks
 from apps.generators.models import Generator, TrainingRun
 
@@ -91,7 +91,7 @@ def test_cancel_stops_training_and_frees_its_files(real_broker, api, settings, t
         assert cancelled["status"] == "cancelled"
         assert cancelled["progress"]["step"] < 1500
         assert api.get(f"/api/generators/{generator['id']}/").json()["status"] == "cancelled"
-        assert not run_work_dir(run["id"]).exists()
+        assert storage.walk(storage.run_prefix(run["id"])) == []
     finally:
         worker.stop()
 
@@ -152,7 +152,7 @@ def test_a_starting_worker_takes_over_at_once_the_stages_of_dead_processes_on_it
         gone = sorted([runs["dead"].pk, runs["earlier process with this pid"].pk])
         assert sorted(requeued) == gone
         # The re-queued chains' train tasks take the leases over; the others stay held.
-        taken = {name: pipeline.run_stage(run.pk, "train", lambda run: None) for name, run in runs.items()}
+        taken = {name: pipeline.run_stage(run.pk, "train", lambda run, work: None) for name, run in runs.items()}
         assert taken == {"dead": True, "earlier process with this pid": True, "alive": False, "other host": False}
         assert TrainingRun.objects.get(pk=runs["dead"].pk).holder == pipeline.lease_holder()
         tasks._sweep_when_a_worker_starts()  # the new holder is this live process: nothing more to re-queue

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from apps.core import storage
+
 from .conftest import image_uploads
 from .realworker import Worker, rabbitmq_broker, real_broker, wait_for, worker  # noqa: F401 (fixtures)
 
@@ -31,7 +33,8 @@ def test_upload_to_zip_through_a_real_worker(worker, api, settings):
     # The generator is ready after register; the run is done after cleanup, a moment later.
     run = wait_for(lambda: api.get(f"/api/runs/{generator['run']}/").json(), lambda r: r["status"] != "running")
     assert run["status"] == "done" and run["device"] == "cpu"
-    assert not (Path(settings.SYNTHGEN_WORK_DIR) / "runs" / str(run["id"])).exists()  # cleanup ran
+    assert storage.walk(storage.run_prefix(run["id"])) == []  # cleanup ran
+    assert list((Path(settings.SYNTHGEN_WORK_DIR) / "scratch").iterdir()) == []  # every stage's scratch removed
 
     job = api.post(f"/api/generators/{generator['id']}/generate/", {"count": 12, "seed": 5, "filter": False}, format="json")
     assert job.status_code == 202, job.content

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from apps.core.files import run_work_dir
+from apps.core import storage
 from apps.generators import pipeline
 from apps.ml import registry
 from apps.ml.base import TrainResult
@@ -32,14 +32,16 @@ def config_chosen(user, monkeypatch, *, augment: bool, photos: int = 150) -> tup
                                          preset="quick", augment=augment)
     run = TrainingRun.objects.create(generator=generator, status=TrainingRun.Status.RUNNING, stage="augment",
                                      image_count=photos)
-    work = run_work_dir(run.pk)
-    work.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(0)
-    save_tensors_atomic({"images": torch.randint(0, 256, (photos, 1, 32, 32), dtype=torch.uint8, generator=g)},
-                        work / pipeline.PREPARED)
-    pipeline._augment(run)
+    with storage.scratch("prepared") as work:
+        save_tensors_atomic({"images": torch.randint(0, 256, (photos, 1, 32, 32), dtype=torch.uint8, generator=g)},
+                            work / pipeline.PREPARED)
+        storage.publish_file(work / pipeline.PREPARED, storage.run_file(run.pk, pipeline.PREPARED))
+    with storage.scratch("augment") as work:
+        pipeline._augment(run, work)
     monkeypatch.setattr(pipeline.registry, "get", lambda kind: NoTraining)
-    pipeline._train(TrainingRun.objects.get(pk=run.pk))
+    with storage.scratch("train") as work:
+        pipeline._train(TrainingRun.objects.get(pk=run.pk), work)
     return Generator.objects.get(pk=generator.pk).config, NoTraining.trained_on[-1]
 
 

@@ -8,7 +8,7 @@ from apps.generators import evaluation
 from apps.ml import registry
 from apps.ml.checkpoint import save_tensors_atomic
 from apps.generators.models import Generator
-from apps.core.files import media_path
+from apps.core import storage
 
 from .conftest import image_uploads
 
@@ -20,7 +20,7 @@ def _photos(dataset, size=32):
 
     pictures = []
     for image in dataset.images.all():
-        with Image.open(media_path(image.working.name)) as picture:
+        with image.working.open("rb") as file, Image.open(file) as picture:
             picture.load()
             pictures.append(picture)
     return stack_training_tensor(pictures, size, 3)
@@ -31,7 +31,9 @@ def _ready_generator(owner, dataset, name, photos):
     generator = Generator.objects.create(owner=owner, name=name, kind="dcgan", resolution=32, dataset=dataset,
                                          preset="quick", status=Generator.Status.READY, shared=True,
                                          files_dir=f"generators/{name}")
-    save_tensors_atomic({"images": photos}, media_path(f"generators/{name}/reference.safetensors"))
+    with storage.scratch("reference") as folder:
+        save_tensors_atomic({"images": photos}, folder / "reference.safetensors")
+        storage.publish_file(folder / "reference.safetensors", f"generators/{name}/reference.safetensors")
     return generator
 
 

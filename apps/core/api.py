@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from .errors import InvalidInput
+from .storage import StorageUnavailable
 
 NON_FIELD_ERRORS = "non_field_errors"
 
@@ -20,6 +21,8 @@ def exception_handler(exc, context):
     """Service errors (InvalidInput) become 400 with field errors; every other 400 gets the same shape."""
     if isinstance(exc, InvalidInput):
         return Response(exc.errors, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, StorageUnavailable):
+        return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
     response = drf_exception_handler(exc, context)
     if response is not None and response.status_code == status.HTTP_400_BAD_REQUEST:
         response.data = field_errors(response.data)

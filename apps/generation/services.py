@@ -11,10 +11,11 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from apps.core.errors import InvalidInput
-from apps.core.files import media_path, remove_tree
+from apps.core import storage
+from apps.core.storage import StorageUnavailable
 from apps.ml import registry
 from apps.ml import filtering
-from apps.ml.checkpoint import load_tensors
+from safetensors.torch import load as load_safetensors
 from apps.ml.device import pick_device
 from apps.generators.models import Generator
 
@@ -63,21 +64,29 @@ def _launch(job_id: int) -> None:
 
 @lru_cache(maxsize=4)
 def _load_model(generator_id: int, kind: str, files_dir: str, version: str):
-    return registry.get(kind).load(media_path(files_dir), device=pick_device())
+    """The generator's model, fetched from storage into a scratch folder and loaded (into memory)."""
+    with storage.scratch(f"generator{generator_id}") as folder:
+        storage.fetch(files_dir, folder, skip=storage.GENERATOR_EXTRAS)
+        return registry.get(kind).load(folder, device=pick_device())
+
+
+def _stored_images(name: str):
+    try:
+        return load_safetensors(storage.read_bytes(name))["images"]
+    except FileNotFoundError:
+        return None
 
 
 @lru_cache(maxsize=4)
 def _filter_reference(generator_id: int, files_dir: str, version: str) -> filtering.FilterReference | None:
     """Thresholds calibrated on the generator's real images (None for generators without them)."""
-    reference = media_path(f"{files_dir}/reference.safetensors")
-    if not reference.exists():
+    reference = _stored_images(f"{files_dir}/reference.safetensors")
+    if reference is None:
         return None
-    heldout = media_path(f"{files_dir}/heldout.safetensors")
-    augmented = media_path(f"{files_dir}/augmented.safetensors")
     return filtering.build_reference(
-        load_tensors(reference)["images"],
-        load_tensors(heldout)["images"] if heldout.exists() else None,
-        load_tensors(augmented)["images"] if augmented.exists() else None,
+        reference,
+        _stored_images(f"{files_dir}/heldout.safetensors"),
+        _stored_images(f"{files_dir}/augmented.safetensors"),
     )
 
 
@@ -94,46 +103,14 @@ def run_generation(job_id: int) -> None:
         job.started_at = timezone.now()
         job.produced = job.dropped = 0
         job.save(update_fields=["status", "started_at", "produced", "dropped", "updated_at"])
-    generator = job.generator
-    folder_relative = f"jobs/{job.pk}/images"
-    folder = media_path(folder_relative)
-    remove_tree(folder)
     try:
-        version = generator.updated_at.isoformat()
-        model = _load_model(generator.pk, generator.kind, generator.files_dir, version)
-        reference = _filter_reference(generator.pk, generator.files_dir, version) if job.filter_images else None
-
-        def sample(n: int, seed: int):
-            return model.sample(n, seed=seed, steps=job.steps)
-
-        manifest_images, dropped, produced = [], {"noise": 0, "blank": 0, "copy": 0}, 0
-        for chunk_index, start in enumerate(range(0, job.count, CHUNK)):
-            wanted = min(CHUNK, job.count - start)
-            batch = filtering.generate_filtered(sample, wanted, reference, seed=job.seed, chunk=chunk_index)
-            names = export.write_pngs(batch.images, folder, produced)
-            manifest_images += [{"file": name, **scores} for name, scores in zip(names, batch.scores)]
-            produced += len(names)
-            for reason, n in batch.dropped.items():
-                dropped[reason] += n
-            GenerationJob.objects.filter(pk=job.pk).update(produced=produced, dropped=sum(dropped.values()))
-        export.write_manifest(
-            folder,
-            {
-                "generator": {"id": generator.pk, "name": generator.name, "kind": generator.kind,
-                              "resolution": generator.resolution, "version": version},
-                "job": {"id": job.pk, "count": job.count, "produced": produced, "seed": job.seed,
-                        "steps": job.steps, "filtered": reference is not None},
-                "filter": {"dropped": dropped, "thresholds": reference.thresholds() if reference else None},
-                "images": manifest_images,
-            },
-        )
-        zip_relative = f"jobs/{job.pk}/{slugify(generator.name) or 'images'}-{job.pk}.zip"
-        export.write_zip(folder, media_path(zip_relative), arc_prefix=slugify(generator.name) or "images")
+        with storage.scratch(f"job{job.pk}") as work:
+            produced, folder_relative, zip_relative = _generate(job, work)
+    except StorageUnavailable:
+        raise  # not the job's fault: the task retries it (tasks.py), and fails it when the retries run out
     except Exception as exc:
         log.exception("generation job %s failed", job_id)
-        GenerationJob.objects.filter(pk=job.pk).update(
-            status=GenerationJob.Status.FAILED, error=f"Generation failed: {exc}", finished_at=timezone.now()
-        )
+        fail_job(job_id=job.pk, message=f"Generation failed: {exc}")
         raise
     shortfall = job.count - produced
     GenerationJob.objects.filter(pk=job.pk).update(
@@ -146,6 +123,57 @@ def run_generation(job_id: int) -> None:
     )
 
 
+def fail_job(*, job_id: int, message: str) -> None:
+    GenerationJob.objects.filter(pk=job_id).update(
+        status=GenerationJob.Status.FAILED, error=message, finished_at=timezone.now()
+    )
+
+
+def _generate(job: GenerationJob, work) -> tuple[int, str, str]:
+    """Sample, filter and write the job's images in the local folder ``work``, zip them, store both.
+
+    Returns (images produced, the images' folder in storage, the zip's name in storage).
+    """
+    generator = job.generator
+    folder = work / "images"
+    storage.remove_prefix(storage.job_prefix(job.pk))  # a job delivered again starts its files over
+    version = generator.updated_at.isoformat()
+    model = _load_model(generator.pk, generator.kind, generator.files_dir, version)
+    reference = _filter_reference(generator.pk, generator.files_dir, version) if job.filter_images else None
+
+    def sample(n: int, seed: int):
+        return model.sample(n, seed=seed, steps=job.steps)
+
+    manifest_images, dropped, produced = [], {"noise": 0, "blank": 0, "copy": 0}, 0
+    for chunk_index, start in enumerate(range(0, job.count, CHUNK)):
+        wanted = min(CHUNK, job.count - start)
+        batch = filtering.generate_filtered(sample, wanted, reference, seed=job.seed, chunk=chunk_index)
+        names = export.write_pngs(batch.images, folder, produced)
+        manifest_images += [{"file": name, **scores} for name, scores in zip(names, batch.scores)]
+        produced += len(names)
+        for reason, n in batch.dropped.items():
+            dropped[reason] += n
+        GenerationJob.objects.filter(pk=job.pk).update(produced=produced, dropped=sum(dropped.values()))
+    export.write_manifest(
+        folder,
+        {
+            "generator": {"id": generator.pk, "name": generator.name, "kind": generator.kind,
+                          "resolution": generator.resolution, "version": version},
+            "job": {"id": job.pk, "count": job.count, "produced": produced, "seed": job.seed,
+                    "steps": job.steps, "filtered": reference is not None},
+            "filter": {"dropped": dropped, "thresholds": reference.thresholds() if reference else None},
+            "images": manifest_images,
+        },
+    )
+    name = slugify(generator.name) or "images"
+    zip_path = export.write_zip(folder, work / "zip" / f"{name}-{job.pk}.zip", arc_prefix=name)
+    folder_relative = f"{storage.job_prefix(job.pk)}/images"
+    zip_relative = f"{storage.job_prefix(job.pk)}/{zip_path.name}"
+    storage.publish(folder, folder_relative)
+    storage.publish_file(zip_path, zip_relative)
+    return produced, folder_relative, zip_relative
+
+
 def delete_job(*, job: GenerationJob) -> None:
-    remove_tree(media_path(f"jobs/{job.pk}"))
+    storage.remove_prefix(storage.job_prefix(job.pk))
     job.delete()

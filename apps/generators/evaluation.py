@@ -11,18 +11,19 @@ near-duplicate shots on one side.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
 from django.conf import settings
 from PIL import Image
+from safetensors.torch import load as load_safetensors
 
-from apps.core.files import media_path
+from apps.core import storage
 from apps.datasets.imaging import stack_training_tensor
 from apps.datasets.models import Dataset
 
 from apps.ml import registry
-from apps.ml.checkpoint import load_tensors
 from apps.ml.dedupe import drop_matches, duplicate_groups, grouped_split
 from apps.ml.device import pick_device
 from apps.ml.images import save_grid
@@ -100,18 +101,21 @@ def _other_generators(generator: Generator):
 
 def _dataset_images(dataset: Dataset, size: int, channels: int) -> torch.Tensor | None:
     pictures = []
-    for image in dataset.images.all()[:MAX_NEGATIVE_IMAGES]:
-        with Image.open(media_path(image.working.name)) as picture:
+    for data in storage.read_many(image.working.name for image in dataset.images.all()[:MAX_NEGATIVE_IMAGES]):
+        with Image.open(io.BytesIO(data)) as picture:
             picture.load()
             pictures.append(picture)
     return stack_training_tensor(pictures, size, channels) if pictures else None
 
 
 def _generator_images(other: Generator, size: int, channels: int) -> torch.Tensor | None:
-    path = media_path(f"{other.files_dir}/reference.safetensors")
-    if not other.files_dir or not path.exists():
+    if not other.files_dir:
         return None
-    return match_format(load_tensors(path)["images"][:MAX_NEGATIVE_IMAGES], channels=channels, size=size)
+    try:
+        data = storage.read_bytes(f"{other.files_dir}/reference.safetensors")
+    except FileNotFoundError:
+        return None
+    return match_format(load_safetensors(data)["images"][:MAX_NEGATIVE_IMAGES], channels=channels, size=size)
 
 
 def negative_classes(generator: Generator, class_photos: torch.Tensor) -> tuple[list[torch.Tensor], dict]:

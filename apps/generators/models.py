@@ -29,8 +29,8 @@ class Generator(TimeStamped):
     config = models.JSONField(default=dict, blank=True)  # the full config training used
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
     shared = models.BooleanField(default=True, help_text="Shared generators can be used by every user.")
-    files_dir = models.CharField(max_length=255, blank=True)  # relative to MEDIA_ROOT; weights + config
-    sample_grid = models.CharField(max_length=255, blank=True)  # relative to MEDIA_ROOT
+    files_dir = models.CharField(max_length=255, blank=True)  # its folder in storage (apps/core/storage.py); weights + config
+    sample_grid = models.CharField(max_length=255, blank=True)  # name in storage
     quality = models.JSONField(null=True, blank=True)
     warnings = models.JSONField(default=list, blank=True)
 
@@ -70,7 +70,7 @@ class TrainingRun(TimeStamped):
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     holder = models.CharField(max_length=255, blank=True)  # "host:pid:token": the worker process running the stage
-    latest_grid = models.CharField(max_length=255, blank=True)  # relative to MEDIA_ROOT: newest sample grid
+    latest_grid = models.CharField(max_length=255, blank=True)  # name in storage: newest sample grid
     warnings = models.JSONField(default=list, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)  # starts of the current stage (worker deaths)
     requeued_at = models.DateTimeField(null=True, blank=True)  # last time the stale-run sweeper re-queued it

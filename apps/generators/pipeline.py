@@ -3,13 +3,19 @@
 Each stage takes a run id, is idempotent (a finished stage is skipped when delivered again),
 records its stage in the database, and marks the run failed, with the error, when it raises.
 The Celery tasks in tasks.py only call these functions.
+
+Any stage runs on any host: it fetches its inputs from storage (apps/core/storage.py) into a local
+scratch folder, removed when it ends, and publishes its outputs under the run's prefix (runs/<id>/).
+Training publishes each checkpoint, so a train stage delivered again on another host resumes from
+the last one. Storage that cannot be reached raises StorageUnavailable: the stage gives its lease
+back and the task retries it (tasks.py); only when the retries run out does the run fail.
 """
 from __future__ import annotations
 
 import logging
 import math
+import io
 import os
-import shutil
 import socket
 import time
 import traceback
@@ -22,7 +28,8 @@ from django.db import models, transaction
 from django.utils import timezone
 from PIL import Image
 
-from apps.core.files import media_path, remove_tree, run_work_dir
+from apps.core import storage
+from apps.core.storage import StorageUnavailable
 from apps.datasets.imaging import dataset_channels, stack_training_tensor
 
 from . import evaluation
@@ -87,7 +94,7 @@ def holder_gone(holder: str) -> bool:
     return False
 
 
-def run_stage(run_id: int, stage: str, body: Callable[[TrainingRun], None]) -> bool:
+def run_stage(run_id: int, stage: str, body: Callable[[TrainingRun, Path], None]) -> bool:
     """Run one stage once. Returns False when it was skipped.
 
     Skipped when: the run is no longer active; the stage is already done (a task delivered twice);
@@ -130,9 +137,17 @@ def run_stage(run_id: int, stage: str, body: Callable[[TrainingRun], None]) -> b
         if run.generator.status == Generator.Status.QUEUED:
             Generator.objects.filter(pk=run.generator_id).update(status=Generator.Status.TRAINING)
     try:
-        body(run)
+        with storage.scratch(f"run{run_id}-{stage}") as work:
+            body(run, work)
     except StageSkipped:
         return False
+    except StorageUnavailable:
+        # Not the stage's fault: give the lease back (and the attempt) so that the task's retry, on this
+        # worker or another, starts the stage again at once. tasks.py fails the run when retries run out.
+        log.warning("run %s: storage unavailable in stage %s; the task will retry", run_id, stage)
+        TrainingRun.objects.filter(pk=run_id, stage=stage, holder=run.holder).update(
+            heartbeat_at=None, attempts=models.F("attempts") - 1)
+        raise
     except Exception as exc:
         log.exception("run %s failed in stage %s", run_id, stage)
         fail_run(run_id=run_id, stage=stage, message=_user_message(stage, exc))
@@ -192,22 +207,22 @@ def prepare(run_id: int) -> bool:
     return run_stage(run_id, "prepare", _prepare)
 
 
-def _prepare(run: TrainingRun) -> None:
+def _prepare(run: TrainingRun, work: Path) -> None:
     generator = run.generator
     if generator.dataset is None:
         raise ValueError("the dataset was deleted before training started; upload it again")
     images = list(generator.dataset.images.all())
     channels = dataset_channels([image.mode for image in images])
     pictures = []
-    for image in images:
-        with Image.open(media_path(image.working.name)) as picture:
+    for data in storage.read_many(image.working.name for image in images):
+        with Image.open(io.BytesIO(data)) as picture:
             picture.load()
             pictures.append(picture)
     tensor = stack_training_tensor(pictures, generator.resolution, channels)
     train_part, heldout = evaluation.split_heldout(tensor, seed=run.pk)
-    work = run_work_dir(run.pk)
     save_tensors_atomic({"images": train_part}, work / PREPARED)
     save_tensors_atomic({"images": heldout}, work / HELDOUT)
+    _publish(run, work, PREPARED, HELDOUT)
     Generator.objects.filter(pk=generator.pk).update(channels=channels)
     TrainingRun.objects.filter(pk=run.pk).update(image_count=len(train_part))
 
@@ -223,12 +238,13 @@ def augmentation_copies(image_count: int) -> int:
     return max(1, min(9, math.ceil(AUGMENT_TARGET_IMAGES / max(image_count, 1)) - 1))
 
 
-def _augment(run: TrainingRun) -> None:
-    work = run_work_dir(run.pk)
+def _augment(run: TrainingRun, work: Path) -> None:
+    _fetch(run, work, PREPARED)
     images = load_tensors(work / PREPARED)["images"]
     if run.generator.augment:
         images = augment_dataset(images, copies=augmentation_copies(len(images)), seed=run.pk)
     save_tensors_atomic({"images": images}, work / TRAINING)
+    _publish(run, work, TRAINING)
     TrainingRun.objects.filter(pk=run.pk).update(image_count=len(images))
 
 
@@ -241,8 +257,9 @@ def train(run_id: int) -> bool:
 class _ProgressRecorder:
     """Writes training progress to the run at most once a second (and at every checkpoint)."""
 
-    def __init__(self, run: TrainingRun, interval: float = 1.0):
+    def __init__(self, run: TrainingRun, checkpoint_dir: Path | None = None, interval: float = 1.0):
         self.run_id = run.pk
+        self.checkpoint_dir = checkpoint_dir
         self.generator_id = run.generator_id
         self.interval = interval
         self.last_write = 0.0
@@ -271,6 +288,9 @@ class _ProgressRecorder:
             "warnings": self.warnings,
             "heartbeat_at": timezone.now(),
         }
+        if progress.checkpointed and self.checkpoint_dir is not None:
+            # The checkpoint the trainer just wrote, to storage: a train stage delivered again anywhere resumes here.
+            _publish_checkpoint(self.run_id, self.checkpoint_dir)
         if progress.sample_grid is not None:
             fields["latest_grid"] = _publish_grid(self.generator_id, Path(progress.sample_grid))
         TrainingRun.objects.filter(pk=self.run_id).update(**fields)
@@ -286,19 +306,34 @@ class _ProgressRecorder:
 
 
 def _publish_grid(generator_id: int, grid: Path) -> str:
-    """Copy a training grid where the web pages can show it; returns its MEDIA_ROOT-relative path."""
-    relative = f"{generator_files_dir(generator_id)}/progress.png"
-    target = media_path(relative)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(".progress.png.tmp")
-    shutil.copyfile(grid, tmp)
-    tmp.replace(target)
-    return relative
+    """Store a training grid where the web pages can show it; returns its name in storage."""
+    return storage.publish_file(grid, storage.generator_file(generator_id, "progress.png"))
 
 
-def _train(run: TrainingRun) -> None:
+def _publish_checkpoint(run_id: int, checkpoint_dir: Path) -> None:
+    """The checkpoint files (not the sample grids) under runs/<id>/checkpoints/."""
+    for path in sorted(checkpoint_dir.iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            storage.publish_file(path, storage.run_file(run_id, f"{CHECKPOINTS}/{path.name}"))
+
+
+def _fetch(run: TrainingRun, work: Path, *names: str) -> None:
+    """The run's files ``names`` from storage into ``work``."""
+    for name in names:
+        storage.fetch_file(storage.run_file(run.pk, name), work / name)
+
+
+def _publish(run: TrainingRun, work: Path, *names: str) -> None:
+    """The files ``names`` of ``work`` to the run's prefix in storage."""
+    for name in names:
+        storage.publish_file(work / name, storage.run_file(run.pk, name))
+
+
+def _train(run: TrainingRun, work: Path) -> None:
     generator = run.generator
-    work = run_work_dir(run.pk)
+    _fetch(run, work, TRAINING, PREPARED)
+    # The last checkpoint, wherever it was written: training resumes from it.
+    storage.fetch(storage.run_file(run.pk, CHECKPOINTS), work / CHECKPOINTS)
     images = load_tensors(work / TRAINING)["images"].float().div(127.5).sub(1.0)
     generator_type = registry.get(generator.kind)
     device = pick_device()
@@ -323,7 +358,7 @@ def _train(run: TrainingRun) -> None:
         resumed_step=run.step,
         train_started_at=timezone.now(),
     )
-    recorder = _ProgressRecorder(run)
+    recorder = _ProgressRecorder(run, checkpoint_dir=work / CHECKPOINTS)
     model = generator_type(config, device=device)
     result = model.train(
         images, checkpoint_dir=work / CHECKPOINTS, on_progress=recorder, should_stop=recorder.should_stop
@@ -332,6 +367,7 @@ def _train(run: TrainingRun) -> None:
         mark_cancelled(run=TrainingRun.objects.get(pk=run.pk))
         raise StageSkipped()
     model.save(work / FINAL)
+    storage.publish(work / FINAL, storage.run_file(run.pk, FINAL))
     TrainingRun.objects.filter(pk=run.pk).update(
         step=result.steps, warnings=sorted(set(recorder.warnings) | set(result.warnings))
     )
@@ -343,8 +379,9 @@ def evaluate(run_id: int) -> bool:
     return run_stage(run_id, "evaluate", _evaluate)
 
 
-def _evaluate(run: TrainingRun) -> None:
-    work = run_work_dir(run.pk)
+def _evaluate(run: TrainingRun, work: Path) -> None:
+    _fetch(run, work, PREPARED, HELDOUT, *([TRAINING] if run.generator.augment else []))
+    storage.fetch(storage.run_file(run.pk, FINAL), work / FINAL)
     report = evaluation.evaluate(
         generator=run.generator,
         model_dir=work / FINAL,
@@ -354,6 +391,7 @@ def _evaluate(run: TrainingRun) -> None:
         augmented=load_tensors(work / TRAINING)["images"] if run.generator.augment else None,
     )
     save_json_atomic(report, work / QUALITY)
+    _publish(run, work, QUALITY, *([COPIES_GRID] if (work / COPIES_GRID).exists() else []))
 
 
 # --- register ----------------------------------------------------------------------------------
@@ -366,26 +404,25 @@ SAMPLE_GRID_SEED = 0
 SAMPLE_GRID_COUNT = 64
 
 
-def _register(run: TrainingRun) -> None:
+def _register(run: TrainingRun, work: Path) -> None:
     """Copy the trained model into the registry and make its sample grid; only then is it ready."""
     generator = run.generator
-    work = run_work_dir(run.pk)
     files_dir = generator_files_dir(generator.pk)
-    target = media_path(files_dir)
-    target.mkdir(parents=True, exist_ok=True)
-    for item in (work / FINAL).iterdir():
-        shutil.copyfile(item, target / item.name)
+    # The generator's folder, as it will be stored: the model, its real images, its grids.
+    target = storage.fetch(storage.run_file(run.pk, FINAL), work / "generator")
     # The real images at the model's resolution: the reference for filtering at generation.
-    shutil.copyfile(work / PREPARED, target / "reference.safetensors")
-    shutil.copyfile(work / HELDOUT, target / "heldout.safetensors")
+    storage.fetch_file(storage.run_file(run.pk, PREPARED), target / "reference.safetensors")
+    storage.fetch_file(storage.run_file(run.pk, HELDOUT), target / "heldout.safetensors")
     if generator.augment:  # copies of augmented images count as copies at generation too
-        shutil.copyfile(work / TRAINING, target / "augmented.safetensors")
-    if (work / COPIES_GRID).exists():
-        shutil.copyfile(work / COPIES_GRID, target / COPIES_GRID)
+        storage.fetch_file(storage.run_file(run.pk, TRAINING), target / "augmented.safetensors")
+    if storage.exists(storage.run_file(run.pk, COPIES_GRID)):
+        storage.fetch_file(storage.run_file(run.pk, COPIES_GRID), target / COPIES_GRID)
+    _fetch(run, work, QUALITY)
     quality = load_json(work / QUALITY)
     model = registry.get(generator.kind).load(target, device=pick_device())
     samples = model.sample(SAMPLE_GRID_COUNT, seed=SAMPLE_GRID_SEED)
     save_grid(samples, target / "samples.png", columns=8)
+    storage.publish(target, files_dir)
     warnings = TrainingRun.objects.values_list("warnings", flat=True).get(pk=run.pk)
     Generator.objects.filter(pk=generator.pk).update(
         files_dir=files_dir,
@@ -407,9 +444,10 @@ def cleanup(run_id: int) -> bool:
     return done
 
 
-def _cleanup(run: TrainingRun) -> None:
-    """Remove intermediate files; the dataset's uploaded originals stay with the dataset."""
-    remove_tree(run_work_dir(run.pk))
-    progress = media_path(f"{generator_files_dir(run.generator_id)}/progress.png")
-    progress.unlink(missing_ok=True)
+def _cleanup(run: TrainingRun, work: Path) -> None:
+    """Remove the run's files (runs/<id>/) and the training grid; the dataset's uploads stay with the dataset."""
+    storage.remove_prefix(storage.run_prefix(run.pk))
+    storage.delete(storage.generator_file(run.generator_id, "progress.png"))
     TrainingRun.objects.filter(pk=run.pk).update(latest_grid=f"{generator_files_dir(run.generator_id)}/samples.png")
+
+

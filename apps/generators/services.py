@@ -6,7 +6,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.core.errors import InvalidInput
-from apps.core.files import media_path, remove_tree, run_work_dir
+import logging
+
+from apps.core import storage
 from apps.datasets.models import Dataset
 
 from apps.ml import registry
@@ -15,10 +17,12 @@ from apps.ml.config import ConfigError, build_config, settings_of
 from apps.ml.device import device_class
 from .models import Generator, TrainingRun
 
+log = logging.getLogger(__name__)
+
 
 def generator_files_dir(generator_id: int) -> str:
-    """Where a generator's weights, config and grids live, relative to MEDIA_ROOT."""
-    return f"generators/{generator_id}"
+    """Where a generator's weights, config and grids live in storage (apps/core/storage.py)."""
+    return storage.generator_prefix(generator_id)
 
 
 def suggest_resolution(dataset: Dataset) -> int:
@@ -148,7 +152,10 @@ def mark_cancelled(*, run: TrainingRun) -> None:
     run.finished_at = timezone.now()
     run.save(update_fields=["status", "finished_at", "updated_at"])
     Generator.objects.filter(pk=run.generator_id).update(status=Generator.Status.CANCELLED)
-    remove_tree(run_work_dir(run.pk))
+    try:
+        storage.remove_prefix(storage.run_prefix(run.pk))
+    except storage.StorageUnavailable:  # the run stays cancelled; its files are left behind
+        log.warning("run %s cancelled, but its files could not be removed from storage", run.pk, exc_info=True)
 
 
 def set_shared(*, generator: Generator, shared: bool) -> Generator:
@@ -162,6 +169,6 @@ def delete_generator(*, generator: Generator) -> None:
     for run in generator.runs.all():
         if run.is_active:
             cancel_run(run=run)
-        remove_tree(run_work_dir(run.pk))
-    remove_tree(media_path(generator_files_dir(generator.pk)))
+        storage.remove_prefix(storage.run_prefix(run.pk))
+    storage.remove_prefix(generator_files_dir(generator.pk))
     generator.delete()

@@ -4,39 +4,69 @@ import os
 
 from celery import chain, shared_task
 from celery.signals import worker_init, worker_ready
+from django.conf import settings
+
+from apps.core.storage import StorageUnavailable
 
 from . import pipeline
 from .stages import STAGE_ORDER
 
 
-@shared_task(name="generators.prepare")
-def prepare(run_id: int) -> None:
-    pipeline.prepare(run_id)
+def _run(task, stage: str, run_id: int) -> None:
+    """Run one stage; when the storage cannot be reached, retry with back-off, then fail the run."""
+    with_storage_retries(task, lambda: getattr(pipeline, stage)(run_id), lambda message: pipeline.fail_run(
+        run_id=run_id, stage=stage, message=f"The {stage} stage failed: {message}"))
 
 
-@shared_task(name="generators.augment")
-def augment(run_id: int) -> None:
-    pipeline.augment(run_id)
+def with_storage_retries(task, work, fail) -> None:
+    """Call ``work()``. When it raises StorageUnavailable, retry the task after 1x, 2x, 4x ...
+    SYNTHGEN_STORAGE_RETRY_SECONDS (at most 5 minutes apart); once SYNTHGEN_STORAGE_RETRIES retries
+    have failed, call ``fail(message)`` and re-raise. (Eager tasks, which Celery cannot send again,
+    retry here at once.)"""
+    retries = task.request.retries or 0
+    while True:
+        try:
+            return work()
+        except StorageUnavailable as exc:
+            if retries >= settings.SYNTHGEN_STORAGE_RETRIES:
+                fail(f"{exc} (tried {retries + 1} times; check that the storage is up and the bucket exists)")
+                raise
+            if task.request.is_eager:
+                retries += 1
+                continue
+            delay = min(300, settings.SYNTHGEN_STORAGE_RETRY_SECONDS * 2**retries)
+            logging.getLogger(__name__).warning("%s: %s; retrying in %s s", task.name, exc, delay)
+            raise task.retry(exc=exc, countdown=delay, max_retries=settings.SYNTHGEN_STORAGE_RETRIES)
 
 
-@shared_task(name="generators.train")
-def train(run_id: int) -> None:
-    pipeline.train(run_id)
+@shared_task(name="generators.prepare", bind=True)
+def prepare(self, run_id: int) -> None:
+    _run(self, "prepare", run_id)
 
 
-@shared_task(name="generators.evaluate")
-def evaluate(run_id: int) -> None:
-    pipeline.evaluate(run_id)
+@shared_task(name="generators.augment", bind=True)
+def augment(self, run_id: int) -> None:
+    _run(self, "augment", run_id)
 
 
-@shared_task(name="generators.register")
-def register(run_id: int) -> None:
-    pipeline.register(run_id)
+@shared_task(name="generators.train", bind=True)
+def train(self, run_id: int) -> None:
+    _run(self, "train", run_id)
 
 
-@shared_task(name="generators.cleanup")
-def cleanup(run_id: int) -> None:
-    pipeline.cleanup(run_id)
+@shared_task(name="generators.evaluate", bind=True)
+def evaluate(self, run_id: int) -> None:
+    _run(self, "evaluate", run_id)
+
+
+@shared_task(name="generators.register", bind=True)
+def register(self, run_id: int) -> None:
+    _run(self, "register", run_id)
+
+
+@shared_task(name="generators.cleanup", bind=True)
+def cleanup(self, run_id: int) -> None:
+    _run(self, "cleanup", run_id)
 
 
 def stage_tasks() -> dict:

@@ -6,7 +6,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST, require_safe
 
 from apps.core.errors import InvalidInput
-from apps.core.files import media_path
+from apps.core import storage
 from apps.core.views import serve_media_file
 from apps.datasets import services as dataset_services
 from apps.datasets.forms import ImagesForm
@@ -63,6 +63,8 @@ def wizard_data(request):
             for field, errors in exc.errors.items():
                 for error in errors:
                     images_form.add_error(None, f"{field}: {error}" if field not in ("images", "dataset", "archive") else error)
+        except storage.StorageUnavailable as exc:
+            images_form.add_error(None, str(exc))
         else:
             request.session.pop(WIZARD_KEY, None)
             for item in rejected:
@@ -129,7 +131,7 @@ def render_generator_page(request, generator, *, generate_form=None):
             "generate_form": generate_form,
             "is_owner": is_owner,
             "quality": quality_summary(generator.quality),
-            "has_copies_grid": bool(generator.files_dir) and media_path(f"{generator.files_dir}/copies.png").is_file(),
+            "has_copies_grid": bool(generator.files_dir) and storage.exists(f"{generator.files_dir}/copies.png"),
         },
     )
 

@@ -182,6 +182,11 @@
         counts.rejected += 1;
         setRow(item.row, "rejected", "not used: " + (at >= 0 ? message.slice(at + marker.length) : message));
       });
+    } else if (xhr.status === 503 && body) {
+      batch.forEach(function (item) {
+        counts.failed += 1;
+        setRow(item.row, "failed", "not uploaded: " + errorText(body));
+      });
     } else if (xhr.status === 413) {
       batch.forEach(function (item) {
         counts.failed += 1;

@@ -108,7 +108,54 @@ STATIC_ROOT = Path(os.environ.get("DJANGO_STATIC_ROOT", BASE_DIR / "staticfiles"
 # Uploaded and generated files. Served only through views that check the owner (never as static files).
 MEDIA_ROOT = Path(os.environ.get("SYNTHGEN_MEDIA_ROOT", BASE_DIR / "media"))
 MEDIA_URL = "/media/"
-# Scratch space of training runs (prepared tensors, checkpoints); removed by the cleanup stage.
+
+
+def storage_from_url(url: str) -> dict:
+    """STORAGES["default"] for SYNTHGEN_STORAGE_URL (apps/core/storage.py holds the layout).
+
+    ``file://`` (MEDIA_ROOT) or ``file:///abs/path``: a local folder. ``s3://BUCKET?endpoint=http://HOST:PORT
+    &region=REGION&prefix=PATH`` (or ``s3://BUCKET/PATH``): an S3 bucket through django-storages;
+    credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (else boto3's usual sources).
+    """
+    from urllib.parse import parse_qs, urlsplit
+
+    from django.core.exceptions import ImproperlyConfigured
+
+    parts = urlsplit(url)
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    if parts.scheme == "file":
+        options = {"location": parts.netloc + parts.path} if parts.netloc + parts.path else {}
+        return {"BACKEND": "apps.core.storage_backends.LocalStorage", "OPTIONS": options}
+    if parts.scheme == "s3":
+        if not parts.netloc:
+            raise ImproperlyConfigured(f"SYNTHGEN_STORAGE_URL={url!r} names no bucket: s3://BUCKET?endpoint=...")
+        unknown = set(query) - {"endpoint", "region", "prefix"}
+        if unknown:
+            raise ImproperlyConfigured(f"SYNTHGEN_STORAGE_URL: unknown parameters {sorted(unknown)} "
+                                       "(known: endpoint, region, prefix)")
+        options = {
+            "bucket_name": parts.netloc,
+            "endpoint_url": query.get("endpoint") or None,
+            "region_name": query.get("region") or os.environ.get("AWS_DEFAULT_REGION") or None,
+            "location": (query.get("prefix") or parts.path).strip("/"),
+            "access_key": os.environ.get("AWS_ACCESS_KEY_ID") or None,
+            "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
+        }
+        return {"BACKEND": "apps.core.storage_backends.S3Storage", "OPTIONS": options}
+    raise ImproperlyConfigured(f"SYNTHGEN_STORAGE_URL={url!r}: use file:// or s3://BUCKET?endpoint=...")
+
+
+# Where every file is kept: file:// (a folder, MEDIA_ROOT; the default) or s3://BUCKET?endpoint=... .
+SYNTHGEN_STORAGE_URL = os.environ.get("SYNTHGEN_STORAGE_URL", "file://")
+STORAGES = {
+    "default": storage_from_url(SYNTHGEN_STORAGE_URL),
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# A stage whose storage cannot be reached is retried this many times, after 1x, 2x, 4x ... this many seconds
+# (at most 5 minutes apart), then the run fails with a message that names the storage.
+SYNTHGEN_STORAGE_RETRIES = env_int("SYNTHGEN_STORAGE_RETRIES", 5)
+SYNTHGEN_STORAGE_RETRY_SECONDS = env_int("SYNTHGEN_STORAGE_RETRY_SECONDS", 10)
+# Local scratch of this host: each stage's inputs and outputs while it runs (removed when it ends).
 SYNTHGEN_WORK_DIR = Path(os.environ.get("SYNTHGEN_WORK_DIR", VAR_DIR / "work"))
 
 LOGIN_URL = "login"

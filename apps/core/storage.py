@@ -1,0 +1,242 @@
+"""Every file SynthGen keeps, and the only way in and out of where it is kept.
+
+Files live in Django's default storage, which SYNTHGEN_STORAGE_URL chooses: a local folder
+(``file://``, MEDIA_ROOT) or an S3 bucket (``s3://``; apps/core/storage_backends.py). No code works
+with MEDIA_ROOT paths: a process on any host reaches the same files by their names, which are:
+
+    datasets/<id>/originals/<random>.<ext>       an uploaded image, as uploaded   (DatasetImage.original)
+    datasets/<id>/working/<random>.png           the same image normalised        (DatasetImage.working)
+    runs/<id>/...                                a training run's files, handed from stage to stage
+    runs/<id>/checkpoints/checkpoint.safetensors the newest training checkpoint (a re-delivered train resumes)
+    generators/<id>/...                          a trained generator: weights, config, grids, its real images
+    jobs/<id>/images/000001.png ... manifest.json, jobs/<id>/<name>-<id>.zip   a generation job's output
+
+The ML code (apps.ml) works on local folders: a stage takes a :func:`scratch` folder, :func:`fetch`\\ es
+its inputs into it, runs, and :func:`publish`\\ es what it made. Storage that cannot be reached raises
+:class:`StorageUnavailable` (its message names the storage); a name that is not there raises
+``FileNotFoundError``.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+
+from .storage_backends import StorageUnavailable
+
+__all__ = [
+    "StorageUnavailable", "dataset_prefix", "run_prefix", "run_file", "generator_prefix", "generator_file",
+    "job_prefix", "GENERATOR_EXTRAS", "describe", "check", "exists", "read_bytes", "read_many", "write_bytes",
+    "open_stream", "walk", "fetch", "fetch_file", "publish", "publish_file", "delete", "remove_prefix", "scratch",
+]
+
+log = logging.getLogger(__name__)
+PARALLEL = 8  # files moved at a time (S3 round trips overlap; a local folder does not mind)
+
+# --- the layout ----------------------------------------------------------------------------------
+
+
+def dataset_prefix(dataset_id: int) -> str:
+    return f"datasets/{dataset_id}"
+
+
+def run_prefix(run_id: int) -> str:
+    """A training run's files: the stages' hand-offs and the newest checkpoint (cleanup removes them)."""
+    return f"runs/{run_id}"
+
+
+def run_file(run_id: int, name: str) -> str:
+    return f"{run_prefix(run_id)}/{name}"
+
+
+def generator_prefix(generator_id: int) -> str:
+    """A generator's files: what its type saved (weights, config), grids, the real images it learnt from."""
+    return f"generators/{generator_id}"
+
+
+def generator_file(generator_id: int, name: str) -> str:
+    return f"{generator_prefix(generator_id)}/{name}"
+
+
+# Files in a generator's folder that are not the model its type saved (loading the model skips them).
+GENERATOR_EXTRAS = frozenset({"reference.safetensors", "heldout.safetensors", "augmented.safetensors",
+                              "samples.png", "copies.png", "progress.png"})
+
+
+def job_prefix(job_id: int) -> str:
+    return f"jobs/{job_id}"
+
+
+# --- one file ------------------------------------------------------------------------------------
+
+
+def describe() -> str:
+    """The storage in words, e.g. "S3 bucket 'synthgen' at http://10.0.0.5:8333"."""
+    describe_backend = getattr(default_storage, "describe", None)
+    return describe_backend() if describe_backend else type(default_storage._wrapped).__name__
+
+
+def check() -> None:
+    """Raise StorageUnavailable unless the storage answers (the bucket exists, the folder is writable)."""
+    checker = getattr(default_storage, "check", None)
+    if checker:
+        checker()
+
+
+def exists(name: str) -> bool:
+    return bool(name) and default_storage.exists(name)
+
+
+def read_bytes(name: str) -> bytes:
+    with default_storage.open(name, "rb") as file:
+        return file.read()
+
+
+def read_many(names: Iterable[str]) -> list[bytes]:
+    """The contents of many files, in order, read a few at a time."""
+    names = list(names)
+    if len(names) < 2:
+        return [read_bytes(name) for name in names]
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        return list(pool.map(read_bytes, names))
+
+
+def write_bytes(name: str, data: bytes) -> str:
+    """Store ``data`` under ``name`` (replacing what was there); returns the name."""
+    return default_storage.save(name, ContentFile(data))
+
+
+def open_stream(name: str):
+    """(a file-like object to read ``name`` from, its size), for a streamed download."""
+    opener = getattr(default_storage, "open_stream", None)
+    if opener:
+        return opener(name)
+    file = default_storage.open(name, "rb")
+    return file, file.size
+
+
+def delete(name: str) -> None:
+    if name:
+        default_storage.delete(name)
+
+
+# --- a whole prefix ------------------------------------------------------------------------------
+
+
+def walk(prefix: str) -> list[str]:
+    """Every file name under ``prefix`` (names relative to the storage, not to the prefix), sorted."""
+    walker = getattr(default_storage, "walk", None)
+    if walker:
+        return list(walker(prefix))
+    return sorted(_walk_listdir(prefix))
+
+
+def _walk_listdir(prefix: str) -> Iterator[str]:
+    try:
+        folders, files = default_storage.listdir(prefix)
+    except FileNotFoundError:
+        return
+    for name in files:
+        yield f"{prefix}/{name}"
+    for folder in folders:
+        yield from _walk_listdir(f"{prefix}/{folder}")
+
+
+def fetch_file(name: str, destination: Path) -> Path:
+    """Copy the stored file ``name`` to the local path ``destination``; returns it."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    reader = getattr(default_storage, "read_file", None)
+    if reader:
+        reader(name, destination)
+    else:
+        with default_storage.open(name, "rb") as source, open(destination, "wb") as out:
+            shutil.copyfileobj(source, out, 1024 * 1024)
+    return destination
+
+
+def fetch(prefix: str, into: Path | None = None, *, skip: Iterable[str] = ()) -> Path:
+    """Copy every file under ``prefix`` into the local folder ``into`` (a new temp folder when None),
+    keeping the layout below the prefix; ``skip``: file names (last part) left out. Returns the folder.
+
+    A prefix with no files gives an empty folder.
+    """
+    into = Path(into) if into is not None else Path(tempfile.mkdtemp(prefix="fetch-", dir=_scratch_root()))
+    into.mkdir(parents=True, exist_ok=True)
+    skip = set(skip)
+    base = prefix.rstrip("/") + "/"
+    names = [n for n in walk(prefix) if n.startswith(base) and n.rsplit("/", 1)[-1] not in skip]
+    _parallel(lambda name: fetch_file(name, into / name[len(base):]), names)
+    return into
+
+
+def publish_file(local: Path, name: str) -> str:
+    """Store the local file ``local`` under ``name`` (replacing what was there); returns the name."""
+    writer = getattr(default_storage, "write_file", None)
+    if writer:
+        writer(Path(local), name)
+        return name
+    with open(local, "rb") as source:
+        return default_storage.save(name, File(source, name=Path(local).name))
+
+
+def publish(local: Path, prefix: str) -> list[str]:
+    """Store every file of the local folder ``local`` (recursively, hidden files left out) under ``prefix``.
+
+    Files already under the prefix that ``local`` does not have stay. Returns the names written.
+    """
+    local = Path(local)
+    files = sorted(p for p in local.rglob("*") if p.is_file() and not p.name.startswith("."))
+    names = [f"{prefix.rstrip('/')}/{p.relative_to(local).as_posix()}" for p in files]
+    _parallel(lambda pair: publish_file(*pair), list(zip(files, names)))
+    return names
+
+
+def remove_prefix(prefix: str) -> None:
+    """Delete every file under ``prefix``."""
+    if not prefix.strip("/"):
+        raise ValueError("refusing to remove the whole storage")
+    remover = getattr(default_storage, "remove_prefix", None)
+    if remover:
+        remover(prefix)
+    else:
+        for name in walk(prefix):
+            default_storage.delete(name)
+
+
+def _parallel(function, items: list) -> None:
+    if len(items) < 2:
+        for item in items:
+            function(item)
+        return
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        for _ in pool.map(function, items):  # re-raises the first error
+            pass
+
+
+# --- local scratch -------------------------------------------------------------------------------
+
+
+def _scratch_root() -> Path:
+    root = Path(settings.SYNTHGEN_WORK_DIR) / "scratch"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@contextlib.contextmanager
+def scratch(tag: str) -> Iterator[Path]:
+    """A local temp folder under SYNTHGEN_WORK_DIR for one piece of work; removed when the block ends."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=_scratch_root()))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
