@@ -89,8 +89,9 @@ def database_url() -> str:
 class Worker:
     """Start, kill and restart `celery worker` processes; logs go to log_dir."""
 
-    def __init__(self, log_dir: Path, extra_env: dict | None = None):
+    def __init__(self, log_dir: Path, extra_env: dict | None = None, queues: tuple[str, ...] = QUEUES):
         self.log_dir = log_dir
+        self.queues = queues
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "synthgen.settings.test",
@@ -115,9 +116,9 @@ class Worker:
         self.starts += 1
         log = open(self.log_dir / f"worker-{self.starts}.log", "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "synthgen", "worker", "-Q", ",".join(QUEUES), "--pool", "solo",
+            [sys.executable, "-m", "celery", "-A", "synthgen", "worker", "-Q", ",".join(self.queues), "--pool", "solo",
              "--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-             "-n", f"test-worker-{self.starts}@%h"],
+             "-n", f"test-worker-{self.log_dir.name}-{self.starts}@%h"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         return self
