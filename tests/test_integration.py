@@ -13,6 +13,7 @@ from apps.core import storage
 
 from .conftest import image_uploads
 from .realworker import Worker, rabbitmq_broker, real_broker, wait_for, worker  # noqa: F401 (fixtures)
+from .s3server import s3_storage, seaweedfs  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -44,9 +45,11 @@ def test_upload_to_zip_through_a_real_worker(worker, api, settings):
     assert len([n for n in archive.namelist() if n.endswith(".png")]) == 12
 
 
-def test_training_through_a_real_worker_on_rabbitmq(rabbitmq_broker, api, tmp_path):
-    """RabbitMQ (amqp://) as the broker: the chain goes through both queues and the generator comes back ready."""
-    worker = Worker(tmp_path, {"CELERY_BROKER_URL": rabbitmq_broker}).start()
+def test_training_through_a_real_worker_on_rabbitmq(rabbitmq_broker, s3_storage, seaweedfs, api, settings, tmp_path):
+    """RabbitMQ (amqp://) as the broker and S3 (SeaweedFS) as the storage: the chain goes through both queues
+    and the generator comes back ready, with nothing under the local media folders."""
+    worker = Worker(tmp_path, {"CELERY_BROKER_URL": rabbitmq_broker, **seaweedfs.env(s3_storage),
+                               "SYNTHGEN_MEDIA_ROOT": str(tmp_path / "worker-media")}).start()
     try:
         created = api.post("/api/datasets/", {"name": "ellipses", "images": image_uploads(8)}, format="multipart")
         assert created.status_code == 201, created.content
@@ -57,5 +60,8 @@ def test_training_through_a_real_worker_on_rabbitmq(rabbitmq_broker, api, tmp_pa
                              lambda g: g["status"] in ("ready", "failed"))
         assert generator["status"] == "ready", worker.logs()
         assert re.search(r"transport: +amqp://", (tmp_path / "worker-1.log").read_text())  # really on RabbitMQ
+        assert seaweedfs.keys(f"{s3_storage}/generators/{generator['id']}/")
+        assert not any(p.is_file() for folder in (settings.MEDIA_ROOT, tmp_path / "worker-media")
+                       for p in Path(folder).rglob("*"))
     finally:
         worker.stop()
