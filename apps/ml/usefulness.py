@@ -26,8 +26,9 @@ augmentation" or "hurts".
 The score is **balanced accuracy** (mean recall over all classes) on held-out
 real images. Recall of the generated class alone is never used: adding any
 images labelled with that class, even noise, raises its recall by shifting the
-prior. Training also samples classes uniformly, so the class sizes do not
-shift the prior either; what changes between the runs is only the
+prior. Training also samples classes uniformly (``ClassifierSettings.class_balanced``,
+the default; False draws images uniformly, classes at their natural frequencies), so the
+class sizes do not shift the prior either; what changes between the runs is only the
 content of the images. GQI (GAN Quality Index) is chance-corrected:
 ``(synthetic - 1/K) / (real - 1/K) * 100`` for K classes (0 = chance, 100 = as
 good as the real photos).
@@ -151,6 +152,9 @@ class ClassifierSettings:
     image_size: int = 32  # larger images are shrunk to this before the classifier sees them
     shift: int = 2  # random translation of up to this many pixels while training; 0 = off
     augment: bool = False  # also the plain augmentation of AUGMENTATION (the *_aug arms turn it on)
+    # True: each batch row draws a class uniformly, then an image of it (class sizes do not shift the
+    # prior: oversampling the small classes); False: images uniformly, classes at their natural frequencies.
+    class_balanced: bool = True
     device: str = "cpu"  # e.g. "cuda" on a GPU worker; results then differ slightly from the CPU's
 
 
@@ -198,8 +202,9 @@ def train_classifier(
     """Train a :class:`SmallCNN` on uint8 images, one tensor per class (label = list index).
 
     Batches draw the class uniformly, then an image of it, so the class sizes
-    do not bias the classifier. Deterministic for ``seed``; leaves the global
-    random state untouched.
+    do not bias the classifier (``settings.class_balanced``; False draws images
+    uniformly, so each class comes at its share of the images). Deterministic
+    for ``seed``; leaves the global random state untouched.
     """
     s = settings or ClassifierSettings()
     if len(class_images) < 2 or any(len(c) == 0 for c in class_images):
@@ -207,6 +212,7 @@ def train_classifier(
     data = [classifier_input(c, s.image_size) for c in class_images]
     counts = torch.tensor([len(c) for c in data])
     starts = torch.cumsum(counts, 0) - counts
+    label_of = torch.repeat_interleave(torch.arange(len(data)), counts)
     x_all = torch.cat(data).to(s.device)
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
@@ -216,8 +222,12 @@ def train_classifier(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=s.steps, pct_start=0.15)
     model.train()
     for _ in range(s.steps):
-        labels = torch.randint(0, len(data), (s.batch_size,), generator=gen)
-        idx = starts[labels] + (torch.rand(s.batch_size, generator=gen) * counts[labels]).long()
+        if s.class_balanced:
+            labels = torch.randint(0, len(data), (s.batch_size,), generator=gen)
+            idx = starts[labels] + (torch.rand(s.batch_size, generator=gen) * counts[labels]).long()
+        else:
+            idx = torch.randint(0, len(label_of), (s.batch_size,), generator=gen)
+            labels = label_of[idx]
         labels, idx = labels.to(s.device), idx.to(s.device)
         batch = _shift(x_all[idx], s.shift, gen)
         if s.augment:

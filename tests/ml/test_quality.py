@@ -53,6 +53,31 @@ def test_classifier_is_deterministic_for_a_seed():
     assert not torch.equal(a.head.weight, c.head.weight)
 
 
+def test_usefulness_classifier_draws_classes_uniformly_or_at_their_natural_frequencies(monkeypatch):
+    from apps.ml import usefulness
+
+    drawn = []
+    cross_entropy = usefulness.F.cross_entropy
+
+    def spy(logits, labels, *args, **kwargs):
+        drawn.append(labels.clone())
+        return cross_entropy(logits, labels, *args, **kwargs)
+
+    monkeypatch.setattr(usefulness.F, "cross_entropy", spy)
+    classes = [blobs(10, seed=1), bars(90, seed=2)]  # the first class is 10 % of the images
+    assert ClassifierSettings().class_balanced  # the default: oversample the small classes
+    share = {}
+    for balanced in (True, False):
+        drawn.clear()
+        train_classifier(classes, seed=0, settings=ClassifierSettings(steps=20, batch_size=32, width=4,
+                                                                      class_balanced=balanced))
+        share[balanced] = (torch.cat(drawn) == 0).float().mean().item()
+    assert 0.4 < share[True] < 0.6 and share[False] < 0.2
+    a, b = (train_classifier(classes, seed=3, settings=ClassifierSettings(steps=5, batch_size=8, width=4,
+                                                                          class_balanced=False)) for _ in range(2))
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
 def test_usefulness_without_other_classes_is_null_with_reason():
     result = usefulness_test(real_train=blobs(10, seed=1), real_test=blobs(5, seed=2), synthetic=blobs(10, seed=3),
                              negatives_train=[], negatives_test=[], settings=TINY)
