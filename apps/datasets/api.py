@@ -2,7 +2,7 @@
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.validators import RegexValidator
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.decorators import action
@@ -19,11 +19,23 @@ class RejectedFileSerializer(serializers.Serializer):
     reason = serializers.CharField()
 
 
+class ClassCountSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    image_count = serializers.IntegerField()
+
+
 class DatasetSerializer(serializers.Serializer):
     id = serializers.IntegerField(read_only=True)
     name = serializers.CharField(read_only=True)
     image_count = serializers.IntegerField(read_only=True)
+    labelled = serializers.BooleanField(read_only=True)
+    classes = serializers.SerializerMethodField(help_text="A labelled dataset's classes and their image counts "
+                                                          "(empty for an unlabelled one).")
     created_at = serializers.DateTimeField(read_only=True)
+
+    @extend_schema_field(ClassCountSerializer(many=True))
+    def get_classes(self, dataset) -> list[dict]:
+        return [{"name": name, "image_count": n} for name, n in dataset.class_counts().items()]
 
 
 class DatasetCreatedSerializer(DatasetSerializer):
@@ -38,13 +50,35 @@ UPLOAD_NEEDS_ONE_OF = {AT_LEAST_ONE_OF: ["images", "archive"]}
 class DatasetImagesSerializer(serializers.Serializer):
     images = serializers.ListField(child=serializers.FileField(), required=False,
                                    help_text="Image files (repeat the field). This, `archive`, or both.")
-    archive = serializers.FileField(required=False, help_text="A zip of images. This, `images`, or both.")
+    archive = serializers.FileField(required=False, help_text="A zip of images. This, `images`, or both. In a "
+                                    "labelled dataset: a folder per class (an ImageFolder).")
+    labels = serializers.ListField(child=serializers.CharField(max_length=64), required=False,
+                                   help_text="Labelled datasets: the class of each file in `images`, in order "
+                                             "(repeat the field). A zip's classes are its folders.")
 
 
 @extend_schema_serializer(extensions=UPLOAD_NEEDS_ONE_OF)
 class DatasetUploadSerializer(DatasetImagesSerializer):
     name = serializers.CharField(max_length=120, validators=[RegexValidator(r"\S")],
                                  help_text="Not only spaces.")
+    labelled = serializers.BooleanField(required=False, default=False,
+                                        help_text="true: the images have classes (a zip with a folder per class, "
+                                                  "or `labels`); one generator learns them all.")
+
+
+class MultipartBooleanField(serializers.BooleanField):
+    """A boolean form field as the schema writes it: "true" or "false" (DRF's would also take "0", "yes", ...)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            return data
+        if data not in ("true", "false"):
+            self.fail("invalid")
+        return data == "true"
+
+
+class DatasetFlagsSerializer(serializers.Serializer):
+    labelled = MultipartBooleanField(default=False)
 
 
 class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
@@ -71,11 +105,15 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.De
         name = request.data.get("name", "")
         if len(name) > 120:
             return Response({"name": ["Use at most 120 characters."]}, status=status.HTTP_400_BAD_REQUEST)
+        flags = DatasetFlagsSerializer(data={"labelled": request.data.get("labelled", False)})
+        flags.is_valid(raise_exception=True)
         dataset, rejected = services.create_dataset(
             owner=request.user,
             name=name,
             files=request.FILES.getlist("images"),
             archive=request.FILES.get("archive"),
+            labelled=flags.validated_data["labelled"],
+            labels=request.data.getlist("labels") if hasattr(request.data, "getlist") else None,
         )
         dataset = self.get_queryset().get(pk=dataset.pk)
         body = {**DatasetSerializer(dataset).data, "rejected": rejected}
@@ -95,7 +133,8 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.De
         if not files and archive is None:
             return Response({"images": ["Choose image files (PNG, JPEG or WebP) or a zip of them to upload."]},
                             status=status.HTTP_400_BAD_REQUEST)
-        rejected = services.add_images(dataset=dataset, files=files, archive=archive)
+        labels = request.data.getlist("labels") if hasattr(request.data, "getlist") else None
+        rejected = services.add_images(dataset=dataset, files=files, archive=archive, labels=labels)
         dataset = self.get_queryset().get(pk=dataset.pk)
         return Response({**DatasetSerializer(dataset).data, "rejected": rejected})
 

@@ -19,6 +19,8 @@ def _working_path(instance: "DatasetImage", filename: str) -> str:
 class Dataset(TimeStamped):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="datasets")
     name = models.CharField(max_length=120)
+    # Labelled: every image has a class (an ImageFolder upload); one conditional generator learns them all.
+    labelled = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -30,6 +32,13 @@ class Dataset(TimeStamped):
     def channels(self) -> int:
         """1 when every image is grayscale, else 3."""
         return 3 if self.images.exclude(mode="L").exists() else 1
+
+    def class_counts(self) -> dict[str, int]:
+        """Images per class, by class name (empty for an unlabelled dataset)."""
+        if not self.labelled:
+            return {}
+        rows = self.images.values("label").annotate(n=models.Count("id")).order_by("label")
+        return {row["label"]: row["n"] for row in rows}
 
 
 class DatasetImage(TimeStamped):
@@ -43,6 +52,7 @@ class DatasetImage(TimeStamped):
     format = models.CharField(max_length=10)
     size_bytes = models.PositiveBigIntegerField()
     sha256 = models.CharField(max_length=64, db_index=True)
+    label = models.CharField(max_length=64, blank=True, default="")  # the class in a labelled dataset
 
     class Meta:
         ordering = ["id"]

@@ -22,6 +22,7 @@ from apps.core.storage import StorageUnavailable
 
 from . import archive as zip_archive
 from . import imaging
+from . import labels as class_labels
 from .models import Dataset, DatasetImage
 
 
@@ -51,39 +52,92 @@ def zip_limits() -> zip_archive.ArchiveLimits:
     )
 
 
-def create_dataset(*, owner, name: str, files: Iterable = (), archive=None) -> tuple[Dataset, list[dict]]:
-    """Create a dataset from uploaded image files and/or one zip. Returns (dataset, rejected)."""
+def create_dataset(*, owner, name: str, files: Iterable = (), archive=None, labelled: bool = False,
+                   labels: list[str] | None = None) -> tuple[Dataset, list[dict]]:
+    """Create a dataset from uploaded image files and/or one zip. Returns (dataset, rejected).
+
+    ``labelled``: every image has a class - a zip's class is its top folder (an ImageFolder), a file's
+    class is its entry in ``labels`` (one per file, in order). Classes with fewer than
+    :data:`~.labels.MIN_CLASS_IMAGES` images are left out (and reported); at least
+    :data:`~.labels.MIN_CLASSES` classes must remain."""
     files = list(files)
     if not (name or "").strip():
         raise InvalidInput({"name": "Give the dataset a name, e.g. 'red tulips'."})
     if not files and archive is None:
         raise InvalidInput({"images": "Choose image files (PNG, JPEG or WebP) or a zip of them to upload."})
     _check_file_count(files)
+    file_labels = _file_labels(files, labels, labelled)
     written: list[str] = []
     try:
         with transaction.atomic():
-            dataset = Dataset.objects.create(owner=owner, name=name.strip()[:120])
-            rejected = _ingest_or_refuse(dataset, files, archive, written)
+            dataset = Dataset.objects.create(owner=owner, name=name.strip()[:120], labelled=labelled)
+            rejected = _ingest_or_refuse(dataset, files, archive, written, file_labels)
+            if labelled:
+                rejected += _drop_small_classes(dataset)
             if not dataset.images.exists():
                 reasons = "; ".join(f"{r['file']}: {r['reason']}" for r in rejected[:5])
                 raise InvalidInput({"images": f"No usable image in this upload. {reasons}"})
+            if labelled and len(dataset.class_counts()) < class_labels.MIN_CLASSES:
+                raise InvalidInput({"archive": (
+                    f"A labelled dataset needs at least {class_labels.MIN_CLASSES} classes with "
+                    f"{class_labels.MIN_CLASS_IMAGES} or more images each; this upload has "
+                    f"{_classes_in_words(dataset.class_counts())}. Put each class's images in a folder named "
+                    "after it, or upload without labelled=true for one class.")})
     except BaseException:
         _delete_files(written)
         raise
     return dataset, rejected
 
 
-def add_images(*, dataset: Dataset, files: Iterable = (), archive=None) -> list[dict]:
-    """Add uploads to an existing dataset; returns the rejected files with reasons."""
+def add_images(*, dataset: Dataset, files: Iterable = (), archive=None, labels: list[str] | None = None) -> list[dict]:
+    """Add uploads to an existing dataset; returns the rejected files with reasons (a labelled dataset
+    takes labelled uploads, as :func:`create_dataset`)."""
     files = list(files)
     _check_file_count(files)
+    file_labels = _file_labels(files, labels, dataset.labelled)
     written: list[str] = []
     try:
         with transaction.atomic():
-            return _ingest_or_refuse(dataset, files, archive, written)
+            return _ingest_or_refuse(dataset, files, archive, written, file_labels)
     except BaseException:
         _delete_files(written)
         raise
+
+
+def _file_labels(files: list, labels: list[str] | None, labelled: bool) -> list[str] | None:
+    """The class of each uploaded file (None for an unlabelled upload); refuses a count that does not match."""
+    if not labelled:
+        if labels:
+            raise InvalidInput({"labels": "Labels are only for a labelled dataset: send labelled=true as well."})
+        return None
+    labels = [class_labels.clean(label) for label in (labels or [])]
+    if files and len(labels) != len(files):
+        raise InvalidInput({"labels": f"{len(files)} images came with {len(labels)} labels: send one `labels` "
+                                      "entry per image, in the same order (or a zip with a folder per class)."})
+    for label in labels:
+        if problem := class_labels.name_problem(label):
+            raise InvalidInput({"labels": f"'{label}': {problem}"})
+    return labels
+
+
+def _drop_small_classes(dataset: Dataset) -> list[dict]:
+    """Leave out the classes with too few images to learn from; their files go with them."""
+    small = [name for name, n in dataset.class_counts().items() if n < class_labels.MIN_CLASS_IMAGES]
+    if not small:
+        return []
+    doomed = dataset.images.filter(label__in=small)
+    paths = [p for pair in doomed.values_list("original", "working") for p in pair]
+    doomed.delete()
+    transaction.on_commit(lambda: _delete_files(paths))
+    return [asdict(Rejected(f"{name}/", f"class '{name}' has fewer than {class_labels.MIN_CLASS_IMAGES} images - "
+                                          "add more of it, or leave its folder out"))
+            for name in small]
+
+
+def _classes_in_words(counts: dict[str, int]) -> str:
+    if not counts:
+        return "no class"
+    return ", ".join(f"'{name}' ({n} images)" for name, n in counts.items())
 
 
 def _check_file_count(files: list) -> None:
@@ -94,17 +148,18 @@ def _check_file_count(files: list) -> None:
         )
 
 
-def _ingest(dataset: Dataset, files: list, archive, written: list[str]) -> list[dict]:
+def _ingest(dataset: Dataset, files: list, archive, written: list[str], file_labels: list[str] | None = None) -> list[dict]:
     rejected: list[Rejected] = []
     known = set(dataset.images.values_list("sha256", flat=True))
-    for name, data in _uploaded_items(files, archive, rejected):
-        _add_one(dataset, name, data, known, rejected, written)
+    for name, data, label in _uploaded_items(files, archive, rejected, file_labels, dataset.labelled):
+        _add_one(dataset, name, data, known, rejected, written, label)
     return [asdict(r) for r in rejected]
 
 
-def _ingest_or_refuse(dataset: Dataset, files: list, archive, written: list[str]) -> list[dict]:
+def _ingest_or_refuse(dataset: Dataset, files: list, archive, written: list[str],
+                      file_labels: list[str] | None = None) -> list[dict]:
     try:
-        return _ingest(dataset, files, archive, written)
+        return _ingest(dataset, files, archive, written, file_labels)
     except StorageUnavailable as exc:
         raise StorageUnavailable(f"The images could not be stored, so nothing of this upload was kept. {exc} "
                                  "Try again in a few minutes.") from exc
@@ -119,21 +174,30 @@ def _delete_files(paths: list[str]) -> None:
             log.warning("could not remove %s from storage after a failed upload", path)
 
 
-def _uploaded_items(files: list, archive, rejected: list[Rejected]) -> Iterator[tuple[str, bytes | BinaryIO]]:
-    for upload in files:
-        yield upload.name, upload
+def _uploaded_items(files: list, archive, rejected: list[Rejected], file_labels: list[str] | None,
+                    labelled: bool) -> Iterator[tuple[str, bytes | BinaryIO, str]]:
+    """(name, bytes or file, class) of every upload; a labelled zip's members outside a usable class folder
+    are rejected with the reason."""
+    for index, upload in enumerate(files):
+        yield upload.name, upload, file_labels[index] if file_labels else ""
     if archive is None:
         return
     try:
         members = zip_archive.iter_zip_images(archive, zip_limits())
-        yield from members
+        root = class_labels.common_root([info.filename for info in members.members]) if labelled else None
+        for name, data in members:
+            label = class_labels.class_of(name, root) if labelled else ""
+            if labelled and (problem := class_labels.name_problem(label)):
+                rejected.append(Rejected(name, problem))
+                continue
+            yield name, data, label
     except zip_archive.ArchiveRejected as exc:
         # The whole request fails: nothing from it is kept.
         raise InvalidInput({"archive": f"{getattr(archive, 'name', 'archive')}: {exc.reason}"}) from None
     rejected.extend(Rejected(r.name, r.reason) for r in members.rejected)
 
 
-def _add_one(dataset, name, data, known: set[str], rejected: list[Rejected], written: list[str]) -> None:
+def _add_one(dataset, name, data, known: set[str], rejected: list[Rejected], written: list[str], label: str = "") -> None:
     limits = image_limits()
     raw = data if isinstance(data, bytes) else data.read(limits.max_file_bytes + 1)
     try:
@@ -155,6 +219,7 @@ def _add_one(dataset, name, data, known: set[str], rejected: list[Rejected], wri
         format=decoded.format,
         size_bytes=decoded.size_bytes,
         sha256=digest,
+        label=label,
     )
     image.original.save(f"original.{STORED_EXTENSIONS[decoded.format]}", ContentFile(raw), save=False)
     written.append(image.original.name)
