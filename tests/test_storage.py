@@ -290,3 +290,13 @@ def test_a_job_whose_storage_is_down_fails_naming_it_and_nothing_stored_is_lost(
     assert seaweedfs.keys(f"{s3_storage}/") == stored
     download = api.get(f"/api/jobs/{first.json()['id']}/download/")
     assert download.status_code == 200 and zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content))).testzip() is None
+
+
+@pytest.mark.django_db
+def test_the_schema_documents_503_where_files_are_stored_or_read(api):
+    schema = api.get("/api/schema/", {"format": "json"}).json()
+    documented = sorted(f"{method.upper()} {path}" for path, operations in schema["paths"].items()
+                        for method, operation in operations.items() if "503" in operation["responses"])
+    assert documented == ["GET /api/jobs/{id}/download/", "POST /api/datasets/", "POST /api/datasets/{id}/images/"]
+    answer = schema["paths"]["/api/datasets/"]["post"]["responses"]["503"]
+    assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}

@@ -4,8 +4,9 @@ drf-spectacular documents the successful answers from the views. The errors foll
 is built, so they are added here in one place: 400 (field errors) where a request has a body or a query
 parameter limited to some values, 401 where a token is needed, 404 on one object's path and on a page
 past the last (403 where only the owner may change a shared one), 415 where a body of another media type
-is refused, 429 where a throttle applies. Every one of them is JSON, also for paths that match no
-endpoint (apps/core/middleware.py).
+is refused, 429 where a throttle applies, 503 where files are stored or read (uploads, downloads) and the
+storage cannot be reached. Every one of them is JSON, also for paths that match no endpoint
+(apps/core/middleware.py).
 
 It also writes what drf-spectacular cannot say from a serializer: a serializer that needs at least one of
 some optional fields says so with ``extend_schema_serializer(extensions={AT_LEAST_ONE_OF: [...]})``,
@@ -102,6 +103,16 @@ def _present(field: str, schema: dict) -> dict:
     return {"required": [field]}
 
 
+def _moves_files(operation, schemas: dict) -> bool:
+    """An upload (a body with files) or a download (a zip): it fails with 503 when the storage is down."""
+    body = operation.get("requestBody", {}).get("content", {}).get("multipart/form-data", {}).get("schema", {})
+    ref = body.get("$ref", "")
+    fields = schemas.get(ref.rsplit("/", 1)[-1], {}).get("properties", {}) if ref else body.get("properties", {})
+    uploads = any(field.get("format") == "binary" or field.get("items", {}).get("format") == "binary"
+                  for field in fields.values())
+    return uploads or "application/zip" in operation.get("responses", {}).get("200", {}).get("content", {})
+
+
 def document_error_responses(result, generator, request, public):
     """Add the error responses (module docstring) to every operation of the schema ``result``."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
@@ -129,4 +140,7 @@ def document_error_responses(result, generator, request, public):
                 responses.setdefault("415", _response("The body is not of a media type this operation reads (see its request body).", ERROR))
             if _throttled(view):
                 responses.setdefault("429", _response("Too many requests: wait the seconds in the Retry-After header.", ERROR))
+            if _moves_files(operation, schemas):
+                responses.setdefault("503", _response("The file storage cannot be reached (or its bucket is missing): "
+                                                      "nothing was stored. Try again in a few minutes.", ERROR))
     return result
