@@ -51,6 +51,8 @@ def name_problem(name: str | None) -> str | None:
         return f"'{name}' is not a class name - name each folder after its class"
     if len(name) > MAX_CLASS_NAME:
         return f"class name '{name[:20]}...' is {len(name)} characters, over {MAX_CLASS_NAME} - shorten the folder name"
+    if "/" in name or "\\" in name:
+        return f"class name '{name}' holds a slash - name the class without '/' or '\\'"
     if any(unicodedata.category(ch).startswith("C") for ch in name):
         return "the class name holds control characters - rename the folder"
     return None

@@ -22,8 +22,8 @@ class JobSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = GenerationJob
-        fields = ["id", "generator", "status", "count", "produced", "dropped", "seed", "steps", "filter_images",
-                  "download_url", "error", "created_at", "finished_at"]
+        fields = ["id", "generator", "status", "count", "counts", "guidance", "produced", "dropped", "seed", "steps",
+                  "filter_images", "download_url", "error", "created_at", "finished_at"]
 
     def get_download_url(self, job) -> str | None:
         if job.status != GenerationJob.Status.DONE:
@@ -54,11 +54,24 @@ class GenerateSerializer(serializers.Serializer):
     seed = json_fields.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**63 - 1)
     steps = json_fields.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_SAMPLING_STEPS)
     filter = json_fields.BooleanField(default=True, help_text="Drop noisy/blank images and near-copies of training images.")
+    counts = serializers.DictField(child=json_fields.IntegerField(min_value=0), required=False, help_text=(
+        "Conditional generators: images per class, e.g. {\"sandal\": 850} (leave count out)."))
+    balance_to = json_fields.IntegerField(required=False, min_value=1, help_text=(
+        "Conditional generators: fill every class up to this many images, counting its real photos "
+        "(a class that has as many already gets none; leave count out)."))
+    guidance = json_fields.FloatField(required=False, min_value=0.0, max_value=20.0, help_text=(
+        "Conditional generators: classifier-free guidance scale (1: none; higher: more typical of the class, "
+        "less varied). Left out: the generator's default."))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # The cap is a setting, read at request time (and by the schema, the web form and the service).
-        self.fields["count"] = json_fields.IntegerField(min_value=1, max_value=settings.SYNTHGEN_MAX_GENERATION_COUNT)
+        self.fields["count"] = json_fields.IntegerField(
+            min_value=1, max_value=settings.SYNTHGEN_MAX_GENERATION_COUNT, required=False,
+            help_text="How many images. Required, except with counts or balance_to for a conditional generator "
+                      "(with class: how many of that class; alone: spread evenly over its classes).")
+        self.fields["class"] = json_fields.CharField(required=False, help_text=(
+            "Conditional generators: generate only this class (with count)."))
 
 
 class GenerateView(APIView):
@@ -77,9 +90,13 @@ class GenerateView(APIView):
         job = services.start_generation(
             owner=request.user,
             generator=generator,
-            count=data["count"],
+            count=data.get("count"),
             seed=data.get("seed"),
             steps=data.get("steps"),
             filter_images=data["filter"],
+            counts=data.get("counts"),
+            balance_to=data.get("balance_to"),
+            class_name=data.get("class"),
+            guidance=data.get("guidance"),
         )
         return Response(JobSerializer(job, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)

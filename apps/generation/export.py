@@ -28,11 +28,12 @@ def write_manifest(folder: Path, manifest: dict) -> Path:
 
 
 def write_zip(folder: Path, zip_path: Path, arc_prefix: str) -> Path:
-    """Zip every file of ``folder`` under ``arc_prefix/`` (PNGs are stored, not re-compressed)."""
+    """Zip every file of ``folder`` (class folders included) under ``arc_prefix/`` (PNGs are stored, not
+    re-compressed). A conditional job's folder holds a folder per class: the zip is an ImageFolder."""
     zip_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = zip_path.with_name(f".{zip_path.name}.tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
-        for path in sorted(folder.iterdir()):
-            archive.write(path, f"{arc_prefix}/{path.name}")
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            archive.write(path, f"{arc_prefix}/{path.relative_to(folder).as_posix()}")
     tmp.replace(zip_path)
     return zip_path

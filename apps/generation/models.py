@@ -18,6 +18,9 @@ class GenerationJob(TimeStamped):
     seed = models.BigIntegerField()
     steps = models.PositiveIntegerField(null=True, blank=True)  # sampling steps, for diffusion types
     filter_images = models.BooleanField(default=True)
+    # A conditional generator's job: images per class, in the generator's class order (empty: one class).
+    counts = models.JSONField(default=dict, blank=True)
+    guidance = models.FloatField(null=True, blank=True)  # classifier-free guidance scale (conditional generators)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
     produced = models.PositiveIntegerField(default=0)
     dropped = models.PositiveIntegerField(default=0)

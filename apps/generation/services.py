@@ -16,6 +16,7 @@ from apps.core.storage import StorageUnavailable
 from apps.ml import registry
 from apps.ml import filtering
 from safetensors.torch import load as load_safetensors
+from apps.ml.base import MAX_SAMPLING_STEPS
 from apps.ml.device import pick_device
 from apps.generators.models import Generator
 
@@ -27,11 +28,33 @@ CHUNK = 500  # images sampled (and progress recorded) at a time
 
 
 def start_generation(
-    *, owner, generator: Generator, count, seed=None, steps=None, filter_images: bool = True
+    *, owner, generator: Generator, count=None, seed=None, steps=None, filter_images: bool = True,
+    counts: dict | None = None, balance_to=None, class_name: str | None = None, guidance=None,
 ) -> GenerationJob:
+    """Queue a job. A conditional generator (one with classes) takes how many of each class in one of four
+    ways: ``counts`` ({class: n}), ``balance_to`` (every class filled up to N from its real photos),
+    ``count`` + ``class_name`` (one class), or ``count`` alone (spread evenly over the classes);
+    ``guidance`` is its classifier-free guidance scale (default: the model's)."""
     errors: dict[str, str] = {}
     maximum = settings.SYNTHGEN_MAX_GENERATION_COUNT
-    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= maximum:
+    per_class = {}
+    if generator.classes:
+        per_class, class_errors = class_counts(generator, count=count, counts=counts, balance_to=balance_to,
+                                               class_name=class_name)
+        errors.update(class_errors)
+        if per_class:
+            count = sum(per_class.values())
+        if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, (int, float))
+                                     or not MIN_GUIDANCE <= guidance <= MAX_GUIDANCE):
+            errors["guidance"] = (f"Guidance must be a number from {MIN_GUIDANCE:g} to {MAX_GUIDANCE:g} "
+                                  "(1: no guidance; higher: more typical images of the class, less varied).")
+    else:
+        for field, value in (("counts", counts), ("balance_to", balance_to), ("class", class_name),
+                             ("guidance", guidance)):
+            if value is not None:
+                errors[field] = (f"'{field}' is for a generator trained on a labelled dataset (one with classes); "
+                                 "this one learned one class: leave it out.")
+    if "count" not in errors and (not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= maximum):
         errors["count"] = f"Ask for between 1 and {maximum:,} images."
     if seed is not None and (not isinstance(seed, int) or not 0 <= seed < 2**63):
         errors["seed"] = "The seed must be a whole number between 0 and 2^63-1, or left out."
@@ -39,8 +62,8 @@ def start_generation(
     if steps is not None:
         if generator_type is None or not generator_type.uses_sampling_steps:
             errors["steps"] = f"{generator.kind} generators take no sampling steps; leave 'steps' out."
-        elif not isinstance(steps, int) or not 1 <= steps <= 1000:
-            errors["steps"] = "Sampling steps must be between 1 and 1000 (10-250 is typical)."
+        elif not isinstance(steps, int) or not 1 <= steps <= MAX_SAMPLING_STEPS:
+            errors["steps"] = f"Sampling steps must be between 1 and {MAX_SAMPLING_STEPS} (10-250 is typical)."
     if not generator.is_ready:
         errors["generator"] = f"This generator is {generator.status}; only a ready generator can generate."
     if errors:
@@ -50,10 +73,61 @@ def start_generation(
     if steps is None and generator_type is not None and generator_type.uses_sampling_steps:
         steps = generator_type.default_sampling_steps
     job = GenerationJob.objects.create(
-        owner=owner, generator=generator, count=count, seed=seed, steps=steps, filter_images=filter_images
+        owner=owner, generator=generator, count=count, seed=seed, steps=steps, filter_images=filter_images,
+        counts=per_class, guidance=guidance,
     )
     transaction.on_commit(lambda: _launch(job.pk))
     return job
+
+
+MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 20.0
+
+
+def class_counts(generator: Generator, *, count=None, counts=None, balance_to=None, class_name=None
+                 ) -> tuple[dict[str, int], dict[str, str]]:
+    """({class: images to generate} in the generator's class order, errors) for a conditional generator."""
+    real = {c["name"]: c["image_count"] for c in generator.classes}
+    ways = [name for name, value in (("counts", counts), ("balance_to", balance_to), ("class", class_name))
+            if value is not None]
+    if len(ways) > 1:
+        return {}, {ways[1]: f"Give one of counts, balance_to or class (with count), not {' and '.join(ways)}."}
+    if counts is not None:
+        if count is not None:
+            return {}, {"count": "With counts, leave count out: the total is the sum of counts."}
+        if not isinstance(counts, dict) or not counts:
+            return {}, {"counts": 'Give images per class as an object, e.g. {"sandal": 850}.'}
+        unknown = [name for name in counts if name not in real]
+        if unknown:
+            return {}, {"counts": f"No class {', '.join(map(repr, unknown))} in this generator; its classes: "
+                                  f"{', '.join(real)}."}
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in counts.values()):
+            return {}, {"counts": "Each class's count must be a whole number, 0 or more."}
+        wanted = {name: counts.get(name, 0) for name in real}
+    elif balance_to is not None:
+        if count is not None:
+            return {}, {"count": "With balance_to, leave count out: each class gets what it lacks."}
+        if isinstance(balance_to, bool) or not isinstance(balance_to, int) or balance_to < 1:
+            return {}, {"balance_to": "balance_to must be a whole number of images per class, 1 or more."}
+        wanted = {name: max(0, balance_to - n) for name, n in real.items()}
+        if not any(wanted.values()):
+            return {}, {"balance_to": f"Every class already has {balance_to} or more photos (the most: "
+                                      f"{max(real.values())}); choose a higher balance_to."}
+    elif class_name is not None:
+        if class_name not in real:
+            return {}, {"class": f"No class {class_name!r} in this generator; its classes: {', '.join(real)}."}
+        if isinstance(count, bool) or not isinstance(count, int):
+            return {}, {"count": "Say how many images of the class to generate (count)."}
+        wanted = {name: count if name == class_name else 0 for name in real}
+    else:
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            return {}, {}  # the count check says what is wrong
+        share, extra = divmod(count, len(real))
+        wanted = {name: share + (i < extra) for i, name in enumerate(real)}
+    total, maximum = sum(wanted.values()), settings.SYNTHGEN_MAX_GENERATION_COUNT
+    if not 1 <= total <= maximum:
+        field = "counts" if counts is not None else "balance_to" if balance_to is not None else "count"
+        return {}, {field: f"That is {total:,} images in all; ask for between 1 and {maximum:,}."}
+    return wanted, {}
 
 
 def _launch(job_id: int) -> None:
@@ -141,26 +215,39 @@ def _generate(job: GenerationJob, work) -> tuple[int, str, str]:
     model = _load_model(generator.pk, generator.kind, generator.files_dir, version)
     reference = _filter_reference(generator.pk, generator.files_dir, version) if job.filter_images else None
 
-    def sample(n: int, seed: int):
-        return model.sample(n, seed=seed, steps=job.steps)
-
     manifest_images, dropped, produced = [], {"noise": 0, "blank": 0, "copy": 0}, 0
-    for chunk_index, start in enumerate(range(0, job.count, CHUNK)):
-        wanted = min(CHUNK, job.count - start)
-        batch = filtering.generate_filtered(sample, wanted, reference, seed=job.seed, chunk=chunk_index)
-        names = export.write_pngs(batch.images, folder, produced)
-        manifest_images += [{"file": name, **scores} for name, scores in zip(names, batch.scores)]
-        produced += len(names)
-        for reason, n in batch.dropped.items():
-            dropped[reason] += n
-        GenerationJob.objects.filter(pk=job.pk).update(produced=produced, dropped=sum(dropped.values()))
+    # (class index, class name or None, images): one part for a one-class job, a part per class otherwise.
+    names = [c["name"] for c in generator.classes]
+    parts = [(names.index(name), name, n) for name, n in job.counts.items() if n] or [(None, None, job.count)]
+    chunk_index = 0
+    for label, class_name, class_count in parts:
+        by_class = {"labels": label, "guidance": job.guidance} if label is not None else {}
+
+        def sample(n: int, seed: int, by_class=by_class):
+            return model.sample(n, seed=seed, steps=job.steps, **by_class)
+
+        target, written = (folder / class_name, 0) if class_name else (folder, produced)
+        for start in range(0, class_count, CHUNK):
+            wanted = min(CHUNK, class_count - start)
+            batch = filtering.generate_filtered(sample, wanted, reference, seed=job.seed, chunk=chunk_index)
+            chunk_index += 1
+            files = export.write_pngs(batch.images, target, written)
+            prefix = f"{class_name}/" if class_name else ""
+            manifest_images += [{"file": prefix + name, **({"class": class_name} if class_name else {}), **scores}
+                                for name, scores in zip(files, batch.scores)]
+            written += len(files)
+            produced += len(files)
+            for reason, n in batch.dropped.items():
+                dropped[reason] += n
+            GenerationJob.objects.filter(pk=job.pk).update(produced=produced, dropped=sum(dropped.values()))
     export.write_manifest(
         folder,
         {
             "generator": {"id": generator.pk, "name": generator.name, "kind": generator.kind,
                           "resolution": generator.resolution, "version": version},
             "job": {"id": job.pk, "count": job.count, "produced": produced, "seed": job.seed,
-                    "steps": job.steps, "filtered": reference is not None},
+                    "steps": job.steps, "filtered": reference is not None,
+                    **({"counts": job.counts, "guidance": job.guidance} if job.counts else {})},
             "filter": {"dropped": dropped, "thresholds": reference.thresholds() if reference else None},
             "images": manifest_images,
         },

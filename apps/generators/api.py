@@ -8,6 +8,7 @@ from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
 from apps.core import fields as json_fields
+from apps.datasets.api import ClassCountSerializer
 from apps.datasets.selectors import datasets_for
 
 from . import selectors, services
@@ -43,12 +44,15 @@ class GeneratorSerializer(serializers.ModelSerializer):
     error = serializers.SerializerMethodField()
     sample_grid_url = serializers.SerializerMethodField()
     uses_sampling_steps = serializers.SerializerMethodField()
+    classes = ClassCountSerializer(many=True, read_only=True, help_text=(
+        "A conditional generator's classes (label order) and the real photos of each it learned from; "
+        "empty for a one-class generator. Generate them with `counts`, `balance_to` or `class`."))
 
     class Meta:
         model = Generator
         fields = ["id", "name", "kind", "resolution", "channels", "dataset", "augment", "preset", "shared",
                   "owner", "status", "stage", "progress", "run", "error", "warnings", "sample_grid_url",
-                  "uses_sampling_steps", "quality", "config", "created_at"]
+                  "uses_sampling_steps", "classes", "quality", "config", "created_at"]
 
     def _run(self, generator):
         cache = self.context.setdefault("_runs", {})

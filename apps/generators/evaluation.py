@@ -49,6 +49,21 @@ def split_heldout(images: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.
     return images[train_index], images[held_index]
 
 
+def split_heldout_by_class(images: torch.Tensor, labels: torch.Tensor, seed: int
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train, train labels, heldout, heldout labels): :func:`split_heldout` within each class, so every class
+    keeps its share of held-out photos (none for a class under 40)."""
+    parts = {"train": [], "train_labels": [], "held": [], "held_labels": []}
+    for label in labels.unique().tolist():
+        index = (labels == label).nonzero().flatten()
+        train, held = split_heldout(images[index], seed=seed + label)
+        parts["train"].append(train)
+        parts["train_labels"].append(torch.full((len(train),), label, dtype=labels.dtype))
+        parts["held"].append(held)
+        parts["held_labels"].append(torch.full((len(held),), label, dtype=labels.dtype))
+    return tuple(torch.cat(parts[key]) for key in ("train", "train_labels", "held", "held_labels"))
+
+
 def sampling_steps(kind: str) -> int | None:
     """The steps generation uses by default for this type (None for types without steps)."""
     generator_type = registry.get(kind)
@@ -84,6 +99,51 @@ def evaluate(*, generator: Generator, model_dir: Path, train: torch.Tensor, held
         save_grid(side_by_side, copies_grid, columns=2)
     report["negatives"] = source
     return report
+
+
+def evaluate_by_class(*, generator: Generator, model_dir: Path, train: torch.Tensor, heldout: torch.Tensor | None,
+                      copies_grid: Path, augmented: torch.Tensor | None = None,
+                      labels: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]) -> dict:
+    """A conditional generator's report: :func:`evaluate`'s report for every class, each class's generated
+    images against its own photos, with the dataset's other classes as the "not this class" images.
+
+    The top level is the report of the class with the fewest photos (the one balancing is for), and
+    ``classes`` holds every class's report by name. ``labels``: (train, heldout, augmented) labels.
+    """
+    device = pick_device()
+    model = registry.get(generator.kind).load(model_dir, device=device)
+    steps = sampling_steps(generator.kind)
+    train_labels, held_labels, augmented_labels = labels
+    names = [c["name"] for c in generator.classes]
+    reports, generated_by_class = {}, {}
+    for index, name in enumerate(names):
+        generated = generated_by_class[name] = model.sample(settings.SYNTHGEN_QUALITY_SAMPLES, seed=QUALITY_SEED + index, steps=steps,
+                                 labels=index)
+        others = [i for i in range(len(names)) if i != index and (train_labels == i).sum() >= 2]
+        held = heldout[held_labels == index] if heldout is not None else None
+        report = quality_report(
+            generated=generated,
+            train=train[train_labels == index],
+            heldout=held if held is not None and len(held) else None,
+            augmented=augmented[augmented_labels == index] if augmented is not None else None,
+            negatives=[train[train_labels == i] for i in others],
+            negatives_heldout=[heldout[held_labels == i] for i in others]
+            if heldout is not None and all((held_labels == i).sum() >= 2 for i in others) else None,
+            seeds=tuple(settings.SYNTHGEN_QUALITY_SEEDS),
+            settings=ClassifierSettings(steps=settings.SYNTHGEN_QUALITY_CLASSIFIER_STEPS, device=device),
+            sampling={"steps": steps, "seed": QUALITY_SEED + index, "count": len(generated), "class": name},
+        )
+        report["negatives"] = {"source": "the other classes of this dataset", "classes": len(others),
+                               "images": sum(int((train_labels == i).sum()) for i in others),
+                               "dropped_as_duplicates": 0}
+        reports[name] = report
+    shortest = min(names, key=lambda name: (train_labels == names.index(name)).sum().item())
+    pairs = reports[shortest].get("worst_copies") or []
+    if pairs:
+        generated, class_train = generated_by_class[shortest], train[train_labels == names.index(shortest)]
+        side_by_side = torch.stack([img for p in pairs for img in (generated[p["generated"]], class_train[p["train"]])])
+        save_grid(side_by_side, copies_grid, columns=2)
+    return {**reports[shortest], "class": shortest, "classes": reports}
 
 
 def _other_datasets(generator: Generator):

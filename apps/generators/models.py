@@ -32,6 +32,9 @@ class Generator(TimeStamped):
     files_dir = models.CharField(max_length=255, blank=True)  # its folder in storage (apps/core/storage.py); weights + config
     sample_grid = models.CharField(max_length=255, blank=True)  # name in storage
     quality = models.JSONField(null=True, blank=True)
+    # A conditional generator's classes in label order, with the real photos of each it learned from:
+    # [{"name": ..., "image_count": ...}]; empty for a one-class generator.
+    classes = models.JSONField(default=list, blank=True)
     warnings = models.JSONField(default=list, blank=True)
 
     class Meta:

@@ -26,6 +26,7 @@ from typing import Callable
 from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
+import torch
 from PIL import Image
 
 from apps.core import storage
@@ -219,11 +220,20 @@ def _prepare(run: TrainingRun, work: Path) -> None:
             picture.load()
             pictures.append(picture)
     tensor = stack_training_tensor(pictures, generator.resolution, channels)
-    train_part, heldout = evaluation.split_heldout(tensor, seed=run.pk)
-    save_tensors_atomic({"images": train_part}, work / PREPARED)
-    save_tensors_atomic({"images": heldout}, work / HELDOUT)
+    classes = []
+    if generator.dataset.labelled:  # one model learns every class: the labels travel with the images
+        names = sorted({image.label for image in images})
+        labels = torch.tensor([names.index(image.label) for image in images])
+        train_part, train_labels, heldout, held_labels = evaluation.split_heldout_by_class(tensor, labels, seed=run.pk)
+        save_tensors_atomic({"images": train_part, "labels": train_labels}, work / PREPARED)
+        save_tensors_atomic({"images": heldout, "labels": held_labels}, work / HELDOUT)
+        classes = [{"name": name, "image_count": int((labels == i).sum())} for i, name in enumerate(names)]
+    else:
+        train_part, heldout = evaluation.split_heldout(tensor, seed=run.pk)
+        save_tensors_atomic({"images": train_part}, work / PREPARED)
+        save_tensors_atomic({"images": heldout}, work / HELDOUT)
     _publish(run, work, PREPARED, HELDOUT)
-    Generator.objects.filter(pk=generator.pk).update(channels=channels)
+    Generator.objects.filter(pk=generator.pk).update(channels=channels, classes=classes)
     TrainingRun.objects.filter(pk=run.pk).update(image_count=len(train_part))
 
 
@@ -240,10 +250,13 @@ def augmentation_copies(image_count: int) -> int:
 
 def _augment(run: TrainingRun, work: Path) -> None:
     _fetch(run, work, PREPARED)
-    images = load_tensors(work / PREPARED)["images"]
+    prepared = load_tensors(work / PREPARED)
+    images, labels = prepared["images"], prepared.get("labels")
     if run.generator.augment:
-        images = augment_dataset(images, copies=augmentation_copies(len(images)), seed=run.pk)
-    save_tensors_atomic({"images": images}, work / TRAINING)
+        copies = augmentation_copies(len(images))
+        images = augment_dataset(images, copies=copies, seed=run.pk)
+        labels = labels.repeat(1 + copies) if labels is not None else None  # copy k of image i keeps its class
+    save_tensors_atomic({"images": images, **({"labels": labels} if labels is not None else {})}, work / TRAINING)
     _publish(run, work, TRAINING)
     TrainingRun.objects.filter(pk=run.pk).update(image_count=len(images))
 
@@ -334,7 +347,8 @@ def _train(run: TrainingRun, work: Path) -> None:
     _fetch(run, work, TRAINING, PREPARED)
     # The last checkpoint, wherever it was written: training resumes from it.
     storage.fetch(storage.run_file(run.pk, CHECKPOINTS), work / CHECKPOINTS)
-    images = load_tensors(work / TRAINING)["images"].float().div(127.5).sub(1.0)
+    training = load_tensors(work / TRAINING)
+    images, labels = training["images"].float().div(127.5).sub(1.0), training.get("labels")
     generator_type = registry.get(generator.kind)
     device = pick_device()
     # A resumed run keeps the config it started with; a new one gets the preset's recipe for this data
@@ -349,6 +363,7 @@ def _train(run: TrainingRun, work: Path) -> None:
         device=device,
         overrides=settings.SYNTHGEN_TRAINING_OVERRIDES.get(generator.kind, {}),
         options=generator.options,
+        classes=[c["name"] for c in generator.classes] or None,
     )
     Generator.objects.filter(pk=generator.pk).update(config=config)
     run.refresh_from_db()
@@ -360,9 +375,8 @@ def _train(run: TrainingRun, work: Path) -> None:
     )
     recorder = _ProgressRecorder(run, checkpoint_dir=work / CHECKPOINTS)
     model = generator_type(config, device=device)
-    result = model.train(
-        images, checkpoint_dir=work / CHECKPOINTS, on_progress=recorder, should_stop=recorder.should_stop
-    )
+    result = model.train(images, labels=labels, checkpoint_dir=work / CHECKPOINTS, on_progress=recorder,
+                         should_stop=recorder.should_stop)
     if result.stopped_early:
         mark_cancelled(run=TrainingRun.objects.get(pk=run.pk))
         raise StageSkipped()
@@ -382,13 +396,18 @@ def evaluate(run_id: int) -> bool:
 def _evaluate(run: TrainingRun, work: Path) -> None:
     _fetch(run, work, PREPARED, HELDOUT, *([TRAINING] if run.generator.augment else []))
     storage.fetch(storage.run_file(run.pk, FINAL), work / FINAL)
-    report = evaluation.evaluate(
+    prepared, heldout = load_tensors(work / PREPARED), load_tensors(work / HELDOUT)
+    augmented = load_tensors(work / TRAINING) if run.generator.augment else None
+    measure = evaluation.evaluate_by_class if run.generator.classes else evaluation.evaluate
+    report = measure(
         generator=run.generator,
         model_dir=work / FINAL,
-        train=load_tensors(work / PREPARED)["images"],
-        heldout=load_tensors(work / HELDOUT)["images"],
+        train=prepared["images"],
+        heldout=heldout["images"],
         copies_grid=work / COPIES_GRID,
-        augmented=load_tensors(work / TRAINING)["images"] if run.generator.augment else None,
+        augmented=augmented["images"] if augmented is not None else None,
+        **({"labels": (prepared["labels"], heldout["labels"], augmented["labels"] if augmented is not None else None)}
+           if run.generator.classes else {}),
     )
     save_json_atomic(report, work / QUALITY)
     _publish(run, work, QUALITY, *([COPIES_GRID] if (work / COPIES_GRID).exists() else []))
@@ -420,7 +439,9 @@ def _register(run: TrainingRun, work: Path) -> None:
     _fetch(run, work, QUALITY)
     quality = load_json(work / QUALITY)
     model = registry.get(generator.kind).load(target, device=pick_device())
-    samples = model.sample(SAMPLE_GRID_COUNT, seed=SAMPLE_GRID_SEED)
+    # A conditional generator's grid runs through its classes, a row or so each.
+    by_class = {"labels": torch.arange(SAMPLE_GRID_COUNT) % len(generator.classes)} if generator.classes else {}
+    samples = model.sample(SAMPLE_GRID_COUNT, seed=SAMPLE_GRID_SEED, **by_class)
     save_grid(samples, target / "samples.png", columns=8)
     storage.publish(target, files_dir)
     warnings = TrainingRun.objects.values_list("warnings", flat=True).get(pk=run.pk)

@@ -78,6 +78,10 @@ def start_training(
         )
     if not name.strip():
         errors["name"] = "Give the generator a name."
+    if dataset.labelled and "kind" not in errors and not registry.get(kind).supports_labels:
+        learners = ", ".join(key for key, cls in registry.all_types().items() if cls.supports_labels)
+        errors["kind"] = (f"{kind} generators learn one class; this dataset has classes. Choose {learners} (one "
+                          "model learns every class), or upload each class as its own dataset.")
     if options and not errors.keys() & {"kind", "resolution", "preset"}:
         # Checked against the config the train stage will build for this very request.
         if problems := option_errors(kind, options, resolution=resolution, channels=dataset.channels,
