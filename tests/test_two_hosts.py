@@ -90,3 +90,36 @@ def test_stages_run_on_two_hosts_through_s3_and_training_resumes_on_a_third(
     assert left and all(name.startswith(f"scratch/run{run.pk}-train-") for name in left), left
     assert seaweedfs.keys(f"{s3_storage}/runs/") == []
     assert seaweedfs.keys(f"{s3_storage}/jobs/") and seaweedfs.keys(f"{s3_storage}/generators/")
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_storage_down_in_the_middle_of_training_the_stage_retries_and_resumes(
+        real_broker, s3_storage, seaweedfs, api, settings, tmp_path):
+    """SeaweedFS stops while a real worker trains: the next checkpoint cannot be published, the train task
+    retries with back-off, and once the storage is back it resumes from the last stored checkpoint."""
+    settings.SYNTHGEN_TRAINING_OVERRIDES = LONG_TINY_RUN
+    worker = _host(tmp_path, "host", seaweedfs, s3_storage, ("default", "gpu"))
+    worker.env.update({"SYNTHGEN_STORAGE_RETRY_SECONDS": "1", "SYNTHGEN_STORAGE_RETRIES": "8"})
+    worker.start()
+    try:
+        dataset = api.post("/api/datasets/", {"name": "ellipses", "images": image_uploads(8)}, format="multipart")
+        generator = api.post("/api/generators/", {"name": "ellipses", "dataset": dataset.json()["id"], "kind": "dcgan",
+                                                  "resolution": 32, "preset": "quick"}, format="json").json()
+        wait_for(lambda: run_of(api, generator), lambda r: r["progress"]["step"] >= 200, timeout=240, interval=0.2)
+        seaweedfs.stop()
+        wait_for(worker.logs, lambda logs: "retrying in" in logs, timeout=60)
+        run = TrainingRun.objects.get(pk=run_of(api, generator)["id"])
+        assert run.status == "running" and run.stage == "train"  # waiting for the storage, not failed
+        seaweedfs.start()
+        done = wait_for(lambda: run_of(api, generator), lambda r: r["status"] in ("done", "failed"), timeout=300)
+        assert done["status"] == "done", worker.logs()
+        run = TrainingRun.objects.get(pk=run.pk)
+        assert run.resumed_step >= 200 and run.attempts == 1, (run.resumed_step, run.attempts)
+        steps = [point["step"] for point in run.losses]
+        assert steps == sorted(set(steps)) and steps[-1] == 1500
+        assert "The file storage (S3 bucket 'synthgen-test-" in worker.logs()
+    finally:
+        worker.stop()
+        if seaweedfs.process.poll() is not None:
+            seaweedfs.start()

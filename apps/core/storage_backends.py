@@ -9,7 +9,9 @@ that module.
 from __future__ import annotations
 
 import errno
+import mimetypes
 import os
+import threading
 import shutil
 import tempfile
 from functools import wraps
@@ -21,6 +23,9 @@ from django.core.files.storage import FileSystemStorage
 from django.core.files.base import File
 from storages.backends.s3 import S3Storage as _BaseS3Storage
 from storages.utils import clean_name
+
+
+_CLIENT_LOCK = threading.Lock()
 
 
 class StorageUnavailable(Exception):
@@ -180,8 +185,19 @@ class S3Storage(_BaseS3Storage):
         return File(buffer, name=name)
 
     def _get(self, name: str):
-        answer = self.connection.meta.client.get_object(Bucket=self.bucket_name, Key=self._key(name))
+        answer = self._client().get_object(Bucket=self.bucket_name, Key=self._key(name))
         return answer["Body"], answer["ContentLength"]
+
+    def _client(self):
+        """One boto3 client for every thread (clients are thread-safe; django-storages makes a session and a
+        resource per thread, which costs a tenth of a second each time a new thread asks)."""
+        client = getattr(self, "_shared_client", None)
+        if client is None:
+            with _CLIENT_LOCK:
+                client = getattr(self, "_shared_client", None)
+                if client is None:
+                    client = self._shared_client = self.connection.meta.client
+        return client
 
     _save = _guarded(_BaseS3Storage._save)
     delete = _guarded(_BaseS3Storage.delete)
@@ -189,26 +205,27 @@ class S3Storage(_BaseS3Storage):
     size = _guarded(_BaseS3Storage.size)
     listdir = _guarded(_BaseS3Storage.listdir)
 
-    def _bucket_here(self):
-        """The bucket through this thread's connection (boto3 resources are not shared between threads)."""
-        return self.connection.Bucket(self.bucket_name)
-
     def _key(self, name: str) -> str:
         return self._normalize_name(clean_name(name))
 
     def _relative(self, key: str) -> str:
         return key[len(self.location):].lstrip("/") if self.location else key
 
+    def _keys(self, prefix: str) -> list[str]:
+        key = self._key(prefix).rstrip("/") + "/"
+        pages = self._client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket_name, Prefix=key)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
     @_guarded
     def walk(self, prefix: str) -> Iterator[str]:
-        key = self._key(prefix).rstrip("/") + "/"
-        names = [self._relative(obj.key) for obj in self._bucket_here().objects.filter(Prefix=key)]
-        return iter(sorted(names))
+        return iter(sorted(self._relative(key) for key in self._keys(prefix)))
 
     @_guarded
     def remove_prefix(self, prefix: str) -> None:
-        key = self._key(prefix).rstrip("/") + "/"
-        self._bucket_here().objects.filter(Prefix=key).delete()
+        keys = self._keys(prefix)
+        for start in range(0, len(keys), 1000):
+            self._client().delete_objects(Bucket=self.bucket_name, Delete={
+                "Objects": [{"Key": key} for key in keys[start:start + 1000]], "Quiet": True})
 
     @_guarded
     def open_stream(self, name: str):
@@ -217,8 +234,14 @@ class S3Storage(_BaseS3Storage):
 
     @_guarded
     def write_file(self, local: Path, name: str) -> None:
-        """Upload a local file (multipart for large ones) under ``name``."""
-        self._bucket_here().upload_file(str(local), self._key(name))
+        """Upload a local file under ``name`` (one PUT; multipart from 64 MB)."""
+        local = Path(local)
+        if local.stat().st_size >= 64 * 1024 * 1024:
+            self._client().upload_file(str(local), self.bucket_name, self._key(name))
+            return
+        with open(local, "rb") as body:
+            self._client().put_object(Bucket=self.bucket_name, Key=self._key(name), Body=body,
+                                      ContentType=mimetypes.guess_type(local.name)[0] or "application/octet-stream")
 
     @_guarded
     def read_file(self, name: str, local: Path) -> None:
@@ -234,6 +257,6 @@ class S3Storage(_BaseS3Storage):
         from botocore.exceptions import ClientError
 
         try:
-            self.connection.meta.client.head_bucket(Bucket=self.bucket_name)
+            self._client().head_bucket(Bucket=self.bucket_name)
         except ClientError as exc:
             raise StorageUnavailable(f"The file storage ({self.describe()}) cannot be used: {_reason(exc)}") from exc

@@ -6,6 +6,7 @@ from celery import chain, shared_task
 from celery.signals import worker_init, worker_ready
 from django.conf import settings
 
+from apps.core import storage
 from apps.core.storage import StorageUnavailable
 
 from . import pipeline
@@ -93,6 +94,16 @@ def _sweep_when_a_worker_starts(**kwargs) -> None:
         pipeline.sweep_stale_runs()
     except Exception:  # never keep a worker from starting
         logging.getLogger(__name__).exception("sweeping stale runs failed")
+
+
+@worker_ready.connect
+def _check_storage(**kwargs) -> None:
+    """Say at once, in the worker's log, when the storage cannot be reached (its stages would retry, then fail)."""
+    try:
+        storage.check()
+        logging.getLogger(__name__).info("storage: %s", storage.describe())
+    except Exception as exc:  # never keep a worker from starting
+        logging.getLogger(__name__).error("storage: %s", exc)
 
 
 @worker_init.connect
