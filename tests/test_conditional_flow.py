@@ -138,3 +138,22 @@ def test_a_labelled_set_through_a_real_worker(worker, api, tmp_path):
     assert job["status"] == "done", job
     folder = download(api, job, tmp_path)
     assert folder.classes == ["sandal"] and len(folder.samples) == 3
+
+
+def test_the_pages_show_the_classes_and_balance_them(client, user, api, django_capture_on_commit_callbacks):
+    generator_id = train_conditional(api, django_capture_on_commit_callbacks).json()["id"]
+    client.force_login(user)
+    page = client.get(f"/generators/{generator_id}/").content.decode()
+    assert 'id="classes">3: ankle boot (6 photos), bag (6 photos), sandal (3 photos)' in page
+    assert 'id="class-verdicts"' in page and "your class with the fewest photos" in page
+    assert page.count('<span class="bar-real" style="width: ') == 3  # the bars of the photos per class
+    assert 'name="balance_to"' in page and '<option value="sandal">sandal</option>' in page
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/jobs/new/{generator_id}/", {"balance_to": 6, "filter_images": "", "seed": 2})
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    job = client.get(response["Location"]).content.decode()
+    assert "Your dataset before and after this job" in job and "3 + 3 = 6" in job and "6 + 0 = 6" in job
+    admin = client.get("/admin/generators/generator/")
+    assert admin.status_code in (200, 302)  # alice is no staff member: the admin sends her to log in
+    refused = client.post(f"/jobs/new/{generator_id}/", {"balance_to": 3, "filter_images": ""})
+    assert refused.status_code == 200 and "Every class already has 3 or more photos" in refused.content.decode()

@@ -26,3 +26,8 @@ class ImagesForm(Form):
     archive = forms.FileField(
         required=False, label="…or a zip of images", widget=forms.ClearableFileInput(attrs={"accept": ".zip,application/zip"})
     )
+    labelled = forms.BooleanField(
+        required=False, label="My zip has a folder per class (a labelled dataset)",
+        help_text="One generator learns every class, and can fill up the short ones. Each top folder of the zip "
+                  "is a class, e.g. sandal/…, shirt/…",
+    )

@@ -24,6 +24,31 @@ class GenerateForm(Form):
         help_text="Drops images that are mostly noise or blank, and near-copies of your training photos.",
     )
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, generator=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["count"] = count_field()
+        if generator is not None and generator.classes:  # a conditional generator: which classes, how many
+            names = [c["name"] for c in generator.classes]
+            self.fields["count"].required = False
+            self.fields["count"].help_text += " Spread evenly over the classes, or all of the class chosen below."
+            self.fields["class_name"] = forms.ChoiceField(
+                choices=[("", "Every class, evenly"), *((name, name) for name in names)], required=False,
+                label="Class")
+            self.fields["balance_to"] = forms.IntegerField(
+                min_value=1, required=False, label="…or fill every class up to",
+                help_text="Images per class, counting your photos: each class gets what it lacks (count is then "
+                          f"not needed). Your largest class has {max(c['image_count'] for c in generator.classes):,}.")
+            self.fields["guidance"] = forms.FloatField(
+                min_value=0.0, max_value=20.0, required=False, label="Guidance (optional)",
+                help_text="How strongly each image follows its class: 1 = not at all beyond the label, higher = more "
+                          "typical and less varied. Leave empty for the generator's default.")
+
+    def request(self) -> dict:
+        """How many of what, from a valid form, as start_generation's keyword arguments: ``count``, and for a
+        conditional generator ``balance_to`` (then no count), ``class_name`` and ``guidance``."""
+        data = self.cleaned_data
+        if "balance_to" not in self.fields:
+            return {"count": data["count"]}
+        if data.get("balance_to"):
+            return {"balance_to": data["balance_to"], "count": None, "guidance": data.get("guidance")}
+        return {"count": data["count"], "class_name": data.get("class_name") or None, "guidance": data.get("guidance")}

@@ -13,6 +13,7 @@ from apps.ml import registry
 
 from . import selectors, services
 from .forms import GenerateForm
+from .presentation import class_bars
 from .models import GenerationJob
 
 GALLERY_SIZE = 48
@@ -30,7 +31,8 @@ def _gallery(job: GenerationJob) -> list[str]:
 
 
 def _context(job: GenerationJob) -> dict:
-    return {"job": job, "gallery": _gallery(job), "gallery_size": GALLERY_SIZE}
+    return {"job": job, "gallery": _gallery(job), "gallery_size": GALLERY_SIZE,
+            "class_bars": class_bars(job.generator.classes, job.counts)}
 
 
 @login_required
@@ -60,6 +62,9 @@ def job_image(request, pk: int, name: str):
     return serve_media_file(f"{job.output_dir}/{name}")
 
 
+_FORM_FIELDS = {"class": "class_name"}  # the service's error keys that the form names otherwise
+
+
 @login_required
 @require_POST
 def start_job(request, generator_pk: int):
@@ -67,21 +72,22 @@ def start_job(request, generator_pk: int):
     generator = get_object_or_404(generators_for(request.user), pk=generator_pk)
     generator_type = registry.all_types().get(generator.kind)
     uses_steps = bool(generator_type and generator_type.uses_sampling_steps)
-    form = GenerateForm(request.POST)
+    form = GenerateForm(request.POST, generator=generator)
     if form.is_valid():
         try:
             job = services.start_generation(
                 owner=request.user,
                 generator=generator,
-                count=form.cleaned_data["count"],
                 seed=form.cleaned_data["seed"],
                 steps=form.cleaned_data["steps"] if uses_steps else None,
                 filter_images=form.cleaned_data["filter_images"],
+                **form.request(),
             )
         except InvalidInput as exc:
             for field, errors in exc.errors.items():
                 for error in errors:
-                    form.add_error(field if field in form.fields else None, error)
+                    form.add_error(_FORM_FIELDS.get(field, field) if _FORM_FIELDS.get(field, field) in form.fields
+                                   else None, error)
         else:
             return redirect("generation:job", pk=job.pk)
     return render_generator_page(request, generator, generate_form=form)

@@ -31,13 +31,18 @@ class TrainingRunInline(admin.TabularInline):
 
 @admin.register(Generator)
 class GeneratorAdmin(admin.ModelAdmin):
-    list_display = ["name", "kind", "resolution", "status", "verdict", "usefulness", "owner", "shared", "dataset",
-                    "created_at"]
+    list_display = ["name", "kind", "resolution", "class_list", "status", "verdict", "usefulness", "owner", "shared",
+                    "dataset", "created_at"]
     list_filter = [KindFilter, "status", "shared", "resolution", "augment", "preset"]
     search_fields = ["name", "owner__username", "dataset__name"]
-    readonly_fields = ["kind", "resolution", "channels", "config", "files_dir", "sample_grid_preview", "quality", "warnings"]
+    readonly_fields = ["kind", "resolution", "channels", "classes", "config", "files_dir", "sample_grid_preview", "quality", "warnings"]
     inlines = [TrainingRunInline]
     actions = ["share", "unshare"]
+
+    @admin.display(description="classes")
+    def class_list(self, obj):
+        """A conditional generator's classes (one generator learns them all); "—" for one class."""
+        return ", ".join(c["name"] for c in obj.classes) or "—"
 
     @admin.display(description="quality verdict")
     def verdict(self, obj):

@@ -145,6 +145,10 @@ def quality_summary(quality: dict | None) -> dict | None:
         "rows": rows,
         "usefulness": useful_rows,
         "filtered": _filter_text(quality.get("filter")),
+        # A conditional generator: the report above is its shortest class's; every class's verdict in a line.
+        "shown_class": quality.get("class", ""),
+        "classes": [(name, report.get("verdict", ""), report.get("verdict") == POSITIVE_VERDICT)
+                    for name, report in (quality.get("classes") or {}).items()],
     }
 
 

@@ -96,7 +96,8 @@ def _dataset_from_step(request, images_form, datasets, settings_data, rejected):
             raise InvalidInput({"dataset": "That dataset does not exist; choose one from the list or upload images."})
         return dataset
     dataset, rejected_files = dataset_services.create_dataset(
-        owner=request.user, name=settings_data["name"], files=files, archive=archive
+        owner=request.user, name=settings_data["name"], files=files, archive=archive,
+        labelled=images_form.cleaned_data["labelled"],
     )
     rejected.extend(rejected_files)
     return dataset

@@ -114,7 +114,11 @@
 
   function send(batch) {
     var data = new FormData();
-    if (datasetId === null) { data.append("name", config.name); }
+    if (datasetId === null) {
+      data.append("name", config.name);
+      var labelled = document.getElementById("id_labelled");
+      data.append("labelled", labelled && labelled.checked ? "true" : "false");
+    }
     batch.forEach(function (item) {
       data.append(item.field, item.file, item.file.name);
       setRow(item.row, "uploading", "uploading…");

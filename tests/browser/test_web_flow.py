@@ -172,6 +172,7 @@ def test_train_watch_generate_and_download_in_the_browser(page, browser_context,
     phone_page.get_by_role("button", name="Next: images").click()
     phone_page.wait_for_url("**/generators/new/images/")
     phone_page.get_by_label("…or train on a dataset you uploaded before").select_option(label="ellipses (10 images)")
+    phone_page.locator(".thumbs img").last.scroll_into_view_if_needed()  # thumbnails load lazily, when seen
     wait_for_images(phone_page, "img.preview, .thumbs img")
     shot(phone_page, "phone-wizard-images")
     assert no_sideways_scroll(phone_page), "the upload step scrolls sideways"

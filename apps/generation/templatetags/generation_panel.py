@@ -4,6 +4,7 @@ from django import template
 from apps.ml import registry
 
 from ..forms import GenerateForm
+from ..presentation import class_bars
 from ..selectors import jobs_for
 
 register = template.Library()
@@ -17,12 +18,14 @@ def generate_panel(context, generator, form=None):
     generator_type = registry.all_types().get(generator.kind)
     uses_steps = bool(generator_type and generator_type.uses_sampling_steps)
     if form is None:
-        form = GenerateForm(initial={"steps": generator_type.default_sampling_steps if uses_steps else None})
+        form = GenerateForm(initial={"steps": generator_type.default_sampling_steps if uses_steps else None},
+                            generator=generator)
     request = context["request"]
     return {
         "generator": generator,
         "form": form,
         "uses_steps": uses_steps,
         "jobs": jobs_for(request.user).filter(generator=generator)[:RECENT_JOBS],
+        "class_bars": class_bars(generator.classes),
         "csrf_token": context.get("csrf_token"),
     }
