@@ -67,6 +67,8 @@ def test_one_generator_learns_every_class_and_balances_the_dataset(api, django_c
     assert set(quality["classes"]) == set(CLASSES) and quality["class"] == "sandal"  # the shortest class on top
     assert quality["classes"]["sandal"]["sampling"]["class"] == "sandal"
     assert quality["negatives"]["source"] == "the other classes of this dataset"
+    balance = quality["dataset_usefulness"]  # 3 photos a class or more, under 40: no held-out photos to test with
+    assert balance["credit"]["value"] is None and "held-out photos" in balance["credit"]["reason"]
 
     balanced = generate(api, generator["id"], django_capture_on_commit_callbacks, balance_to=6)
     assert balanced["status"] == "done", balanced
@@ -146,6 +148,7 @@ def test_the_pages_show_the_classes_and_balance_them(client, user, api, django_c
     page = client.get(f"/generators/{generator_id}/").content.decode()
     assert 'id="classes">3: ankle boot (6 photos), bag (6 photos), sandal (3 photos)' in page
     assert 'id="class-verdicts"' in page and "your class with the fewest photos" in page
+    assert "For a classifier of all your classes, with generated images in every class: Usefulness was not measured" in page
     assert page.count('<span class="bar-real" style="width: ') == 3  # the bars of the photos per class
     assert 'name="balance_to"' in page and '<option value="sandal">sandal</option>' in page
     with django_capture_on_commit_callbacks(execute=True):

@@ -28,7 +28,7 @@ from apps.ml.dedupe import drop_matches, duplicate_groups, grouped_split
 from apps.ml.device import pick_device
 from apps.ml.images import save_grid
 from apps.ml.quality import quality_report
-from apps.ml.usefulness import ClassifierSettings, match_format
+from apps.ml.usefulness import ClassifierSettings, balance_test, match_format
 from .models import Generator
 
 QUALITY_SEED = 12345
@@ -108,7 +108,9 @@ def evaluate_by_class(*, generator: Generator, model_dir: Path, train: torch.Ten
     images against its own photos, with the dataset's other classes as the "not this class" images.
 
     The top level is the report of the class with the fewest photos (the one balancing is for), and
-    ``classes`` holds every class's report by name. ``labels``: (train, heldout, augmented) labels.
+    ``classes`` holds every class's report by name; ``dataset_usefulness`` is the balance test
+    (:func:`~apps.ml.usefulness.balance_test`: a classifier of every class, with and without generated
+    images in every class). ``labels``: (train, heldout, augmented) labels.
     """
     device = pick_device()
     model = registry.get(generator.kind).load(model_dir, device=device)
@@ -132,6 +134,7 @@ def evaluate_by_class(*, generator: Generator, model_dir: Path, train: torch.Ten
             seeds=tuple(settings.SYNTHGEN_QUALITY_SEEDS),
             settings=ClassifierSettings(steps=settings.SYNTHGEN_QUALITY_CLASSIFIER_STEPS, device=device),
             sampling={"steps": steps, "seed": QUALITY_SEED + index, "count": len(generated), "class": name},
+            measure_usefulness=False,  # the dataset-level test below, where every class gets generated images
         )
         report["negatives"] = {"source": "the other classes of this dataset", "classes": len(others),
                                "images": sum(int((train_labels == i).sum()) for i in others),
@@ -143,7 +146,15 @@ def evaluate_by_class(*, generator: Generator, model_dir: Path, train: torch.Ten
         generated, class_train = generated_by_class[shortest], train[train_labels == names.index(shortest)]
         side_by_side = torch.stack([img for p in pairs for img in (generated[p["generated"]], class_train[p["train"]])])
         save_grid(side_by_side, copies_grid, columns=2)
-    return {**reports[shortest], "class": shortest, "classes": reports}
+    balance = balance_test(
+        real_train=[train[train_labels == i] for i in range(len(names))],
+        real_test=[heldout[held_labels == i] if heldout is not None else train[:0] for i in range(len(names))],
+        generated=[generated_by_class[name] for name in names],
+        class_names=names,
+        seeds=tuple(settings.SYNTHGEN_QUALITY_SEEDS),
+        settings=ClassifierSettings(steps=settings.SYNTHGEN_QUALITY_CLASSIFIER_STEPS, device=device),
+    )
+    return {**reports[shortest], "class": shortest, "classes": reports, "dataset_usefulness": balance}
 
 
 def _other_datasets(generator: Generator):

@@ -128,7 +128,8 @@ def quality_summary(quality: dict | None) -> dict | None:
         for key, label, fmt, meaning in _MEASURES
         if key in quality
     ]
-    usefulness = quality.get("usefulness") or {}
+    # A conditional generator's usefulness is measured on the whole dataset (every class gets generated images).
+    usefulness = quality.get("dataset_usefulness") or quality.get("usefulness") or {}
     useful_rows = [
         QualityRow(label, _text(usefulness[key], fmt), "", "")
         for key, label, fmt in _USEFULNESS
@@ -140,7 +141,8 @@ def quality_summary(quality: dict | None) -> dict | None:
         "positive": quality.get("verdict") == POSITIVE_VERDICT,
         "explanation": quality.get("explanation", ""),
         "advice": quality.get("advice", ""),
-        "useful": usefulness_text(usefulness),
+        "useful": (("For a classifier of all your classes, with generated images in every class: "
+                    if "dataset_usefulness" in quality else "") + usefulness_text(usefulness)),
         "negatives": _negatives_text(negatives),
         "rows": rows,
         "usefulness": useful_rows,

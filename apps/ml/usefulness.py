@@ -400,3 +400,73 @@ def usefulness_test(
         "seeds": list(seeds),
         "augmentation": AUGMENTATION,
     }
+
+
+# --------------------------------------------------------------------------- a whole labelled dataset
+
+BALANCE_ARMS = ("real_aug", "mixed_aug", "synthetic")
+
+
+def balance_test(
+    *,
+    real_train: list[torch.Tensor],
+    real_test: list[torch.Tensor],
+    generated: list[torch.Tensor],
+    class_names: list[str],
+    seeds: tuple[int, ...] = (0, 1, 2),
+    settings: ClassifierSettings | None = None,
+) -> dict:
+    """Do generated images help a classifier of *every* class of a labelled dataset?
+
+    One tensor per class in each list (uint8, one shape). Every class gets generated images, so no
+    class can be told apart by looking generated. Arms, each a classifier of all the classes scored on
+    the held-out photos ``real_test`` (balanced accuracy):
+
+    - ``real_aug``:  the photos, with plain augmentation;
+    - ``mixed_aug``: the photos plus generated images filling every class up to the largest class's
+      photo count (at least one generated image per class, as far as ``generated`` holds), augmented;
+    - ``synthetic``: generated images only (the classification accuracy score of Ravuri & Vinyals 2019).
+
+    ``credit`` = ``mixed_aug`` - ``real_aug`` with its paired-bootstrap 95 % interval (:func:`credit`);
+    ``short_classes``: the recall of each class with fewer photos than the largest, per arm.
+    Classes without held-out photos are left out of the scores (``classes_scored`` says which count).
+    """
+    s = settings or ClassifierSettings()
+    scored = [i for i, t in enumerate(real_test) if len(t)]
+    if len(scored) < 2:
+        return {name: metric(None, "fewer than two classes have held-out photos to test with")
+                for name in (*BALANCE_ARMS, "credit")} | {"classes_scored": len(scored)}
+    largest = max(len(t) for t in real_train)
+    fill = [generated[i][: max(1, largest - len(real_train[i]))] for i in range(len(real_train))]
+    arms = {
+        "real_aug": real_train,
+        "mixed_aug": [torch.cat([real, extra]) for real, extra in zip(real_train, fill)],
+        "synthetic": [g if len(g) else real[:0] for g, real in zip(generated, real_train)],
+    }
+    if any(len(g) == 0 for g in arms["synthetic"]):
+        arms.pop("synthetic")
+    plain, augmented = replace(s, augment=False), replace(s, augment=True)
+    test = [real_test[i] for i in scored]
+    scores: dict[str, list[float]] = {name: [] for name in arms}
+    correct: dict[str, list[list[torch.Tensor]]] = {name: [] for name in arms}
+    for seed in seeds:
+        for name, classes in arms.items():
+            model = train_classifier(classes, seed=seed, settings=plain if name == "synthetic" else augmented)
+            hits = [predict(model, real_test[i], image_size=s.image_size) == i for i in scored]
+            correct[name].append(hits)
+            scores[name].append(statistics.fmean(h.double().mean().item() for h in hits))
+    out = {name: _summary(scores.get(name, []), "a class has no generated images") for name in BALANCE_ARMS}
+    out["credit"] = credit(correct["mixed_aug"], correct["real_aug"],
+                           [m - r for m, r in zip(scores["mixed_aug"], scores["real_aug"])])
+    short = [j for j, i in enumerate(scored) if len(real_train[i]) < largest]
+    out["short_classes"] = {
+        class_names[scored[j]]: {name: round(statistics.fmean(hits[j].double().mean().item() for hits in correct[name]), 6)
+                                 for name in arms}
+        for j in short
+    }
+    return out | {
+        "counts": {name: {class_names[i]: len(t) for i, t in enumerate(classes)} for name, classes in arms.items()},
+        "classes_scored": len(scored),
+        "seeds": list(seeds),
+        "augmentation": AUGMENTATION,
+    }

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from apps.ml import quality
 from apps.ml.metrics import blur
-from apps.ml.usefulness import ClassifierSettings, match_format, split, train_classifier, usefulness_test
+from apps.ml.usefulness import (ClassifierSettings, balance_test, match_format, split, train_classifier,
+                                usefulness_test)
 
 from .constructed import blobs, noise, shapes
 
@@ -43,6 +44,27 @@ def test_usefulness_balanced_accuracy_on_a_separable_toy_problem():
     assert wrong["synthetic"]["value"] <= 0.8 and wrong["gqi"]["value"] <= 60  # chance-corrected: 0.75 -> 50
     assert wrong["oracle"] == {"value": None, "reason": "no further real images of this class were available"}
     json.dumps(good)
+
+
+def test_balance_test_gives_every_class_generated_images_and_scores_the_short_ones():
+    real_train = [blobs(30, seed=1), bars(6, seed=3)]  # bars is the short class
+    real_test = [blobs(20, seed=2), bars(20, seed=4)]
+    good = balance_test(real_train=real_train, real_test=real_test, generated=[blobs(40, seed=5), bars(40, seed=6)],
+                        class_names=["blob", "bar"], seeds=(0, 1), settings=TINY)
+    assert good["counts"]["mixed_aug"] == {"blob": 31, "bar": 30}  # filled to the largest class, one extra at least
+    assert good["counts"]["synthetic"] == {"blob": 40, "bar": 40}
+    for arm in ("real_aug", "mixed_aug", "synthetic"):
+        assert good[arm]["value"] >= 0.95, arm
+    assert good["credit"]["low"] <= 0 <= good["credit"]["high"]  # a solved problem: nothing to gain
+    assert set(good["short_classes"]) == {"bar"} and good["short_classes"]["bar"]["synthetic"] >= 0.9
+    # Generated images of the wrong kind: generated-only training does no better than guessing one class.
+    wrong = balance_test(real_train=real_train, real_test=real_test, generated=[bars(40, seed=7), blobs(40, seed=8)],
+                         class_names=["blob", "bar"], seeds=(0,), settings=TINY)
+    assert wrong["synthetic"]["value"] <= 0.6
+    json.dumps(good)
+    one = balance_test(real_train=real_train, real_test=[real_test[0], bars(0, seed=1)], generated=real_train,
+                       class_names=["blob", "bar"], seeds=(0,), settings=TINY)
+    assert one["credit"]["value"] is None and one["classes_scored"] == 1
 
 
 def test_classifier_is_deterministic_for_a_seed():
