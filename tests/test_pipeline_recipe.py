@@ -18,7 +18,7 @@ class NoTraining(DDIM):
 
     trained_on: list[int] = []
 
-    def train(self, images, *, checkpoint_dir, on_progress=None, should_stop=None):
+    def train(self, images, *, checkpoint_dir, on_progress=None, should_stop=None, labels=None):
         self.trained_on.append(len(images))
         return TrainResult(steps=self.config["total_steps"], seconds=0.0)
 
