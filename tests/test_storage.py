@@ -69,6 +69,23 @@ def test_scratch_folders_are_removed_even_after_an_error(settings, tmp_path):
     assert folder.parent == settings.SYNTHGEN_WORK_DIR / "scratch"
 
 
+def test_a_killed_processs_scratch_folders_are_removed_and_the_living_ones_kept(settings):
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    root = settings.SYNTHGEN_WORK_DIR / "scratch"
+    dead = root / f"run3-train-p{gone.pid}-abc_12"
+    (dead / "checkpoints").mkdir(parents=True)
+    (dead / "checkpoints" / "checkpoint.safetensors").write_bytes(b"c")
+    with storage.scratch("run4-prepare") as mine:
+        other = root / "not-a-scratch-folder"
+        other.mkdir()
+        assert storage.remove_stale_scratch() == [dead.name]
+        assert mine.exists() and other.exists() and not dead.exists()
+
+
 def test_storage_url_chooses_the_backend(monkeypatch):
     assert storage_from_url("file://") == {"BACKEND": "apps.core.storage_backends.LocalStorage", "OPTIONS": {}}
     assert storage_from_url("file:///srv/media")["OPTIONS"] == {"location": "/srv/media"}

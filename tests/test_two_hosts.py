@@ -88,6 +88,11 @@ def test_stages_run_on_two_hosts_through_s3_and_training_resumes_on_a_third(
     assert _files(tmp_path / "cpu-host" / "work") == [] and _files(tmp_path / "spare-gpu-host" / "work") == []
     left = _files(tmp_path / "gpu-host" / "work")
     assert left and all(name.startswith(f"scratch/run{run.pk}-train-") for name in left), left
+    gpu.start()  # a worker starting on that host removes what the killed process left there
+    try:
+        wait_for(lambda: _files(tmp_path / "gpu-host" / "work"), lambda files: files == [], timeout=60)
+    finally:
+        gpu.stop()
     assert seaweedfs.keys(f"{s3_storage}/runs/") == []
     assert seaweedfs.keys(f"{s3_storage}/jobs/") and seaweedfs.keys(f"{s3_storage}/generators/")
 

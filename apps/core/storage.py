@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -170,7 +172,7 @@ def fetch(prefix: str, into: Path | None = None, *, skip: Iterable[str] = ()) ->
 
     A prefix with no files gives an empty folder.
     """
-    into = Path(into) if into is not None else Path(tempfile.mkdtemp(prefix="fetch-", dir=_scratch_root()))
+    into = Path(into) if into is not None else Path(tempfile.mkdtemp(prefix=f"fetch-p{os.getpid()}-", dir=_scratch_root()))
     into.mkdir(parents=True, exist_ok=True)
     skip = set(skip)
     base = prefix.rstrip("/") + "/"
@@ -234,9 +236,39 @@ def _scratch_root() -> Path:
 
 @contextlib.contextmanager
 def scratch(tag: str) -> Iterator[Path]:
-    """A local temp folder under SYNTHGEN_WORK_DIR for one piece of work; removed when the block ends."""
-    folder = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=_scratch_root()))
+    """A local temp folder under SYNTHGEN_WORK_DIR for one piece of work; removed when the block ends.
+
+    Its name holds this process's id, so that the folders of a process killed mid-work (SIGKILL skips
+    ``finally``) can be told apart and removed later (:func:`remove_stale_scratch`)."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{tag}-p{os.getpid()}-", dir=_scratch_root()))
     try:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_stale_scratch() -> list[str]:
+    """Remove the scratch folders of processes of this host that are gone (a worker killed mid-stage);
+    returns their names. A worker calls it when it starts."""
+    removed = []
+    for folder in _scratch_root().iterdir():
+        match = _SCRATCH_PID.search(folder.name)
+        if match and not _alive(int(match.group(1))):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
+_SCRATCH_PID = re.compile(r"-p(\d+)-[^-]+$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True

@@ -104,6 +104,11 @@ def _check_storage(**kwargs) -> None:
         logging.getLogger(__name__).info("storage: %s", storage.describe())
     except Exception as exc:  # never keep a worker from starting
         logging.getLogger(__name__).error("storage: %s", exc)
+    try:  # the scratch folders that workers killed mid-stage on this host left behind
+        if removed := storage.remove_stale_scratch():
+            logging.getLogger(__name__).info("removed the scratch folders of dead processes: %s", removed)
+    except OSError:
+        logging.getLogger(__name__).exception("could not clean the scratch folder")
 
 
 @worker_init.connect
