@@ -39,6 +39,7 @@ __all__ = [
     "StorageUnavailable", "dataset_prefix", "run_prefix", "run_file", "generator_prefix", "generator_file",
     "job_prefix", "GENERATOR_EXTRAS", "describe", "check", "exists", "read_bytes", "read_many", "write_bytes",
     "open_stream", "walk", "fetch", "fetch_file", "publish", "publish_file", "delete", "remove_prefix", "scratch",
+    "remove_stale_scratch",
 ]
 
 log = logging.getLogger(__name__)

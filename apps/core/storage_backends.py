@@ -11,19 +11,17 @@ from __future__ import annotations
 import errno
 import mimetypes
 import os
-import threading
 import shutil
 import tempfile
+import threading
 from functools import wraps
 from pathlib import Path
 from typing import Iterator
 
-from django.core.files.storage import FileSystemStorage
-
 from django.core.files.base import File
+from django.core.files.storage import FileSystemStorage
 from storages.backends.s3 import S3Storage as _BaseS3Storage
 from storages.utils import clean_name
-
 
 _CLIENT_LOCK = threading.Lock()
 
