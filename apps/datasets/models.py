@@ -5,15 +5,16 @@ from django.conf import settings
 from django.db import models
 
 from apps.core.models import TimeStamped
+from apps.core.storage import dataset_prefix
 
 
 def _original_path(instance: "DatasetImage", filename: str) -> str:
     extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else "bin"
-    return f"datasets/{instance.dataset_id}/originals/{uuid.uuid4().hex}.{extension}"
+    return f"{dataset_prefix(instance.dataset_id)}/originals/{uuid.uuid4().hex}.{extension}"
 
 
 def _working_path(instance: "DatasetImage", filename: str) -> str:
-    return f"datasets/{instance.dataset_id}/working/{uuid.uuid4().hex}.png"
+    return f"{dataset_prefix(instance.dataset_id)}/working/{uuid.uuid4().hex}.png"
 
 
 class Dataset(TimeStamped):
