@@ -16,6 +16,15 @@ dense bf16 peak that those FLOPs/s reach. Only the ML package is imported (no Dj
 
     python bench/train.py --device cuda --batch 64              # the DDPM CIFAR-10 size (35.7M)
     python bench/train.py --device cpu --preset tiny --steps 3  # a quick check on a CPU
+    python bench/train.py --device cpu --preset app --channels 1 --batch 32 --threads 1  # the app's CPU model
+
+``--preset app`` is the app's own CPU recipe for 150 images (``DDIMConfig.from_preset(..., preset="quick",
+image_count=150, device=...)``: its width, depth, attention, 2x2 patches and dropout). Our U-Net folds
+the 2x2 patches into channels itself; ``UNet2DModel`` gets the folded map (half the resolution, 4x the
+channels) and the same widths, so both do the same work per image. On a CPU neither side compiles unless
+``--compile`` (ours only) and both run in float32 unless ``--amp-bf16`` (bf16 autocast for both; ours
+only where the CPU has bf16 instructions). Step times are reported as the mean (images/s), the median and
+per CPU-second of this process.
 """
 from __future__ import annotations
 
@@ -45,9 +54,9 @@ SHAPES = {
 }
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+def add_common_arguments(parser: argparse.ArgumentParser, presets: tuple[str, ...] = ()) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--preset", default="ddpm", choices=sorted(SHAPES), help="model size")
+    parser.add_argument("--preset", default="ddpm", choices=sorted([*SHAPES, *presets]), help="model size")
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--batch", type=int, default=64)
@@ -61,13 +70,38 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 def our_config(args) -> dict:
     """A DDIM config with the benchmark's shape; the speed settings of the device's preset."""
+    compile_on = (getattr(args, "compile", False) or args.device.startswith("cuda")) and not args.no_compile
+    if args.preset == "app":  # the app's own recipe for 150 images on this device, batch from the command
+        config = DDIM.default_config(resolution=args.resolution, channels=args.channels, preset="quick",
+                                     image_count=150, device=args.device)
+        config.update(batch_size=args.batch, compile=compile_on, compile_mode=args.compile_mode)
+        config.setdefault("groups", 32)
+        if getattr(args, "amp_bf16", False):
+            config["amp_bf16"] = True
+        return config
     config = DDIM.default_config(resolution=args.resolution, channels=args.channels, preset="quick",
                                  image_count=1000, device=args.device)
     config.update(patch_size=1, head_channels=64, groups=32, batch_size=args.batch, dropout=0.0,
-                  compile=args.device.startswith("cuda") and not args.no_compile)
+                  compile=compile_on)
     config.update(SHAPES[args.preset], compile_mode=args.compile_mode)
     if args.head_channels:
         config["head_channels"] = args.head_channels
+    if getattr(args, "amp_bf16", False):
+        config["amp_bf16"] = True
+    return config
+
+
+def folded_config(config: dict) -> dict:
+    """``config`` as ``UNet2DModel`` sees it: 2x2 patches folded into channels (half the resolution, 4x the
+    channels), group norm groups that divide every width."""
+    config = dict(config)
+    patch = config.get("patch_size", 1)
+    config.update(resolution=config["resolution"] // patch, channels=config["channels"] * patch**2, patch_size=1)
+    widths = [config["base_channels"] * m for m in config["channel_mults"]]
+    groups = min(config.get("groups", 32), 32)
+    while any(w % groups for w in widths):
+        groups -= 1
+    config["groups"] = groups
     return config
 
 
@@ -122,16 +156,26 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(step, steps: int, warmup: int, device: str) -> float:
-    """Seconds per call of ``step()``: ``warmup`` untimed calls, then the mean of ``steps``."""
+def timed_steps(step, steps: int, warmup: int, device: str) -> tuple[float, float, float]:
+    """(mean, median, mean CPU) seconds per call of ``step()`` after ``warmup`` untimed calls. Each call is
+    timed apart (with a device sync on CUDA), so the median ignores steps slowed by other work on the
+    machine; the CPU seconds (this process's, all threads) are what a CPU step costs when the cores are
+    shared (with one thread, wall time minus the time other processes held the core)."""
     for _ in range(warmup):
         step()
     sync(device)
-    start = time.perf_counter()
+    times = []
+    cpu_start = time.process_time()
     for _ in range(steps):
+        start = time.perf_counter()
         step()
-    sync(device)
-    return (time.perf_counter() - start) / steps
+        sync(device)
+        times.append(time.perf_counter() - start)
+    cpu = (time.process_time() - cpu_start) / steps
+    ordered = sorted(times)
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return sum(times) / len(times), median, cpu
 
 
 def bench_ours(args) -> dict:
@@ -157,26 +201,30 @@ def bench_ours(args) -> dict:
     step()
     sync(args.device)
     first_step = time.perf_counter() - compile_start
-    seconds = timed(step, args.steps, args.warmup, args.device)
+    seconds, median, cpu = timed_steps(step, args.steps, args.warmup, args.device)
     mode = f", {args.compile_mode}" if args.compile_mode and config["compile"] else ""
+    precision = "bf16" if isinstance(gen._autocast(), torch.autocast) else "fp32"
     return {"name": f"ours (DDIM.training_step{mode})", "params": gen.parameter_count(), "flops": flops,
-            "images_per_s": args.batch / seconds, "first_step_s": first_step, "compile": config["compile"]}
+            "images_per_s": args.batch / seconds, "images_per_s_median": args.batch / median,
+            "images_per_cpu_s": args.batch / cpu, "first_step_s": first_step, "compile": config["compile"],
+            "precision": precision}
 
 
 def bench_diffusers(args) -> dict:
     from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel
 
-    config = our_config(args)
+    config = folded_config(our_config(args))
     torch.manual_seed(0)
     unet = diffusers_unet(config).to(args.device)
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
     optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6)
     ema = EMAModel(unet.parameters(), decay=0.9999, use_ema_warmup=True, foreach=True)
-    r, c = args.resolution, args.channels
+    r, c = config["resolution"], config["channels"]  # folded when ours works on 2x2 patches
     data = torch.rand(1024, c, r, r, device=args.device) * 2 - 1
     on_cuda = args.device.startswith("cuda")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda)
+    bf16 = on_cuda or getattr(args, "amp_bf16", False)
+    autocast = torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=bf16)
 
     x = torch.randn(2, c, r, r, device=args.device)
     with autocast:
@@ -197,9 +245,10 @@ def bench_diffusers(args) -> dict:
         optimizer.zero_grad(set_to_none=True)
         ema.step(unet.parameters())
 
-    seconds = timed(step, args.steps, args.warmup, args.device)
+    seconds, median, cpu = timed_steps(step, args.steps, args.warmup, args.device)
     return {"name": "diffusers UNet2DModel+DDPMScheduler", "params": sum(p.numel() for p in unet.parameters()),
-            "flops": flops, "images_per_s": args.batch / seconds}
+            "flops": flops, "images_per_s": args.batch / seconds, "images_per_s_median": args.batch / median,
+            "images_per_cpu_s": args.batch / cpu, "compile": False, "precision": "bf16" if bf16 else "fp32"}
 
 
 def print_rows(title: str, rows: list[dict], peak: float | None, columns: list[tuple[str, str]]) -> None:
@@ -218,6 +267,8 @@ def print_rows(title: str, rows: list[dict], peak: float | None, columns: list[t
 
 
 def _fmt(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if isinstance(value, float):
         return f"{value:,.1f}" if value >= 10 else f"{value:.3g}"
     if isinstance(value, int):
@@ -227,7 +278,10 @@ def _fmt(value) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(parser)
+    add_common_arguments(parser, presets=("app",))
+    parser.add_argument("--compile", action="store_true", help="compile ours on a CPU too (on CUDA it is on)")
+    parser.add_argument("--amp-bf16", action="store_true",
+                        help="bf16 autocast for both sides on a CPU (on CUDA it is on)")
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per side")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps after the first (compiling) one")
     args = parser.parse_args(argv)
@@ -245,12 +299,15 @@ def main(argv: list[str] | None = None) -> dict:
         f"DDIM training: {device_name}, {args.resolution} px x {args.channels} ch, batch {args.batch}, "
         f"model '{args.preset}', torch {torch.__version__}",
         rows, peak,
-        [("implementation", "name"), ("params", "params"), ("train GFLOP/img", "gflops_per_image"),
-         ("images/s", "images_per_s")],
+        [("implementation", "name"), ("precision", "precision"), ("compile", "compile"), ("params", "params"),
+         ("train GFLOP/img", "gflops_per_image"), ("images/s", "images_per_s"),
+         ("images/s (median step)", "images_per_s_median"), ("images/CPU-s", "images_per_cpu_s")],
     )
     if len(rows) == 2:
         print(f"speed-up ours / diffusers: {rows[0]['images_per_s'] / rows[1]['images_per_s']:.2f}x "
-              f"(first step incl. compile: {rows[0]['first_step_s']:.1f} s)")
+              f"(median steps: {rows[0]['images_per_s_median'] / rows[1]['images_per_s_median']:.2f}x; "
+              f"CPU time: {rows[0]['images_per_cpu_s'] / rows[1]['images_per_cpu_s']:.2f}x; "
+              f"first step incl. compile: {rows[0]['first_step_s']:.1f} s)")
     result = {"device": device_name, "peak_tflops": peak, "batch": args.batch, "resolution": args.resolution,
               "preset": args.preset, "rows": rows}
     if args.json:
