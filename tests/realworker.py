@@ -118,7 +118,8 @@ class Worker:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "synthgen", "worker", "-Q", ",".join(self.queues), "--pool", "solo",
              "--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-             "-n", f"test-worker-{self.log_dir.name}-{self.starts}@%h"],
+             # A node name of its own: two workers of one name clash on RabbitMQ (the pidbox queue is exclusive).
+             "-n", f"test-worker-{self.log_dir.parent.name}-{self.log_dir.name}-{self.starts}@%h"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         return self

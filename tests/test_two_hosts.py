@@ -1,5 +1,5 @@
 """Two hosts on one machine: the web (this test process) and Celery workers that share nothing but
-PostgreSQL, Redis and the S3 storage (a real SeaweedFS): each has its own SYNTHGEN_WORK_DIR and its own,
+PostgreSQL, the broker (Redis, and again RabbitMQ) and the S3 storage (a real SeaweedFS): each has its own SYNTHGEN_WORK_DIR and its own,
 empty, SYNTHGEN_MEDIA_ROOT; one consumes `default`, one `gpu`. The gpu worker is killed (SIGKILL) in the
 middle of training and a third worker, with a third work dir, resumes from the checkpoint in storage."""
 import io
@@ -12,7 +12,7 @@ from apps.core import storage
 from apps.generators.models import TrainingRun
 
 from .conftest import image_uploads
-from .realworker import Worker, real_broker, wait_for  # noqa: F401 (fixture)
+from .realworker import AMQP_URL, REDIS_URL, Worker, real_broker, use_real_broker, wait_for  # noqa: F401 (fixture)
 from .s3server import s3_storage, seaweedfs  # noqa: F401 (fixtures)
 from .test_faults import LONG_TINY_RUN, run_of
 
@@ -21,11 +21,22 @@ def _files(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
-def _host(tmp_path: Path, name: str, seaweedfs, prefix: str, queues: tuple[str, ...]) -> Worker:
+def _host(tmp_path: Path, name: str, seaweedfs, prefix: str, queues: tuple[str, ...], broker: str = REDIS_URL
+          ) -> Worker:
     folder = tmp_path / name
     (folder / "logs").mkdir(parents=True)
     return Worker(folder / "logs", {**seaweedfs.env(prefix), "SYNTHGEN_WORK_DIR": str(folder / "work"),
-                                    "SYNTHGEN_MEDIA_ROOT": str(folder / "media")}, queues=queues)
+                                    "SYNTHGEN_MEDIA_ROOT": str(folder / "media"), "CELERY_BROKER_URL": broker},
+                  queues=queues)
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def any_broker(request):
+    """The Celery app (and the workers) on Redis, then on RabbitMQ."""
+    url = {"redis": REDIS_URL, "rabbitmq": AMQP_URL}[request.param]
+    undo = use_real_broker(url)
+    yield url
+    undo()
 
 
 def _ran(worker: Worker, task: str) -> bool:
@@ -35,11 +46,11 @@ def _ran(worker: Worker, task: str) -> bool:
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_stages_run_on_two_hosts_through_s3_and_training_resumes_on_a_third(
-        real_broker, s3_storage, seaweedfs, api, settings, tmp_path):
+        any_broker, s3_storage, seaweedfs, api, settings, tmp_path):
     settings.SYNTHGEN_TRAINING_OVERRIDES = LONG_TINY_RUN
-    cpu = _host(tmp_path, "cpu-host", seaweedfs, s3_storage, ("default",)).start()
-    gpu = _host(tmp_path, "gpu-host", seaweedfs, s3_storage, ("gpu",)).start()
-    spare = _host(tmp_path, "spare-gpu-host", seaweedfs, s3_storage, ("gpu",))
+    cpu = _host(tmp_path, "cpu-host", seaweedfs, s3_storage, ("default",), any_broker).start()
+    gpu = _host(tmp_path, "gpu-host", seaweedfs, s3_storage, ("gpu",), any_broker).start()
+    spare = _host(tmp_path, "spare-gpu-host", seaweedfs, s3_storage, ("gpu",), any_broker)
     try:
         dataset = api.post("/api/datasets/", {"name": "ellipses", "images": image_uploads(8)}, format="multipart")
         assert dataset.status_code == 201, dataset.content
