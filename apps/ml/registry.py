@@ -7,7 +7,7 @@ _TYPES: dict[str, type[GeneratorType]] = {}
 
 
 def register(cls: type[GeneratorType]) -> type[GeneratorType]:
-    """Class decorator: make a generator type available everywhere."""
+    """Make a generator type available everywhere (usable as a class decorator)."""
     _TYPES[cls.key] = cls
     return cls
 
@@ -35,5 +35,9 @@ def choices() -> list[tuple[str, str]]:
 
 
 def _load_builtin_types() -> None:
-    # Imported lazily so that importing the registry stays cheap and cycle-free.
-    from . import dcgan, ddim  # noqa: F401
+    """The built-in types, registered on first use (imported lazily: importing the registry stays cheap)."""
+    from .dcgan import DCGAN
+    from .ddim import DDIM
+
+    for cls in (DCGAN, DDIM):
+        _TYPES.setdefault(cls.key, cls)

@@ -1,4 +1,4 @@
-"""The DCGAN generator type; importing this package registers it under "dcgan"."""
+"""The DCGAN generator type (the registry lists it under "dcgan")."""
 from .generator_type import DCGAN
 
 __all__ = ["DCGAN"]

@@ -33,7 +33,6 @@ from ..checkpoint import load_json, load_tensors, save_json_atomic, save_tensors
 from ..diversity import mean_pairwise_distance, mode_collapse_warning
 from ..ema import EMA, decay_for_half_life
 from ..images import to_uint8
-from ..registry import register
 from ..trainer import TrainingParts, prepare_images
 from .config import DCGANConfig
 from .model import build_discriminator, build_generator, recalibrate_batchnorm
@@ -46,7 +45,6 @@ _UNCONDITIONAL = ("DCGAN learns no classes (num_classes must be 0, no labels): t
                   "or a DDIM, which learns all the classes of a labelled dataset at once")
 
 
-@register
 class DCGAN(GeneratorType):
     key = "dcgan"
     label = "DCGAN (fast, GAN)"

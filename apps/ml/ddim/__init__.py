@@ -1,4 +1,4 @@
-"""DDIM diffusion generator type; importing this package registers it."""
+"""The DDIM diffusion generator type (the registry lists it under "ddim")."""
 from .generator_type import DDIM
 
 __all__ = ["DDIM"]

@@ -36,7 +36,6 @@ from ..augment import AUGMENT_DIM, conditioned_augment
 from ..base import GeneratorType
 from ..checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
 from ..ema import EMA
-from ..registry import register
 from ..trainer import LabelledImages, TrainingParts, prepare_images, prepare_labels
 from .config import DEFAULT_SAMPLER, DEFAULT_SAMPLING_STEPS, DDIMConfig
 from .sampler import SAMPLERS, run_sampler
@@ -47,7 +46,6 @@ WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"
 
 
-@register
 class DDIM(GeneratorType):
     """A diffusion model (U-Net denoiser) sampled with DPM-Solver++(2M) or DDIM."""
 
