@@ -156,6 +156,10 @@ def test_the_pages_show_the_classes_and_balance_them(client, user, api, django_c
     assert response.status_code == 302, response.content.decode()[-2000:]
     job = client.get(response["Location"]).content.decode()
     assert "Your dataset before and after this job" in job and "3 + 3 = 6" in job and "6 + 0 = 6" in job
+    results = client.get(response["Location"] + "results/").content.decode()
+    assert results.count('alt="generated image sandal/') == 3  # the gallery shows the class folders' images
+    image = client.get(response["Location"] + "images/sandal/000001.png")
+    assert image.status_code == 200 and b"".join(image.streaming_content).startswith(b"\x89PNG")
     admin = client.get("/admin/generators/generator/")
     assert admin.status_code in (200, 302)  # alice is no staff member: the admin sends her to log in
     refused = client.post(f"/jobs/new/{generator_id}/", {"balance_to": 3, "filter_images": ""})

@@ -195,6 +195,7 @@ PROBES = [
     Probe("generation:download", "get", "/jobs/{job}/download/", 200, 404),
     Probe("generation:image", "get", "/jobs/{job}/images/000001.png", 200, 404),
     Probe("generation:image", "get", "/jobs/{job}/images/..png", 404, 404),
+    Probe("generation:image", "get", "/jobs/{job}/images/x/../000001.png", 404, 404),
     # --- the REST API
     Probe("api:api-root", "get", "/api/", 200, 200),
     Probe("api:dataset-list", "get", "/api/datasets/", 200, 200),

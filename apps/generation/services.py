@@ -25,6 +25,17 @@ from .models import GenerationJob
 
 log = logging.getLogger(__name__)
 CHUNK = 500  # images sampled (and progress recorded) at a time
+GALLERY_SIZE = 48  # images stored one by one for the job's page (the zip holds every image)
+
+
+def gallery_files(folder) -> list:
+    """The first GALLERY_SIZE PNGs of a job's local folder; with class folders, the first of each class in turn."""
+    classes = sorted(p for p in folder.iterdir() if p.is_dir())
+    if not classes:
+        return sorted(folder.glob("*.png"))[:GALLERY_SIZE]
+    per_class = [sorted(c.glob("*.png")) for c in classes]
+    picked = [files[i] for i in range(GALLERY_SIZE) for files in per_class if i < len(files)]
+    return sorted(picked[:GALLERY_SIZE])
 
 
 def start_generation(
@@ -256,7 +267,8 @@ def _generate(job: GenerationJob, work) -> tuple[int, str, str]:
     zip_path = export.write_zip(folder, work / "zip" / f"{name}-{job.pk}.zip", arc_prefix=name)
     folder_relative = f"{storage.job_prefix(job.pk)}/images"
     zip_relative = f"{storage.job_prefix(job.pk)}/{zip_path.name}"
-    storage.publish(folder, folder_relative)
+    for path in [*gallery_files(folder), folder / "manifest.json"]:  # the zip holds them all
+        storage.publish_file(path, f"{folder_relative}/{path.relative_to(folder).as_posix()}")
     storage.publish_file(zip_path, zip_relative)
     return produced, folder_relative, zip_relative
 

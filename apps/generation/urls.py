@@ -8,5 +8,5 @@ urlpatterns = [
     path("<int:pk>/", views.job_detail, name="job"),
     path("<int:pk>/results/", views.job_gallery, name="results"),
     path("<int:pk>/download/", views.job_download, name="download"),
-    path("<int:pk>/images/<str:name>", views.job_image, name="image"),
+    path("<int:pk>/images/<path:name>", views.job_image, name="image"),
 ]

@@ -1,10 +1,10 @@
 """Web pages for generation: starting a job from a generator's page; a job's live progress, gallery, zip download."""
 from django.contrib.auth.decorators import login_required
-from django.core.files.storage import default_storage
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from apps.core import storage
 from apps.core.errors import InvalidInput
 from apps.core.views import serve_media_file
 from apps.generators.selectors import generators_for
@@ -16,18 +16,17 @@ from .forms import GenerateForm
 from .presentation import class_bars
 from .models import GenerationJob
 
-GALLERY_SIZE = 48
+GALLERY_SIZE = services.GALLERY_SIZE
 
 
 def _gallery(job: GenerationJob) -> list[str]:
-    """File names of the first GALLERY_SIZE images the job wrote (none until it is done)."""
+    """Names (under the job's folder; ``class/000001.png`` for a conditional job) of the images stored for the
+    page (none until it is done)."""
     if job.status != GenerationJob.Status.DONE or not job.output_dir:
         return []
-    try:
-        _, files = default_storage.listdir(job.output_dir)
-    except FileNotFoundError:
-        return []
-    return sorted(name for name in files if name.endswith(".png"))[:GALLERY_SIZE]
+    prefix = job.output_dir.rstrip("/") + "/"
+    names = [name[len(prefix):] for name in storage.walk(job.output_dir) if name.startswith(prefix)]
+    return sorted(name for name in names if name.endswith(".png"))[:GALLERY_SIZE]
 
 
 def _context(job: GenerationJob) -> dict:
@@ -57,7 +56,8 @@ def job_download(request, pk: int):
 @login_required
 def job_image(request, pk: int, name: str):
     job = get_object_or_404(selectors.jobs_for(request.user), pk=pk)
-    if not name.endswith(".png") or "/" in name or not job.output_dir:
+    parts = name.split("/")
+    if not name.endswith(".png") or len(parts) > 2 or any(p in ("", ".", "..") for p in parts) or not job.output_dir:
         raise Http404("No such image.")
     return serve_media_file(f"{job.output_dir}/{name}")
 
