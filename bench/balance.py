@@ -23,11 +23,15 @@ every arm; balanced accuracy on the whole test split and recall of each short cl
                      uniformly: oversampling of the short classes);
 - ``cond_gX``:       real_aug with the short classes filled up to ``long-count`` with images of the
                      conditional model at guidance X (``--guidance``, the first is the main row);
+- ``cond_gX_every``: (``--every-class``) as ``cond_gX`` for the first guidance, and every other class
+                     gets as many generated images too (``long-count - short-count``), so that
+                     "generated-looking" no longer says "short class";
 - ``uncond``:        the same with the per-class unconditional generators' images;
 - ``oracle``:        real_aug with the short classes at ``long-count`` real images.
 
 In the generated arms and the oracle every class holds ``long-count`` images, so class-balanced
-and uniform image sampling draw the same distribution; they run class-balanced.
+and uniform image sampling draw the same distribution; they run class-balanced (as ``_every``,
+where the other classes hold more).
 ``credit`` of an arm = its balanced accuracy - the best augmentation baseline's (``real_aug`` or
 ``real_aug_bal``, whichever scores higher), with the usefulness test's paired bootstrap 95 %
 interval (seeds and test images redrawn). Target (#14): the conditional model's credit >= half of
@@ -219,6 +223,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="override a value of the conditional model's config")
     parser.add_argument("--uncond-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value of the per-class models' configs")
+    parser.add_argument("--every-class", action="store_true",
+                        help="also an arm in which every other class gets as many generated images as a short "
+                             "class (the conditional model at the first guidance)")
     parser.add_argument("--skip", default="", help="generators to leave out: cond, uncond (comma-separated)")
     parser.add_argument("--retrain", action="store_true", help="train the generators again")
     parser.add_argument("--seed", type=int, default=0, help="generator training seed")
@@ -294,6 +301,23 @@ def main(argv: list[str] | None = None) -> None:
                     results["sampling_seconds"][f"{arm}_{c}"] = round(secs, 1)
                     print(f"  sampled {need[c]} {c} at guidance {g:g} in {secs:.0f} s", flush=True)
 
+        if args.every_class:  # every class gets generated images: "generated-looking" no longer means "short"
+            g = guidances[0]
+            arm = f"cond_g{g:g}_every"
+            generated[arm] = dict(generated[f"cond_g{g:g}"])
+            for i, c in enumerate(all_classes):
+                if c in short:
+                    continue
+                n = args.long_count - args.short_count
+                key = f"{timing['steps']}-{config['seed']}-{c}-{n}-g{g}-{json.dumps(cond_overrides, sort_keys=True)}"
+                imgs, secs = sample_cached(out / "samples" / f"cond_g{g:g}_{c}.safetensors",
+                                           lambda c=c, i=i, n=n: model.sample(n, seed=2000 + i, labels=c, guidance=g),
+                                           key)
+                generated[arm][c] = imgs
+                if secs is not None:
+                    results["sampling_seconds"][f"{arm}_{c}"] = round(secs, 1)
+                    print(f"  sampled {n} {c} at guidance {g:g} in {secs:.0f} s", flush=True)
+
     # -- one unconditional model per short class
     if "uncond" not in skip:
         generated["uncond"] = {}
@@ -331,9 +355,16 @@ def main(argv: list[str] | None = None) -> None:
     }
     for arm, per_class in generated.items():
         filled = [torch.cat([t, per_class[c]]) if c in per_class else t for c, t in zip(all_classes, train)]
-        what = (f"real_aug + conditional DDIM at guidance {arm.removeprefix('cond_g')}" if arm.startswith("cond")
-                else "real_aug + per-class unconditional DDIMs")
-        arms[arm] = (filled, aug_bal, what + f" (short classes filled to {args.long_count})")
+        if arm.endswith("_every"):
+            what = (f"real_aug + conditional DDIM at guidance {arm.removeprefix('cond_g').removesuffix('_every')}: "
+                    f"short classes filled to {args.long_count}, every other class "
+                    f"+{args.long_count - args.short_count} generated")
+        elif arm.startswith("cond"):
+            what = (f"real_aug + conditional DDIM at guidance {arm.removeprefix('cond_g')} "
+                    f"(short classes filled to {args.long_count})")
+        else:
+            what = f"real_aug + per-class unconditional DDIMs (short classes filled to {args.long_count})"
+        arms[arm] = (filled, aug_bal, what)
     oracle = [torch.cat([t, extra[c]]) if c in extra else t for c, t in zip(all_classes, train)]
     arms["oracle"] = (oracle, aug_bal, f"real_aug with the short classes at {args.long_count} real images")
 
