@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--long-count", type=int, default=500)
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--classifier-steps", type=int, default=1000)
+    parser.add_argument("--classifier-steps", type=int, default=500)
     parser.add_argument("--guidance", default="2", help="guidance scales of the conditional arms; the first is the main row")
     parser.add_argument("--cond-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value of the conditional model's config")
