@@ -182,7 +182,7 @@ def test_sampling_with_labels_has_the_shape_is_deterministic_and_follows_the_lab
 def test_the_default_guidance_comes_from_the_config():
     gen = DDIM(conditional_config(), device="cpu")
     _perturb(gen)
-    assert gen.config.guidance_scale == DEFAULT_GUIDANCE and 1.0 <= DEFAULT_GUIDANCE <= 3.0
+    assert gen.config.guidance_scale == DEFAULT_GUIDANCE and 1.0 < DEFAULT_GUIDANCE <= 8.0
     default = gen.sample(3, seed=1, steps=3, labels=[0, 1, 2])
     assert torch.equal(default, gen.sample(3, seed=1, steps=3, labels=[0, 1, 2], guidance=DEFAULT_GUIDANCE))
     other = DDIM({**gen.config, "guidance_scale": 1.0}, device="cpu")
