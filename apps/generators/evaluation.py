@@ -93,12 +93,17 @@ def evaluate(*, generator: Generator, model_dir: Path, train: torch.Tensor, held
         settings=ClassifierSettings(steps=settings.SYNTHGEN_QUALITY_CLASSIFIER_STEPS, device=device),
         sampling={"steps": steps, "seed": QUALITY_SEED, "count": len(generated)},
     )
+    save_copies_grid(report, generated, train, copies_grid)
+    report["negatives"] = source
+    return report
+
+
+def save_copies_grid(report: dict, generated: torch.Tensor, train: torch.Tensor, path: Path) -> None:
+    """The report's closest (generated | training photo) pairs side by side, when it found any."""
     pairs = report.get("worst_copies") or []
     if pairs:
         side_by_side = torch.stack([img for p in pairs for img in (generated[p["generated"]], train[p["train"]])])
-        save_grid(side_by_side, copies_grid, columns=2)
-    report["negatives"] = source
-    return report
+        save_grid(side_by_side, path, columns=2)
 
 
 def evaluate_by_class(*, generator: Generator, model_dir: Path, train: torch.Tensor, heldout: torch.Tensor | None,
@@ -119,8 +124,9 @@ def evaluate_by_class(*, generator: Generator, model_dir: Path, train: torch.Ten
     names = [c["name"] for c in generator.classes]
     reports, generated_by_class = {}, {}
     for index, name in enumerate(names):
-        generated = generated_by_class[name] = model.sample(settings.SYNTHGEN_QUALITY_SAMPLES, seed=QUALITY_SEED + index, steps=steps,
+        generated = model.sample(settings.SYNTHGEN_QUALITY_SAMPLES, seed=QUALITY_SEED + index, steps=steps,
                                  labels=index)
+        generated_by_class[name] = generated
         others = [i for i in range(len(names)) if i != index and (train_labels == i).sum() >= 2]
         held = heldout[held_labels == index] if heldout is not None else None
         report = quality_report(
@@ -141,11 +147,8 @@ def evaluate_by_class(*, generator: Generator, model_dir: Path, train: torch.Ten
                                "dropped_as_duplicates": 0}
         reports[name] = report
     shortest = min(names, key=lambda name: (train_labels == names.index(name)).sum().item())
-    pairs = reports[shortest].get("worst_copies") or []
-    if pairs:
-        generated, class_train = generated_by_class[shortest], train[train_labels == names.index(shortest)]
-        side_by_side = torch.stack([img for p in pairs for img in (generated[p["generated"]], class_train[p["train"]])])
-        save_grid(side_by_side, copies_grid, columns=2)
+    save_copies_grid(reports[shortest], generated_by_class[shortest], train[train_labels == names.index(shortest)],
+                     copies_grid)
     balance = balance_test(
         real_train=[train[train_labels == i] for i in range(len(names))],
         real_test=[heldout[held_labels == i] if heldout is not None else train[:0] for i in range(len(names))],

@@ -398,17 +398,13 @@ def _evaluate(run: TrainingRun, work: Path) -> None:
     storage.fetch(storage.run_file(run.pk, FINAL), work / FINAL)
     prepared, heldout = load_tensors(work / PREPARED), load_tensors(work / HELDOUT)
     augmented = load_tensors(work / TRAINING) if run.generator.augment else None
-    measure = evaluation.evaluate_by_class if run.generator.classes else evaluation.evaluate
-    report = measure(
-        generator=run.generator,
-        model_dir=work / FINAL,
-        train=prepared["images"],
-        heldout=heldout["images"],
-        copies_grid=work / COPIES_GRID,
-        augmented=augmented["images"] if augmented is not None else None,
-        **({"labels": (prepared["labels"], heldout["labels"], augmented["labels"] if augmented is not None else None)}
-           if run.generator.classes else {}),
-    )
+    common = dict(generator=run.generator, model_dir=work / FINAL, train=prepared["images"], heldout=heldout["images"],
+                  copies_grid=work / COPIES_GRID, augmented=augmented["images"] if augmented is not None else None)
+    if run.generator.classes:  # a conditional generator: a report per class, and one for the whole dataset
+        labels = (prepared["labels"], heldout["labels"], augmented["labels"] if augmented is not None else None)
+        report = evaluation.evaluate_by_class(**common, labels=labels)
+    else:
+        report = evaluation.evaluate(**common)
     save_json_atomic(report, work / QUALITY)
     _publish(run, work, QUALITY, *([COPIES_GRID] if (work / COPIES_GRID).exists() else []))
 
