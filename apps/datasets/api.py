@@ -40,6 +40,10 @@ class DatasetSerializer(serializers.Serializer):
 
 class DatasetCreatedSerializer(DatasetSerializer):
     rejected = RejectedFileSerializer(many=True, read_only=True)
+    warnings = serializers.ListField(
+        child=serializers.CharField(), read_only=True,
+        help_text="What the upload may have got wrong, e.g. a zip with a folder per class uploaded without "
+                  "`labelled`: its images were taken as one class.")
 
 
 # The schema of an upload (apps/core/schema.py writes it as anyOf): images, a zip, or both.
@@ -116,7 +120,9 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.De
             labels=request.data.getlist("labels") if hasattr(request.data, "getlist") else None,
         )
         dataset = self.get_queryset().get(pk=dataset.pk)
-        body = {**DatasetSerializer(dataset).data, "rejected": rejected}
+        # Not saying whether the upload is labelled is allowed (one class), but a zip of class folders is told so.
+        warnings = [] if "labelled" in request.data else services.class_folder_warnings(dataset)
+        body = {**DatasetSerializer(dataset).data, "rejected": rejected, "warnings": warnings}
         return Response(body, status=status.HTTP_201_CREATED)
 
     def perform_destroy(self, instance):
@@ -136,7 +142,7 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.De
         labels = request.data.getlist("labels") if hasattr(request.data, "getlist") else None
         rejected = services.add_images(dataset=dataset, files=files, archive=archive, labels=labels)
         dataset = self.get_queryset().get(pk=dataset.pk)
-        return Response({**DatasetSerializer(dataset).data, "rejected": rejected})
+        return Response({**DatasetSerializer(dataset).data, "rejected": rejected, "warnings": []})
 
 
 FILE_FIELDS = {"images": "the images", "archive": "the zip"}

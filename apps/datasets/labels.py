@@ -56,3 +56,17 @@ def name_problem(name: str | None) -> str | None:
     if any(unicodedata.category(ch).startswith("C") for ch in name):
         return "the class name holds control characters - rename the folder"
     return None
+
+
+def folder_classes(member_names: list[str]) -> dict[str, int]:
+    """The classes a zip's folders propose, with their image counts: ``{}`` unless every image sits in a
+    usable class folder (after dropping one wrapping folder, as :func:`common_root`) and there are at least
+    :data:`MIN_CLASSES` of them. Used to notice a labelled zip uploaded as one class."""
+    root = common_root(member_names)
+    counts: dict[str, int] = {}
+    for name in member_names:
+        label = class_of(name, root)
+        if name_problem(label) is not None:
+            return {}
+        counts[label] = counts.get(label, 0) + 1
+    return dict(sorted(counts.items())) if len(counts) >= MIN_CLASSES else {}

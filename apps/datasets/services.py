@@ -228,6 +228,94 @@ def _add_one(dataset, name, data, known: set[str], rejected: list[Rejected], wri
     image.save()
 
 
+def folder_classes(dataset: Dataset) -> dict[str, int]:
+    """The classes the folders of the dataset's uploaded zip(s) propose, with their image counts, read from the
+    stored images' paths in the zip (``original_name``); ``{}`` when its images do not all sit in two or more
+    class folders (:func:`~.labels.folder_classes`)."""
+    return class_labels.folder_classes(list(dataset.images.values_list("original_name", flat=True)))
+
+
+def _folders_in_words(counts: dict[str, int]) -> str:
+    names = list(counts)
+    shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+    return f"{len(names)} class folders ({shown})"
+
+
+def class_folder_warnings(dataset: Dataset) -> list[str]:
+    """For an upload that did not say whether it is labelled: a warning when it was taken as one class although
+    its zip has a folder per class."""
+    counts = {} if dataset.labelled else folder_classes(dataset)
+    if not counts:
+        return []
+    return [f"the zip has {_folders_in_words(counts)} but labelled was not set: the images were taken as one "
+            "class; send labelled=true to keep the classes"]
+
+
+def labelling_question(dataset: Dataset) -> str | None:
+    """What to ask before training when nobody has said how to read this dataset: its zip has a folder per
+    class but it is one class now (None when there is nothing to ask)."""
+    counts = {} if dataset.labelled else folder_classes(dataset)
+    if not counts:
+        return None
+    listed = ", ".join(f"{name} ({n})" for name, n in counts.items())
+    return (f"The zip has {len(counts)} class folders: {listed}. Choose whether they are classes (a folder per "
+            "class) or one class, then start training.")
+
+
+def relabel_dataset(*, dataset: Dataset, labelled: bool) -> list[dict]:
+    """Read a dataset's images again as one class (``labelled=False``) or as a folder per class, from the path
+    each image had in its zip (``original_name``), exactly as an upload with that choice would have. Returns
+    the images left out (classes under :data:`~.labels.MIN_CLASS_IMAGES` images, as an upload leaves them out).
+
+    Refused (nothing changes) for a dataset a generator was trained on, for images outside a class folder, and
+    when fewer than :data:`~.labels.MIN_CLASSES` classes would remain."""
+    if labelled == dataset.labelled:
+        return []
+    if dataset.generators.exists():
+        raise InvalidInput({"labelled": "A generator was already trained on this dataset as it is; upload the "
+                                        "images again as a new dataset to read them the other way."})
+    before = dataset.labelled
+    try:
+        with transaction.atomic():
+            images = list(dataset.images.select_for_update().only("id", "original_name", "label"))
+            _set_labels(images, labelled)
+            DatasetImage.objects.bulk_update(images, ["label"])
+            dataset.labelled = labelled
+            dataset.save(update_fields=["labelled"])
+            if not labelled:
+                return []
+            rejected = _drop_small_classes(dataset)
+            if len(dataset.class_counts()) < class_labels.MIN_CLASSES:
+                raise InvalidInput({"labelled": (
+                    f"A labelled dataset needs at least {class_labels.MIN_CLASSES} classes with "
+                    f"{class_labels.MIN_CLASS_IMAGES} or more images each; these folders give "
+                    f"{_classes_in_words(dataset.class_counts())}.")})
+            return rejected
+    except BaseException:
+        dataset.labelled = before
+        raise
+
+
+def _set_labels(images: list[DatasetImage], labelled: bool) -> None:
+    """Each image's class from its path in the zip (a folder per class), or none; refuses images outside a folder."""
+    if not labelled:
+        for image in images:
+            image.label = ""
+        return
+    root = class_labels.common_root([image.original_name for image in images])
+    outside = []
+    for image in images:
+        label = class_labels.class_of(image.original_name, root)
+        if class_labels.name_problem(label):
+            outside.append(image.original_name)
+        image.label = label or ""
+    if outside:
+        examples = ", ".join(outside[:3]) + (", ..." if len(outside) > 3 else "")
+        raise InvalidInput({"labelled": (
+            f"{len(outside)} of {len(images)} images are not in a usable class folder (e.g. {examples}), so this "
+            "dataset cannot be read as a folder per class: upload a zip with a folder per class.")})
+
+
 def delete_dataset(*, dataset: Dataset) -> None:
     """Delete a dataset, its images and their files. Generators trained on it stay in the registry."""
     paths = [p for pair in dataset.images.values_list("original", "working") for p in pair]

@@ -8,6 +8,7 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from apps.core.errors import InvalidInput
 from apps.core.views import serve_media_file
 from apps.ml.base import RESOLUTIONS
 
@@ -27,10 +28,18 @@ def _resolution(request) -> int:
     return value if value in RESOLUTIONS else DEFAULT_RESOLUTION
 
 
-def _review_context(dataset, resolution: int | None) -> dict:
-    """``resolution``: the size of the generator about to be trained (None: not known yet, as on the dataset page)."""
+def _review_context(dataset, resolution: int | None, *, wizard: bool = False, ask: bool = False) -> dict:
+    """``resolution``: the size of the generator about to be trained (None: not known yet, as on the dataset page).
+    ``wizard``: shown in the training wizard, with buttons that change how the dataset is read (one class or a
+    folder per class); ``ask``: nobody has said which yet, so a zip with class folders is a question."""
     shown = resolution or DEFAULT_RESOLUTION  # the augmentation preview needs one
+    folders = {} if dataset.labelled else services.folder_classes(dataset)
     return {
+        "classes": list(dataset.class_counts().items()),
+        "folders": list(folders.items()),
+        "ask": ask and bool(folders),
+        "wizard": wizard,
+        "can_relabel": wizard and not dataset.generators.exists(),
         "dataset": dataset,
         "review": review.review_dataset(dataset, resolution),
         "images": dataset.images.all()[:THUMBNAILS_SHOWN],
@@ -56,7 +65,28 @@ def dataset_detail(request, pk: int):
 def dataset_review(request, pk: int):
     """HTML fragment: numbers, warnings, thumbnails and the augmentation preview of one dataset."""
     dataset = get_object_or_404(selectors.datasets_for(request.user), pk=pk)
-    return render(request, "datasets/_review.html", _review_context(dataset, _resolution(request)))
+    return render(request, "datasets/_review.html",
+                  _review_context(dataset, _resolution(request), wizard=True, ask=request.GET.get("ask") == "1"))
+
+
+@login_required
+@require_POST
+def dataset_labelling(request, pk: int):
+    """The wizard's "one class, or a folder per class?": re-read the dataset that way (``labelled=true|false``);
+    answers its review fragment again, with what was left out or why nothing changed (400)."""
+    dataset = get_object_or_404(selectors.datasets_for(request.user), pk=pk)
+    labelled = request.POST.get("labelled")
+    left_out, error = [], None
+    if labelled not in ("true", "false"):
+        error = "Say labelled=true (a folder per class) or labelled=false (one class)."
+    else:
+        try:
+            left_out = services.relabel_dataset(dataset=dataset, labelled=labelled == "true")
+        except InvalidInput as exc:
+            error = " ".join(message for messages_ in exc.errors.values() for message in messages_)
+    context = {**_review_context(dataset, _resolution(request), wizard=True), "left_out": left_out,
+               "labelling_error": error}
+    return render(request, "datasets/_review.html", context, status=400 if error else 200)
 
 
 @login_required

@@ -25,6 +25,13 @@ def kind_choices() -> list[tuple[str, str]]:
     ]
 
 
+class OptionsField(forms.JSONField):
+    """The advanced settings as JSON; no settings is an empty box (not the text ``null`` or ``{}``)."""
+
+    def prepare_value(self, value):
+        return "" if value in (None, {}, "") else super().prepare_value(value)
+
+
 class GeneratorSettingsForm(Form):
     name = forms.CharField(max_length=120, label="Name", help_text="What the images show, e.g. 'red tulips'.")
     kind = forms.ChoiceField(label="Generator type", widget=forms.RadioSelect(attrs={"class": "choices"}))
@@ -41,7 +48,7 @@ class GeneratorSettingsForm(Form):
         help_text="Others can then generate from it without uploading anything. You can change this later.",
     )
 
-    options = forms.JSONField(
+    options = OptionsField(
         required=False, label="Advanced settings (optional)",
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": '{"total_steps": 3000}'}),
         help_text="Only if you know what they do: a JSON object of settings over the preset. "

@@ -9,7 +9,7 @@ from apps.core.errors import InvalidInput
 from apps.core import storage
 from apps.core.views import serve_media_file
 from apps.datasets import services as dataset_services
-from apps.datasets.forms import ImagesForm
+from apps.datasets.forms import ImagesForm, chosen_labelled
 from apps.datasets.selectors import datasets_for
 
 from . import selectors, services
@@ -27,7 +27,9 @@ def wizard_settings(request):
     if request.method == "POST" and form.is_valid():
         request.session[WIZARD_KEY] = form.cleaned_data
         return redirect("generators:wizard-data")
-    return render(request, "generators/wizard_settings.html", {"form": form, "type_settings": type_settings()})
+    learners = ", ".join(cls.label for cls in registry.all_types().values() if cls.supports_labels)
+    return render(request, "generators/wizard_settings.html",
+                  {"form": form, "type_settings": type_settings(), "label_learners": learners})
 
 
 @login_required
@@ -45,9 +47,12 @@ def wizard_data(request):
     data_form = TrainingDataForm(request.POST or None)
     datasets = datasets_for(request.user)
     rejected = []
+    chosen_dataset = request.POST.get("dataset", "")
     if request.method == "POST" and images_form.is_valid() and data_form.is_valid():
         try:
             dataset = _dataset_from_step(request, images_form, datasets, settings_data, rejected)
+            chosen_dataset = str(dataset.pk)
+            _check_labelling_chosen(dataset, images_form.cleaned_data["labelling"])
             generator = services.start_training(
                 owner=request.user,
                 name=settings_data["name"],
@@ -78,7 +83,7 @@ def wizard_data(request):
             "images_form": images_form,
             "data_form": data_form,
             "datasets": datasets,
-            "chosen_dataset": request.POST.get("dataset", ""),
+            "chosen_dataset": chosen_dataset,
             "settings": settings_data,
             "kind_label": generator_type.label if generator_type else settings_data["kind"],
             "preset_label": PRESET_HELP.get(settings_data.get("preset") or "", ""),
@@ -87,20 +92,30 @@ def wizard_data(request):
 
 
 def _dataset_from_step(request, images_form, datasets, settings_data, rejected):
+    """The dataset to train on: the one chosen (read again as one class or a folder per class when the choice
+    changed), or a new one from the files sent with the form."""
     existing = request.POST.get("dataset")
     files = images_form.cleaned_data["images"]
     archive = images_form.cleaned_data["archive"]
+    labelled = chosen_labelled(images_form.cleaned_data["labelling"])
     if existing and not files and not archive:
         dataset = datasets.filter(pk=existing).first() if existing.isdigit() else None
         if dataset is None:
             raise InvalidInput({"dataset": "That dataset does not exist; choose one from the list or upload images."})
+        if labelled is not None:
+            rejected.extend(dataset_services.relabel_dataset(dataset=dataset, labelled=labelled))
         return dataset
     dataset, rejected_files = dataset_services.create_dataset(
-        owner=request.user, name=settings_data["name"], files=files, archive=archive,
-        labelled=images_form.cleaned_data["labelled"],
+        owner=request.user, name=settings_data["name"], files=files, archive=archive, labelled=bool(labelled),
     )
     rejected.extend(rejected_files)
     return dataset
+
+
+def _check_labelling_chosen(dataset, choice: str) -> None:
+    """Nothing is trained on a zip of class folders taken as one class unless the user said so."""
+    if not choice and (question := dataset_services.labelling_question(dataset)):
+        raise InvalidInput({"dataset": question})
 
 
 @login_required

@@ -71,9 +71,11 @@
       line.setAttribute("stroke-width", "1.5");
       line.setAttribute("class", "loss-line");
       svg.appendChild(line);
-      var name = key === "d" ? "discriminator" : key === "g" ? "generator" : key;
-      svgText(svg, legendX, 13, "— " + name + " loss", color);
-      legendX += 16 + 7 * (name.length + 7);
+      // "d" and "g" are a GAN's two losses; a key that already says "loss" (diffusion's) is not said twice.
+      var name = key === "d" ? "discriminator loss" : key === "g" ? "generator loss" :
+        /loss/i.test(key) ? key : key + " loss";
+      svgText(svg, legendX, 13, "— " + name, color);
+      legendX += 16 + 7 * (name.length + 2);
     });
   }
 

@@ -5,6 +5,12 @@
 // the dataset (POST /api/datasets/), later ones add to it (POST /api/datasets/{id}/images/) in batches.
 // Until the dataset exists files go one per request, so a file that is refused gets its own reason.
 // The form itself then only sends the dataset id. Without JavaScript the form uploads the files itself.
+//
+// One class, or a folder per class: the answer above the drop zone goes with the first upload (left
+// unanswered, the server takes one class). The review then shows how the dataset is read - its classes and
+// counts, or one class, or (unanswered, and the zip has class folders) the question - and its buttons, or
+// a changed answer, re-read the stored dataset on the server. Start training stays off until that summary
+// is shown and no question is open.
 (function () {
   "use strict";
   var form = document.getElementById("upload-form");
@@ -15,7 +21,8 @@
     name: form.getAttribute("data-name"),
     createUrl: form.getAttribute("data-create-url"),
     addUrl: form.getAttribute("data-add-url"),
-    reviewUrl: form.getAttribute("data-review-url")
+    reviewUrl: form.getAttribute("data-review-url"),
+    labellingUrl: form.getAttribute("data-labelling-url")
   };
   var BATCH_FILES = 20;
   var BATCH_BYTES = 8 * 1024 * 1024;
@@ -34,6 +41,10 @@
   var datasetId = null;  // the dataset this page uploads into, once the first file is accepted
   var datasetCount = 0;  // its images, as the server last said
   var counts = { added: 0, rejected: 0, failed: 0 };
+  var choices = form.querySelectorAll("input[name=labelling]");
+  var reviewShown = false;  // the chosen dataset's review, with how it is read, is on the page
+  var questionOpen = false;  // "one class, or a folder per class?" waits for an answer
+  var relabelling = false;
 
   startButton.textContent = "Start training";
 
@@ -107,6 +118,15 @@
   function pump() {
     if (busy) { return; }
     if (!queue.length) { finished(); return; }
+    if (datasetId === null && queue[0].field === "images" && labellingChoice() === "classes") {
+      // Loose files carry no class: only a zip's folders can say which class each image is.
+      var item = queue.shift();
+      counts.rejected += 1;
+      setRow(item.row, "rejected", "not used: loose images have no class. Put them in a zip with a folder per " +
+             "class, or choose \u201cOne class\u201d above.");
+      pump();
+      return;
+    }
     busy = true;
     updateButton();
     send(takeBatch());
@@ -116,8 +136,8 @@
     var data = new FormData();
     if (datasetId === null) {
       data.append("name", config.name);
-      var labelled = document.getElementById("id_labelled");
-      data.append("labelled", labelled && labelled.checked ? "true" : "false");
+      var choice = labellingChoice();
+      if (choice) { data.append("labelled", choice === "classes" ? "true" : "false"); }
     }
     batch.forEach(function (item) {
       data.append(item.field, item.file, item.file.name);
@@ -264,16 +284,77 @@
   }
 
   function updateButton() {
-    showSummary();
-    startButton.disabled = busy || queue.length > 0;
+    if (busy || queue.length || counts.added + counts.rejected + counts.failed) { showSummary(); }
+    var why = "";
+    if (busy || queue.length) { why = "Wait until the upload has finished, then start training."; }
+    else if (!select.value) {
+      why = "Add images first: drop them on the box above or choose files" +
+        (datasetField.hidden ? "." : ", or pick a dataset you uploaded before.");
+    }
+    else if (relabelling || !reviewShown) { why = "Checking the dataset…"; }
+    else if (questionOpen) { why = "Answer above first: one class, or a folder per class?"; }
+    startButton.disabled = why !== "";
+    hint.textContent = why;
+    hint.hidden = why === "";
+  }
+
+  function labellingChoice() {
+    var value = "";
+    Array.prototype.forEach.call(choices, function (input) { if (input.checked) { value = input.value; } });
+    return value;
+  }
+
+  function setChoice(value) {
+    Array.prototype.forEach.call(choices, function (input) { input.checked = input.value === value; });
   }
 
   function loadReview(id) {
+    reviewShown = false;
+    updateButton();
     review.innerHTML = "<p class='help'>Checking the dataset…</p>";
-    fetch(config.reviewUrl.replace("/0/", "/" + id + "/"), { credentials: "same-origin" })
+    var url = config.reviewUrl.replace("/0/", "/" + id + "/") + (labellingChoice() ? "" : "&ask=1");
+    fetch(url, { credentials: "same-origin" })
       .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.text(); })
-      .then(function (html) { review.innerHTML = html; })
+      .then(function (html) { if (select.value === String(id)) { showReview(html); } })
       .catch(function () { review.innerHTML = "<p class='error'>Could not load the dataset's preview; reload the page to try again.</p>"; });
+  }
+
+  // The review is on the page: the answer above now says how the dataset is read, unless a question is open.
+  function showReview(html) {
+    review.innerHTML = html;
+    var box = review.querySelector(".labelling");
+    questionOpen = !!(box && box.getAttribute("data-question"));
+    if (box && !questionOpen && !(box.getAttribute("data-labelled") === "false" && labellingChoice() === "one")) {
+      setChoice(box.getAttribute("data-labelled") === "true" ? "classes" : "one");
+    }
+    reviewShown = true;
+    relabelling = false;
+    updateButton();
+  }
+
+  // Read the chosen dataset again as one class or a folder per class; the server answers its review again.
+  function relabel(value) {
+    var id = select.value;
+    if (!id) { return; }
+    setChoice(value);
+    relabelling = true;
+    updateButton();
+    var data = new FormData();
+    data.append("labelled", value === "classes" ? "true" : "false");
+    fetch(config.labellingUrl.replace("/0/", "/" + id + "/"), {
+      method: "POST", body: data, credentials: "same-origin",
+      headers: { "X-CSRFToken": csrfToken(), "Accept": "text/html" }
+    })
+      .then(function (r) { return r.text(); })
+      .then(function (html) {
+        setChoice("");  // the review's answer sets it again, to what the dataset now is
+        if (select.value === id) { showReview(html); } else { relabelling = false; updateButton(); }
+      })
+      .catch(function () {
+        relabelling = false;
+        review.innerHTML = "<p class='error'>Could not change how the dataset is read; reload the page to try again.</p>";
+        updateButton();
+      });
   }
 
   // --- wiring ---------------------------------------------------------------------------------
@@ -300,20 +381,23 @@
   window.addEventListener("drop", function (event) { event.preventDefault(); });
 
   select.addEventListener("change", function () {
-    if (select.value) { loadReview(select.value); } else { review.innerHTML = ""; }
+    if (select.value) { loadReview(select.value); } else { review.innerHTML = ""; reviewShown = false; updateButton(); }
   });
-  if (select.value) { loadReview(select.value); }
+  Array.prototype.forEach.call(choices, function (input) {
+    input.addEventListener("change", function () {
+      if (select.value && reviewShown && !busy && !queue.length) { relabel(input.value); }
+    });
+  });
+  review.addEventListener("click", function (event) {
+    var button = event.target.closest ? event.target.closest("button.relabel") : null;
+    if (button) { relabel(button.getAttribute("data-labelled") === "true" ? "classes" : "one"); }
+  });
+  if (select.value) { loadReview(select.value); } else { updateButton(); }
 
   form.addEventListener("submit", function (event) {
-    if (busy || queue.length) {
+    updateButton();
+    if (startButton.disabled) {
       event.preventDefault();
-      hint.textContent = "Wait until the upload has finished, then start training.";
-      hint.hidden = false;
-    } else if (!select.value) {
-      event.preventDefault();
-      hint.textContent = "Add images first: drop them on the box above or choose files" +
-        (datasetField.hidden ? "." : ", or pick a dataset you uploaded before.");
-      hint.hidden = false;
     } else {
       startButton.disabled = true;
       startButton.textContent = "Starting…";
