@@ -4,8 +4,10 @@ augmentation for diffusion models.
 Three different tools live here:
 
 * :func:`augment_dataset` makes extra, slightly changed copies of the training
-  images once, before training (the study's moderate kind: flips, small
-  rotations and crops, mild colour jitter; nothing that distorts the object).
+  images once, before training (the study's moderate kind: small rotations and
+  crops, mild colour jitter; nothing that distorts the object), with mirror images
+  and quarter turns only where the photos already show them
+  (:mod:`.orientation`): a generator learns every copy as a real photo.
 * :func:`diff_augment` is DiffAugment (Zhao et al., 2020, "Differentiable
   Augmentation for Data-Efficient GAN Training"): random colour, translation
   and cutout applied to *both* real and generated images every time the
@@ -33,6 +35,12 @@ from torchvision.transforms.v2 import functional as TF
 MAX_ROTATION_DEGREES = 10.0
 CROP_SCALE = (0.85, 1.0)  # share of the image area a random crop keeps
 JITTER = 0.1  # brightness / contrast / saturation factors drawn from [1 - JITTER, 1 + JITTER]
+AUGMENT_TARGET_IMAGES = 1000  # the offline stage adds copies until the set holds about this many images
+
+
+def augmentation_copies(image_count: int) -> int:
+    """Augmented copies per image: enough to reach about 1,000 images, between 1 and 9."""
+    return max(1, min(9, math.ceil(AUGMENT_TARGET_IMAGES / max(image_count, 1)) - 1))
 
 
 def augment_dataset(
@@ -41,6 +49,8 @@ def augment_dataset(
     seed: int,
     *,
     value_range: tuple[float, float] | None = None,
+    mirror: bool = True,
+    quarter_turns: bool = False,
 ) -> torch.Tensor:
     """The originals followed by ``copies`` augmented versions of each image.
 
@@ -50,8 +60,9 @@ def augment_dataset(
     shape ``[N * (1 + copies), C, H, W]``: rows ``0..N-1`` are the originals,
     then copy 1 of every image, then copy 2, and so on.
 
-    Each copy gets, independently: a horizontal flip (half of the time), a
-    rotation of at most 10 degrees whose uncovered corners are filled with the
+    Each copy gets, independently: a horizontal flip (half of the time; only
+    with ``mirror``), a quarter turn by 90, 180 or 270 degrees (three times in
+    four; only with ``quarter_turns``, square images), a rotation of at most 10 degrees whose uncovered corners are filled with the
     image's own border colour (not black), a random square crop keeping
     85-100 % of the area resized back to full size, and brightness, contrast
     (and for RGB saturation) factors within +-10 %. The same ``seed`` gives
@@ -67,8 +78,9 @@ def augment_dataset(
     unit = _to_unit(images, value_range)  # float32 [0, 1] on the CPU
     generator = torch.Generator().manual_seed(seed)
     out = [unit]
+    turns = quarter_turns and images.shape[-1] == images.shape[-2]
     for _ in range(copies):
-        out.append(torch.stack([_augment_one(img, generator) for img in unit]))
+        out.append(torch.stack([_augment_one(img, generator, mirror=mirror, quarter_turns=turns) for img in unit]))
     return _from_unit(torch.cat(out), images.dtype, value_range, images.device)
 
 
@@ -108,11 +120,15 @@ def _rotate(image: torch.Tensor, angle: float) -> torch.Tensor:
     return TF.rotate(image - background, angle, interpolation=InterpolationMode.BILINEAR) + background
 
 
-def _augment_one(image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _augment_one(image: torch.Tensor, generator: torch.Generator, *, mirror: bool = True,
+                 quarter_turns: bool = False) -> torch.Tensor:
     """One float [C, H, W] image in [0, 1] -> one moderately changed copy."""
     channels, height, width = image.shape
-    if float(torch.rand((), generator=generator)) < 0.5:
+    flip = float(torch.rand((), generator=generator)) < 0.5  # drawn either way: the other draws stay the same
+    if mirror and flip:
         image = image.flip(-1)
+    if quarter_turns:
+        image = image.rot90(int(torch.randint(0, 4, (), generator=generator)), dims=(1, 2))
 
     angle = _uniform(generator, -MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES)
     image = _rotate(image, angle)
@@ -210,8 +226,8 @@ AUGMENT_DIM = 5
 AUGMENT_TRANSLATION = 1 / 8  # largest shift, as a share of the image side
 
 
-def conditioned_augment(x: torch.Tensor, p: float,
-                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def conditioned_augment(x: torch.Tensor, p: float, generator: torch.Generator | None = None, *,
+                        flip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Geometric augmentation whose parameters the network is conditioned on (see the module notes).
 
     ``x``: float [N, C, H, W]. Each image, independently, is flipped left-right with probability
@@ -220,8 +236,9 @@ def conditioned_augment(x: torch.Tensor, p: float,
     uncovered border mirrored in from the image (no black or grey edge the network could spot).
     Returns ``(images, vectors)``: the augmented images (same shape and dtype) and float
     [N, :data:`AUGMENT_DIM`] vectors describing what each image went through, zeros for an image
-    left alone. All randomness comes from ``generator`` (on ``x``'s device); the number of draws
-    does not depend on the data, so a seeded training step stays reproducible.
+    left alone. ``flip`` False leaves flips out (the flip entry stays 0). All randomness comes from
+    ``generator`` (on ``x``'s device); the number of draws does not depend on the data, so a seeded
+    training step stays reproducible.
     """
     n, _, h, w = x.shape
     device = x.device
@@ -233,8 +250,8 @@ def conditioned_augment(x: torch.Tensor, p: float,
     def chosen() -> torch.Tensor:
         return torch.rand(n, device=device, generator=generator) < p
 
-    flip = chosen()
-    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    flipped = chosen() & flip
+    x = torch.where(flipped[:, None, None, None], x.flip(3), x)
 
     rotate = chosen() & (h == w)
     quarter_turns = torch.randint(1, 4, (n,), device=device, generator=generator) * rotate
@@ -253,7 +270,7 @@ def conditioned_augment(x: torch.Tensor, p: float,
 
     cos = torch.tensor([1.0, 0.0, -1.0, 0.0], device=device, dtype=x.dtype)[quarter_turns]  # exact, no rounding
     sin = torch.tensor([0.0, 1.0, 0.0, -1.0], device=device, dtype=x.dtype)[quarter_turns]
-    vectors = torch.stack([flip.to(x.dtype), cos - 1, sin,
+    vectors = torch.stack([flipped.to(x.dtype), cos - 1, sin,
                            dx.to(x.dtype) / w, dy.to(x.dtype) / h], dim=1)
     return x, vectors
 

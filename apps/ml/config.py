@@ -69,6 +69,12 @@ class TrainingConfig(MutableMapping):
         """The recipe for a preset, resolution, dataset size and device."""
         raise NotImplementedError
 
+    def for_photos(self: Self, orientation: dict | None) -> Self:
+        """The recipe adapted to which way the photos face (:meth:`apps.ml.orientation.Orientation.as_dict`;
+        None: not measured). The default changes nothing: a type whose training adds no mirror
+        images or turns has nothing to adapt."""
+        return self
+
     @staticmethod
     def check_request(*, resolution: int, channels: int, preset: str) -> None:
         """The checks every type's ``from_preset`` starts with."""
@@ -243,8 +249,9 @@ def settings_of(generator_type) -> dict:
 
 def build_config(generator_type, *, resolution: int, channels: int, preset: str, image_count: int, device: str,
                  overrides: dict | None = None, options: dict | None = None,
-                 classes: list[str] | None = None) -> dict:
-    """The config a run trains with, as JSON: the preset's recipe for this data and device, then the
+                 classes: list[str] | None = None, orientation: dict | None = None) -> dict:
+    """The config a run trains with, as JSON: the preset's recipe for this data and device, adapted to
+    which way the photos face (``orientation``, :meth:`TrainingConfig.for_photos`), then the
     operator's ``overrides``, then the user's ``options``. Raises :class:`ConfigError` listing every
     problem (the overrides' problems say where they come from).
 
@@ -259,7 +266,7 @@ def build_config(generator_type, *, resolution: int, channels: int, preset: str,
     request = dict(resolution=resolution, channels=channels, preset=preset, image_count=image_count, device=device)
     if generator_type.config_class is None:
         return _build_untyped(generator_type, request, overrides or {}, options or {})
-    config = generator_type.config_class.from_preset(**request)
+    config = generator_type.config_class.from_preset(**request).for_photos(orientation)
     try:
         config = config.replace(**(overrides or {}))
     except ConfigError as error:

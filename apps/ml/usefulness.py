@@ -152,6 +152,9 @@ class ClassifierSettings:
     image_size: int = 32  # larger images are shrunk to this before the classifier sees them
     shift: int = 2  # random translation of up to this many pixels while training; 0 = off
     augment: bool = False  # also the plain augmentation of AUGMENTATION (the *_aug arms turn it on)
+    # The augmentation's mirror images: only for photos that look alike mirrored (apps.ml.orientation);
+    # for one-way photos (sandals) a flip teaches the classifier a kind of photo the test never shows.
+    mirror: bool = True
     # True: each batch row draws a class uniformly, then an image of it (class sizes do not shift the
     # prior: oversampling the small classes); False: images uniformly, classes at their natural frequencies.
     class_balanced: bool = True
@@ -172,19 +175,21 @@ def _shift(x: torch.Tensor, pixels: int, gen: torch.Generator) -> torch.Tensor:
     return out.gather(3, cols)
 
 
-AUGMENTATION = "horizontal flip, rotation up to 10 degrees, crop keeping 85-100 % of the area, brightness and contrast +-10 %"
+AUGMENTATION = ("horizontal flip (only for photos that look alike mirrored), rotation up to 10 degrees, crop keeping "
+                "85-100 % of the area, brightness and contrast +-10 %")
 MAX_ROTATION = math.radians(10)
 CROP_AREA = (0.85, 1.0)
 JITTER = 0.1
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """:data:`AUGMENTATION` on a float [-1, 1] batch, drawn per image (edges repeat the border)."""
+def _augment(x: torch.Tensor, gen: torch.Generator, mirror: bool = True) -> torch.Tensor:
+    """:data:`AUGMENTATION` on a float [-1, 1] batch, drawn per image (edges repeat the border);
+    ``mirror`` False: no flips (the draws stay the same)."""
     n = len(x)
     rand = lambda: torch.rand(n, generator=gen)  # noqa: E731
     angle = (rand() * 2 - 1) * MAX_ROTATION
     side = (CROP_AREA[0] + rand() * (CROP_AREA[1] - CROP_AREA[0])).sqrt()
-    flip = torch.where(rand() < 0.5, -1.0, 1.0)
+    flip = torch.where((rand() < 0.5) & mirror, -1.0, 1.0)
     tx, ty = ((rand() * 2 - 1) * (1 - side), (rand() * 2 - 1) * (1 - side))
     cos, sin = angle.cos() * side, angle.sin() * side
     theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
@@ -231,7 +236,7 @@ def train_classifier(
         labels, idx = labels.to(s.device), idx.to(s.device)
         batch = _shift(x_all[idx], s.shift, gen)
         if s.augment:
-            batch = _augment(batch, gen)
+            batch = _augment(batch, gen, s.mirror)
         loss = F.cross_entropy(model(batch), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -13,7 +13,7 @@ from apps.ml.augment import AUGMENT_DIM, conditioned_augment
 from apps.ml.config import ConfigError, build_config
 from apps.ml.dcgan import DCGAN
 from apps.ml.ddim import DDIM
-from apps.ml.ddim.config import DEFAULT_GUIDANCE, DDIMConfig
+from apps.ml.ddim.config import AUGMENT_P, DEFAULT_GUIDANCE, DDIMConfig
 from apps.ml.ddim.unet import UNet, build_unet
 from apps.ml.trainer import LabelledImages
 
@@ -58,10 +58,15 @@ class ForwardSpy:
 # ---------------------------------------------------------------- unconditional: unchanged
 
 
+def version_one_config(**changes) -> dict:
+    """A config as saved before #18: U-Net version 1, no conditioned augmentation."""
+    return tiny_config(augment_p=0.0, architecture_version=1, **changes)
+
+
 def test_an_unconditional_config_builds_the_network_it_always_did():
     plain = UNet(image_channels=1, resolution=8, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
                  attention_resolutions=(4,), head_channels=8, groups=4)
-    gen = DDIM(tiny_config(), device="cpu")
+    gen = DDIM(version_one_config(), device="cpu")
     keys = list(gen.model.state_dict())
     assert keys == list(plain.state_dict())
     assert not any("label" in key or "augment" in key for key in keys)
@@ -69,15 +74,16 @@ def test_an_unconditional_config_builds_the_network_it_always_did():
     # Its resume check compares the same keys as before conditioning existed.
     assert gen.architecture() == {key: gen.config.get(key) for key in DDIM.architecture_keys}
     # A config saved before conditioning existed loads as unconditional, without augmentation.
-    older = {k: v for k, v in tiny_config().items()
-             if k not in ("num_classes", "classes", "label_dropout", "guidance_scale", "augment_p")}
+    older = {k: v for k, v in version_one_config().items()
+             if k not in ("num_classes", "classes", "label_dropout", "guidance_scale", "augment_p",
+                          "architecture_version", "augment_flip")}
     loaded = DDIM(older, device="cpu")
     assert list(loaded.model.state_dict()) == keys and loaded.config.num_classes == 0
     assert all(torch.equal(a, b) for a, b in zip(loaded.model.state_dict().values(), gen.model.state_dict().values()))
 
 
 def test_the_conditioning_layers_are_the_only_new_weights_and_leave_the_others_initialised_alike():
-    plain = DDIM(tiny_config(), device="cpu").model.state_dict()
+    plain = DDIM(tiny_config(augment_p=0.0), device="cpu").model.state_dict()
     conditioned = DDIM(conditional_config(augment_p=0.2), device="cpu").model.state_dict()
     assert set(conditioned) - set(plain) == {"label_embed.weight", "augment_embed.weight"}
     assert conditioned["label_embed.weight"].shape == (3 + 1, 4 * 8)  # the classes and the "no label" token
@@ -268,7 +274,8 @@ def test_configs_round_trip_the_classes_and_build_config_sets_them():
                          classes=CLASSES, options={"guidance_scale": 1.5, "augment_p": 0.2})
     assert (built["num_classes"], built["classes"], built["guidance_scale"], built["augment_p"]) == (3, CLASSES, 1.5, 0.2)
     plain = build_config(DDIM, resolution=32, channels=1, preset="quick", image_count=150, device="cpu")
-    assert plain["num_classes"] == 0 and plain["classes"] == [] and plain["augment_p"] == 0.0
+    # New configs get the preset's non-leaking augmentation (#18); one saved without it stays without.
+    assert plain["num_classes"] == 0 and plain["classes"] == [] and plain["augment_p"] == AUGMENT_P
     assert "num_classes" not in DDIMConfig.settings() and "classes" not in DDIMConfig.settings()  # the dataset's
     assert {"label_dropout", "guidance_scale", "augment_p"} <= set(DDIMConfig.settings())
     with pytest.raises(ConfigError, match="'num_classes' is not a setting"):
@@ -358,7 +365,7 @@ def test_training_conditions_on_the_augmentation_and_sampling_passes_zeros():
     assert len(sample_spy.calls) == 3
     assert all(c["augment"] is None or not c["augment"].any() for c in sample_spy.calls)
     # And no augmentation is drawn (nor any vector passed) when augment_p is 0.
-    off = DDIM(tiny_config(), device="cpu")
+    off = DDIM(tiny_config(augment_p=0.0), device="cpu")
     off_parts = off.training_parts()  # builds the network it trains
     off_spy = ForwardSpy(off.model)
     off.training_step(off_parts, off.training_data(images), 0, torch.Generator().manual_seed(0))
@@ -366,7 +373,7 @@ def test_training_conditions_on_the_augmentation_and_sampling_passes_zeros():
 
 
 def test_build_unet_adds_the_conditioning_layers_from_the_config():
-    assert build_unet(tiny_config()).augment_dim == 0
+    assert build_unet(tiny_config(augment_p=0.0)).augment_dim == 0
     assert build_unet(tiny_config(augment_p=0.1)).augment_dim == AUGMENT_DIM
     assert build_unet(conditional_config()).num_classes == 3
 

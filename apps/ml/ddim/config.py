@@ -31,6 +31,11 @@ DEFAULT_SAMPLING_STEPS = 12
 # 2: -0.98, 3: -0.38, 5: +0.30, 8: +0.48 points; every interval holds 0; no near-copies at 5 or 8);
 # 5 is the middle of the positive ones (bench/README.md).
 DEFAULT_GUIDANCE = 5.0
+# New configs' U-Net (see DDIMConfig.architecture_version).
+ARCHITECTURE_VERSION = 2
+# Non-leaking augmentation for new configs: each of flip, quarter turn and shift with this probability
+# (EDM used 0.12 on CIFAR-10); see bench/README.md, "Faithful images".
+AUGMENT_P = 0.15
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -58,8 +63,13 @@ def _model_shape(resolution: int, on_gpu: bool) -> dict:
 @dataclass(kw_only=True, eq=False)
 class DDIMConfig(TrainingConfig):
     kind_key = "ddim"
-    # The classes come with the dataset (apps.ml.config.build_config(classes=...)), not from an option.
-    FIXED = TrainingConfig.FIXED + ("num_classes", "classes")
+    # The classes come with the dataset (apps.ml.config.build_config(classes=...)), not from an option;
+    # the architecture version with the code that built the config.
+    FIXED = TrainingConfig.FIXED + ("num_classes", "classes", "architecture_version")
+
+    # 1: the U-Net of every model saved before version 2 existed (a config without the key);
+    # 2: a SiLU before each residual block's projection of time + class (ADM, diffusers).
+    architecture_version: int = setting(1, choices=(1, 2))
 
     # The U-Net.
     base_channels: int = setting(48, low=1, high=1024)
@@ -84,6 +94,8 @@ class DDIMConfig(TrainingConfig):
     weight_decay: float = setting(0.01, low=0.0, high=10.0)
     grad_clip: float | None = setting(1.0, low=0.0, high=1e6)
     ema_decay: float = setting(0.995, low=0.0, high=1.0)
+    # Plain (leaking) mirror images in the training batches: only for photos that look alike mirrored
+    # (apps.ml.orientation; for_photos sets it). Configs saved before orientation was measured say True.
     hflip: bool = True
     # Sampling: the progress grids, then generation and the quality report.
     grid_images: int = setting(64, low=1, high=1024)
@@ -100,7 +112,9 @@ class DDIMConfig(TrainingConfig):
     guidance_scale: float = setting(DEFAULT_GUIDANCE, low=0.0, high=20.0)  # see DEFAULT_GUIDANCE
     # Non-leaking augmentation (apps.ml.augment.conditioned_augment): the probability of each of
     # flip, 90-degree rotation and translation per training image; 0 is off (no extra layer).
+    # The network is told what each image went through and samples "not augmented".
     augment_p: float = setting(0.0, low=0.0, high=1.0)
+    augment_flip: bool = True  # False: the conditioned augmentation leaves out flips
     # Speed. Sampling on a CPU with bf16 instructions (AVX512-BF16 or AMX) runs the U-Net in bf16
     # autocast (the sampler's update stays float32): 1.6-2x faster at equal KID (bench/README.md).
     amp_bf16: bool = False
@@ -127,6 +141,7 @@ class DDIMConfig(TrainingConfig):
             image_count=image_count,
             **_model_shape(resolution, big),
             dropout=0.1 if image_count < 500 else 0.05,
+            architecture_version=ARCHITECTURE_VERSION,
             schedule_shift=32 / resolution if resolution > 32 else 1.0,
             total_steps=total_steps,
             batch_size=(128 if resolution <= 64 else 64) if big else 32,
@@ -138,4 +153,15 @@ class DDIMConfig(TrainingConfig):
             amp_bf16=on_gpu,
             channels_last=on_gpu,
             compile=on_gpu,
+            hflip=False,  # until for_photos knows the photos look alike mirrored
+            augment_p=AUGMENT_P,
         )
+
+    def for_photos(self, orientation: dict | None) -> "DDIMConfig":
+        """Plain mirror images in the batches only when the photos look alike mirrored
+        (:mod:`..orientation`); otherwise flips come only through the conditioned augmentation,
+        which the network is told about (non-leaking)."""
+        if not orientation:
+            return self
+        mirrors = bool(orientation.get("mirrors"))
+        return self.replace(hflip=mirrors, augment_flip=not mirrors)

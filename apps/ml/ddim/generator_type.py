@@ -130,6 +130,8 @@ class DDIM(GeneratorType):
             architecture["num_classes"] = self.config.num_classes
         if self.config.augment_p > 0:
             architecture["augment_dim"] = AUGMENT_DIM
+        if self.config.architecture_version > 1:
+            architecture["architecture_version"] = self.config.architecture_version
         return architecture
 
     def parameter_count(self) -> int:
@@ -209,7 +211,7 @@ class DDIM(GeneratorType):
         x0, labels = self._batch(data, rng)
         augment = None
         if self.config.augment_p > 0:  # before channels-last: the gathers return a contiguous batch
-            x0, augment = conditioned_augment(x0, self.config.augment_p, rng)
+            x0, augment = conditioned_augment(x0, self.config.augment_p, rng, flip=self.config.augment_flip)
         if labels is not None and self.config.label_dropout > 0:
             dropped = torch.rand(labels.shape, device=labels.device, generator=rng) < self.config.label_dropout
             labels = torch.where(dropped, torch.full_like(labels, self.config.num_classes), labels)
@@ -246,8 +248,8 @@ class DDIM(GeneratorType):
 
     def _batch(self, data: torch.Tensor | LabelledImages,
                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """A random batch (with replacement) from ``data`` on the device, half of it mirrored, and
-        its labels (None for unlabelled data)."""
+        """A random batch (with replacement) from ``data`` on the device, half of it mirrored where
+        ``hflip`` says the photos look alike mirrored, and its labels (None for unlabelled data)."""
         images, labels = data if isinstance(data, LabelledImages) else (data, None)
         size = self.config.batch_size
         index = torch.randint(0, images.shape[0], (size,), device=images.device, generator=generator)

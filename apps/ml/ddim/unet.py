@@ -54,8 +54,9 @@ def _groups(channels: int, wanted: int) -> int:
 class ResBlock(nn.Module):
     """GN-SiLU-conv, then GN scaled and shifted by the time embedding, SiLU-dropout-conv, plus skip."""
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, groups: int):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, groups: int, emb_silu: bool = False):
         super().__init__()
+        self.emb_silu = emb_silu
         self.norm1 = nn.GroupNorm(_groups(in_ch, groups), in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb = nn.Linear(emb_dim, 2 * out_ch)
@@ -68,7 +69,7 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)
+        scale, shift = self.emb(F.silu(emb) if self.emb_silu else emb)[:, :, None, None].chunk(2, dim=1)
         h = self.norm2(h) * (1 + scale) + shift
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
@@ -116,9 +117,10 @@ class Upsample(nn.Module):
 class _Level(nn.Module):
     """The residual blocks (each with an optional attention block) of one U-Net level."""
 
-    def __init__(self, channels: list[tuple[int, int]], emb_dim, dropout, groups, attention: bool, head_channels):
+    def __init__(self, channels: list[tuple[int, int]], emb_dim, dropout, groups, attention: bool, head_channels,
+                 emb_silu: bool = False):
         super().__init__()
-        self.res = nn.ModuleList(ResBlock(i, o, emb_dim, dropout, groups) for i, o in channels)
+        self.res = nn.ModuleList(ResBlock(i, o, emb_dim, dropout, groups, emb_silu) for i, o in channels)
         self.attn = nn.ModuleList(
             AttentionBlock(o, head_channels, groups) if attention else nn.Identity() for _, o in channels
         )
@@ -138,6 +140,9 @@ class UNet(nn.Module):
         patch_size: 1, or 2 to fold 2x2 patches into channels first.
         num_classes: 0 (unconditional), or the number of classes of a class-conditional network.
         augment_dim: 0, or the length of the augmentation vector the network is conditioned on.
+        emb_silu: a SiLU before each residual block's projection of the embedding (time + class +
+            augmentation), as in ADM and diffusers; False: the layout of architecture version 1, where
+            the time MLP's last Linear fed the projections directly (same layers and keys either way).
     """
 
     def __init__(
@@ -155,6 +160,7 @@ class UNet(nn.Module):
         patch_size: int = 1,
         num_classes: int = 0,
         augment_dim: int = 0,
+        emb_silu: bool = False,
     ):
         super().__init__()
         if resolution % patch_size:
@@ -178,16 +184,17 @@ class UNet(nn.Module):
                 pairs.append((ch, width))
                 ch = width
                 skip_channels.append(ch)
-            self.down.append(_Level(pairs, emb_dim, dropout, groups, size in attention_resolutions, head_channels))
+            self.down.append(_Level(pairs, emb_dim, dropout, groups, size in attention_resolutions, head_channels,
+                                    emb_silu))
             last = i == len(widths) - 1
             self.downsample.append(nn.Identity() if last else Downsample(ch))
             if not last:
                 skip_channels.append(ch)
                 size //= 2
 
-        self.mid1 = ResBlock(ch, ch, emb_dim, dropout, groups)
+        self.mid1 = ResBlock(ch, ch, emb_dim, dropout, groups, emb_silu)
         self.mid_attn = AttentionBlock(ch, head_channels, groups)
-        self.mid2 = ResBlock(ch, ch, emb_dim, dropout, groups)
+        self.mid2 = ResBlock(ch, ch, emb_dim, dropout, groups, emb_silu)
 
         self.up = nn.ModuleList()
         self.upsample = nn.ModuleList()
@@ -196,7 +203,8 @@ class UNet(nn.Module):
             for _ in range(num_res_blocks + 1):
                 pairs.append((ch + skip_channels.pop(), width))
                 ch = width
-            self.up.append(_Level(pairs, emb_dim, dropout, groups, size in attention_resolutions, head_channels))
+            self.up.append(_Level(pairs, emb_dim, dropout, groups, size in attention_resolutions, head_channels,
+                                  emb_silu))
             self.upsample.append(Upsample(ch) if i > 0 else nn.Identity())
             if i > 0:
                 size *= 2
@@ -265,8 +273,9 @@ class UNet(nn.Module):
 def build_unet(config: dict) -> UNet:
     """A U-Net from a generator config (the keys written by ``DDIM.default_config``).
 
-    ``num_classes`` > 0 adds the class embedding; ``augment_p`` > 0 the augmentation embedding
-    (configs without these keys build the unconditional network they always did).
+    ``num_classes`` > 0 adds the class embedding; ``augment_p`` > 0 the augmentation embedding;
+    ``architecture_version`` 2 the SiLU before the blocks' embedding projections (configs without
+    these keys build the network they always did).
     """
     from ..augment import AUGMENT_DIM
 
@@ -283,4 +292,5 @@ def build_unet(config: dict) -> UNet:
         patch_size=config.get("patch_size", 1),
         num_classes=int(config.get("num_classes") or 0),
         augment_dim=AUGMENT_DIM if (config.get("augment_p") or 0) > 0 else 0,
+        emb_silu=int(config.get("architecture_version") or 1) >= 2,
     )

@@ -1,0 +1,182 @@
+"""Faithful images (#18): which way the photos face, and every place that augments asks first."""
+from __future__ import annotations
+
+import torch
+
+from apps.ml import orientation
+from apps.ml.augment import augment_dataset, conditioned_augment
+from apps.ml.config import build_config
+from apps.ml.ddim import DDIM
+from apps.ml.ddim.config import DDIMConfig
+from apps.ml.usefulness import _augment as classifier_augment
+
+from .test_ddim import _perturb, tiny_config, tiny_images
+from .test_ddim_conditional import ForwardSpy
+
+
+def wedges(n: int = 40, size: int = 16, seed: int = 0, both_ways: bool = False) -> torch.Tensor:
+    """uint8 [N, 1, S, S]: a white wedge pointing right (its wide end left), varied in size and place;
+    ``both_ways``: every other one points left."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.zeros(n, 1, size, size, dtype=torch.uint8)
+    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    for i in range(n):
+        length = int(torch.randint(size // 2, size - 2, (), generator=g))
+        left, middle = int(torch.randint(0, size - length, (), generator=g)), size // 2 + int(torch.randint(-2, 3, (), generator=g))
+        along = (xs - left).float() / length  # 0 at the wide end, 1 at the tip
+        inside = (along >= 0) & (along <= 1) & ((ys - middle).abs().float() <= (1 - along) * size / 3)
+        images[i, 0][inside] = 255
+        if both_ways and i % 2:
+            images[i] = images[i].flip(-1)
+    return images
+
+
+def discs(n: int = 40, size: int = 16, seed: int = 0) -> torch.Tensor:
+    """uint8 [N, 1, S, S]: centred discs of varied radius: left-right symmetric."""
+    g = torch.Generator().manual_seed(seed)
+    ys, xs = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    radius = torch.rand(n, generator=g) * size / 4 + size / 8
+    centre = (size - 1) / 2 + torch.randint(-1, 2, (n, 2), generator=g).float()
+    inside = (ys - centre[:, 0, None, None]) ** 2 + (xs - centre[:, 1, None, None]) ** 2 <= radius[:, None, None] ** 2
+    return (inside[:, None] * 255).to(torch.uint8)
+
+
+def facing_other_way(images: torch.Tensor, reference: torch.Tensor) -> float:
+    """Share of ``images`` closer to the mirrored mean of ``reference`` than to its mean."""
+    mean = reference.float().mean(0)
+    x = images.float().flatten(1)
+    return float(((x - mean.flip(-1).flatten()).pow(2).sum(1) < (x - mean.flatten()).pow(2).sum(1)).float().mean())
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def test_one_way_photos_are_recorded_as_one_way():
+    found = orientation.measure(wedges())
+    assert found.mirrors is False and found.rotations is False
+    assert found.mirror_share <= 0.15 and found.asymmetry > 1  # a few small wedges sit right of centre
+    assert "face one way" in found.sentence() and "no mirror images" in found.sentence()
+
+
+def test_symmetric_and_two_way_photos_keep_mirror_images():
+    for images in (discs(), wedges(both_ways=True)):
+        found = orientation.measure(images)
+        assert found.mirrors is True, found
+        assert found.asymmetry < orientation.SYMMETRIC
+        assert "mirror images may be added" in found.sentence()
+    assert orientation.measure(discs()).rotations is True  # a disc has no way up
+    assert orientation.measure(wedges(both_ways=True)).rotations is False  # wedges lie flat: no quarter turns
+
+
+def test_a_labelled_dataset_is_one_way_when_any_class_is_and_says_which():
+    images = torch.cat([wedges(), discs()])
+    labels = torch.tensor([0] * 40 + [1] * 40)
+    found = orientation.measure(images, labels, ["wedge", "disc"])
+    assert found.mirrors is False
+    assert found.classes["wedge"]["mirrors"] is False and found.classes["disc"]["mirrors"] is True
+    assert "wedge" in found.sentence() and "disc" not in found.sentence()
+    assert orientation.Orientation.from_dict(found.as_dict()) == found
+
+
+def test_too_few_photos_cannot_tell_and_take_the_safe_side():
+    found = orientation.measure(discs(n=orientation.MIN_PHOTOS - 1))
+    assert found.mirror_share is None and found.mirrors is False and found.rotations is False
+    assert "Too few photos" in found.sentence()
+
+
+# ---------------------------------------------------------------- every place that augments
+
+
+def test_the_offline_stage_adds_no_mirror_image_of_one_way_photos():
+    photos = wedges()
+    own = facing_other_way(photos, photos)  # a few small wedges sit right of centre
+    copies = augment_dataset(photos, copies=3, seed=0, mirror=False)[len(photos):]
+    assert facing_other_way(copies, photos) <= own + 0.05
+    # With mirror images allowed, about half of the copies face the other way: the test can see it.
+    assert facing_other_way(augment_dataset(photos, copies=3, seed=0)[len(photos):], photos) > own + 0.25
+
+
+def test_quarter_turns_only_when_asked_for():
+    photos = wedges()
+    upright = augment_dataset(photos, copies=2, seed=0, mirror=False)[len(photos):]
+    turned = augment_dataset(photos, copies=2, seed=0, mirror=False, quarter_turns=True)[len(photos):]
+    mean = photos.float().mean(0)
+    closer_to_turned = lambda x: float(((x.float().flatten(1) - mean.rot90(1, dims=(1, 2)).flatten()).pow(2).sum(1)  # noqa: E731
+                                        < (x.float().flatten(1) - mean.flatten()).pow(2).sum(1)).float().mean())
+    assert closer_to_turned(turned) > closer_to_turned(upright) + 0.1
+
+
+def test_the_ddim_recipe_follows_the_photos():
+    one_way = orientation.measure(wedges()).as_dict()
+    symmetric = orientation.measure(discs()).as_dict()
+    request = dict(resolution=32, channels=1, preset="quick", image_count=150, device="cpu")
+    for_one_way = build_config(DDIM, **request, orientation=one_way)
+    assert for_one_way["hflip"] is False and for_one_way["augment_flip"] is True and for_one_way["augment_p"] > 0
+    for_symmetric = build_config(DDIM, **request, orientation=symmetric)
+    assert for_symmetric["hflip"] is True and for_symmetric["augment_flip"] is False
+    # The user's options still win over the recipe.
+    assert build_config(DDIM, **request, orientation=one_way, options={"hflip": True})["hflip"] is True
+    # Not measured (e.g. a config built without the photos): no plain flips either.
+    assert build_config(DDIM, **request)["hflip"] is False
+
+
+def test_one_way_photos_train_with_conditioned_flips_and_sample_with_the_flip_bit_off():
+    config = DDIMConfig.from_dict(tiny_config(batch_size=64)).for_photos(orientation.measure(wedges()).as_dict())
+    config = config.replace(augment_p=0.5)
+    gen = DDIM(config.to_dict(), device="cpu")
+    parts = gen.training_parts()
+    spy = ForwardSpy(gen.model)
+    images = tiny_images(16)
+    gen.training_step(parts, gen.training_data(images), 0, torch.Generator().manual_seed(0))
+    (call,) = spy.calls
+    flipped = call["augment"][:, 0] == 1
+    assert 0 < int(flipped.sum()) < 64  # some images were flipped, and the network was told which
+    # Every image the network saw flipped was told so: batch rows equal a mirrored photo only with the bit set.
+    photos = images.flatten(1)
+    mirrored_unflagged = [(row.flatten() - photos.flip(-1)).abs().amax(1).min() < 1e-6 and not bit
+                          for row, bit, vec in zip(call["x"], flipped, call["augment"]) if not vec[1:].any()]
+    assert not any(mirrored_unflagged)
+    _perturb(gen)
+    sample_spy = ForwardSpy(gen.ema.model)
+    gen.sample(2, seed=0, steps=3)
+    assert sample_spy.calls and all(c["augment"] is None or not c["augment"].any() for c in sample_spy.calls)
+
+
+def test_conditioned_augmentation_can_leave_flips_out():
+    x = tiny_images(64)
+    _, with_flips = conditioned_augment(x, 0.5, torch.Generator().manual_seed(0))
+    _, without = conditioned_augment(x, 0.5, torch.Generator().manual_seed(0), flip=False)
+    assert with_flips[:, 0].any() and not without[:, 0].any()
+    assert torch.equal(with_flips[:, 1:], without[:, 1:])  # the other draws are the same
+
+
+def test_the_usefulness_classifier_mirrors_only_when_told():
+    x = wedges(n=64).float() / 127.5 - 1
+    kept = classifier_augment(x, torch.Generator().manual_seed(0), mirror=False)
+    flipped = classifier_augment(x, torch.Generator().manual_seed(0), mirror=True)
+    own = facing_other_way(x, x)
+    assert facing_other_way(kept, x) <= own + 0.05 and facing_other_way(flipped, x) > own + 0.25
+
+
+# ---------------------------------------------------------------- the U-Net's version
+
+
+def test_a_version_one_checkpoint_still_loads_and_samples_as_before(tmp_path):
+    old = tiny_config(augment_p=0.0, architecture_version=1)
+    saved = {k: v for k, v in old.items() if k not in ("architecture_version", "augment_flip")}  # as written then
+    gen = DDIM(saved, device="cpu")
+    _perturb(gen)
+    before = gen.sample(3, seed=4, steps=3)
+    gen.save(tmp_path / "old")
+    loaded = DDIM.load(tmp_path / "old")
+    assert loaded.config.architecture_version == 1 and "architecture_version" not in loaded.architecture()
+    assert torch.equal(loaded.sample(3, seed=4, steps=3), before)
+    # The same weights in a version-2 network compute something else (the SiLU is really there).
+    newer = DDIM({**saved, "architecture_version": 2}, device="cpu")
+    newer.ema.model.load_state_dict(loaded.ema.model.state_dict())
+    assert not torch.equal(newer.sample(3, seed=4, steps=3), before)
+    assert newer.architecture()["architecture_version"] == 2  # a resume never mixes the two
+
+
+def test_new_configs_build_version_two():
+    assert DDIM.default_config(resolution=32, channels=3, preset="quick", image_count=150)["architecture_version"] == 2
