@@ -261,3 +261,19 @@ def test_the_labelling_answer_says_why_it_cannot_change(logged_in, user, other_u
     assert logged_in.get(url).status_code == 405
     client.force_login(other_user)
     assert client.post(url, {"labelled": "false"}).status_code == 404
+
+
+def test_a_one_class_generator_type_is_pointed_out_for_a_labelled_dataset(logged_in, user):
+    dataset, _ = services.create_dataset(owner=user, name="fruit", archive=zip_upload(three_classes()), labelled=True)
+    url = reverse("datasets:review", args=[dataset.pk]) + "?resolution=32&kind="
+    assert "DCGAN (fast, GAN) learns one class" in logged_in.get(url + "dcgan").content.decode()
+    assert "learns one class" not in logged_in.get(url + "ddim").content.decode()
+
+
+def test_a_dataset_trained_on_already_is_not_asked_about_again(logged_in, user):
+    dataset, _ = services.create_dataset(owner=user, name="fruit", archive=zip_upload(three_classes()))
+    Generator.objects.create(owner=user, name="g", kind="dcgan", resolution=32, dataset=dataset, preset="quick")
+    assert services.labelling_question(dataset) is None
+    html = logged_in.get(reverse("datasets:review", args=[dataset.pk]) + "?ask=1").content.decode()
+    assert "data-question" not in html and "although the zip has 3 class folders" in html
+    assert "Use the 3 folders as classes" not in html

@@ -254,7 +254,9 @@ def class_folder_warnings(dataset: Dataset) -> list[str]:
 def labelling_question(dataset: Dataset) -> str | None:
     """What to ask before training when nobody has said how to read this dataset: its zip has a folder per
     class but it is one class now (None when there is nothing to ask)."""
-    counts = {} if dataset.labelled else folder_classes(dataset)
+    if dataset.labelled or dataset.generators.exists():  # trained on already: that was answered
+        return None
+    counts = folder_classes(dataset)
     if not counts:
         return None
     listed = ", ".join(f"{name} ({n})" for name, n in counts.items())

@@ -10,6 +10,7 @@ from django.views.decorators.http import require_POST
 
 from apps.core.errors import InvalidInput
 from apps.core.views import serve_media_file
+from apps.ml import registry
 from apps.ml.base import RESOLUTIONS
 
 from . import preview, review, selectors, services
@@ -28,18 +29,25 @@ def _resolution(request) -> int:
     return value if value in RESOLUTIONS else DEFAULT_RESOLUTION
 
 
+def _one_class_type(request) -> str:
+    """The label of the generator type about to be trained (?kind=) when it learns one class only, else ""."""
+    generator_type = registry.all_types().get(request.GET.get("kind", ""))
+    return generator_type.label if generator_type and not generator_type.supports_labels else ""
+
+
 def _review_context(dataset, resolution: int | None, *, wizard: bool = False, ask: bool = False) -> dict:
     """``resolution``: the size of the generator about to be trained (None: not known yet, as on the dataset page).
     ``wizard``: shown in the training wizard, with buttons that change how the dataset is read (one class or a
     folder per class); ``ask``: nobody has said which yet, so a zip with class folders is a question."""
     shown = resolution or DEFAULT_RESOLUTION  # the augmentation preview needs one
     folders = {} if dataset.labelled else services.folder_classes(dataset)
+    can_relabel = wizard and not dataset.generators.exists()
     return {
         "classes": list(dataset.class_counts().items()),
         "folders": list(folders.items()),
-        "ask": ask and bool(folders),
+        "ask": ask and can_relabel and bool(folders),
         "wizard": wizard,
-        "can_relabel": wizard and not dataset.generators.exists(),
+        "can_relabel": can_relabel,
         "dataset": dataset,
         "review": review.review_dataset(dataset, resolution),
         "images": dataset.images.all()[:THUMBNAILS_SHOWN],
@@ -65,8 +73,8 @@ def dataset_detail(request, pk: int):
 def dataset_review(request, pk: int):
     """HTML fragment: numbers, warnings, thumbnails and the augmentation preview of one dataset."""
     dataset = get_object_or_404(selectors.datasets_for(request.user), pk=pk)
-    return render(request, "datasets/_review.html",
-                  _review_context(dataset, _resolution(request), wizard=True, ask=request.GET.get("ask") == "1"))
+    context = _review_context(dataset, _resolution(request), wizard=True, ask=request.GET.get("ask") == "1")
+    return render(request, "datasets/_review.html", {**context, "one_class_type": _one_class_type(request)})
 
 
 @login_required
@@ -85,7 +93,7 @@ def dataset_labelling(request, pk: int):
         except InvalidInput as exc:
             error = " ".join(message for messages_ in exc.errors.values() for message in messages_)
     context = {**_review_context(dataset, _resolution(request), wizard=True), "left_out": left_out,
-               "labelling_error": error}
+               "labelling_error": error, "one_class_type": _one_class_type(request)}
     return render(request, "datasets/_review.html", context, status=400 if error else 200)
 
 
