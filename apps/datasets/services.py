@@ -1,7 +1,10 @@
 """Creating datasets from uploads (files and/or a zip), adding to them, deleting them.
 
-Each file is decoded and checked one by one (apps/datasets/imaging.py); a bad file is
-rejected with a reason and the rest of the upload still succeeds. Nothing half-written stays
+Each file is decoded and checked (apps/datasets/imaging.py) on a small pool of threads, one per CPU
+core (``SYNTHGEN_INGEST_THREADS``), a few files ahead of the one being stored, so that a bulk upload of
+phone photos uses every core while at most a few images are decoded at once; the files are then stored
+and recorded one by one, in the order they came, on the request's own thread (its database
+transaction). A bad file is rejected with a reason and the rest of the upload still succeeds. Nothing half-written stays
 behind: files written for a request that fails as a whole are removed again. When the storage
 cannot be written, the request fails as a whole with StorageUnavailable (the API answers 503).
 """
@@ -9,6 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import BinaryIO, Iterable, Iterator
 
@@ -151,9 +158,105 @@ def _check_file_count(files: list) -> None:
 def _ingest(dataset: Dataset, files: list, archive, written: list[str], file_labels: list[str] | None = None) -> list[dict]:
     rejected: list[Rejected] = []
     known = set(dataset.images.values_list("sha256", flat=True))
-    for name, data, label in _uploaded_items(files, archive, rejected, file_labels, dataset.labelled):
-        _add_one(dataset, name, data, known, rejected, written, label)
+    limits = image_limits()
+    items = _uploaded_items(files, archive, file_labels, dataset.labelled)
+    for name, label, checked in _checked_in_order(items, limits):
+        _add_one(dataset, name, checked, known, rejected, written, label)
     return [asdict(r) for r in rejected]
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """An upload refused before decoding (a zip member the reader refused, a bad class folder)."""
+
+    reason: str
+
+
+@dataclass
+class _Checked:
+    """One upload after the pool's work: its bytes, their digest, and the decoded image or the reason it was refused."""
+
+    raw: bytes
+    digest: str
+    decoded: imaging.DecodedImage | None
+    working_png: bytes | None
+    rejected: str | None
+
+
+def _check(raw: bytes, name: str, limits: imaging.ImageLimits) -> _Checked:
+    """Runs on a pool thread: hash, decode, check, normalise and PNG-encode one upload (no database, no storage)."""
+    digest = hashlib.sha256(raw).hexdigest()
+    try:
+        decoded = imaging.decode_image(raw, name, limits)
+    except imaging.ImageRejected as exc:
+        return _Checked(raw, digest, None, None, exc.reason)
+    return _Checked(raw, digest, decoded, imaging.png_bytes(decoded.image), None)
+
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def ingest_threads() -> int:
+    """Threads that decode uploads: SYNTHGEN_INGEST_THREADS, else the CPU cores this process may use (at most 8)."""
+    configured = getattr(settings, "SYNTHGEN_INGEST_THREADS", 0)
+    if configured:
+        return max(1, int(configured))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+def _decode_pool() -> ThreadPoolExecutor:
+    """One pool per process, shared by concurrent requests: at most ``ingest_threads()`` images decode at once."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=ingest_threads(), thread_name_prefix="ingest")
+        return _pool
+
+
+def _checked_in_order(items: Iterable[tuple[str, bytes | BinaryIO, str]],
+                      limits: imaging.ImageLimits) -> Iterator[tuple[str, str, _Checked]]:
+    """(name, label, checked) of every upload, in order, decoded on the pool a few files ahead.
+
+    The files are read here, on the caller's thread (an archive's members come from one zip handle);
+    at most ``2 x threads`` of them are held, read or decoded, at any time, so memory stays bounded
+    whatever the upload's size."""
+    threads = ingest_threads()
+    if threads == 1:
+        for name, data, label in items:
+            yield name, label, _refused(data) if isinstance(data, _Refused) else _check(_raw_bytes(data, limits), name, limits)
+        return
+    pool, ahead = _decode_pool(), 2 * threads
+    pending: deque[tuple[str, str, Future]] = deque()
+    try:
+        for name, data, label in items:
+            if isinstance(data, _Refused):
+                future: Future = Future()
+                future.set_result(_refused(data))
+            else:
+                future = pool.submit(_check, _raw_bytes(data, limits), name, limits)
+            pending.append((name, label, future))
+            if len(pending) >= ahead:
+                name, label, future = pending.popleft()
+                yield name, label, future.result()
+        while pending:
+            name, label, future = pending.popleft()
+            yield name, label, future.result()
+    finally:  # the request failed part-way: drop what is still queued (a running decode just finishes)
+        for _, _, future in pending:
+            future.cancel()
+
+
+def _refused(refused: _Refused) -> _Checked:
+    return _Checked(b"", "", None, None, refused.reason)
+
+
+def _raw_bytes(data: bytes | BinaryIO, limits: imaging.ImageLimits) -> bytes:
+    return data if isinstance(data, bytes) else data.read(limits.max_file_bytes + 1)
 
 
 def _ingest_or_refuse(dataset: Dataset, files: list, archive, written: list[str],
@@ -174,10 +277,10 @@ def _delete_files(paths: list[str]) -> None:
             log.warning("could not remove %s from storage after a failed upload", path)
 
 
-def _uploaded_items(files: list, archive, rejected: list[Rejected], file_labels: list[str] | None,
-                    labelled: bool) -> Iterator[tuple[str, bytes | BinaryIO, str]]:
+def _uploaded_items(files: list, archive, file_labels: list[str] | None,
+                    labelled: bool) -> Iterator[tuple[str, bytes | BinaryIO | _Refused, str]]:
     """(name, bytes or file, class) of every upload; a labelled zip's members outside a usable class folder
-    are rejected with the reason."""
+    and the members the zip reader refused come as (name, _Refused(reason), ""), in their place."""
     for index, upload in enumerate(files):
         yield upload.name, upload, file_labels[index] if file_labels else ""
     if archive is None:
@@ -188,24 +291,23 @@ def _uploaded_items(files: list, archive, rejected: list[Rejected], file_labels:
         for name, data in members:
             label = class_labels.class_of(name, root) if labelled else ""
             if labelled and (problem := class_labels.name_problem(label)):
-                rejected.append(Rejected(name, problem))
+                yield name, _Refused(problem), ""
                 continue
             yield name, data, label
     except zip_archive.ArchiveRejected as exc:
         # The whole request fails: nothing from it is kept.
         raise InvalidInput({"archive": f"{getattr(archive, 'name', 'archive')}: {exc.reason}"}) from None
-    rejected.extend(Rejected(r.name, r.reason) for r in members.rejected)
+    for refused in members.rejected:
+        yield refused.name, _Refused(refused.reason), ""
 
 
-def _add_one(dataset, name, data, known: set[str], rejected: list[Rejected], written: list[str], label: str = "") -> None:
-    limits = image_limits()
-    raw = data if isinstance(data, bytes) else data.read(limits.max_file_bytes + 1)
-    try:
-        decoded = imaging.decode_image(raw, name, limits)
-    except imaging.ImageRejected as exc:
-        rejected.append(Rejected(name, exc.reason))
+def _add_one(dataset, name, checked: _Checked, known: set[str], rejected: list[Rejected], written: list[str],
+             label: str = "") -> None:
+    """Store one checked upload (original and working PNG) and record it; or say why it was left out."""
+    if checked.rejected is not None:
+        rejected.append(Rejected(name, checked.rejected))
         return
-    digest = hashlib.sha256(raw).hexdigest()
+    raw, digest, decoded = checked.raw, checked.digest, checked.decoded
     if digest in known:
         rejected.append(Rejected(name, "duplicate: the same image is already in this dataset"))
         return
@@ -223,7 +325,7 @@ def _add_one(dataset, name, data, known: set[str], rejected: list[Rejected], wri
     )
     image.original.save(f"original.{STORED_EXTENSIONS[decoded.format]}", ContentFile(raw), save=False)
     written.append(image.original.name)
-    image.working.save("working.png", ContentFile(imaging.png_bytes(decoded.image)), save=False)
+    image.working.save("working.png", ContentFile(checked.working_png), save=False)
     written.append(image.working.name)
     image.save()
 
