@@ -33,7 +33,7 @@ from apps.core import storage
 from apps.core.storage import StorageUnavailable
 from apps.datasets.imaging import dataset_channels, stack_training_tensor
 
-from . import evaluation
+from . import evaluation, shutdown
 from apps.ml import registry
 from apps.ml.augment import augment_dataset
 from apps.ml.base import TrainProgress
@@ -142,6 +142,13 @@ def run_stage(run_id: int, stage: str, body: Callable[[TrainingRun, Path], None]
             body(run, work)
     except StageSkipped:
         return False
+    except shutdown.StageInterrupted:
+        # The worker is stopping (SIGINT/SIGTERM) and the stage stopped at a checkpoint: neither cancelled nor
+        # failed. Give the lease and the attempt back, so that the next worker takes the stage over at once.
+        log.warning("run %s: the worker is stopping; %s goes back to the queue and resumes from its checkpoint",
+                    run_id, stage)
+        _release_lease(run_id, stage, run.holder)
+        raise
     except StorageUnavailable:
         # Not the stage's fault: give the lease back (and the attempt) so that the task's retry, on this
         # worker or another, starts the stage again at once. tasks.py fails the run when retries run out.
@@ -150,6 +157,11 @@ def run_stage(run_id: int, stage: str, body: Callable[[TrainingRun, Path], None]
             heartbeat_at=None, attempts=models.F("attempts") - 1)
         raise
     except Exception as exc:
+        if shutdown.requested():  # raised into the stage by the worker's shutdown (e.g. Celery's cold shutdown)
+            log.warning("run %s: %s stopped while the worker was stopping (%s); it goes back to the queue",
+                        run_id, stage, exc)
+            _release_lease(run_id, stage, run.holder)
+            raise shutdown.StageInterrupted() from exc
         log.exception("run %s failed in stage %s", run_id, stage)
         fail_run(run_id=run_id, stage=stage, message=_user_message(stage, exc))
         raise
@@ -159,6 +171,14 @@ def run_stage(run_id: int, stage: str, body: Callable[[TrainingRun, Path], None]
         run.heartbeat_at = timezone.now()
         run.save(update_fields=["completed_stages", "heartbeat_at", "updated_at"])
     return True
+
+
+def _release_lease(run_id: int, stage: str, holder: str) -> None:
+    """A stage that stopped because its worker is stopping: the attempt does not count, and its heartbeat reads as
+    stale, so any worker takes the stage over at once, and any sweep re-queues it if its message were lost."""
+    TrainingRun.objects.filter(pk=run_id, stage=stage, holder=holder).update(
+        heartbeat_at=timezone.now() - timezone.timedelta(seconds=stale_after() + 1),
+        attempts=models.F("attempts") - 1)
 
 
 def sweep_stale_runs() -> list[int]:
@@ -277,6 +297,7 @@ class _ProgressRecorder:
         self.interval = interval
         self.last_write = 0.0
         self.last_stop_check = 0.0
+        self.interrupted = False  # stopped because the worker is stopping, not cancelled
         self.losses = list(run.losses)
         self.warnings = list(run.warnings)
 
@@ -309,7 +330,11 @@ class _ProgressRecorder:
         TrainingRun.objects.filter(pk=self.run_id).update(**fields)
 
     def should_stop(self) -> bool:
-        """Called every step: once a second, beat the heartbeat and read the cancel flag."""
+        """Called every step: at once when the worker is stopping (shutdown.py); once a second, beat the
+        heartbeat and read the cancel flag."""
+        if shutdown.requested():
+            self.interrupted = True
+            return True
         now = time.monotonic()
         if now - self.last_stop_check < 1.0:
             return False
@@ -378,6 +403,8 @@ def _train(run: TrainingRun, work: Path) -> None:
     result = model.train(images, labels=labels, checkpoint_dir=work / CHECKPOINTS, on_progress=recorder,
                          should_stop=recorder.should_stop)
     if result.stopped_early:
+        if recorder.interrupted:  # the worker is stopping: the last checkpoint is published, the task is re-queued
+            raise shutdown.StageInterrupted()
         mark_cancelled(run=TrainingRun.objects.get(pk=run.pk))
         raise StageSkipped()
     model.save(work / FINAL)

@@ -2,21 +2,29 @@
 import logging
 import os
 
-from celery import chain, shared_task
-from celery.signals import worker_init, worker_ready
+from celery import chain, platforms, shared_task
+from celery.exceptions import Reject, WorkerTerminate
+from celery.platforms import EX_FAILURE
+from celery.signals import worker_init, worker_ready, worker_shutting_down
 from django.conf import settings
 
 from apps.core import storage
 from apps.core.storage import StorageUnavailable
 
-from . import pipeline
+from . import pipeline, shutdown
 from .stages import STAGE_ORDER
 
 
 def _run(task, stage: str, run_id: int) -> None:
-    """Run one stage; when the storage cannot be reached, retry with back-off, then fail the run."""
-    with_storage_retries(task, lambda: getattr(pipeline, stage)(run_id), lambda message: pipeline.fail_run(
-        run_id=run_id, stage=stage, message=f"The {stage} stage failed: {message}"))
+    """Run one stage; when the storage cannot be reached, retry with back-off, then fail the run. When the worker
+    is stopping (shutdown.py), the stage stops at its next step and the task goes back to the queue."""
+    try:
+        with_storage_retries(task, lambda: getattr(pipeline, stage)(run_id), lambda message: pipeline.fail_run(
+            run_id=run_id, stage=stage, message=f"The {stage} stage failed: {message}"))
+    except shutdown.StageInterrupted:
+        # Not acknowledged: the message goes back to the queue (with the rest of the chain), so the next worker -
+        # this one started again, or another - resumes the stage from its checkpoint at once.
+        raise Reject("the worker is stopping", requeue=True) from None
 
 
 def with_storage_retries(task, work, fail) -> None:
@@ -109,6 +117,21 @@ def _check_storage(**kwargs) -> None:
             logging.getLogger(__name__).info("removed the scratch folders of dead processes: %s", removed)
     except OSError:
         logging.getLogger(__name__).exception("could not clean the scratch folder")
+
+
+@worker_shutting_down.connect
+def _stop_the_running_stage(sig=None, how=None, **kwargs) -> None:
+    """SIGINT/SIGTERM (Celery's warm shutdown would wait for the whole training): the running stage stops at its
+    next step and goes back to the queue (shutdown.py). A second Ctrl-C then stops the worker at once: Celery's
+    own second SIGINT starts a cold shutdown that cannot cancel a task of the solo pool."""
+    shutdown.request()
+    platforms.signals["SIGINT"] = _stop_now
+
+
+def _stop_now(*args) -> None:
+    """The second Ctrl-C: raised in the worker's main thread, wherever it is (the task is not acknowledged: the
+    broker, or the next worker's start-up sweep, hands it to the next worker, which resumes from the checkpoint)."""
+    raise WorkerTerminate(EX_FAILURE)
 
 
 @worker_init.connect
