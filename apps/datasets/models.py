@@ -22,6 +22,9 @@ class Dataset(TimeStamped):
     name = models.CharField(max_length=120)
     # Labelled: every image has a class (an ImageFolder upload); one conditional generator learns them all.
     labelled = models.BooleanField(default=False)
+    # Which way the photos face (apps.ml.orientation), with the "signature" of the images it was measured
+    # on; measured again when they change (apps.datasets.orientation).
+    orientation = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

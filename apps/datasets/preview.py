@@ -11,6 +11,7 @@ import io
 from PIL import Image
 
 from .imaging import stack_training_tensor
+from .orientation import dataset_orientation
 
 PREVIEW_IMAGES = 4  # columns: how many of the user's images are shown
 PREVIEW_COPIES = 3  # rows below the originals: augmented copies of each
@@ -59,7 +60,10 @@ def augmentation_preview_png(dataset, resolution: int, *, count: int = PREVIEW_I
             image.load()
             pictures.append(image.copy())
     batch = stack_training_tensor(pictures, resolution, dataset.channels)  # as the generator will see them
-    augmented = augment_dataset(batch, copies, seed)  # originals, then copy 1 of each, copy 2 of each, ...
+    found = dataset_orientation(dataset)  # mirror images and turns only where the photos show them
+    # originals, then copy 1 of each, copy 2 of each, ...
+    augmented = augment_dataset(batch, copies, seed, mirror=bool(found.get("mirrors")),
+                                quarter_turns=bool(found.get("rotations")))
     scale = _scale(resolution)
     if scale > 1:
         augmented = augmented.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)

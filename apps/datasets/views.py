@@ -12,9 +12,11 @@ from apps.core.errors import InvalidInput
 from apps.core.views import serve_media_file
 from apps.ml import registry
 from apps.ml.base import RESOLUTIONS
+from apps.ml.orientation import describe as describe_orientation
 
 from . import preview, review, selectors, services
 from .models import DatasetImage
+from .orientation import dataset_orientation
 
 THUMBNAILS_SHOWN = 500
 DEFAULT_RESOLUTION = 64
@@ -55,6 +57,8 @@ def _review_context(dataset, resolution: int | None, *, wizard: bool = False, as
         "resolution": shown,
         "preview_size": preview.preview_size(dataset.image_count, shown),
         "preview_columns": preview.preview_columns(dataset.image_count),
+        # Which way the photos face, and so whether augmentation adds mirror images or turns.
+        "orientation_summary": describe_orientation(dataset_orientation(dataset)),
     }
 
 

@@ -1,6 +1,6 @@
 """REST API for generators (the registry) and their training runs. Starting generation: apps.generation.api."""
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
@@ -14,6 +14,7 @@ from apps.datasets.selectors import datasets_for
 from . import selectors, services
 from apps.ml import registry
 from apps.ml.base import PRESETS, RESOLUTIONS
+from apps.ml.orientation import describe as describe_orientation
 from .models import Generator, TrainingRun
 
 
@@ -36,6 +37,22 @@ class RunSerializer(serializers.ModelSerializer):
         return {"step": run.step, "total": run.total_steps, "eta_seconds": selectors.eta_seconds(run)}
 
 
+class OrientationSerializer(serializers.Serializer):
+    """Which way the training photos face (apps.ml.orientation), measured when training prepared them."""
+
+    images = serializers.IntegerField()
+    mirrors = serializers.BooleanField(help_text="Mirror images are the same kind of photo: augmentation may add them.")
+    rotations = serializers.BooleanField(help_text="Quarter turns are too (photos with no fixed way up).")
+    mirror_share = serializers.FloatField(allow_null=True, help_text=(
+        "Share of the photos closer to the mirrored mean image than to the mean (null: too few photos)."))
+    turn_share = serializers.FloatField(allow_null=True)
+    asymmetry = serializers.FloatField(allow_null=True, help_text=(
+        "The mean image's mirror asymmetry over the photos' spread (largest class); below 0.1: mirrors."))
+    turn_asymmetry = serializers.FloatField(allow_null=True)
+    classes = serializers.DictField(child=serializers.DictField(), help_text="The same per class (labelled datasets).")
+    summary = serializers.CharField(help_text="What it means for the augmentation, in plain words.")
+
+
 class GeneratorSerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.username", read_only=True)
     run = serializers.SerializerMethodField()
@@ -44,6 +61,7 @@ class GeneratorSerializer(serializers.ModelSerializer):
     error = serializers.SerializerMethodField()
     sample_grid_url = serializers.SerializerMethodField()
     uses_sampling_steps = serializers.SerializerMethodField()
+    orientation = serializers.SerializerMethodField()
     classes = ClassCountSerializer(many=True, read_only=True, help_text=(
         "A conditional generator's classes (label order) and the real photos of each it learned from; "
         "empty for a one-class generator. Generate them with `counts`, `balance_to` or `class`."))
@@ -52,7 +70,7 @@ class GeneratorSerializer(serializers.ModelSerializer):
         model = Generator
         fields = ["id", "name", "kind", "resolution", "channels", "dataset", "augment", "preset", "shared",
                   "owner", "status", "stage", "progress", "run", "error", "warnings", "sample_grid_url",
-                  "uses_sampling_steps", "classes", "quality", "config", "created_at"]
+                  "uses_sampling_steps", "classes", "orientation", "quality", "config", "created_at"]
 
     def _run(self, generator):
         cache = self.context.setdefault("_runs", {})
@@ -83,6 +101,14 @@ class GeneratorSerializer(serializers.ModelSerializer):
         if not generator.sample_grid:
             return None
         return self.context["request"].build_absolute_uri(reverse("api:generator-sample-grid", args=[generator.pk]))
+
+    @extend_schema_field(OrientationSerializer(allow_null=True))
+    def get_orientation(self, generator) -> dict | None:
+        if not generator.orientation:
+            return None  # not prepared yet, or trained before orientation was measured
+        keys = OrientationSerializer().fields
+        return {**{key: generator.orientation.get(key) for key in keys if key != "summary"},
+                "summary": describe_orientation(generator.orientation)}
 
     def get_uses_sampling_steps(self, generator) -> bool:
         generator_type = registry.all_types().get(generator.kind)

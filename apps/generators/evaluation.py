@@ -64,6 +64,13 @@ def split_heldout_by_class(images: torch.Tensor, labels: torch.Tensor, seed: int
     return tuple(torch.cat(parts[key]) for key in ("train", "train_labels", "held", "held_labels"))
 
 
+def classifier_settings(generator: Generator, device) -> ClassifierSettings:
+    """The report's classifier: mirror images in its augmentation only for photos that look alike
+    mirrored (the prepare stage measured them: ``generator.orientation``)."""
+    return ClassifierSettings(steps=settings.SYNTHGEN_QUALITY_CLASSIFIER_STEPS, device=device,
+                              mirror=bool(generator.orientation.get("mirrors", False)))
+
+
 def sampling_steps(kind: str) -> int | None:
     """The steps generation uses by default for this type (None for types without steps)."""
     generator_type = registry.get(kind)
@@ -90,7 +97,7 @@ def evaluate(*, generator: Generator, model_dir: Path, train: torch.Tensor, held
         augmented=augmented,
         negatives=negatives,
         seeds=tuple(settings.SYNTHGEN_QUALITY_SEEDS),
-        settings=ClassifierSettings(steps=settings.SYNTHGEN_QUALITY_CLASSIFIER_STEPS, device=device),
+        settings=classifier_settings(generator, device),
         sampling={"steps": steps, "seed": QUALITY_SEED, "count": len(generated)},
     )
     save_copies_grid(report, generated, train, copies_grid)
@@ -138,7 +145,7 @@ def evaluate_by_class(*, generator: Generator, model_dir: Path, train: torch.Ten
             negatives_heldout=[heldout[held_labels == i] for i in others]
             if heldout is not None and all((held_labels == i).sum() >= 2 for i in others) else None,
             seeds=tuple(settings.SYNTHGEN_QUALITY_SEEDS),
-            settings=ClassifierSettings(steps=settings.SYNTHGEN_QUALITY_CLASSIFIER_STEPS, device=device),
+            settings=classifier_settings(generator, device),
             sampling={"steps": steps, "seed": QUALITY_SEED + index, "count": len(generated), "class": name},
             measure_usefulness=False,  # the dataset-level test below, where every class gets generated images
         )
@@ -155,7 +162,7 @@ def evaluate_by_class(*, generator: Generator, model_dir: Path, train: torch.Ten
         generated=[generated_by_class[name] for name in names],
         class_names=names,
         seeds=tuple(settings.SYNTHGEN_QUALITY_SEEDS),
-        settings=ClassifierSettings(steps=settings.SYNTHGEN_QUALITY_CLASSIFIER_STEPS, device=device),
+        settings=classifier_settings(generator, device),
     )
     return {**reports[shortest], "class": shortest, "classes": reports, "dataset_usefulness": balance}
 

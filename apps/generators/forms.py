@@ -87,6 +87,8 @@ class TrainingDataForm(Form):
     augment = forms.BooleanField(
         required=False,
         initial=True,
-        label="Augment my images (flips, small rotations and crops, mild colour changes)",
-        help_text="Recommended for fewer than 500 images. The preview shows what it does to your images.",
+        label="Make the most of few photos (augment them: small rotations and crops, mild colour changes)",
+        help_text=("Recommended for fewer than 500 images. Mirror images and quarter turns are added only when your "
+                   "photos already show them (the review below says which); the generator never learns an "
+                   "augmentation as a kind of photo. The preview shows what it does to your images."),
     )

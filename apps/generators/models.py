@@ -36,6 +36,9 @@ class Generator(TimeStamped):
     # [{"name": ..., "image_count": ...}]; empty for a one-class generator.
     classes = models.JSONField(default=list, blank=True)
     warnings = models.JSONField(default=list, blank=True)
+    # Which way its training photos face (apps.ml.orientation), measured by the prepare stage: what the
+    # augmentation, the recipe and the report's classifier followed.
+    orientation = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -13,7 +13,6 @@ back and the task retries it (tasks.py); only when the retries run out does the 
 from __future__ import annotations
 
 import logging
-import math
 import io
 import os
 import socket
@@ -35,12 +34,13 @@ from apps.datasets.imaging import dataset_channels, stack_training_tensor
 
 from . import evaluation, shutdown
 from apps.ml import registry
-from apps.ml.augment import augment_dataset
+from apps.ml.augment import augment_dataset, augmentation_copies
 from apps.ml.base import TrainProgress
 from apps.ml.config import build_config
 from apps.ml.checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
 from apps.ml.device import pick_device
 from apps.ml.images import save_grid
+from apps.ml.orientation import measure as measure_orientation
 from .models import Generator, TrainingRun
 from .services import generator_files_dir, mark_cancelled
 from .stages import STAGE_ORDER
@@ -56,7 +56,6 @@ FINAL = "final"  # the trained model as GeneratorType.save wrote it
 CHECKPOINTS = "checkpoints"
 MAX_LOSS_POINTS = 400
 MAX_STAGE_ATTEMPTS = 3
-AUGMENT_TARGET_IMAGES = 1000
 
 
 class StageSkipped(Exception):
@@ -250,10 +249,13 @@ def _prepare(run: TrainingRun, work: Path) -> None:
         classes = [{"name": name, "image_count": int((labels == i).sum())} for i, name in enumerate(names)]
     else:
         train_part, heldout = evaluation.split_heldout(tensor, seed=run.pk)
+        train_labels = None
         save_tensors_atomic({"images": train_part}, work / PREPARED)
         save_tensors_atomic({"images": heldout}, work / HELDOUT)
+    # Which way the training photos face: the augment stage, the recipe and the report follow it.
+    found = measure_orientation(train_part, train_labels, [c["name"] for c in classes] or None)
     _publish(run, work, PREPARED, HELDOUT)
-    Generator.objects.filter(pk=generator.pk).update(channels=channels, classes=classes)
+    Generator.objects.filter(pk=generator.pk).update(channels=channels, classes=classes, orientation=found.as_dict())
     TrainingRun.objects.filter(pk=run.pk).update(image_count=len(train_part))
 
 
@@ -263,18 +265,15 @@ def augment(run_id: int) -> bool:
     return run_stage(run_id, "augment", _augment)
 
 
-def augmentation_copies(image_count: int) -> int:
-    """Augmented copies per image: enough to reach about 1,000 images, between 1 and 9."""
-    return max(1, min(9, math.ceil(AUGMENT_TARGET_IMAGES / max(image_count, 1)) - 1))
-
-
 def _augment(run: TrainingRun, work: Path) -> None:
     _fetch(run, work, PREPARED)
     prepared = load_tensors(work / PREPARED)
     images, labels = prepared["images"], prepared.get("labels")
     if run.generator.augment:
         copies = augmentation_copies(len(images))
-        images = augment_dataset(images, copies=copies, seed=run.pk)
+        found = run.generator.orientation  # mirror images and turns only where the photos show them
+        images = augment_dataset(images, copies=copies, seed=run.pk, mirror=bool(found.get("mirrors")),
+                                 quarter_turns=bool(found.get("rotations")))
         labels = labels.repeat(1 + copies) if labels is not None else None  # copy k of image i keeps its class
     save_tensors_atomic({"images": images, **({"labels": labels} if labels is not None else {})}, work / TRAINING)
     _publish(run, work, TRAINING)
@@ -389,6 +388,7 @@ def _train(run: TrainingRun, work: Path) -> None:
         overrides=settings.SYNTHGEN_TRAINING_OVERRIDES.get(generator.kind, {}),
         options=generator.options,
         classes=[c["name"] for c in generator.classes] or None,
+        orientation=generator.orientation or None,
     )
     Generator.objects.filter(pk=generator.pk).update(config=config)
     run.refresh_from_db()

@@ -15,6 +15,7 @@ from apps.datasets.selectors import datasets_for
 from . import selectors, services
 from .forms import PRESET_HELP, GeneratorSettingsForm, TrainingDataForm, type_settings
 from apps.ml import registry
+from apps.ml.orientation import describe as describe_orientation
 from .presentation import STAGE_LABELS, quality_summary, stage_label
 
 WIZARD_KEY = "training_wizard"
@@ -148,6 +149,7 @@ def render_generator_page(request, generator, *, generate_form=None):
             "is_owner": is_owner,
             "quality": quality_summary(generator.quality),
             "has_copies_grid": bool(generator.files_dir) and storage.exists(f"{generator.files_dir}/copies.png"),
+            "orientation_summary": describe_orientation(generator.orientation),
         },
     )
 
