@@ -15,6 +15,8 @@ images in :func:`build_reference`:
   ``min(BLANK_STD, half the 1st percentile of the real images')``.
 - **copy**: a near-copy of a training photo, its mirror image or one of its
   augmented copies, by the rule of :mod:`copies` (the report uses the same).
+- **class** (conditional generators, through ``generate_filtered``'s ``class_check``):
+  not recognised as its intended class by :mod:`class_filter`'s classifier.
 
 Each sampling call gets its own seed, derived from (job seed, chunk, round) by
 :func:`stream_seed`, so jobs with different seeds never share an image.
@@ -190,6 +192,7 @@ def generate_filtered(
     chunk: int = 0,
     max_rounds: int = 10,
     drop_copies: bool = True,
+    class_check: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> FilteredBatch:
     """Sample with ``sample(n, seed)`` and drop bad images until ``count`` are kept.
 
@@ -197,10 +200,14 @@ def generate_filtered(
     margin from the drop rate seen so far. ``reference=None`` turns filtering
     off (one round, everything kept). After ``max_rounds`` it returns what it
     has and says how many are missing in ``shortfall``.
+
+    ``class_check(images) -> (keep, score)`` (e.g. :meth:`class_filter.ClassFilter.check` for the
+    class being sampled): each image's ``score`` goes into its dict; with filtering on, an image that
+    passes the other checks but not this one is dropped as "class" and replaced like the others.
     """
     kept: list[torch.Tensor] = []
     kept_scores: list[dict] = []
-    dropped = {"noise": 0, "blank": 0, "copy": 0}
+    dropped = {"noise": 0, "blank": 0, "copy": 0, "class": 0}
     generated = 0
     have = 0
     for r in range(max_rounds if reference is not None else 1):
@@ -220,6 +227,16 @@ def generate_filtered(
             result_keep, scores = result.keep, result.scores
             for k, v in result.dropped.items():
                 dropped[k] += v
+        if class_check is not None:
+            class_keep, class_scores = class_check(images)
+            for i, score in enumerate(class_scores.tolist()):
+                scores[i] = {**scores[i], "score": round(score, 6)}
+            if reference is not None:
+                off_class = result_keep & ~class_keep
+                for i in torch.nonzero(off_class).flatten().tolist():
+                    scores[i]["dropped"] = "class"
+                dropped["class"] += int(off_class.sum())
+                result_keep = result_keep & class_keep
         for i in torch.nonzero(result_keep).flatten().tolist():
             if have == count:
                 break

@@ -247,12 +247,20 @@ def train_classifier(
 
 
 @torch.no_grad()
-def predict(model: SmallCNN, images: torch.Tensor, *, image_size: int = 32, batch_size: int = 512) -> torch.Tensor:
-    """Predicted class index per uint8 image."""
+def predict_proba(model: SmallCNN, images: torch.Tensor, *, image_size: int = 32, batch_size: int = 512
+                  ) -> torch.Tensor:
+    """[N, classes] softmax probabilities per uint8 image (on the CPU, float32)."""
     model.eval()
     device = next(model.parameters()).device
     x = classifier_input(images, image_size)
-    return torch.cat([model(x[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)])
+    if not len(x):
+        return torch.empty(0, model.head.out_features)
+    return torch.cat([model(x[i : i + batch_size].to(device)).softmax(1).cpu() for i in range(0, len(x), batch_size)])
+
+
+def predict(model: SmallCNN, images: torch.Tensor, *, image_size: int = 32, batch_size: int = 512) -> torch.Tensor:
+    """Predicted class index per uint8 image."""
+    return predict_proba(model, images, image_size=image_size, batch_size=batch_size).argmax(1)
 
 
 def balanced_accuracy(class_images: list[torch.Tensor], model: SmallCNN, *, image_size: int = 32) -> float:
