@@ -18,6 +18,8 @@ from .stages import STAGE_ORDER
 def _run(task, stage: str, run_id: int) -> None:
     """Run one stage; when the storage cannot be reached, retry with back-off, then fail the run. When the worker
     is stopping (shutdown.py), the stage stops at its next step and the task goes back to the queue."""
+    if shutdown.requested():  # delivered (again) to a worker that is stopping: straight back to the queue
+        raise Reject("the worker is stopping", requeue=True)
     try:
         with_storage_retries(task, lambda: getattr(pipeline, stage)(run_id), lambda message: pipeline.fail_run(
             run_id=run_id, stage=stage, message=f"The {stage} stage failed: {message}"))
