@@ -72,7 +72,8 @@ def generator_file(generator_id: int, name: str) -> str:
 
 # Files in a generator's folder that are not the model its type saved (loading the model skips them).
 GENERATOR_EXTRAS = frozenset({"reference.safetensors", "heldout.safetensors", "augmented.safetensors",
-                              "samples.png", "copies.png", "progress.png"})
+                              "samples.png", "copies.png", "progress.png",
+                              "class_filter.safetensors"})  # the generation's class filter (apps.ml.class_filter)
 
 
 def job_prefix(job_id: int) -> str:

@@ -9,6 +9,12 @@ import torch
 
 from apps.ml.images import to_pil
 
+METADATA = "metadata.jsonl"
+# The loss weight recommended for a generated image when training on real photos plus these images
+# (real photos weigh 1). PROVISIONAL: a constant until the benchmark of issue #19 picks one (possibly
+# from the image's score); every zip says so in manifest.json's "weight".
+GENERATED_WEIGHT = 0.5
+
 
 def write_pngs(images: torch.Tensor, folder: Path, start_index: int) -> list[str]:
     """Write uint8 [N,C,H,W] images as 000001.png ...; returns the file names."""
@@ -24,6 +30,28 @@ def write_pngs(images: torch.Tensor, folder: Path, start_index: int) -> list[str
 def write_manifest(folder: Path, manifest: dict) -> Path:
     path = folder / "manifest.json"
     path.write_text(json.dumps(manifest, indent=2))
+    return path
+
+
+def weight_note() -> dict:
+    """What manifest.json says about metadata.jsonl's ``weight``."""
+    return {"value": GENERATED_WEIGHT, "provisional": True,
+            "meaning": "recommended loss weight of each generated image (a real photo weighs 1); a constant "
+                       "for now, until a benchmark picks it"}
+
+
+def metadata_row(file_name: str, label: str, score: float | None) -> dict:
+    """One line of metadata.jsonl: ``file_name`` relative to the folder that holds metadata.jsonl (the zip's
+    dataset folder), the image's class name as ``label``, its class-filter ``score`` (None: not scored) and
+    the recommended loss ``weight``."""
+    return {"file_name": file_name, "label": label, "score": score, "weight": GENERATED_WEIGHT}
+
+
+def write_metadata(folder: Path, rows: list[dict]) -> Path:
+    """metadata.jsonl, one JSON object per image: what Hugging Face ``datasets``' imagefolder loader reads
+    (its ``file_name`` column); torchvision's ImageFolder skips it (not an image)."""
+    path = folder / METADATA
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
 
 

@@ -15,6 +15,7 @@ from apps.core import storage
 from apps.core.storage import StorageUnavailable
 from apps.ml import registry
 from apps.ml import filtering
+from apps.ml.class_filter import ClassFilter, train_class_filter
 from safetensors.torch import load as load_safetensors
 from apps.ml.base import MAX_SAMPLING_STEPS
 from apps.ml.device import pick_device
@@ -175,6 +176,59 @@ def _filter_reference(generator_id: int, files_dir: str, version: str) -> filter
     )
 
 
+CLASS_FILTER_FILE = "class_filter.safetensors"  # in the generator's folder, next to its reference images
+
+
+def _stored_tensors(name: str) -> dict | None:
+    try:
+        return load_safetensors(storage.read_bytes(name))
+    except FileNotFoundError:
+        return None
+
+
+_CLASS_FILTERS: dict[tuple, ClassFilter | None] = {}  # this process's filters: (generator, folder, classes)
+
+
+def class_filter(generator: Generator) -> ClassFilter | None:
+    """The class filter of a conditional generator (None for one-class generators and those without labelled
+    reference images): trained on its training photos and calibrated on its held-out ones the first time a
+    job needs it, then kept in the generator's folder (and in this process) so no job trains it again."""
+    if not generator.classes:
+        return None
+    key = (generator.pk, generator.files_dir, len(generator.classes))
+    if key not in _CLASS_FILTERS:
+        while len(_CLASS_FILTERS) >= 4:
+            _CLASS_FILTERS.pop(next(iter(_CLASS_FILTERS)))
+        _CLASS_FILTERS[key] = _stored_or_trained_class_filter(generator)
+    return _CLASS_FILTERS[key]
+
+
+def _stored_or_trained_class_filter(generator: Generator) -> ClassFilter | None:
+    from apps.generators.evaluation import classifier_settings  # the report's classifier recipe (steps, mirror)
+
+    name = f"{generator.files_dir}/{CLASS_FILTER_FILE}"
+    try:
+        stored = ClassFilter.from_bytes(storage.read_bytes(name))
+    except FileNotFoundError:
+        stored = None
+    if stored is not None and stored.classes == len(generator.classes):
+        return stored
+    train = _stored_tensors(f"{generator.files_dir}/reference.safetensors")
+    if train is None or "labels" not in train:
+        return None
+    heldout = _stored_tensors(f"{generator.files_dir}/heldout.safetensors") or {}
+    try:
+        trained = train_class_filter(train["images"], train["labels"].long(), heldout.get("images"),
+                                     heldout["labels"].long() if "labels" in heldout else None,
+                                     classes=len(generator.classes),
+                                     settings=classifier_settings(generator, pick_device()))
+    except ValueError:  # a class without training photos: nothing to learn it from
+        log.warning("generator %s: no class filter (a class has no training photos)", generator.pk)
+        return None
+    storage.write_bytes(name, trained.to_bytes())
+    return trained
+
+
 def run_generation(job_id: int) -> None:
     """Sample the job's images in chunks (filtered unless turned off), write them, then zip them.
 
@@ -225,8 +279,13 @@ def _generate(job: GenerationJob, work) -> tuple[int, str, str]:
     version = generator.updated_at.isoformat()
     model = _load_model(generator.pk, generator.kind, generator.files_dir, version)
     reference = _filter_reference(generator.pk, generator.files_dir, version) if job.filter_images else None
+    # Conditional generators: every image is scored by the class filter; with the filter on, images it
+    # does not recognise as their class are dropped and replaced.
+    classifier = class_filter(generator)
 
-    manifest_images, dropped, produced = [], {"noise": 0, "blank": 0, "copy": 0}, 0
+    manifest_images, dropped, produced = [], {"noise": 0, "blank": 0, "copy": 0, "class": 0}, 0
+    metadata_rows = []
+    dataset_name = slugify(generator.name) or "images"
     # (class index, class name or None, images): one part for a one-class job, a part per class otherwise.
     names = [c["name"] for c in generator.classes]
     parts = [(names.index(name), name, n) for name, n in job.counts.items() if n] or [(None, None, job.count)]
@@ -240,12 +299,18 @@ def _generate(job: GenerationJob, work) -> tuple[int, str, str]:
         target, written = (folder / class_name, 0) if class_name else (folder, produced)
         for start in range(0, class_count, CHUNK):
             wanted = min(CHUNK, class_count - start)
-            batch = filtering.generate_filtered(sample, wanted, reference, seed=job.seed, chunk=chunk_index)
+            check = ((lambda images, label=label: classifier.check(images, label))
+                     if classifier is not None and label is not None else None)
+            batch = filtering.generate_filtered(sample, wanted, reference, seed=job.seed, chunk=chunk_index,
+                                                class_check=check)
             chunk_index += 1
             files = export.write_pngs(batch.images, target, written)
             prefix = f"{class_name}/" if class_name else ""
-            manifest_images += [{"file": prefix + name, **({"class": class_name} if class_name else {}), **scores}
+            manifest_images += [{"file": prefix + name, **({"class": class_name} if class_name else {}),
+                                 "score": None, **scores}
                                 for name, scores in zip(files, batch.scores)]
+            metadata_rows += [export.metadata_row(prefix + name, class_name or dataset_name, scores.get("score"))
+                              for name, scores in zip(files, batch.scores)]
             written += len(files)
             produced += len(files)
             for reason, n in batch.dropped.items():
@@ -259,15 +324,18 @@ def _generate(job: GenerationJob, work) -> tuple[int, str, str]:
             "job": {"id": job.pk, "count": job.count, "produced": produced, "seed": job.seed,
                     "steps": job.steps, "filtered": reference is not None,
                     **({"counts": job.counts, "guidance": job.guidance} if job.counts else {})},
-            "filter": {"dropped": dropped, "thresholds": reference.thresholds() if reference else None},
+            "filter": {"dropped": dropped, "thresholds": reference.thresholds() if reference else None,
+                       "class": classifier.describe(names) if classifier is not None else None},
+            "weight": export.weight_note(),
             "images": manifest_images,
         },
     )
-    name = slugify(generator.name) or "images"
+    export.write_metadata(folder, metadata_rows)
+    name = dataset_name
     zip_path = export.write_zip(folder, work / "zip" / f"{name}-{job.pk}.zip", arc_prefix=name)
     folder_relative = f"{storage.job_prefix(job.pk)}/images"
     zip_relative = f"{storage.job_prefix(job.pk)}/{zip_path.name}"
-    for path in [*gallery_files(folder), folder / "manifest.json"]:  # the zip holds them all
+    for path in [*gallery_files(folder), folder / "manifest.json", folder / export.METADATA]:  # the zip holds them all
         storage.publish_file(path, f"{folder_relative}/{path.relative_to(folder).as_posix()}")
     storage.publish_file(zip_path, zip_relative)
     return produced, folder_relative, zip_relative
