@@ -1,8 +1,11 @@
 """The evaluate stage keeps the class's own photos out of its negatives, and samples like generation does."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from apps.datasets import services as dataset_services
+from apps.generation import services as generation_services
 from apps.datasets.imaging import stack_training_tensor
 from apps.generators import evaluation
 from apps.ml import registry
@@ -24,6 +27,11 @@ def _photos(dataset, size=32):
             picture.load()
             pictures.append(picture)
     return stack_training_tensor(pictures, size, 3)
+
+
+def keys(images: torch.Tensor) -> set[bytes]:
+    """Each image's bytes: equal keys, equal images."""
+    return {bytes(x.numpy().tobytes()) for x in images}
 
 
 def _ready_generator(owner, dataset, name, photos):
@@ -51,7 +59,9 @@ def test_a_second_generator_on_the_same_dataset_never_uses_the_first_ones_photos
     negatives, source = evaluation.negative_classes(second, photos)
     assert source["source"] == "images of other generators in the registry"
     assert [len(n) for n in negatives] == [10] and source["dropped_as_duplicates"] == 0
-    assert first.pk != third.pk
+    # the negatives are the third generator's photos, and none is a photo of the first (the class's own)
+    assert keys(negatives[0]) == keys(_photos(others)) and not keys(negatives[0]) & keys(photos)
+    assert first.files_dir != third.files_dir
 
 
 def test_the_same_photos_uploaded_again_under_another_name_are_not_negatives(user):
@@ -62,9 +72,10 @@ def test_the_same_photos_uploaded_again_under_another_name_are_not_negatives(use
     generator = Generator.objects.create(owner=user, name="g", kind="dcgan", resolution=32, dataset=dataset,
                                          preset="quick")
     negatives, source = evaluation.negative_classes(generator, _photos(dataset))
-    assert twin.pk and mixed.pk
     assert source["dropped_as_duplicates"] == 12 + 6
     assert [len(n) for n in negatives] == [6]  # only the six new photos of "half new"
+    assert keys(negatives[0]) == keys(_photos(mixed)) - keys(_photos(dataset)) == keys(_photos(mixed)[6:])
+    assert keys(_photos(twin)) == keys(_photos(dataset))  # the twin's photos are the class's own
     assert source["source"] == "your other datasets"
 
 
@@ -75,13 +86,32 @@ def test_heldout_split_keeps_near_duplicate_shots_together():
     for seed in range(4):
         train, held = evaluation.split_heldout(images, seed=seed)
         assert len(train) + len(held) == 60 and 0 < len(held) <= evaluation.holdout_count(60)
-        keys = lambda t: {bytes(x.numpy().tobytes()) for x in t}  # noqa: E731
         for i in range(10):  # each pair of shots on one side
             pair = keys(images[[i, 50 + i]])
             assert pair <= keys(train) or pair <= keys(held)
 
 
-def test_the_report_samples_with_the_steps_generation_uses_by_default():
-    for kind, generator_type in registry.all_types().items():
-        expected = generator_type.default_sampling_steps if generator_type.uses_sampling_steps else None
-        assert evaluation.sampling_steps(kind) == expected
+@pytest.mark.parametrize("kind", ["dcgan", "ddim"])
+def test_the_report_samples_with_the_steps_generation_uses_by_default(user, kind, monkeypatch, tmp_path):
+    generator = Generator.objects.create(owner=user, name=kind, kind=kind, resolution=32, preset="quick",
+                                         status=Generator.Status.READY)
+    job = generation_services.start_generation(owner=user, generator=generator, count=4)  # steps left out
+    asked = []
+
+    class Recorder:
+        def sample(self, n, *, seed, steps=None, **kwargs):
+            asked.append(steps)
+            return torch.zeros(n, 3, 32, 32, dtype=torch.uint8)
+
+    real = registry.get(kind)
+    monkeypatch.setattr(registry, "get", lambda k: SimpleNamespace(
+        load=lambda folder, device: Recorder(), uses_sampling_steps=real.uses_sampling_steps,
+        default_sampling_steps=real.default_sampling_steps))
+    monkeypatch.setattr(evaluation, "negative_classes", lambda g, photos: ([], {}))
+    monkeypatch.setattr(evaluation, "quality_report", lambda **kwargs: {"sampling": kwargs["sampling"]})
+    photos = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
+    report = evaluation.evaluate(generator=generator, model_dir=tmp_path, train=photos, heldout=None,
+                                 copies_grid=tmp_path / "copies.png")
+    assert asked == [job.steps] and report["sampling"]["steps"] == job.steps
+    if kind == "ddim":
+        assert isinstance(job.steps, int) and job.steps > 0  # not None == None
