@@ -26,6 +26,7 @@ from apps.datasets.models import Dataset
 from apps.ml import registry
 from apps.ml.dedupe import drop_matches, duplicate_groups, grouped_split
 from apps.ml.device import pick_device
+from apps.ml.guidance import choose_guidance
 from apps.ml.images import save_grid
 from apps.ml.quality import quality_report
 from apps.ml.usefulness import ClassifierSettings, balance_test, match_format
@@ -62,6 +63,9 @@ def split_heldout_by_class(images: torch.Tensor, labels: torch.Tensor, seed: int
         parts["held"].append(held)
         parts["held_labels"].append(torch.full((len(held),), label, dtype=labels.dtype))
     return tuple(torch.cat(parts[key]) for key in ("train", "train_labels", "held", "held_labels"))
+
+
+GUIDANCE_SAMPLES = 64  # images per class and candidate scale when the guidance scale is chosen
 
 
 def classifier_settings(generator: Generator, device) -> ClassifierSettings:
@@ -129,6 +133,7 @@ def evaluate_by_class(*, generator: Generator, model_dir: Path, train: torch.Ten
     steps = sampling_steps(generator.kind)
     train_labels, held_labels, augmented_labels = labels
     names = [c["name"] for c in generator.classes]
+    guidance = chosen_guidance(model, model_dir, train, train_labels, steps, classifier_settings(generator, device))
     reports, generated_by_class = {}, {}
     for index, name in enumerate(names):
         generated = model.sample(settings.SYNTHGEN_QUALITY_SAMPLES, seed=QUALITY_SEED + index, steps=steps,
@@ -164,7 +169,23 @@ def evaluate_by_class(*, generator: Generator, model_dir: Path, train: torch.Ten
         seeds=tuple(settings.SYNTHGEN_QUALITY_SEEDS),
         settings=classifier_settings(generator, device),
     )
-    return {**reports[shortest], "class": shortest, "classes": reports, "dataset_usefulness": balance}
+    return {**reports[shortest], "class": shortest, "classes": reports, "dataset_usefulness": balance,
+            "guidance": guidance}
+
+
+def chosen_guidance(model, model_dir: Path, train: torch.Tensor, train_labels: torch.Tensor, steps: int | None,
+                    classifier: ClassifierSettings) -> dict:
+    """Choose the model's guidance scale on a validation split of its training photos (apps.ml.guidance; the
+    held-out photos are the report's test set and never seen here) and save it into the model's config in
+    ``model_dir``, so the report and every generation use it. Too few photos: the config's scale stays."""
+    try:
+        choice = choose_guidance(model, train, train_labels, steps=steps, classifier_settings=classifier,
+                                 per_class=min(GUIDANCE_SAMPLES, settings.SYNTHGEN_QUALITY_SAMPLES))
+    except ValueError as exc:
+        return {"guidance": model.config.guidance_scale, "reason": f"the default was kept: {exc}"}
+    model.config.guidance_scale = choice["guidance"]
+    model.save(model_dir)
+    return choice
 
 
 def _other_datasets(generator: Generator):

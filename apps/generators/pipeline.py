@@ -377,17 +377,21 @@ def _train(run: TrainingRun, work: Path) -> None:
     device = pick_device()
     # A resumed run keeps the config it started with; a new one gets the preset's recipe for this data
     # and device, then the operator's overrides, then the user's options, each checked (ConfigError).
+    prepared = load_tensors(work / PREPARED)
     config = generator.config or build_config(
         generator_type,
         resolution=generator.resolution,
         channels=generator.channels,
         preset=generator.preset,
         # The recipe follows the number of distinct photos, not photos plus their augmented copies.
-        image_count=len(load_tensors(work / PREPARED)["images"]),
+        image_count=len(prepared["images"]),
         device=device,
         overrides=settings.SYNTHGEN_TRAINING_OVERRIDES.get(generator.kind, {}),
         options=generator.options,
         classes=[c["name"] for c in generator.classes] or None,
+        # The training length follows the shortest class's photos (the ones the model trains on).
+        class_counts=prepared["labels"].bincount(minlength=len(generator.classes)).tolist()
+        if generator.classes else None,
         orientation=generator.orientation or None,
     )
     Generator.objects.filter(pk=generator.pk).update(config=config)
@@ -430,6 +434,10 @@ def _evaluate(run: TrainingRun, work: Path) -> None:
     if run.generator.classes:  # a conditional generator: a report per class, and one for the whole dataset
         labels = (prepared["labels"], heldout["labels"], augmented["labels"] if augmented is not None else None)
         report = evaluation.evaluate_by_class(**common, labels=labels)
+        # The guidance scale chosen on the training photos is now in the model's config: store it.
+        storage.publish(work / FINAL, storage.run_file(run.pk, FINAL))
+        config = {**run.generator.config, "guidance_scale": report["guidance"]["guidance"]}
+        Generator.objects.filter(pk=run.generator_id).update(config=config)
     else:
         report = evaluation.evaluate(**common)
     save_json_atomic(report, work / QUALITY)

@@ -75,6 +75,11 @@ class TrainingConfig(MutableMapping):
         images or turns has nothing to adapt."""
         return self
 
+    def for_classes(self: Self, names: list[str], counts: list[int] | None = None) -> Self:
+        """A config that learns the classes ``names`` (label order; ``counts``: training photos of each).
+        Only a type with ``supports_labels`` has one (build_config refuses classes for the others)."""
+        raise ValueError(f"{self.kind_key or type(self).__name__} learns no classes")
+
     @staticmethod
     def check_request(*, resolution: int, channels: int, preset: str) -> None:
         """The checks every type's ``from_preset`` starts with."""
@@ -249,15 +254,18 @@ def settings_of(generator_type) -> dict:
 
 def build_config(generator_type, *, resolution: int, channels: int, preset: str, image_count: int, device: str,
                  overrides: dict | None = None, options: dict | None = None,
-                 classes: list[str] | None = None, orientation: dict | None = None) -> dict:
+                 classes: list[str] | None = None, class_counts: list[int] | None = None,
+                 orientation: dict | None = None) -> dict:
     """The config a run trains with, as JSON: the preset's recipe for this data and device, adapted to
     which way the photos face (``orientation``, :meth:`TrainingConfig.for_photos`), then the
     operator's ``overrides``, then the user's ``options``. Raises :class:`ConfigError` listing every
     problem (the overrides' problems say where they come from).
 
     ``classes``: the class names of a labelled dataset, in label order (label ``i`` is
-    ``classes[i]``); the config gets ``num_classes`` and ``classes``. Only a type with
-    ``supports_labels`` takes them. None or empty: an unconditional config, as always."""
+    ``classes[i]``); the config gets ``num_classes`` and ``classes``, and with ``class_counts`` (the
+    training photos of each) a training length for its shortest class (:meth:`TrainingConfig.for_classes`),
+    before the overrides and options. Only a type with ``supports_labels`` takes them. None or empty:
+    an unconditional config, as always."""
     if not isinstance(options or {}, dict):
         raise ConfigError(['Advanced settings must be an object, e.g. {"total_steps": 2000}.'])
     class_problems = _class_problems(generator_type, classes)
@@ -267,15 +275,13 @@ def build_config(generator_type, *, resolution: int, channels: int, preset: str,
     if generator_type.config_class is None:
         return _build_untyped(generator_type, request, overrides or {}, options or {})
     config = generator_type.config_class.from_preset(**request).for_photos(orientation)
+    if classes:
+        config = config.for_classes(list(classes), class_counts)
     try:
         config = config.replace(**(overrides or {}))
     except ConfigError as error:
         raise ConfigError([f"SYNTHGEN_TRAINING_OVERRIDES: {problem}" for problem in error.problems]) from None
-    config = config.replace(**(options or {}))
-    if classes:
-        config = dataclasses.replace(config, num_classes=len(classes), classes=list(classes),
-                                     extras=dict(config.extras))
-    return config.to_dict()
+    return config.replace(**(options or {})).to_dict()
 
 
 def _class_problems(generator_type, classes: list[str] | None) -> list[str]:

@@ -382,3 +382,45 @@ def test_labelled_images_are_what_a_conditional_ddim_trains_on():
     gen = DDIM(conditional_config(), device="cpu")
     data = gen.training_data((tiny_images(16) + 1) * 127.5 // 1, tiny_labels().tolist())
     assert isinstance(data, LabelledImages) and data.labels.dtype == torch.long and data.images.shape == (16, 1, 8, 8)
+
+
+# ---------------------------------------------------------------- trained enough (#18)
+
+
+def test_a_conditional_model_trains_as_long_as_its_shortest_class_needs():
+    request = dict(resolution=32, channels=1, preset="quick", device="cpu")
+    one_class = build_config(DDIM, **request, image_count=30)["total_steps"]
+    # Heads of 500 and three tails of 30: each class gets the passes a one-class model of 30 photos gets.
+    counts = [500] * 7 + [30] * 3
+    built = build_config(DDIM, **request, image_count=sum(counts), classes=[f"c{i}" for i in range(10)],
+                         class_counts=counts)
+    assert built["total_steps"] == one_class * 10 and built["class_balanced"] is True
+    assert built["checkpoint_every"] == built["total_steps"] // 10
+    # Not from the total count (which would cap it at 2x the preset's steps).
+    assert built["total_steps"] > 2 * build_config(DDIM, **request, image_count=sum(counts))["total_steps"]
+    # The user's options still win; without counts the preset's length stays.
+    assert build_config(DDIM, **request, image_count=sum(counts), classes=["a", "b"], class_counts=[400, 3550],
+                        options={"total_steps": 700})["total_steps"] == 700
+    assert build_config(DDIM, **request, image_count=150, classes=["a", "b"])["total_steps"] == one_class
+
+
+def test_class_balanced_batches_show_the_short_class_as_often_as_the_long_one():
+    labels = torch.tensor([0] * 300 + [1] * 10)
+    images = tiny_images(310)
+    gen = DDIM(tiny_config(num_classes=2, classes=["big", "small"], class_balanced=True, batch_size=4000),
+               device="cpu")
+    gen.training_parts()
+    data = gen.training_data(images, labels=labels)
+    _, drawn = gen._batch(data, torch.Generator().manual_seed(0))
+    share = float((drawn == 1).float().mean())
+    assert 0.45 < share < 0.55  # uniform over photos would give 10 / 310 = 3 %
+    unbalanced = DDIM(tiny_config(num_classes=2, classes=["big", "small"], batch_size=4000), device="cpu")
+    unbalanced.training_parts()
+    _, drawn = unbalanced._batch(unbalanced.training_data(images, labels=labels), torch.Generator().manual_seed(0))
+    assert float((drawn == 1).float().mean()) < 0.1
+    # The images drawn for the short class are its own ten photos, each of them.
+    batch, drawn = gen._batch(data, torch.Generator().manual_seed(1))
+    small = batch[drawn == 1].flatten(1)
+    photos = images[300:].flatten(1)
+    nearest = torch.cdist(small, photos).min(1)
+    assert float(nearest.values.max()) < 0.02 and set(nearest.indices.tolist()) == set(range(10))

@@ -1,6 +1,7 @@
 """The DDIM diffusion model's settings and its recipe per preset, resolution, dataset size and device."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -110,6 +111,9 @@ class DDIMConfig(TrainingConfig):
     # also learns the unconditional prediction classifier-free guidance needs (Ho & Salimans 2022).
     label_dropout: float = setting(0.1, low=0.0, high=0.9)
     guidance_scale: float = setting(DEFAULT_GUIDANCE, low=0.0, high=20.0)  # see DEFAULT_GUIDANCE
+    # Batches draw a class uniformly, then one of its photos (a conditional model), so the shortest class
+    # is seen as often as the largest; False (configs saved before it existed): photos uniformly.
+    class_balanced: bool = False
     # Non-leaking augmentation (apps.ml.augment.conditioned_augment): the probability of each of
     # flip, 90-degree rotation and translation per training image; 0 is off (no extra layer).
     # The network is told what each image went through and samples "not augmented".
@@ -156,6 +160,20 @@ class DDIMConfig(TrainingConfig):
             hflip=False,  # until for_photos knows the photos look alike mirrored
             augment_p=AUGMENT_P,
         )
+
+    def for_classes(self, names: list[str], counts: list[int] | None = None) -> "DDIMConfig":
+        """A class-conditional config for the classes ``names`` (label order) with ``counts`` training photos
+        each: class-balanced batches, and training long enough that the shortest class gets the passes over
+        its photos a one-class model of that many photos gets in this preset (the preset's steps for the
+        shortest class, times the number of classes). Without ``counts`` the length stays the preset's."""
+        changes: dict = dict(num_classes=len(names), classes=list(names), class_balanced=True)
+        if counts:
+            if len(counts) != len(names) or min(counts) < 1:
+                raise ValueError("counts needs one number of photos (at least 1) per class")
+            per_class = self.total_steps / _dataset_factor(self.image_count) * _dataset_factor(min(counts))
+            total_steps = int(round(per_class * len(names) / 100)) * 100
+            changes.update(total_steps=total_steps, checkpoint_every=max(100, total_steps // 10))
+        return dataclasses.replace(self, **changes, extras=dict(self.extras))
 
     def for_photos(self, orientation: dict | None) -> "DDIMConfig":
         """Plain mirror images in the batches only when the photos look alike mirrored

@@ -252,7 +252,10 @@ class DDIM(GeneratorType):
         ``hflip`` says the photos look alike mirrored, and its labels (None for unlabelled data)."""
         images, labels = data if isinstance(data, LabelledImages) else (data, None)
         size = self.config.batch_size
-        index = torch.randint(0, images.shape[0], (size,), device=images.device, generator=generator)
+        if labels is not None and self.config.class_balanced:
+            index = _balanced_index(labels, size, generator)
+        else:
+            index = torch.randint(0, images.shape[0], (size,), device=images.device, generator=generator)
         batch = images[index]
         if self.config.hflip:
             flip = torch.rand(size, device=images.device, generator=generator) < 0.5
@@ -376,6 +379,18 @@ class DDIM(GeneratorType):
         instance.model.load_state_dict(weights)
         instance.ema.load_state_dict(weights)
         return instance
+
+
+def _balanced_index(labels: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """``size`` indices into ``labels``: a class drawn uniformly among the classes present, then one of its
+    images uniformly (with replacement). Two draws per row whatever the data, so a seeded step is reproducible."""
+    counts = torch.bincount(labels, minlength=int(labels.max()) + 1)
+    present = torch.nonzero(counts).flatten()
+    order = torch.argsort(labels, stable=True)  # the images of class 0, then of class 1, ...
+    starts = torch.cumsum(counts, 0) - counts
+    classes = present[torch.randint(0, len(present), (size,), device=labels.device, generator=generator)]
+    within = (torch.rand(size, device=labels.device, generator=generator) * counts[classes]).long()
+    return order[starts[classes] + within.clamp(max=counts[classes] - 1)]
 
 
 def cpu_has_bf16() -> bool:
