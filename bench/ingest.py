@@ -231,6 +231,26 @@ def setup_instance() -> None:
     print(json.dumps({"token": Token.objects.create(user=user).key}))
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of a process and its descendants, from Linux's /proc (0 elsewhere)."""
+    total, ticks, pids = 0.0, os.sysconf("SC_CLK_TCK"), [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pids.extend(int(child) for child in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return total
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 class Instance:
     """gunicorn as `make web` runs it (one process, 8 threads), on a temporary folder; stop() removes it."""
 
@@ -314,6 +334,7 @@ def main() -> None:
             print(f"throwaway instance: gunicorn gthread 1x8 at {instance.base}, "
                   f"{'PostgreSQL' if args.database_url.startswith('postgres') else 'SQLite'}")
         load_before = os.getloadavg()
+        cpu: dict[str, tuple[float, float]] = {}  # case -> CPU seconds per image of the server, of this client
         rows: list[Row] = []
         mode = "API" if args.api else "in-process"
         for label, paths, reference_count in (
@@ -321,7 +342,11 @@ def main() -> None:
             (f"{len(large)} photos 4000x3000 (12 MP)", large, min(args.reference_limit, len(large))),
         ):
             if args.api:
+                server_before, client_before = (tree_cpu_seconds(instance.server.pid) if instance else 0.0), own_cpu_seconds()
                 seconds = ingest_api(paths, args.api, args.token, args.batch, f"bench-{len(paths)}")
+                if instance is not None:
+                    cpu[label] = ((tree_cpu_seconds(instance.server.pid) - server_before) / len(paths),
+                                  (own_cpu_seconds() - client_before) / len(paths))
                 suffix = f"API, {args.batch}/request" if len(paths) > args.batch else "API, 1 request"
             else:
                 seconds = ingest_synthgen(paths, root / "out-synthgen", limits)
@@ -344,6 +369,9 @@ def main() -> None:
         print(f"\n{os.cpu_count()} CPUs; load average (1, 5, 15 min) before {_load(load_before)}, after {_load(load_after)}"
               " - other processes share these cores; a load above the CPU count means the numbers are low")
         print_table(rows)
+        for label, (server, client) in cpu.items():
+            print(f"CPU per image, {label}: web server {1000 * server:.0f} ms, this client {1000 * client:.0f} ms: on "
+                  f"{os.cpu_count()} idle cores at most {os.cpu_count() / (server + client):.0f} images/s")
         three = rows[0]
         print(f"\nmode: {mode}; 3 photos in {three.seconds:.2f} s: {'under' if three.seconds < 2 else 'NOT under'} the 2 s target")
         for synthgen, naive in (rows[0], rows[1]), (rows[2], rows[3]):

@@ -33,6 +33,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Iterable, Sequence
 
@@ -159,13 +160,15 @@ def decode_image(
     return DecodedImage(image=working, width=width, height=height, format=fmt, size_bytes=len(data))
 
 
-PNG_COMPRESS_LEVEL = 1  # zlib level of working PNGs: 4x faster than the default 6, ~15 % larger, same pixels
+# zlib for working PNGs: run-length matching only. On photos 2-3x faster than the default (level 6) and as small
+# (noise leaves LZ77 little to find); a flat background still compresses (runs). Same pixels either way.
+PNG_ZLIB = {"compress_level": 1, "compress_type": zlib.Z_RLE}
 
 
 def png_bytes(image: Image.Image) -> bytes:
     """Encode a working image as PNG (what the upload service stores next to the original)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    image.save(buffer, format="PNG", **PNG_ZLIB)
     return buffer.getvalue()
 
 
