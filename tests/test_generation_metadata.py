@@ -149,3 +149,15 @@ def test_hugging_face_imagefolder_reads_the_zip_as_it_is(tmp_path):
     loaded = datasets.load_dataset("imagefolder", data_files=str(zip_path), split="train")
     assert len(loaded) == 6 and sorted(loaded["label"]) == ["ankle boot"] * 3 + ["sandal"] * 3
     assert loaded["score"] == [0.9] * 6 and loaded["weight"] == [export.GENERATED_WEIGHT] * 6
+
+
+def test_a_generator_that_never_draws_the_class_asked_for_says_so(generator, tmp_path, monkeypatch):
+    class WrongClassModel(OffClassModel):
+        def sample(self, n, *, seed, steps=None, labels=None, guidance=None):
+            return DRAW[1 - int(labels)](n, seed=seed % 100_000, size=32, channels=3)
+
+    monkeypatch.setattr(services, "_load_model", lambda *args: WrongClassModel())
+    job, root = run_job(generator, {"blob": 2, "shape": 0}, tmp_path)
+    assert job.produced == 0 and job.dropped >= 2
+    assert "Only 0 of 2 images passed" in job.error and "not recognisable as their class" in job.error
+    assert (root / export.METADATA).read_text() == ""

@@ -258,7 +258,8 @@ def run_generation(job_id: int) -> None:
         archive=zip_relative,
         finished_at=timezone.now(),
         error=(f"Only {produced} of {job.count} images passed the quality filter; the generator makes too many "
-               "noisy images or copies. Train longer, or turn the filter off." if shortfall else ""),
+               "noisy images or copies" + (", or images not recognisable as their class" if job.counts else "")
+               + ". Train longer, or turn the filter off." if shortfall else ""),
     )
 
 
