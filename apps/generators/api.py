@@ -11,7 +11,7 @@ from apps.core import fields as json_fields
 from apps.datasets.api import ClassCountSerializer
 from apps.datasets.selectors import datasets_for
 
-from . import selectors, services
+from . import estimates, selectors, services
 from apps.ml import registry
 from apps.ml.base import PRESETS, RESOLUTIONS
 from apps.ml.orientation import describe as describe_orientation
@@ -26,11 +26,17 @@ class ProgressSerializer(serializers.Serializer):
 
 class RunSerializer(serializers.ModelSerializer):
     progress = serializers.SerializerMethodField()
+    estimate = serializers.SerializerMethodField()
 
     class Meta:
         model = TrainingRun
         fields = ["id", "generator", "status", "stage", "progress", "losses", "warnings", "device",
-                  "image_count", "error", "started_at", "finished_at", "cancel_requested"]
+                  "image_count", "error", "started_at", "finished_at", "cancel_requested",
+                  "estimated_seconds", "estimate_source", "train_seconds", "estimate"]
+
+    def get_estimate(self, run) -> str:
+        """The training time expected when training started against the time it took, in words ("" without)."""
+        return estimates.run_comparison(run)
 
     @extend_schema(responses=ProgressSerializer)
     def get_progress(self, run) -> dict:

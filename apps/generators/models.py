@@ -82,6 +82,11 @@ class TrainingRun(TimeStamped):
     requeued_at = models.DateTimeField(null=True, blank=True)  # last time the stale-run sweeper re-queued it
     cancel_requested = models.BooleanField(default=False)
     error = models.TextField(blank=True)
+    # The training time expected when training started (apps.generators.estimates), where it came from, and
+    # the training time it took (the trainer's wall time over every attempt): the run page compares them.
+    estimated_seconds = models.FloatField(null=True, blank=True)
+    estimate_source = models.CharField(max_length=200, blank=True)
+    train_seconds = models.FloatField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -92,3 +97,44 @@ class TrainingRun(TimeStamped):
     @property
     def is_active(self) -> bool:
         return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+
+
+class StepCost(models.Model):
+    """Seconds per training step of one model shape on one kind of device, measured by a worker that trains
+    (apps.generators.estimates.measure_step_cost): what the wizard's time estimates rest on before any run."""
+
+    kind = models.CharField(max_length=40)
+    resolution = models.PositiveSmallIntegerField()
+    channels = models.PositiveSmallIntegerField()
+    device = models.CharField(max_length=20)  # "cpu" or "cuda": the device class the recipe was built for
+    shape = models.CharField(max_length=40)  # estimates.shape_key of the config: what sets a step's cost
+    seconds_per_step = models.FloatField()
+    steps = models.PositiveIntegerField()  # steps timed
+    host = models.CharField(max_length=255)
+    device_name = models.CharField(max_length=120, blank=True)  # e.g. "NVIDIA H200", or the CPU's threads
+    measured_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "resolution", "channels", "device", "shape"],
+                                               name="one_step_cost_per_shape")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.resolution}px/{self.channels} on {self.device}: {self.seconds_per_step:.4f} s/step"
+
+
+class WorkerPresence(models.Model):
+    """A Celery worker process that is (or was) up: it writes ``seen_at`` every WORKER_BEAT_SECONDS while it runs
+    (apps.generators.tasks), and ``stopped_at`` when it stops. The wizard reads it to say whether any worker
+    that trains is up, and on which device."""
+
+    holder = models.CharField(max_length=255, unique=True)  # pipeline.lease_holder(): "host:pid:token"
+    host = models.CharField(max_length=255)
+    queues = models.JSONField(default=list)
+    device = models.CharField(max_length=20)  # "cpu" or "cuda"
+    device_name = models.CharField(max_length=120, blank=True)
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"worker {self.holder} ({self.device}, {','.join(self.queues)})"

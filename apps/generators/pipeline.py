@@ -32,7 +32,7 @@ from apps.core import storage
 from apps.core.storage import StorageUnavailable
 from apps.datasets.imaging import dataset_channels, stack_training_tensor
 
-from . import evaluation, shutdown
+from . import estimates, evaluation, shutdown
 from apps.ml import registry
 from apps.ml.augment import augment_dataset, augmentation_copies
 from apps.ml.base import TrainProgress
@@ -402,6 +402,7 @@ def _train(run: TrainingRun, work: Path) -> None:
         resumed_step=run.step,
         train_started_at=timezone.now(),
     )
+    estimates.store_run_estimate(run.pk, generator.kind, config, device)  # the time expected, for the run page's comparison
     recorder = _ProgressRecorder(run, checkpoint_dir=work / CHECKPOINTS)
     model = generator_type(config, device=device)
     result = model.train(images, labels=labels, checkpoint_dir=work / CHECKPOINTS, on_progress=recorder,
@@ -414,7 +415,8 @@ def _train(run: TrainingRun, work: Path) -> None:
     model.save(work / FINAL)
     storage.publish(work / FINAL, storage.run_file(run.pk, FINAL))
     TrainingRun.objects.filter(pk=run.pk).update(
-        step=result.steps, warnings=sorted(set(recorder.warnings) | set(result.warnings))
+        step=result.steps, warnings=sorted(set(recorder.warnings) | set(result.warnings)),
+        train_seconds=round(result.seconds, 1),
     )
 
 

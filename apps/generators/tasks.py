@@ -1,6 +1,7 @@
 """Celery tasks: thin callers of the pipeline stages, chained by run id."""
 import logging
 import os
+import threading
 
 from celery import chain, platforms, shared_task
 from celery.exceptions import Reject, WorkerTerminate
@@ -119,6 +120,73 @@ def _check_storage(**kwargs) -> None:
             logging.getLogger(__name__).info("removed the scratch folders of dead processes: %s", removed)
     except OSError:
         logging.getLogger(__name__).exception("could not clean the scratch folder")
+
+
+@shared_task(name="generators.measure_step_costs")
+def measure_step_costs() -> None:
+    """Time a few training steps of one model shape the presets pick on this worker's device (estimates.py), then
+    queue the next shape behind whatever is queued by then: a training waits for one shape at most (seconds)."""
+    from apps.ml.device import pick_device
+
+    from . import estimates
+
+    if shutdown.requested():
+        return
+    device = pick_device()
+    if estimates.measure_next(device, should_stop=shutdown.requested) and estimates.unmeasured_shapes(device):
+        measure_step_costs.apply_async(queue=estimates.TRAINING_QUEUE)
+
+
+_presence_stop = threading.Event()
+
+
+@worker_ready.connect
+def _say_the_worker_is_up(sender=None, **kwargs) -> None:
+    """The worker's WorkerPresence row, beaten every WORKER_BEAT_SECONDS from a thread (the wizard says whether a
+    worker that trains is up); a worker that trains measures the step costs it has not measured yet."""
+    try:
+        from apps.ml.device import pick_device
+
+        from . import estimates
+
+        try:
+            queues = list(sender.app.amqp.queues.consume_from)
+        except AttributeError:
+            queues = [estimates.TRAINING_QUEUE, "default"]
+        device = pick_device()
+        holder = pipeline.lease_holder()
+        estimates.worker_started(holder=holder, queues=queues, device=device, name=estimates.device_name(device))
+        threading.Thread(target=_beat_presence, args=(holder,), name="synthgen-presence", daemon=True).start()
+        if (estimates.TRAINING_QUEUE in queues and settings.SYNTHGEN_MEASURE_STEP_COSTS
+                and estimates.unmeasured_shapes(device)):
+            measure_step_costs.apply_async(queue=estimates.TRAINING_QUEUE)
+    except Exception:  # never keep a worker from starting
+        logging.getLogger(__name__).exception("could not record the worker's presence")
+
+
+def _beat_presence(holder: str) -> None:
+    from django.db import connection
+
+    from . import estimates
+
+    while not _presence_stop.wait(estimates.WORKER_BEAT_SECONDS):
+        try:
+            estimates.worker_seen(holder)
+        except Exception:
+            logging.getLogger(__name__).warning("could not beat the worker's presence", exc_info=True)
+        finally:
+            connection.close()
+
+
+@worker_shutting_down.connect
+def _say_the_worker_stops(**kwargs) -> None:
+    _presence_stop.set()
+    try:
+        from . import estimates
+
+        estimates.worker_stopped(pipeline.lease_holder())
+    except Exception:  # never keep a worker from stopping
+        logging.getLogger(__name__).warning("could not record that the worker stops", exc_info=True)
 
 
 @worker_shutting_down.connect

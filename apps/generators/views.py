@@ -12,7 +12,7 @@ from apps.datasets import services as dataset_services
 from apps.datasets.forms import ImagesForm, chosen_labelled
 from apps.datasets.selectors import datasets_for
 
-from . import selectors, services
+from . import estimates, selectors, services
 from .forms import PRESET_HELP, GeneratorSettingsForm, TrainingDataForm, type_settings
 from apps.ml import registry
 from apps.ml.orientation import describe as describe_orientation
@@ -30,7 +30,8 @@ def wizard_settings(request):
         return redirect("generators:wizard-data")
     learners = ", ".join(cls.label for cls in registry.all_types().values() if cls.supports_labels)
     return render(request, "generators/wizard_settings.html",
-                  {"form": form, "type_settings": type_settings(), "label_learners": learners})
+                  {"form": form, "type_settings": type_settings(), "label_learners": learners,
+                   "times": estimates.wizard_times()})
 
 
 @login_required
@@ -194,6 +195,7 @@ def run_detail(request, pk: int):
         "generators/run.html",
         {"run": run, "generator": run.generator, "stage_label": stage_label(run.status, run.stage),
          "stage_labels": STAGE_LABELS, "eta": selectors.eta_seconds(run),
+         "estimate": estimates.run_comparison(run),
          "type_label": generator_type.label if generator_type else run.generator.kind},
     )
 

@@ -117,6 +117,7 @@
       bar.max = data.progress.total || 1; bar.value = data.progress.step;
       text("run-steps", data.progress.total ? "step " + data.progress.step + " of " + data.progress.total : "");
       text("run-eta", active ? formatEta(data.progress.eta_seconds) : "");
+      text("run-estimate", data.estimate || "");
       text("run-error", data.error || "");
       var warnings = document.getElementById("run-warnings");
       warnings.textContent = "";

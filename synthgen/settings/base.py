@@ -186,6 +186,10 @@ SYNTHGEN_STALE_RUN_SECONDS = env_int("SYNTHGEN_STALE_RUN_SECONDS", 300)
 # '{"dcgan": {"total_steps": 50}}'. The tests use it to train tiny models.
 SYNTHGEN_TRAINING_OVERRIDES = json.loads(os.environ.get("SYNTHGEN_TRAINING_OVERRIDES", "{}"))
 
+# A worker that trains times a few steps of each model shape the presets pick on its device, once per
+# installation and device (low-priority tasks, seconds each): the wizard's time estimates before any run.
+SYNTHGEN_MEASURE_STEP_COSTS = env_bool("SYNTHGEN_MEASURE_STEP_COSTS", True)
+
 # Celery. Default broker needs no server: kombu's filesystem transport in var/broker. Production: Redis
 # (redis://) or RabbitMQ (amqp://); RabbitMQ's consumer_timeout is a server setting (README).
 BROKER_DIR = VAR_DIR / "broker"
