@@ -12,6 +12,7 @@ from apps.generators.models import Generator, StepCost, TrainingRun, WorkerPrese
 from apps.ml import registry
 
 from .conftest import image_uploads
+from .realworker import Worker, real_broker, wait_for  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -204,3 +205,28 @@ def test_a_run_without_an_estimate_says_nothing_and_a_running_one_says_the_estim
 def test_durations_in_words():
     assert [estimates.duration(s) for s in (0.2, 40, 89, 90, 720, 5340, 5400, 7200)] == [
         "1 s", "40 s", "89 s", "2 min", "12 min", "89 min", "1 h 30 min", "2 h"]
+
+
+# --- a real worker ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_says_it_is_up_measures_its_step_costs_and_says_it_stopped(real_broker, client, user, tmp_path):
+    client.force_login(user)
+    assert "No worker is up" in client.get(reverse("generators:wizard")).content.decode()
+    worker = Worker(tmp_path, extra_env={"SYNTHGEN_MEASURE_STEP_COSTS": "1"}).start()
+    try:
+        shapes = estimates.measured_shapes("cpu")  # the tests' tiny recipes: one shape per type and size
+        wait_for(lambda: StepCost.objects.count(), lambda count: count == len(shapes), timeout=120)
+        present = WorkerPresence.objects.get()
+        assert set(present.queues) == {"default", "gpu"} and present.device == "cpu"
+        assert present.device_name == "1 CPU thread" and present.stopped_at is None
+        page = client.get(reverse("generators:wizard")).content.decode()
+        assert "1 worker that trains is up" in page and "No worker is up" not in page
+        assert "measured on this installation&#x27;s cpu worker (1 CPU thread)" in row(table(page, "ddim", 32), "quick")
+    finally:
+        worker.stop()
+        print(worker.logs())
+    assert WorkerPresence.objects.get().stopped_at is not None
+    assert "No worker is up" in client.get(reverse("generators:wizard")).content.decode()

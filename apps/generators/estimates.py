@@ -154,7 +154,8 @@ def device_name(device: str) -> str:
 
     if device_class(device) == "cuda":
         return torch.cuda.get_device_name(torch.device(device))
-    return f"{torch.get_num_threads()} CPU threads"
+    threads = torch.get_num_threads()
+    return f"{threads} CPU thread{'s' if threads != 1 else ''}"
 
 
 def record_step_cost(kind: str, config: dict, device: str, seconds_per_step: float, *, steps: int,

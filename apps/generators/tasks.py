@@ -6,7 +6,7 @@ import threading
 from celery import chain, platforms, shared_task
 from celery.exceptions import Reject, WorkerTerminate
 from celery.platforms import EX_FAILURE
-from celery.signals import worker_init, worker_ready, worker_shutting_down
+from celery.signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
 from django.conf import settings
 
 from apps.core import storage
@@ -165,28 +165,42 @@ def _say_the_worker_is_up(sender=None, **kwargs) -> None:
 
 
 def _beat_presence(holder: str) -> None:
+    """The presence thread: beats every WORKER_BEAT_SECONDS; when the worker stops, says so (from this thread: the
+    shutdown signal's handler runs in the main thread, perhaps in the middle of the training's own query)."""
     from django.db import connection
 
     from . import estimates
 
-    while not _presence_stop.wait(estimates.WORKER_BEAT_SECONDS):
-        try:
-            estimates.worker_seen(holder)
-        except Exception:
-            logging.getLogger(__name__).warning("could not beat the worker's presence", exc_info=True)
-        finally:
-            connection.close()
+    try:
+        while not _presence_stop.wait(estimates.WORKER_BEAT_SECONDS):
+            try:
+                estimates.worker_seen(holder)
+            except Exception:
+                logging.getLogger(__name__).warning("could not beat the worker's presence", exc_info=True)
+            finally:
+                connection.close()
+        estimates.worker_stopped(holder)
+    except Exception:
+        logging.getLogger(__name__).warning("could not record that the worker stops", exc_info=True)
+    finally:
+        connection.close()
 
 
 @worker_shutting_down.connect
 def _say_the_worker_stops(**kwargs) -> None:
-    _presence_stop.set()
+    _presence_stop.set()  # the presence thread writes it; nothing here may wait
+
+
+@worker_shutdown.connect
+def _said_the_worker_stopped(**kwargs) -> None:
+    """Once the worker has stopped (the main thread, no task running): in case the presence thread had no time."""
     try:
         from . import estimates
 
+        _presence_stop.set()
         estimates.worker_stopped(pipeline.lease_holder())
     except Exception:  # never keep a worker from stopping
-        logging.getLogger(__name__).warning("could not record that the worker stops", exc_info=True)
+        logging.getLogger(__name__).warning("could not record that the worker stopped", exc_info=True)
 
 
 @worker_shutting_down.connect
