@@ -121,6 +121,12 @@ def test_past_runs_of_the_same_shape_are_the_evidence_before_the_measurement(set
                                              preset="standard", config=config, status=Generator.Status.READY)
         TrainingRun.objects.create(generator=generator, status=TrainingRun.Status.DONE, device="cpu", step=5000,
                                    total_steps=5000, train_seconds=seconds * 5000, finished_at=timezone.now())
+    # Not evidence for it: a run on another kind of device, one of grey photos, one of another width.
+    for device, channels, options in (("cuda:0", 3, {}), ("cpu", 1, {}), ("cpu", 3, {"ngf": 64})):
+        other = Generator.objects.create(owner=user, name="other", kind="dcgan", resolution=64, channels=channels,
+                                         preset="standard", config={**config, "channels": channels, **options})
+        TrainingRun.objects.create(generator=other, status=TrainingRun.Status.DONE, device=device, step=5000,
+                                   total_steps=5000, train_seconds=0.01 * 5000, finished_at=timezone.now())
     dcgan64 = table(logged_in.get(reverse("generators:wizard")).content.decode(), "dcgan", 64)
     assert "about 21 min (150 photos) to 28 min (1,000 photos)" in row(dcgan64, "standard")
     assert "from 3 past runs on this installation&#x27;s cpu workers" in row(dcgan64, "standard")

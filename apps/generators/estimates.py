@@ -231,35 +231,53 @@ class Estimate:
     source: str  # where the cost per step comes from, in words
 
 
-def step_cost(kind: str, config: dict, device: str) -> tuple[float, str] | None:
+class Evidence:
+    """What step costs rest on, read once: past runs' seconds per step and the workers' measurements, by type,
+    resolution, channels, device class and shape."""
+
+    RUNS_READ = 500  # the newest finished trainings read
+
+    def __init__(self) -> None:
+        self.runs: dict[tuple, list[float]] = {}
+        runs = (TrainingRun.objects.filter(train_seconds__isnull=False, step__gt=0)
+                .order_by("-finished_at", "-pk").values_list("generator__kind", "generator__resolution",
+                                                             "generator__channels", "device", "generator__config",
+                                                             "train_seconds", "step")[: self.RUNS_READ])
+        for kind, resolution, channels, device, config, seconds, step in runs:
+            key = (kind, resolution, channels, device_class(device), shape_key(kind, config or {}))
+            per_step = self.runs.setdefault(key, [])
+            if len(per_step) < PAST_RUNS:
+                per_step.append(seconds / step)
+        self.measured: dict[tuple, StepCost] = {}
+        for cost in StepCost.objects.order_by("channels"):  # RGB (3) last: it wins the channel-free key
+            self.measured[(cost.kind, cost.resolution, cost.channels, cost.device, cost.shape)] = cost
+            self.measured[(cost.kind, cost.resolution, None, cost.device, cost.shape)] = cost
+
+    def step_cost(self, kind: str, config: dict, device: str) -> tuple[float, str] | None:
+        device = device_class(device)
+        key = shape_key(kind, config)
+        per_step = self.runs.get((kind, config["resolution"], config["channels"], device, key))
+        if per_step:
+            word = "run" if len(per_step) == 1 else "runs"
+            return (statistics.median(per_step),
+                    f"from {len(per_step)} past {word} on this installation's {device} workers")
+        cost = (self.measured.get((kind, config["resolution"], config["channels"], device, key))
+                or self.measured.get((kind, config["resolution"], None, device, key)))  # grey costs about as RGB
+        if cost is not None:
+            on = f" ({cost.device_name})" if cost.device_name else ""
+            return cost.seconds_per_step, f"measured on this installation's {device} worker{on}"
+        return None
+
+
+def step_cost(kind: str, config: dict, device: str, evidence: Evidence | None = None) -> tuple[float, str] | None:
     """Seconds per step of ``config`` on a ``device``-class worker and where the number comes from: past runs of
     the same shape (the median of the newest PAST_RUNS), else a worker's measurement; None when neither exists."""
-    device = device_class(device)
-    key = shape_key(kind, config)
-    runs = (TrainingRun.objects.filter(train_seconds__isnull=False, step__gt=0, generator__kind=kind,
-                                       generator__resolution=config["resolution"],
-                                       generator__channels=config["channels"])
-            .select_related("generator").order_by("-finished_at", "-pk"))
-    per_step = []
-    for run in runs[: PAST_RUNS * 5]:
-        if device_class(run.device) == device and shape_key(kind, run.generator.config) == key:
-            per_step.append(run.train_seconds / run.step)
-            if len(per_step) == PAST_RUNS:
-                break
-    if per_step:
-        word = "run" if len(per_step) == 1 else "runs"
-        return statistics.median(per_step), f"from {len(per_step)} past {word} on this installation's {device} workers"
-    measured = StepCost.objects.filter(kind=kind, resolution=config["resolution"], device=device, shape=key)
-    cost = measured.filter(channels=config["channels"]).first() or measured.first()  # grey costs about as RGB
-    if cost is not None:
-        on = f" ({cost.device_name})" if cost.device_name else ""
-        return cost.seconds_per_step, f"measured on this installation's {device} worker{on}"
-    return None
+    return (evidence or Evidence()).step_cost(kind, config, device)
 
 
-def estimate(kind: str, config: dict, device: str) -> Estimate | None:
+def estimate(kind: str, config: dict, device: str, evidence: Evidence | None = None) -> Estimate | None:
     """The training time of ``config`` (its total_steps) on a ``device``-class worker; None when nothing is known."""
-    found = step_cost(kind, config, device)
+    found = step_cost(kind, config, device, evidence)
     if found is None:
         return None
     seconds, source = found
@@ -318,18 +336,19 @@ def wizard_times(*, channels: int = 3) -> WizardTimes:
         status = ("No worker is up: training will wait in the queue until one starts (make run, or make worker). "
                   + ("The times below are from the workers seen before." if devices else ""))
     tables = []
+    evidence = Evidence()
     for device in devices:
         for kind in registry.all_types():
             for resolution in RESOLUTIONS:
                 rows = []
                 for preset in ("", *PRESETS):
-                    rows.append(_preset_time(kind, resolution, channels, preset, device, suggest_preset))
+                    rows.append(_preset_time(kind, resolution, channels, preset, device, suggest_preset, evidence))
                 tables.append({"kind": kind, "label": registry.get(kind).label, "resolution": resolution, "device": device,
                                "rows": rows})
     return WizardTimes(workers=workers, devices=devices, status=status, up=bool(workers), tables=tables)
 
 
-def _preset_time(kind, resolution, channels, preset, device, suggest_preset) -> PresetTime:
+def _preset_time(kind, resolution, channels, preset, device, suggest_preset, evidence) -> PresetTime:
     row = PresetTime(preset=preset, label=PRESET_NAMES.get(preset, preset), text="")
     for count in WIZARD_IMAGE_COUNTS:
         try:
@@ -337,7 +356,7 @@ def _preset_time(kind, resolution, channels, preset, device, suggest_preset) -> 
                             image_count=count, device=device)
         except (ConfigError, ValueError):
             continue
-        found = estimate(kind, config, device)
+        found = estimate(kind, config, device, evidence)
         if found is None:
             row.text = f"not measured yet on the {device} worker"
             return row
