@@ -216,11 +216,15 @@ def worker_stopped(holder: str) -> None:
     WorkerPresence.objects.filter(seen_at__lt=timezone.now() - timezone.timedelta(days=7)).delete()
 
 
-def training_workers() -> list[WorkerPresence]:
-    """The workers up now that train (they consume the training queue): seen within WORKER_GONE_SECONDS."""
+def live_workers() -> list[WorkerPresence]:
+    """The workers up now: not stopped, seen within WORKER_GONE_SECONDS."""
     recent = timezone.now() - timezone.timedelta(seconds=WORKER_GONE_SECONDS)
-    workers = WorkerPresence.objects.filter(stopped_at__isnull=True, seen_at__gte=recent).order_by("-seen_at")
-    return [worker for worker in workers if TRAINING_QUEUE in worker.queues]
+    return list(WorkerPresence.objects.filter(stopped_at__isnull=True, seen_at__gte=recent).order_by("-seen_at"))
+
+
+def training_workers() -> list[WorkerPresence]:
+    """The workers up now that train (they consume the training queue)."""
+    return [worker for worker in live_workers() if TRAINING_QUEUE in worker.queues]
 
 
 # ------------------------------------------------------------------------------------- estimating
@@ -333,8 +337,12 @@ def wizard_times(*, channels: int = 3) -> WizardTimes:
         seen = set(StepCost.objects.values_list("device", flat=True)) | {
             device_class(d) for d in TrainingRun.objects.filter(train_seconds__isnull=False).values_list("device", flat=True)}
         devices = sorted(seen, key=lambda d: d != "cuda")
-        status = ("No worker is up: training will wait in the queue until one starts (make run, or make worker). "
-                  + ("The times below are from the workers seen before." if devices else ""))
+        others = live_workers()
+        status = ("No worker is up" if not others else
+                  f"No worker that trains is up (the {len(others)} up take{'s' if len(others) == 1 else ''} no "
+                  f"'{TRAINING_QUEUE}' queue)")
+        status += (": training will wait in the queue until one starts (make run, or make worker). "
+                   + ("The times below are from the workers seen before." if devices else ""))
     tables = []
     evidence = Evidence()
     for device in devices:
