@@ -32,6 +32,7 @@ plain loop.
     python bench/ingest.py --count 100          # fewer 12 MP photos
     python bench/ingest.py --api http://127.0.0.1:8000 --token abc123
     python bench/ingest.py --serve              # mode 3
+    python bench/ingest.py --serve --photos /tmp/ingest-photos   # photos kept for the next run
 """
 from __future__ import annotations
 
@@ -119,14 +120,17 @@ class PhotoMaker:
 
 
 def write_photos(folder: Path, count: int, width: int, height: int, seed: int) -> list[Path]:
-    """Write ``count`` JPEGs (quality 90) into ``folder``, one in memory at a time."""
+    """Write ``count`` JPEGs (quality 90) into ``folder``, one in memory at a time; a folder that holds them
+    already (``--photos``, same seed) is used as it is."""
     folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"photo_{i:04d}.jpg" for i in range(count)]
+    stamp = folder / f".seed-{seed}-{width}x{height}"
+    if stamp.exists() and all(path.exists() for path in paths):
+        return paths
     maker = PhotoMaker(width, height, seed)
-    paths = []
-    for i in range(count):
-        path = folder / f"photo_{i:04d}.jpg"
+    for path in paths:
         maker.make().save(path, format="JPEG", quality=90)
-        paths.append(path)
+    stamp.touch()
     return paths
 
 
@@ -312,6 +316,8 @@ def main() -> None:
     parser.add_argument("--plain-limit", type=int, default=50, help="photos of case b the plain loop runs on")
     parser.add_argument("--serve", action="store_true", help="start a throwaway instance (gunicorn) and use its API")
     parser.add_argument("--database-url", default="", help="--serve: postgres://... (made for the run, dropped after)")
+    parser.add_argument("--photos", type=Path, default=None,
+                        help="keep the generated photos in this folder and use them again in later runs")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.api and not args.token:
@@ -323,8 +329,9 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="synthgen-ingest-", dir=args.workdir))
     try:
         start = time.perf_counter()
-        small = write_photos(root / "in-3000x2400", 3, 3000, 2400, args.seed)
-        large = write_photos(root / "in-4000x3000", args.count, 4000, 3000, args.seed + 1)
+        photos = args.photos or root
+        small = write_photos(photos / "in-3000x2400", 3, 3000, 2400, args.seed)
+        large = write_photos(photos / "in-4000x3000", args.count, 4000, 3000, args.seed + 1)
         print(f"generated {len(small)} + {len(large)} JPEG photos (quality 90) in {time.perf_counter() - start:.1f} s under {root}")
 
         instance = None
