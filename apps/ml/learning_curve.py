@@ -74,6 +74,7 @@ def photo_equivalent(
     *,
     draws: int = BOOTSTRAP,
     seed: int = 0,
+    resampled: tuple[Sequence[Sequence[float]], Sequence[float]] | None = None,
 ) -> dict:
     """How many more real photos the mixed arm's accuracy is worth, with a 95 % bootstrap interval.
 
@@ -85,6 +86,10 @@ def photo_equivalent(
     0, else "none"), ``accuracy_gain`` (mixed - 100 %), ``detectable`` (the smallest gain the test could
     have seen, in accuracy and in photos), ``fit`` (intercept, slope per doubling of photos, R^2) and
     ``words``.
+
+    ``resampled``: the caller's own bootstrap draws instead of the resampled seeds, as
+    (``[sizes][draws]`` mean accuracies, ``[draws]`` mixed means), drawn paired across the arms (e.g.
+    over seeds *and* test images, when the few test images are a larger noise than the seeds).
     """
     sizes = np.asarray(photos, dtype=float)
     arms = np.asarray(accuracy, dtype=float)  # [sizes, seeds]
@@ -103,10 +108,16 @@ def photo_equivalent(
     spread = float(((means - means.mean()) ** 2).sum())
     r2 = 1 - float(((means - predicted) ** 2).sum()) / spread if spread > 0 else None
 
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(mix), size=(draws, len(mix)))
-    boot_means = arms[:, picks].mean(axis=2)  # [sizes, draws]
-    boot_mixed = mix[picks].mean(axis=1)
+    if resampled is None:
+        rng = np.random.default_rng(seed)
+        picks = rng.integers(0, len(mix), size=(draws, len(mix)))
+        boot_means = arms[:, picks].mean(axis=2)  # [sizes, draws]
+        boot_mixed = mix[picks].mean(axis=1)
+    else:
+        boot_means, boot_mixed = np.asarray(resampled[0], dtype=float), np.asarray(resampled[1], dtype=float)
+        if boot_means.ndim != 2 or boot_means.shape[0] != len(sizes) or boot_mixed.shape != boot_means.shape[1:]:
+            raise ValueError("resampled: [sizes][draws] accuracies and [draws] mixed means")
+        draws = len(boot_mixed)
     gains, differences = np.empty(draws), boot_mixed - boot_means[-1]
     for d in range(draws):
         b_intercept, b_slope = fit(sizes, boot_means[:, d])

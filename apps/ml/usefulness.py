@@ -418,6 +418,81 @@ def usefulness_test(
 # --------------------------------------------------------------------------- a whole labelled dataset
 
 BALANCE_ARMS = ("real_aug", "mixed_aug", "synthetic")
+# The photo equivalent's real arms: ``real_aug`` with each short class cut to a share of its photos.
+PHOTO_FRACTIONS = {"real_aug_25": 0.25, "real_aug_50": 0.5}
+MIN_SHORT_HELDOUT = 10  # held-out photos of the short classes, all together, for a photo count to mean something
+MIN_SUBSAMPLE = 2  # photos of every short class in the smallest (25 %) arm
+
+
+def subsample(images: torch.Tensor, fraction: float, *, seed: int, salt: int = 0) -> torch.Tensor:
+    """``fraction`` of ``images`` (rounded half up, at least 1), drawn with ``seed``: the draws of one seed are
+    nested (its 25 % is part of its 50 %), so its learning curve differs only in how many photos it saw."""
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed * 1000 + salt))
+    return images[order[: max(1, math.floor(len(images) * fraction + 0.5))]]
+
+
+def _photo_equivalent_skipped(short: list[int], real_train: list[torch.Tensor], real_test: list[torch.Tensor],
+                              class_names: list[str]) -> str | None:
+    """Why the dataset is too small for a photo count to mean something (None: it is not)."""
+    if not short:
+        return "every class has as many photos as the largest: there is no short class to count photos for"
+    held = sum(len(real_test[i]) for i in short)
+    if held < MIN_SHORT_HELDOUT:
+        return (f"too few unseen photos of the short classes to count photos: {held}, under {MIN_SHORT_HELDOUT} "
+                "(the interval would be too wide to mean anything)")
+    small = [class_names[i] for i in short
+             if len(subsample(real_train[i], min(PHOTO_FRACTIONS.values()), seed=0)) < MIN_SUBSAMPLE]
+    if small:
+        return (f"too few photos to count photos: 25 % of the photos of {', '.join(small)} is under "
+                f"{MIN_SUBSAMPLE} photos a class, too few for a learning curve")
+    return None
+
+
+def _photo_words(pe: dict, credit_: dict) -> str:
+    """The photo equivalent in words, from its interval and the credit's (never a gain that the
+    credit's interval does not show)."""
+    ends = ["unbounded" if pe[end] is None else f"{pe[end]:.0f}" for end in ("low", "high")]
+    interval = f"95 % interval {ends[0]}–{ends[1]}" if "unbounded" not in ends else f"95 % interval {ends[0]} to {ends[1]}"
+    if pe["verdict"] == "gain":
+        return f"the generated images are worth about {pe['photos']:.0f} more real photos of the short classes ({interval})"
+    seen = pe["detectable"]
+    could = (f"; the test could have seen a gain of about {seen['photos']:.0f} more real photos "
+             f"({seen['accuracy'] * 100:.1f} points of accuracy)" if seen.get("photos") is not None else
+             f"; the test could have seen a gain of about {seen['accuracy'] * 100:.1f} points of accuracy")
+    if credit_.get("verdict") == "loss":
+        return ("no gain: the generated images lower the classifier's accuracy (their credit's 95 % interval is "
+                "below 0), so they are worth no real photos")
+    if pe["photos"] is None:
+        return ("no photo count: the classifier's accuracy does not rise with more photos of the short classes, "
+                "so there is no learning curve to read the generated images on")
+    if pe["photos"] == 0:
+        return "no gain: the generated images are worth no more real photos of the short classes" + could
+    if pe["curve_verdict"] == "gain":  # the curve reads a gain, the credit's interval holds 0
+        return (f"no measurable gain: the generated images read as about {pe['photos']:.0f} more real photos of the "
+                f"short classes ({interval}), but their credit's 95 % interval holds 0" + could)
+    return (f"no measurable gain: the generated images read as about {pe['photos']:.0f} more real photos of the "
+            f"short classes, but the {interval} holds 0" + could)
+
+
+def _photo_equivalent(correct: dict, scores: dict, sizes: list[int], credit_: dict) -> dict:
+    """:func:`learning_curve.photo_equivalent` on the balanced accuracy, against the short classes' photos,
+    with a paired bootstrap over seeds and test images (the credit's draws), and its words."""
+    from .learning_curve import photo_equivalent
+
+    arms = ("real_aug_25", "real_aug_50", "real_aug")
+    boot = [_bootstrap_accuracies(correct[name], BOOTSTRAP, 0).numpy() for name in (*arms, "mixed_aug")]
+    pe = photo_equivalent(sizes, [scores[name] for name in arms], scores["mixed_aug"],
+                          resampled=(boot[:3], boot[3]))
+    curve_verdict = pe["verdict"]
+    # A gain needs the credit's interval above 0 too, and a number to name (a flat curve has none).
+    if curve_verdict == "gain" and (credit_.get("verdict") != "gain" or pe["photos"] is None or pe["low"] is None):
+        pe["verdict"] = "none"
+    pe |= {"curve_verdict": curve_verdict, "sizes": dict(zip((*arms,), sizes)),
+           "accuracy": {name: round(statistics.fmean(scores[name]), 6) for name in (*arms, "mixed_aug")},
+           "accuracy_is": "balanced accuracy on every class's unseen photos (as credit)", "reason": None}
+    pe["curve_words"] = pe.pop("words")
+    pe["words"] = _photo_words(pe, credit_)
+    return pe
 
 
 def balance_test(
@@ -438,18 +513,31 @@ def balance_test(
     - ``real_aug``:  the photos, with plain augmentation;
     - ``mixed_aug``: the photos plus generated images filling every class up to the largest class's
       photo count (at least one generated image per class, as far as ``generated`` holds), augmented;
-    - ``synthetic``: generated images only (the classification accuracy score of Ravuri & Vinyals 2019).
+    - ``synthetic``: generated images only (the classification accuracy score of Ravuri & Vinyals 2019);
+    - ``real_aug_25`` / ``real_aug_50``: as ``real_aug``, with each *short* class (fewer photos than the
+      largest) cut to 25 % / 50 % of its photos (drawn per seed, nested), for the photo equivalent.
 
     ``credit`` = ``mixed_aug`` - ``real_aug`` with its paired-bootstrap 95 % interval (:func:`credit`);
     ``short_classes``: the recall of each class with fewer photos than the largest, per arm.
+    ``photo_equivalent``: what the generated images are worth in real photos of the short classes
+    (:func:`learning_curve.photo_equivalent`: the balanced accuracy at 25, 50 and 100 % of the short
+    classes' photos traces a learning curve, ``mixed_aug`` is read on it; the credit's paired bootstrap
+    over seeds and test images. Not the short classes' own recall: images of the wrong class labelled
+    as a short class raise that recall at the other classes' cost, and would read as many photos);
+    its ``words`` say it, or why it could not be counted (``photos`` None, ``reason``), and never claim a
+    gain that ``credit``'s interval does not show.
     Classes without held-out photos are left out of the scores (``classes_scored`` says which count).
     """
     s = settings or ClassifierSettings()
     scored = [i for i, t in enumerate(real_test) if len(t)]
     if len(scored) < 2:
-        return {name: metric(None, "fewer than two classes have held-out photos to test with")
-                for name in (*BALANCE_ARMS, "credit")} | {"classes_scored": len(scored)}
+        reason = "fewer than two classes have held-out photos to test with"
+        return {name: metric(None, reason) for name in (*BALANCE_ARMS, "credit")} | {
+            "classes_scored": len(scored),
+            "photo_equivalent": {"photos": None, "low": None, "high": None, "verdict": "not measured",
+                                 "reason": reason, "words": f"no photo count: {reason}"}}
     largest = max(len(t) for t in real_train)
+    short_classes = [i for i, t in enumerate(real_train) if len(t) < largest]
     fill = [generated[i][: max(1, largest - len(real_train[i]))] for i in range(len(real_train))]
     arms = {
         "real_aug": real_train,
@@ -458,12 +546,18 @@ def balance_test(
     }
     if any(len(g) == 0 for g in arms["synthetic"]):
         arms.pop("synthetic")
+    skipped = _photo_equivalent_skipped(short_classes, real_train, real_test, class_names)
+    if skipped is None:  # two more trainings a seed: the short classes cut to 25 % and 50 % (drawn per seed)
+        arms |= {name: None for name in PHOTO_FRACTIONS}
     plain, augmented = replace(s, augment=False), replace(s, augment=True)
-    test = [real_test[i] for i in scored]
     scores: dict[str, list[float]] = {name: [] for name in arms}
     correct: dict[str, list[list[torch.Tensor]]] = {name: [] for name in arms}
+    short = [j for j, i in enumerate(scored) if len(real_train[i]) < largest]
     for seed in seeds:
         for name, classes in arms.items():
+            if name in PHOTO_FRACTIONS:
+                classes = [subsample(t, PHOTO_FRACTIONS[name], seed=seed, salt=i) if i in short_classes else t
+                           for i, t in enumerate(real_train)]
             model = train_classifier(classes, seed=seed, settings=plain if name == "synthetic" else augmented)
             hits = [predict(model, real_test[i], image_size=s.image_size) == i for i in scored]
             correct[name].append(hits)
@@ -471,14 +565,28 @@ def balance_test(
     out = {name: _summary(scores.get(name, []), "a class has no generated images") for name in BALANCE_ARMS}
     out["credit"] = credit(correct["mixed_aug"], correct["real_aug"],
                            [m - r for m, r in zip(scores["mixed_aug"], scores["real_aug"])])
-    short = [j for j, i in enumerate(scored) if len(real_train[i]) < largest]
+    if skipped is None:
+        for name in PHOTO_FRACTIONS:
+            out[name] = _summary(scores[name])
+        sizes = [sum(len(subsample(real_train[i], fraction, seed=0)) for i in short_classes)
+                 for fraction in PHOTO_FRACTIONS.values()] + [sum(len(real_train[i]) for i in short_classes)]
+        out["photo_equivalent"] = _photo_equivalent(correct, scores, sizes, out["credit"])
+    else:
+        out["photo_equivalent"] = {"photos": None, "low": None, "high": None, "verdict": "not measured",
+                                   "reason": skipped, "words": f"no photo count: {skipped}"}
     out["short_classes"] = {
         class_names[scored[j]]: {name: round(statistics.fmean(hits[j].double().mean().item() for hits in correct[name]), 6)
                                  for name in arms}
         for j in short
     }
+    counts = {name: {class_names[i]: len(t) for i, t in enumerate(classes)} for name, classes in arms.items()
+              if classes is not None}
+    for name, fraction in PHOTO_FRACTIONS.items():
+        if name in arms:
+            counts[name] = {class_names[i]: len(subsample(t, fraction, seed=0)) if i in short_classes else len(t)
+                            for i, t in enumerate(real_train)}
     return out | {
-        "counts": {name: {class_names[i]: len(t) for i, t in enumerate(classes)} for name, classes in arms.items()},
+        "counts": counts,
         "classes_scored": len(scored),
         "seeds": list(seeds),
         "augmentation": AUGMENTATION,
