@@ -351,8 +351,10 @@ def wizard_times(*, channels: int = 3) -> WizardTimes:
                 rows = []
                 for preset in ("", *PRESETS):
                     rows.append(_preset_time(kind, resolution, channels, preset, device, suggest_preset, evidence))
+                sources = {tuple(row.sources) for row in rows if row.sources}
+                common = " and ".join(sources.pop()) if len(sources) == 1 else ""  # said once under the table
                 tables.append({"kind": kind, "label": registry.get(kind).label, "resolution": resolution, "device": device,
-                               "rows": rows})
+                               "rows": rows, "source": common})
     return WizardTimes(workers=workers, devices=devices, status=status, up=bool(workers), tables=tables)
 
 
