@@ -31,8 +31,8 @@ class TrainingRunInline(admin.TabularInline):
 
 @admin.register(Generator)
 class GeneratorAdmin(admin.ModelAdmin):
-    list_display = ["name", "kind", "resolution", "class_list", "status", "verdict", "usefulness", "owner", "shared",
-                    "dataset", "created_at"]
+    list_display = ["name", "kind", "resolution", "class_list", "status", "verdict", "usefulness", "photo_equivalent",
+                    "owner", "shared", "dataset", "created_at"]
     list_filter = [KindFilter, "status", "shared", "resolution", "augment", "preset"]
     search_fields = ["name", "owner__username", "dataset__name"]
     readonly_fields = ["kind", "resolution", "channels", "classes", "config", "files_dir", "sample_grid_preview", "quality", "warnings"]
@@ -50,10 +50,17 @@ class GeneratorAdmin(admin.ModelAdmin):
 
     @admin.display(description="gain beyond augmentation")
     def usefulness(self, obj):
-        credit = ((obj.quality or {}).get("usefulness") or {}).get("credit") or {}
+        quality = obj.quality or {}
+        credit = (quality.get("dataset_usefulness") or quality.get("usefulness") or {}).get("credit") or {}
         if credit.get("value") is None:
             return "—"
         return f"{credit.get('words', '')}: {credit_text(credit)}"
+
+    @admin.display(description="worth in real photos")
+    def photo_equivalent(self, obj):
+        """A conditional generator's photo equivalent (quality.dataset_usefulness.photo_equivalent) in words."""
+        equivalent = ((obj.quality or {}).get("dataset_usefulness") or {}).get("photo_equivalent") or {}
+        return equivalent.get("words") or "—"
 
     @admin.display(description="sample grid")
     def sample_grid_preview(self, obj):

@@ -118,9 +118,18 @@ def usefulness_text(usefulness: dict) -> str:
             f"(95 % interval {credit['low'] * 100:+.1f} to {credit['high'] * 100:+.1f}).")
 
 
+def photo_equivalent_text(usefulness: dict | None) -> str:
+    """The balance test's photo equivalent as a sentence, e.g. 'Worth in real photos: the generated images are
+    worth about 40 more real photos of the short classes (95 % interval 10–70).' ("" when there is none)."""
+    equivalent = usefulness.get("photo_equivalent") if isinstance(usefulness, dict) else None
+    if not isinstance(equivalent, dict) or not equivalent.get("words"):
+        return ""
+    return f"Worth in real photos: {equivalent['words'].rstrip('.')}."
+
+
 def quality_summary(quality: dict | None) -> dict | None:
-    """{"verdict", "positive", "explanation", "advice", "useful", "negatives", "rows", "usefulness", "filtered"}
-    for the generator page; None without a report."""
+    """{"verdict", "positive", "explanation", "advice", "useful", "photo_equivalent", "negatives", "rows",
+    "usefulness", "filtered"} for the generator page; None without a report."""
     if not quality:
         return None
     rows = [
@@ -143,6 +152,7 @@ def quality_summary(quality: dict | None) -> dict | None:
         "advice": quality.get("advice", ""),
         "useful": (("For a classifier of all your classes, with generated images in every class: "
                     if "dataset_usefulness" in quality else "") + usefulness_text(usefulness)),
+        "photo_equivalent": photo_equivalent_text(quality.get("dataset_usefulness")),
         "negatives": _negatives_text(negatives),
         "rows": rows,
         "usefulness": useful_rows,
