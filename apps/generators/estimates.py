@@ -324,6 +324,9 @@ class WizardTimes:
 
 
 def wizard_times(*, channels: int = 3) -> WizardTimes:
+    """For step 1 (the photos are not known yet: ``channels`` 3, WIZARD_IMAGE_COUNTS photos): the training time of
+    each length for every type and size on each device class of the workers that train, or, when none is up, of
+    the device classes measured or trained on before."""
     from .services import suggest_preset
 
     workers = training_workers()
@@ -335,7 +338,8 @@ def wizard_times(*, channels: int = 3) -> WizardTimes:
     else:
         # No worker: the times of the device classes measured or trained on before, if any.
         seen = set(StepCost.objects.values_list("device", flat=True)) | {
-            device_class(d) for d in TrainingRun.objects.filter(train_seconds__isnull=False).values_list("device", flat=True)}
+            device_class(d) for d in TrainingRun.objects.filter(train_seconds__isnull=False)
+            .order_by().values_list("device", flat=True).distinct()}
         devices = sorted(seen, key=lambda d: d != "cuda")
         others = live_workers()
         status = ("No worker is up" if not others else
