@@ -69,6 +69,7 @@ def test_one_generator_learns_every_class_and_balances_the_dataset(api, django_c
     assert quality["negatives"]["source"] == "the other classes of this dataset"
     balance = quality["dataset_usefulness"]  # 3 photos a class or more, under 40: no held-out photos to test with
     assert balance["credit"]["value"] is None and "held-out photos" in balance["credit"]["reason"]
+    assert balance["photo_equivalent"]["photos"] is None and balance["photo_equivalent"]["words"].startswith("no photo count")
 
     balanced = generate(api, generator["id"], django_capture_on_commit_callbacks, balance_to=6)
     assert balanced["status"] == "done", balanced
