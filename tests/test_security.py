@@ -155,6 +155,7 @@ BODIES = {
     "share": lambda: {"shared": "1"},  # the web form's checkbox
     "api-share": lambda: {"shared": True},  # the API's JSON boolean
     "images": lambda: {"images": uploads(1, start=40)},
+    "one-class": lambda: {"labelled": "false"},  # the wizard's answer: one class (what the dataset already is)
 }
 
 PROBES = [
@@ -165,6 +166,7 @@ PROBES = [
     Probe("datasets:detail", "get", "/datasets/{dataset}/", 200, 404),
     Probe("datasets:review", "get", "/datasets/{dataset}/review/", 200, 404),
     Probe("datasets:augmentation-preview", "get", "/datasets/{dataset}/augmentation.png", 200, 404),
+    Probe("datasets:labelling", "post", "/datasets/{dataset}/labelling/", 200, 404, "one-class"),
     Probe("datasets:image", "get", "/datasets/images/{image}.png", 200, 404),
     Probe("datasets:image", "get", "/datasets/images/{image}.png?thumb=1", 200, 404),
     Probe("datasets:delete", "post", "/datasets/{dataset}/delete/", None, 404),
