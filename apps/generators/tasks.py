@@ -138,6 +138,8 @@ def measure_step_costs() -> None:
 
 
 _presence_stop = threading.Event()
+_presence_thread: list[threading.Thread | None] = [None]  # the presence thread of this worker, once started
+PRESENCE_JOIN_SECONDS = 2.0  # how long a stopping worker waits for the presence thread to say it stopped
 
 
 @worker_ready.connect
@@ -156,7 +158,9 @@ def _say_the_worker_is_up(sender=None, **kwargs) -> None:
         device = pick_device()
         holder = pipeline.lease_holder()
         estimates.worker_started(holder=holder, queues=queues, device=device, name=estimates.device_name(device))
-        threading.Thread(target=_beat_presence, args=(holder,), name="synthgen-presence", daemon=True).start()
+        _presence_thread[0] = threading.Thread(target=_beat_presence, args=(holder,), name="synthgen-presence",
+                                               daemon=True)
+        _presence_thread[0].start()
         if (estimates.TRAINING_QUEUE in queues and settings.SYNTHGEN_MEASURE_STEP_COSTS
                 and estimates.unmeasured_shapes(device)):
             measure_step_costs.apply_async(queue=estimates.TRAINING_QUEUE)
@@ -198,6 +202,11 @@ def _said_the_worker_stopped(**kwargs) -> None:
         from . import estimates
 
         _presence_stop.set()
+        thread = _presence_thread[0]
+        if thread is not None:
+            thread.join(PRESENCE_JOIN_SECONDS)  # it says so itself; two writers at once wait on SQLite's lock
+            if not thread.is_alive():
+                return
         estimates.worker_stopped(pipeline.lease_holder())
     except Exception:  # never keep a worker from stopping
         logging.getLogger(__name__).warning("could not record that the worker stopped", exc_info=True)
