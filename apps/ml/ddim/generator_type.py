@@ -246,6 +246,13 @@ class DDIM(GeneratorType):
         self.step = step
         self.ema.model.eval()
 
+    def _balanced_sampler(self, labels: torch.Tensor) -> "_ClassIndex":
+        """The class-balanced sampler of ``labels``, kept while training on the same labels."""
+        cached = getattr(self, "_class_index_cache", None)
+        if cached is None or cached.labels is not labels:
+            cached = self._class_index_cache = _ClassIndex(labels)
+        return cached
+
     def _batch(self, data: torch.Tensor | LabelledImages,
                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A random batch (with replacement) from ``data`` on the device, half of it mirrored where
@@ -253,7 +260,7 @@ class DDIM(GeneratorType):
         images, labels = data if isinstance(data, LabelledImages) else (data, None)
         size = self.config.batch_size
         if labels is not None and self.config.class_balanced:
-            index = _balanced_index(labels, size, generator)
+            index = self._balanced_sampler(labels).draw(size, generator)
         else:
             index = torch.randint(0, images.shape[0], (size,), device=images.device, generator=generator)
         batch = images[index]
@@ -381,16 +388,23 @@ class DDIM(GeneratorType):
         return instance
 
 
-def _balanced_index(labels: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """``size`` indices into ``labels``: a class drawn uniformly among the classes present, then one of its
-    images uniformly (with replacement). Two draws per row whatever the data, so a seeded step is reproducible."""
-    counts = torch.bincount(labels, minlength=int(labels.max()) + 1)
-    present = torch.nonzero(counts).flatten()
-    order = torch.argsort(labels, stable=True)  # the images of class 0, then of class 1, ...
-    starts = torch.cumsum(counts, 0) - counts
-    classes = present[torch.randint(0, len(present), (size,), device=labels.device, generator=generator)]
-    within = (torch.rand(size, device=labels.device, generator=generator) * counts[classes]).long()
-    return order[starts[classes] + within.clamp(max=counts[classes] - 1)]
+class _ClassIndex:
+    """Where each class's images sit in a label tensor, worked out once per training set (not every step)."""
+
+    def __init__(self, labels: torch.Tensor):
+        self.labels = labels
+        self.counts = torch.bincount(labels, minlength=int(labels.max()) + 1)
+        self.present = torch.nonzero(self.counts).flatten()
+        self.order = torch.argsort(labels, stable=True)  # the images of class 0, then of class 1, ...
+        self.starts = torch.cumsum(self.counts, 0) - self.counts
+
+    def draw(self, size: int, generator: torch.Generator) -> torch.Tensor:
+        """``size`` indices: a class drawn uniformly among the classes present, then one of its images uniformly
+        (with replacement). Two draws per row whatever the data, so a seeded step is reproducible."""
+        device = self.labels.device
+        classes = self.present[torch.randint(0, len(self.present), (size,), device=device, generator=generator)]
+        within = (torch.rand(size, device=device, generator=generator) * self.counts[classes]).long()
+        return self.order[self.starts[classes] + within.clamp(max=self.counts[classes] - 1)]
 
 
 def cpu_has_bf16() -> bool:
