@@ -148,7 +148,8 @@ def sample_cached(path: Path, make, key: str) -> tuple[torch.Tensor, float | Non
     seconds = time.perf_counter() - started
     save_tensors_atomic({"images": images.contiguous(), "key": torch.tensor(list(key.encode()), dtype=torch.uint8)},
                         path)
-    save_grid(images[:64], path.with_suffix(".png"), columns=8)
+    if len(images):
+        save_grid(images[:64], path.with_suffix(".png"), columns=8)
     return images, seconds
 
 

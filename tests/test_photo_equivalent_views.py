@@ -34,6 +34,18 @@ def test_the_summary_says_what_the_generated_images_are_worth():
     assert quality_summary({"verdict": "x", "usefulness": {}})["photo_equivalent"] == ""  # one-class generators
 
 
+def test_the_summary_names_the_classes_it_could_not_score_and_claims_nothing_for_them():
+    quality = report(GAIN, 40.0)
+    quality["dataset_usefulness"]["unscored"] = ["sandal", "shirt"]
+    useful = quality_summary(quality)["useful"]
+    assert useful.startswith("For a classifier of all your classes") and "+3.0 points" in useful
+    assert useful.endswith("Not scored: sandal, shirt (no unseen photos were kept back of them); "
+                           "nothing is claimed for them.")
+    quality["dataset_usefulness"] = {"credit": {"value": None, "reason": "sandal, the classes the generated images "
+                                                "are for, kept no unseen photos to test on"}, "unscored": ["sandal"]}
+    assert "Usefulness was not measured: sandal, the classes" in quality_summary(quality)["useful"]
+
+
 def test_the_generator_page_and_the_api_show_the_photo_equivalent(client, user, conditional):
     from .conftest import token_client
 

@@ -8,12 +8,9 @@ from pathlib import Path
 import torch
 
 from apps.ml.images import to_pil
+from apps.ml.usefulness import GENERATED_WEIGHT  # the recommended recipe; the report's balance test uses it too
 
 METADATA = "metadata.jsonl"
-# The loss weight recommended for a generated image when training on real photos plus these images
-# (real photos weigh 1). PROVISIONAL: a constant until the benchmark of issue #19 picks one (possibly
-# from the image's score); every zip says so in manifest.json's "weight".
-GENERATED_WEIGHT = 0.5
 
 
 def write_pngs(images: torch.Tensor, folder: Path, start_index: int) -> list[str]:

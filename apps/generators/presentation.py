@@ -113,9 +113,13 @@ def usefulness_text(usefulness: dict) -> str:
     }.get(credit.get("verdict"), "")
     if not words:
         return ""
+    unscored = [name for name in usefulness.get("unscored") or [] if isinstance(name, str)]
+    left_out = (f" Not scored: {', '.join(unscored)} (no unseen photos were kept back of "
+                f"{'it' if len(unscored) == 1 else 'them'}); nothing is claimed for "
+                f"{'it' if len(unscored) == 1 else 'them'}." if unscored else "")
     return (f"{words}: a classifier trained on your photos plus them, against one trained on your photos with the "
             f"same plain augmentation, scored {credit['value'] * 100:+.1f} points on photos it never saw "
-            f"(95 % interval {credit['low'] * 100:+.1f} to {credit['high'] * 100:+.1f}).")
+            f"(95 % interval {credit['low'] * 100:+.1f} to {credit['high'] * 100:+.1f}).{left_out}")
 
 
 def photo_equivalent_text(usefulness: dict | None) -> str:

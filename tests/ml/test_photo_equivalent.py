@@ -118,3 +118,32 @@ def test_the_learning_curve_takes_the_callers_bootstrap_draws():
     picks = np.random.default_rng(0).integers(0, 3, size=(500, 3))
     boot = (np.asarray(arms)[:, picks].mean(axis=2), np.asarray(mixed)[picks].mean(axis=1))
     assert photo_equivalent(sizes, arms, mixed, draws=500) == photo_equivalent(sizes, arms, mixed, resampled=boot)
+
+
+def test_a_short_class_without_unseen_photos_gets_no_claim():
+    heads = [blobs(60, seed=1), photos(A, 60, seed=7)]
+    tests = [blobs(20, seed=2), photos(A, 20, seed=8)]
+    # The one short class kept no photo back: the images are for it, so nothing is measured at all.
+    alone = balance_test(real_train=[*heads, bars(8, seed=3)], real_test=[*tests, bars(0, seed=4)],
+                         generated=[blobs(40, seed=5), photos(A, 40, seed=9), bars(40, seed=6)],
+                         class_names=["blob", "pattern", "bar"], seeds=(0,), settings=TINY)
+    assert alone["credit"]["value"] is None and alone["mixed_aug"]["value"] is None
+    assert "bar, the classes the generated images are for, kept no unseen photos" in alone["credit"]["reason"]
+    assert alone["unscored"] == ["bar"] and alone["photo_equivalent"]["photos"] is None
+    # Two short classes, one of them unscored: measured on the others, and the words say what is left out.
+    some = balance_test(real_train=[*heads, bars(8, seed=3), photos(B, 8, seed=2)],
+                        real_test=[*tests, bars(0, seed=4), photos(B, 20, seed=101)],
+                        generated=[blobs(40, seed=5), photos(A, 40, seed=9), bars(40, seed=6), photos(B, 40, seed=5)],
+                        class_names=["blob", "pattern", "bar", "b"], seeds=(0,), settings=TINY)
+    assert some["credit"]["value"] is not None and some["unscored"] == ["bar"] and some["classes_scored"] == 3
+    assert "measured without bar, which kept no unseen photos: nothing is claimed for them" in some["credit"]["words"]
+
+
+def test_the_mixed_arm_trains_with_the_recommended_weight():
+    # Generated images showing the short class's modes its 8 photos miss: weighing them a tenth gets less of it.
+    useful = [photos(A, 200, 5), photos(B, 200, 6)]
+    full, light = (balance_test(real_train=REAL_TRAIN, real_test=REAL_TEST, generated=useful, class_names=["a", "b"],
+                                seeds=(0,), settings=LEARNS, generated_weight=w) for w in (1.0, 0.1))
+    assert full["real_aug"]["value"] == light["real_aug"]["value"]  # the same real arm
+    assert full["mixed_aug"]["value"] > light["mixed_aug"]["value"] + 0.03
+    assert light["generated_weight"] == 0.1 and full["generated_weight"] == 1.0

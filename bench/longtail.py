@@ -1,0 +1,396 @@
+"""A long-tail test that can see a gain (#19): do SynthGen's generated images help the tail classes?
+
+Fashion-MNIST at 32 px grey from ``--data`` (``../shared/datasets/fashion-mnist``): every class's first
+``--head`` training photos (500, sorted by name), except the tail classes (``--tails``: sandal, shirt,
+bag), cut to their first ``--tail`` (30, the headline design; 150 the second). Test: every photo of
+``more/<class>`` (2,000 unseen photos a class) plus ``test/<class>`` (100). The oracle's extra photos
+are the tail classes' training photos ``tail .. head``.
+
+Validation: a fixed 20 % of every class's training photos (at least 2) is set aside, in every arm, for
+early stopping (and for the class filter's calibration); the classifiers train on the rest.
+
+The generator is the product's own: ONE class-conditional DDIM trained on every training photo with its
+label, with the config the app builds for this dataset (``build_config`` with the photos' orientation and
+class counts, preset quick, ``--gen-set KEY=VALUE`` overrides, e.g. a shorter training on a CPU); the
+guidance the app would choose (:func:`apps.ml.guidance.choose_guidance`, on a validation split of the
+training photos); images delivered as the app delivers them (:func:`apps.ml.filtering.generate_filtered`:
+the noise / blank / copy filter and the class filter of :mod:`apps.ml.class_filter`, trained on the
+classifier-training photos and calibrated on the validation photos). Each tail class gets ``head - tail``
+images, as many as the oracle's extra photos.
+
+Classifier arms (the usefulness test's SmallCNN, early stopping on the validation photos' balanced
+accuracy, ``--seeds`` paired seeds; every arm sees the same photos, seeds and validation split):
+
+- ``real``:          photos, no augmentation, images drawn uniformly (classes at natural frequencies);
+- ``real_aug``:      + the usefulness test's augmentation (no mirror images for one-way photos);
+- ``real_aug_bal``:  + class-balanced sampling (oversampling of the tails);
+- ``real_aug_la``:   augmentation with logit-adjusted loss (Menon et al. 2021, tau 1), natural frequencies;
+- ``oracle``:        the best of those four with the tails filled to ``head`` with real photos;
+- ``gen_w1``:        the best baseline with the tails filled with generated images, each weighted 1
+                     (the zip dropped into an ImageFolder as it is);
+- ``gen_wW``:        the same with generated images weighted ``W`` in the loss (``--weights``).
+
+Scores: balanced accuracy on the whole test set and each tail class's recall. ``credit`` of an arm =
+its balanced accuracy - the best baseline's, with the usefulness test's paired bootstrap 95 % interval
+(seeds and test images redrawn). The table also prints the smallest effect the test can detect
+(about 2.8 x the standard error of a paired difference, from the baselines' spread over seeds).
+Target (#19): the recommended generated arm's credit >= half the oracle's, with an interval above zero,
+and <= 2 % flip-aware near-copies per tail class.
+
+Everything expensive is cached under ``--out`` (the model, the images, each arm's per-seed results).
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/longtail.py --threads 1 --gen-set total_steps=8000
+    OMP_NUM_THREADS=1 .venv/bin/python bench/longtail.py --threads 1 --tail 150 --skip-generator  # real arms only
+    OMP_NUM_THREADS=1 .venv/bin/python bench/longtail.py --threads 1 --smoke   # a code check, about a minute
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `apps`
+
+from apps.ml import filtering, registry  # noqa: E402
+from apps.ml.class_filter import train_class_filter  # noqa: E402
+from apps.ml.config import build_config  # noqa: E402
+from apps.ml.copies import build_reference, calibrate, detect  # noqa: E402
+from apps.ml.guidance import choose_guidance  # noqa: E402
+from apps.ml.images import save_grid, to_uint8  # noqa: E402
+from apps.ml.orientation import measure  # noqa: E402
+from apps.ml.usefulness import ClassifierSettings, credit, predict, train_classifier  # noqa: E402
+from bench.balance import _digest, print_table, sample_cached, train_generator  # noqa: E402
+from bench.quality import DEFAULT_DATA  # noqa: E402
+from bench.quick_preset import load_folder, parse_overrides  # noqa: E402
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "longtail"
+TAILS = ("sandal", "shirt", "bag")
+VALIDATION = 0.2
+SPLIT_SEED = 1234
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_data(root: Path, tails: list[str], tail: int, head: int, resolution: int,
+              test_limit: int | None) -> dict:
+    """uint8 images: per class ``fit`` (classifier training), ``val`` (early stopping), ``photos`` (both),
+    ``extra`` (the oracle's, tails only) and ``test`` (more/ + test/)."""
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    out = {"classes": classes, "fit": [], "val": [], "photos": [], "extra": {}, "test": []}
+    for i, name in enumerate(classes):
+        images = to_uint8(load_folder(root / "train" / name, resolution, head))
+        photos = images[:tail] if name in tails else images
+        if name in tails:
+            out["extra"][name] = images[tail:head]
+        order = torch.randperm(len(photos), generator=torch.Generator().manual_seed(SPLIT_SEED + i))
+        n_val = max(2, round(VALIDATION * len(photos)))
+        out["val"].append(photos[order[:n_val]])
+        out["fit"].append(photos[order[n_val:]])
+        out["photos"].append(photos)
+        test = [to_uint8(load_folder(root / split / name, resolution, test_limit)) for split in ("more", "test")
+                if (root / split / name).is_dir()]
+        out["test"].append(torch.cat(test))
+    return out
+
+
+# --------------------------------------------------------------------------- generated images
+
+
+def generated_images(args, data: dict, tails: list[str], out: Path, results: dict) -> dict[str, torch.Tensor]:
+    """The tails' generated images, as the app makes and delivers them (cached under ``out``)."""
+    ddim = registry.get("ddim")
+    classes, photos = data["classes"], data["photos"]
+    images = torch.cat(photos)
+    labels = torch.repeat_interleave(torch.arange(len(photos)), torch.tensor([len(p) for p in photos]))
+    orientation = measure(images, labels, classes).as_dict()
+    config = build_config(ddim, resolution=args.resolution, channels=images.shape[1], preset="quick",
+                          image_count=len(images), device="cpu", classes=classes,
+                          class_counts=[len(p) for p in photos], orientation=orientation,
+                          options={"seed": args.seed, **parse_overrides(args.gen_set)})
+    print(f"conditional DDIM: {config['total_steps']} steps of {config['batch_size']} "
+          f"(overrides {args.gen_set or 'none'}); mirrors {orientation['mirrors']}", flush=True)
+    model, timing = train_generator(out / "generator", config, images, labels, "generator", args.retrain)
+    if args.train_only:
+        raise SystemExit(0)
+    results["generator"] = {"timing": timing, "overrides": args.gen_set, "orientation_mirrors": orientation["mirrors"],
+                            "config": {k: config[k] for k in ("total_steps", "batch_size", "learning_rate",
+                                                              "class_balanced", "augment_p", "augment_flip", "hflip",
+                                                              "architecture_version", "guidance_scale")}}
+    guidance_file = out / "generator" / "guidance.json"
+    if args.guidance is not None:
+        chosen = {"guidance": args.guidance, "chosen_by": "--guidance"}
+    elif guidance_file.exists():
+        chosen = json.loads(guidance_file.read_text())
+    else:
+        started = time.perf_counter()
+        chosen = choose_guidance(model, images, labels, per_class=args.guidance_per_class)
+        chosen["seconds"] = round(time.perf_counter() - started, 1)
+        guidance_file.write_text(json.dumps(chosen, indent=1))
+    guidance = float(chosen["guidance"])
+    results["guidance"] = chosen
+    print(f"guidance {guidance:g} ({chosen.get('chosen_by', 'chosen on a validation split of the training photos')})",
+          flush=True)
+
+    fit, val = data["fit"], data["val"]
+    fit_labels = torch.repeat_interleave(torch.arange(len(fit)), torch.tensor([len(f) for f in fit]))
+    val_labels = torch.repeat_interleave(torch.arange(len(val)), torch.tensor([len(v) for v in val]))
+    class_filter = train_class_filter(torch.cat(fit), fit_labels, torch.cat(val), val_labels, classes=len(classes),
+                                      seed=0)
+    reference = filtering.build_reference(images) if not args.no_filter else None
+    results["class_filter"] = class_filter.describe(classes)
+    generated, results["delivery"] = {}, {}
+    for c in tails:
+        label = classes.index(c)
+        need = args.head - args.tail
+        key = f"{timing['steps']}-{config['seed']}-{c}-{need}-g{guidance}-filter{not args.no_filter}"
+        report = {}
+
+        def make(label=label, need=need, report=report):
+            batch = filtering.generate_filtered(
+                lambda n, seed: model.sample(n, seed=seed, labels=label, guidance=guidance), need, reference,
+                seed=args.seed, chunk=label, class_check=lambda imgs: class_filter.check(imgs, label))
+            report.update(dropped=batch.dropped, generated=batch.generated, shortfall=batch.shortfall)
+            return batch.images if len(batch.images) else torch.empty(0, *images.shape[1:], dtype=torch.uint8)
+
+        imgs, seconds = sample_cached(out / "samples" / f"{c}.safetensors", make, key)
+        generated[c] = imgs
+        if report:
+            report["seconds"] = round(seconds, 1)
+            (out / "samples" / f"{c}.json").write_text(json.dumps(report))
+        saved = out / "samples" / f"{c}.json"
+        results["delivery"][c] = json.loads(saved.read_text()) if saved.exists() else {}
+        print(f"  {c}: {len(imgs)} images {results['delivery'][c]}", flush=True)
+    return generated
+
+
+def copy_shares(data: dict, generated: dict[str, torch.Tensor], results: dict) -> None:
+    """Flip- and shift-aware near-copies of each tail class's generated images of its own photos."""
+    results["copies"] = {}
+    for c, imgs in generated.items():
+        if not len(imgs):
+            results["copies"][c] = {"share": 0.0, "count": 0, "of": 0}
+            continue
+        i = data["classes"].index(c)
+        reference = build_reference(data["photos"][i])
+        thresholds = calibrate(data["photos"][i], heldout=data["test"][i][:200])
+        found = detect(imgs, reference, thresholds)
+        results["copies"][c] = {"share": round(found["share"], 4), "count": found["count"], "of": len(imgs)}
+
+
+# --------------------------------------------------------------------------- arms
+
+
+def run_arm(name: str, class_images: list[torch.Tensor], weights: list[torch.Tensor] | None, data: dict,
+            seeds: list[int], settings: ClassifierSettings, cache_dir: Path) -> dict:
+    """Per seed: balanced accuracy, per-test-image correctness and the steps early stopping kept (cached)."""
+    test = data["test"]
+    signature = json.dumps({"settings": asdict(settings), "train": _digest(*class_images),
+                            "weights": _digest(*weights) if weights else None,
+                            "val": _digest(*data["val"]), "test": _digest(*test)}, sort_keys=True)
+    cache = cache_dir / f"{name}.json"
+    saved = json.loads(cache.read_text()) if cache.exists() else {}
+    if saved.get("signature") != signature:
+        saved = {"signature": signature, "runs": {}}
+    started = time.perf_counter()
+    for seed in seeds:
+        if str(seed) in saved["runs"]:
+            continue
+        t0 = time.perf_counter()
+        model = train_classifier(class_images, seed=seed, settings=settings, weights=weights,
+                                 validation=data["val"])
+        hits = [predict(model, images, image_size=settings.image_size) == label for label, images in enumerate(test)]
+        score = statistics.fmean(h.double().mean().item() for h in hits)
+        saved["runs"][str(seed)] = {"score": score, "correct": [h.tolist() for h in hits],
+                                    "best_step": model.best_step, "seconds": round(time.perf_counter() - t0, 1)}
+        print(f"  arm {name} seed {seed}: balanced accuracy {score:.4f}, kept step {model.best_step} "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(saved))
+    runs = [saved["runs"][str(s)] for s in seeds]
+    return {"scores": [r["score"] for r in runs], "correct": [[torch.tensor(c) for c in r["correct"]] for r in runs],
+            "best_steps": [r["best_step"] for r in runs], "counts": [len(c) for c in class_images],
+            "seconds": round(sum(r["seconds"] for r in runs), 1), "new_seconds": round(time.perf_counter() - started, 1)}
+
+
+def _pp(m: dict | None) -> str:
+    if not m:
+        return "-"
+    return f"{m['value'] * 100:+.2f} [{m['low'] * 100:+.2f}, {m['high'] * 100:+.2f}]"
+
+
+def detectable_effect(runs: dict, arms: list[str]) -> float:
+    """The smallest difference (in accuracy) a paired comparison of two such arms resolves at 95 % with
+    80 % power: (1.96 + 0.84) x the standard error of a paired mean difference, the per-seed spread taken
+    from the pairs of baselines."""
+    diffs = []
+    for i, a in enumerate(arms):
+        for b in arms[i + 1:]:
+            d = [x - y for x, y in zip(runs[a]["scores"], runs[b]["scores"])]  # the seeds both ran
+            if len(d) > 1:
+                diffs.append(statistics.stdev(d))
+    if not diffs:
+        return float("nan")
+    n = max(len(runs[a]["scores"]) for a in arms)  # the seeds every compared arm runs
+    return 2.8 * statistics.fmean(diffs) / math.sqrt(n)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, default=None, help=f"cache and results (default {DEFAULT_OUT}/tailN)")
+    parser.add_argument("--tails", default=",".join(TAILS))
+    parser.add_argument("--tail", type=int, default=30)
+    parser.add_argument("--head", type=int, default=500)
+    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--seeds", default=",".join(str(s) for s in range(10)))
+    parser.add_argument("--selection-seeds", type=int, default=5,
+                        help="the real baselines are compared on the first N seeds; the best runs them all")
+    parser.add_argument("--max-steps", type=int, default=2000, help="classifier steps at most (early stopping)")
+    parser.add_argument("--check-every", type=int, default=200)
+    parser.add_argument("--patience", type=int, default=4)
+    parser.add_argument("--weights", default="0.5", help="loss weights of generated images, besides 1")
+    parser.add_argument("--gen-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a value of the generator's config (e.g. total_steps=8000)")
+    parser.add_argument("--guidance", type=float, default=None, help="instead of the app's choice")
+    parser.add_argument("--guidance-per-class", type=int, default=64)
+    parser.add_argument("--no-filter", action="store_true", help="deliver the images unfiltered")
+    parser.add_argument("--skip-generator", action="store_true", help="the real arms and the oracle only")
+    parser.add_argument("--train-only", action="store_true", help="train the generator, then stop")
+    parser.add_argument("--arms", default="", help="run only these arms (comma-separated)")
+    parser.add_argument("--retrain", action="store_true")
+    parser.add_argument("--seed", type=int, default=0, help="generator training and sampling seed")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--smoke", action="store_true",
+                        help="tails at 6, heads at 20, 2 seeds, tiny classifiers and generator: a code check")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    test_limit = None
+    if args.smoke:
+        args.tail, args.head, args.seeds, args.max_steps, args.check_every = 6, 20, "0,1", 60, 20
+        args.gen_set = ["total_steps=20", "checkpoint_every=10", "grid_images=4", "base_channels=8", *args.gen_set]
+        args.guidance_per_class, test_limit = 4, 20
+        args.no_filter = True  # an untrained generator's images are noise: the filter would drop them all
+        args.out = args.out or DEFAULT_OUT.with_name("longtail_smoke")
+    out = args.out or DEFAULT_OUT / f"tail{args.tail}"
+    out.mkdir(parents=True, exist_ok=True)
+    tails = [c for c in args.tails.split(",") if c]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    weights = [float(w) for w in args.weights.split(",") if w]
+    started = time.perf_counter()
+
+    data = load_data(args.data, tails, args.tail, args.head, args.resolution, test_limit)
+    classes = data["classes"]
+    missing = [c for c in tails if c not in classes]
+    if missing:
+        raise SystemExit(f"no such class: {', '.join(missing)} (classes: {', '.join(classes)})")
+    mirrors = measure(torch.cat(data["photos"]), torch.repeat_interleave(
+        torch.arange(len(classes)), torch.tensor([len(p) for p in data["photos"]])), classes).mirrors
+    base = ClassifierSettings(steps=args.max_steps, mirror=mirrors, check_every=args.check_every,
+                              patience=args.patience)
+    print(f"{len(classes)} classes at {args.resolution} px; training photos "
+          f"{', '.join(f'{c} {len(f)}+{len(v)}' for c, f, v in zip(classes, data['fit'], data['val']))} (fit+val); "
+          f"{sum(len(t) for t in data['test'])} test images; seeds {seeds}; mirrors in augmentation: {mirrors}",
+          flush=True)
+    results: dict = {"classes": classes, "tails": tails, "tail": args.tail, "head": args.head,
+                     "test_images": [len(t) for t in data["test"]], "classifier": asdict(base), "seeds": seeds,
+                     "arms": {}}
+    generated = {} if args.skip_generator else generated_images(args, data, tails, out, results)
+    if generated:
+        copy_shares(data, generated, results)
+
+    baselines = {
+        "real": replace(base, augment=False, class_balanced=False),
+        "real_aug": replace(base, augment=True, class_balanced=False),
+        "real_aug_bal": replace(base, augment=True, class_balanced=True),
+        "real_aug_la": replace(base, augment=True, class_balanced=False, logit_adjust=1.0),
+    }
+    only = {a for a in args.arms.split(",") if a}
+    fit = data["fit"]
+    runs: dict[str, dict] = {}
+    selection = seeds[: args.selection_seeds]  # the baselines are compared on these; the best then runs every seed
+    for arm, settings in baselines.items():
+        if not only or arm in only:
+            runs[arm] = run_arm(arm, fit, None, data, selection, settings, out / "arms")
+    best = max((a for a in baselines if a in runs), key=lambda a: statistics.fmean(runs[a]["scores"]))
+    if len(selection) < len(seeds):
+        runs[best] = run_arm(best, fit, None, data, seeds, baselines[best], out / "arms")
+    best_settings = baselines[best]
+    filled = {"oracle": ([torch.cat([f, data["extra"][c]]) if c in tails else f for c, f in zip(classes, fit)], None)}
+    if generated:
+        gen_fit = [torch.cat([f, generated[c]]) if c in tails else f for c, f in zip(classes, fit)]
+        for w in [1.0, *weights]:
+            per_image = [torch.cat([torch.ones(len(f)), torch.full((len(generated[c]),), w)]) if c in tails
+                         else torch.ones(len(f)) for c, f in zip(classes, fit)]
+            filled[f"gen_w{w:g}"] = (gen_fit, per_image if w != 1.0 else None)
+    for arm, (class_images, per_image) in filled.items():
+        if not only or arm in only:
+            runs[arm] = run_arm(f"{arm}_{best}", class_images, per_image, data, seeds, best_settings, out / "arms")
+
+    tail_idx = [classes.index(c) for c in tails]
+    for arm, run in runs.items():
+        recalls = {c: statistics.fmean(run["correct"][s][i].double().mean().item() for s in range(len(seeds)))
+                   for c, i in zip(tails, tail_idx)}
+        entry = {"counts": run["counts"], "balanced_accuracy": {
+            "value": statistics.fmean(run["scores"]), "std": statistics.stdev(run["scores"]) if len(seeds) > 1 else 0.0,
+            "per_seed": run["scores"]}, "tail_recall": recalls, "kept_steps": run["best_steps"],
+            "classifier_seconds": run["seconds"], "settings": best if arm not in baselines else arm}
+        if arm != best:  # paired on the seeds both ran (a baseline that lost the selection ran fewer)
+            k = min(len(run["scores"]), len(runs[best]["scores"]))
+            entry["credit_over_best_baseline"] = credit(
+                run["correct"][:k], runs[best]["correct"][:k],
+                [a - b for a, b in zip(run["scores"][:k], runs[best]["scores"][:k])])
+            entry["credit_over_best_baseline"]["seeds"] = k
+        results["arms"][arm] = entry
+    results["best_baseline"] = best
+    results["detectable_effect"] = detectable_effect(runs, [a for a in baselines if a in runs])
+    oracle = results["arms"].get("oracle", {}).get("credit_over_best_baseline")
+    results["verdict"] = {}
+    for arm in (a for a in runs if a.startswith("gen_")):
+        cr = results["arms"][arm]["credit_over_best_baseline"]
+        copies = max(v["share"] for v in results["copies"].values())
+        results["verdict"][arm] = {
+            "credit_ge_half_oracle": bool(oracle and cr["value"] >= 0.5 * oracle["value"]),
+            "interval_above_zero": cr["low"] > 0, "copies_le_2pct": copies <= 0.02, "max_copy_share": copies}
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    for c, imgs in generated.items():
+        if len(imgs):
+            save_grid(imgs[:64], out / f"generated_{c}.png", columns=8)
+
+    print(f"\nbest real baseline: {best}; balanced accuracy in % (mean ± std over {len(seeds)} seeds) on "
+          f"{sum(results['test_images'])} test images; credit in points over {best} [95 % paired bootstrap]; "
+          f"smallest detectable effect about {results['detectable_effect'] * 100:.2f} pp")
+    header = ["arm", "balanced acc", *[f"{c} recall" for c in tails], "credit pp [95%]", "kept steps (median)"]
+    rows = []
+    for arm, entry in results["arms"].items():
+        ba = entry["balanced_accuracy"]
+        rows.append([arm, f"{ba['value'] * 100:.2f} ± {ba['std'] * 100:.2f}",
+                     *[f"{entry['tail_recall'][c] * 100:.1f}" for c in tails],
+                     "(baseline)" if arm == best else _pp(entry.get("credit_over_best_baseline")),
+                     f"{statistics.median(entry['kept_steps']):.0f}"])
+    print_table(header, rows)
+    if generated:
+        print("near-copies: " + ", ".join(f"{c} {v['share'] * 100:.1f}% ({v['count']}/{v['of']})"
+                                          for c, v in results["copies"].items()))
+    for arm, v in results["verdict"].items():
+        cr = results["arms"][arm]["credit_over_best_baseline"]
+        print(f"{arm}: credit {cr['value'] * 100:+.2f} pp vs oracle {oracle['value'] * 100:+.2f} pp -> half-oracle "
+              f"{'met' if v['credit_ge_half_oracle'] else 'MISSED'}, interval above zero "
+              f"{'yes' if v['interval_above_zero'] else 'NO'}, copies max {v['max_copy_share'] * 100:.1f}%")
+    print(f"results: {out / 'results.json'} ({results['total_seconds']:.0f} s this run)")
+
+
+if __name__ == "__main__":
+    main()
