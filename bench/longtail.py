@@ -67,6 +67,7 @@ from apps.ml.images import save_grid, to_uint8  # noqa: E402
 from apps.ml.orientation import measure  # noqa: E402
 from apps.ml.usefulness import ClassifierSettings, credit, predict, train_classifier  # noqa: E402
 from bench.balance import _digest, print_table, sample_cached, train_generator  # noqa: E402
+from bench.faithful import BLACK, background, other_way_share  # noqa: E402
 from bench.quality import DEFAULT_DATA  # noqa: E402
 from bench.quick_preset import load_folder, parse_overrides  # noqa: E402
 
@@ -172,8 +173,10 @@ def generated_images(args, data: dict, tails: list[str], out: Path, results: dic
 
 
 def copy_shares(data: dict, generated: dict[str, torch.Tensor], results: dict) -> None:
-    """Flip- and shift-aware near-copies of each tail class's generated images of its own photos."""
-    results["copies"] = {}
+    """Per tail class: flip- and shift-aware near-copies of its own photos among its generated images, and (as
+    bench/faithful.py measures them, #18) the share facing the other way and the background, next to unseen
+    photos'."""
+    results["copies"], results["faithful"] = {}, {}
     for c, imgs in generated.items():
         if not len(imgs):
             results["copies"][c] = {"share": 0.0, "count": 0, "of": 0}
@@ -183,6 +186,14 @@ def copy_shares(data: dict, generated: dict[str, torch.Tensor], results: dict) -
         thresholds = calibrate(data["photos"][i], heldout=data["test"][i][:200])
         found = detect(imgs, reference, thresholds)
         results["copies"][c] = {"share": round(found["share"], 4), "count": found["count"], "of": len(imgs)}
+        unseen = data["test"][i]
+        mean = unseen.float().div(255).mean(0)
+        mask = ((unseen <= BLACK).float().mean(0) >= 0.9)[0]
+        new = unseen[-len(imgs):]
+        results["faithful"][c] = {
+            "other_way": {"generated": other_way_share(imgs, mean), "unseen": other_way_share(new, mean)},
+            "background": {"generated": background(imgs, mask), "unseen": background(new, mask),
+                           "pixels": int(mask.sum())}}
 
 
 # --------------------------------------------------------------------------- arms
@@ -267,7 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-filter", action="store_true", help="deliver the images unfiltered")
     parser.add_argument("--skip-generator", action="store_true", help="the real arms and the oracle only")
     parser.add_argument("--train-only", action="store_true", help="train the generator, then stop")
-    parser.add_argument("--arms", default="", help="run only these arms (comma-separated)")
+    parser.add_argument("--arms", default="", help="of the oracle and the generated arms, run only these "
+                                                   "(comma-separated; the real baselines always run)")
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--seed", type=int, default=0, help="generator training and sampling seed")
     parser.add_argument("--threads", type=int, default=None)
@@ -320,10 +332,9 @@ def main(argv: list[str] | None = None) -> None:
     fit = data["fit"]
     runs: dict[str, dict] = {}
     selection = seeds[: args.selection_seeds]  # the baselines are compared on these; the best then runs every seed
-    for arm, settings in baselines.items():
-        if not only or arm in only:
-            runs[arm] = run_arm(arm, fit, None, data, selection, settings, out / "arms")
-    best = max((a for a in baselines if a in runs), key=lambda a: statistics.fmean(runs[a]["scores"]))
+    for arm, settings in baselines.items():  # always (cached after the first run): the best one is needed
+        runs[arm] = run_arm(arm, fit, None, data, selection, settings, out / "arms")
+    best = max(baselines, key=lambda a: statistics.fmean(runs[a]["scores"]))
     if len(selection) < len(seeds):
         runs[best] = run_arm(best, fit, None, data, seeds, baselines[best], out / "arms")
     best_settings = baselines[best]
@@ -384,8 +395,14 @@ def main(argv: list[str] | None = None) -> None:
     if generated:
         print("near-copies: " + ", ".join(f"{c} {v['share'] * 100:.1f}% ({v['count']}/{v['of']})"
                                           for c, v in results["copies"].items()))
+        print("facing the other way (generated / unseen), background mean /255 (generated / unseen): " + ", ".join(
+            f"{c} {v['other_way']['generated'] * 100:.1f} / {v['other_way']['unseen'] * 100:.1f} %, "
+            f"{v['background']['generated']['mean']:.1f} / {v['background']['unseen']['mean']:.1f}"
+            for c, v in results["faithful"].items()))
     for arm, v in results["verdict"].items():
         cr = results["arms"][arm]["credit_over_best_baseline"]
+        if not oracle:
+            continue
         print(f"{arm}: credit {cr['value'] * 100:+.2f} pp vs oracle {oracle['value'] * 100:+.2f} pp -> half-oracle "
               f"{'met' if v['credit_ge_half_oracle'] else 'MISSED'}, interval above zero "
               f"{'yes' if v['interval_above_zero'] else 'NO'}, copies max {v['max_copy_share'] * 100:.1f}%")
