@@ -351,10 +351,11 @@ def main(argv: list[str] | None = None) -> None:
 
     tail_idx = [classes.index(c) for c in tails]
     for arm, run in runs.items():
-        recalls = {c: statistics.fmean(run["correct"][s][i].double().mean().item() for s in range(len(seeds)))
+        recalls = {c: statistics.fmean(hits[i].double().mean().item() for hits in run["correct"])
                    for c, i in zip(tails, tail_idx)}
-        entry = {"counts": run["counts"], "balanced_accuracy": {
-            "value": statistics.fmean(run["scores"]), "std": statistics.stdev(run["scores"]) if len(seeds) > 1 else 0.0,
+        entry = {"counts": run["counts"], "seeds": len(run["scores"]), "balanced_accuracy": {
+            "value": statistics.fmean(run["scores"]),
+            "std": statistics.stdev(run["scores"]) if len(run["scores"]) > 1 else 0.0,
             "per_seed": run["scores"]}, "tail_recall": recalls, "kept_steps": run["best_steps"],
             "classifier_seconds": run["seconds"], "settings": best if arm not in baselines else arm}
         if arm != best:  # paired on the seeds both ran (a baseline that lost the selection ran fewer)
@@ -380,7 +381,8 @@ def main(argv: list[str] | None = None) -> None:
         if len(imgs):
             save_grid(imgs[:64], out / f"generated_{c}.png", columns=8)
 
-    print(f"\nbest real baseline: {best}; balanced accuracy in % (mean ± std over {len(seeds)} seeds) on "
+    print(f"\nbest real baseline: {best} (chosen on seeds {selection}); balanced accuracy in % (mean ± std over "
+          f"the seeds each arm ran: {len(selection)} for the other baselines, {len(seeds)} for the rest) on "
           f"{sum(results['test_images'])} test images; credit in points over {best} [95 % paired bootstrap]; "
           f"smallest detectable effect about {results['detectable_effect'] * 100:.2f} pp")
     header = ["arm", "balanced acc", *[f"{c} recall" for c in tails], "credit pp [95%]", "kept steps (median)"]
