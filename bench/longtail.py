@@ -148,9 +148,9 @@ def generated_images(args, data: dict, tails: list[str], out: Path, results: dic
     reference = filtering.build_reference(images) if not args.no_filter else None
     results["class_filter"] = class_filter.describe(classes)
     generated, results["delivery"] = {}, {}
-    for c in tails:
+    wanted = {c: args.head - args.tail for c in tails} | {c: args.every for c in classes if c not in tails and args.every}
+    for c, need in wanted.items():
         label = classes.index(c)
-        need = args.head - args.tail
         key = f"{timing['steps']}-{config['seed']}-{c}-{need}-g{guidance}-filter{not args.no_filter}"
         report = {}
 
@@ -161,12 +161,13 @@ def generated_images(args, data: dict, tails: list[str], out: Path, results: dic
             report.update(dropped=batch.dropped, generated=batch.generated, shortfall=batch.shortfall)
             return batch.images if len(batch.images) else torch.empty(0, *images.shape[1:], dtype=torch.uint8)
 
-        imgs, seconds = sample_cached(out / "samples" / f"{c}.safetensors", make, key)
+        stem = f"{c}_g{guidance:g}" + (f"_n{need}" if c not in tails else "")
+        imgs, seconds = sample_cached(out / "samples" / f"{stem}.safetensors", make, key)
         generated[c] = imgs
         if report:
             report["seconds"] = round(seconds, 1)
-            (out / "samples" / f"{c}.json").write_text(json.dumps(report))
-        saved = out / "samples" / f"{c}.json"
+            (out / "samples" / f"{stem}.json").write_text(json.dumps(report))
+        saved = out / "samples" / f"{stem}.json"
         results["delivery"][c] = json.loads(saved.read_text()) if saved.exists() else {}
         print(f"  {c}: {len(imgs)} images {results['delivery'][c]}", flush=True)
     return generated
@@ -178,6 +179,8 @@ def copy_shares(data: dict, generated: dict[str, torch.Tensor], results: dict) -
     photos'."""
     results["copies"], results["faithful"] = {}, {}
     for c, imgs in generated.items():
+        if c not in results["tails"]:
+            continue
         if not len(imgs):
             results["copies"][c] = {"share": 0.0, "count": 0, "of": 0}
             continue
@@ -276,6 +279,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--guidance", type=float, default=None, help="instead of the app's choice")
     parser.add_argument("--guidance-per-class", type=int, default=64)
     parser.add_argument("--no-filter", action="store_true", help="deliver the images unfiltered")
+    parser.add_argument("--fill", type=int, default=None, help="generated images per tail class (default: head - tail)")
+    parser.add_argument("--every", type=int, default=0, help="generated images for every other class too")
     parser.add_argument("--skip-generator", action="store_true", help="the real arms and the oracle only")
     parser.add_argument("--train-only", action="store_true", help="train the generator, then stop")
     parser.add_argument("--arms", default="", help="of the oracle and the generated arms, run only these "
@@ -340,11 +345,17 @@ def main(argv: list[str] | None = None) -> None:
     best_settings = baselines[best]
     filled = {"oracle": ([torch.cat([f, data["extra"][c]]) if c in tails else f for c, f in zip(classes, fit)], None)}
     if generated:
-        gen_fit = [torch.cat([f, generated[c]]) if c in tails else f for c, f in zip(classes, fit)]
+        # --fill N: the tails get N generated images (the first N); --every N: every other class gets N too, so
+        # that looking generated no longer says "tail class"
+        used = {c: imgs[: args.fill] if c in tails and args.fill is not None else imgs for c, imgs in generated.items()}
+        gen_fit = [torch.cat([f, used[c]]) if c in used else f for c, f in zip(classes, fit)]
         for w in [1.0, *weights]:
-            per_image = [torch.cat([torch.ones(len(f)), torch.full((len(generated[c]),), w)]) if c in tails
+            per_image = [torch.cat([torch.ones(len(f)), torch.full((len(used[c]),), w)]) if c in used
                          else torch.ones(len(f)) for c, f in zip(classes, fit)]
-            filled[f"gen_w{w:g}"] = (gen_fit, per_image if w != 1.0 else None)
+            # a recipe other than the default says so in the arm's name (gen_g3_every100_fill100_w1)
+            at = (f"g{args.guidance:g}_" if args.guidance is not None else "") + \
+                 (f"every{args.every}_" if args.every else "") + (f"fill{args.fill}_" if args.fill is not None else "")
+            filled[f"gen_{at}w{w:g}"] = (gen_fit, per_image if w != 1.0 else None)
     for arm, (class_images, per_image) in filled.items():
         if not only or arm in only:
             runs[arm] = run_arm(f"{arm}_{best}", class_images, per_image, data, seeds, best_settings, out / "arms")
