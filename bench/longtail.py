@@ -203,12 +203,15 @@ def copy_shares(data: dict, generated: dict[str, torch.Tensor], results: dict) -
 
 
 def run_arm(name: str, class_images: list[torch.Tensor], weights: list[torch.Tensor] | None, data: dict,
-            seeds: list[int], settings: ClassifierSettings, cache_dir: Path) -> dict:
+            seeds: list[int], settings: ClassifierSettings, cache_dir: Path,
+            class_counts: list[int] | None = None) -> dict:
     """Per seed: balanced accuracy, per-test-image correctness and the steps early stopping kept (cached)."""
     test = data["test"]
-    signature = json.dumps({"settings": asdict(settings), "train": _digest(*class_images),
-                            "weights": _digest(*weights) if weights else None,
-                            "val": _digest(*data["val"]), "test": _digest(*test)}, sort_keys=True)
+    signature = {"settings": asdict(settings), "train": _digest(*class_images),
+                 "weights": _digest(*weights) if weights else None, "val": _digest(*data["val"]), "test": _digest(*test)}
+    if class_counts is not None:
+        signature["class_counts"] = class_counts
+    signature = json.dumps(signature, sort_keys=True)
     cache = cache_dir / f"{name}.json"
     saved = json.loads(cache.read_text()) if cache.exists() else {}
     if saved.get("signature") != signature:
@@ -219,7 +222,7 @@ def run_arm(name: str, class_images: list[torch.Tensor], weights: list[torch.Ten
             continue
         t0 = time.perf_counter()
         model = train_classifier(class_images, seed=seed, settings=settings, weights=weights,
-                                 validation=data["val"])
+                                 validation=data["val"], class_counts=class_counts)
         hits = [predict(model, images, image_size=settings.image_size) == label for label, images in enumerate(test)]
         score = statistics.fmean(h.double().mean().item() for h in hits)
         saved["runs"][str(seed)] = {"score": score, "correct": [h.tolist() for h in hits],
@@ -281,6 +284,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-filter", action="store_true", help="deliver the images unfiltered")
     parser.add_argument("--fill", type=int, default=None, help="generated images per tail class (default: head - tail)")
     parser.add_argument("--every", type=int, default=0, help="generated images for every other class too")
+    parser.add_argument("--real-prior", action="store_true",
+                        help="logit adjustment by the real photos' class counts, not counting generated images")
     parser.add_argument("--skip-generator", action="store_true", help="the real arms and the oracle only")
     parser.add_argument("--train-only", action="store_true", help="train the generator, then stop")
     parser.add_argument("--arms", default="", help="of the oracle and the generated arms, run only these "
@@ -354,11 +359,15 @@ def main(argv: list[str] | None = None) -> None:
                          else torch.ones(len(f)) for c, f in zip(classes, fit)]
             # a recipe other than the default says so in the arm's name (gen_g3_every100_fill100_w1)
             at = (f"g{args.guidance:g}_" if args.guidance is not None else "") + \
-                 (f"every{args.every}_" if args.every else "") + (f"fill{args.fill}_" if args.fill is not None else "")
+                 (f"every{args.every}_" if args.every else "") + (f"fill{args.fill}_" if args.fill is not None else "") + \
+                 ("realprior_" if args.real_prior else "")
             filled[f"gen_{at}w{w:g}"] = (gen_fit, per_image if w != 1.0 else None)
+    real_counts = [len(f) for f in fit]
     for arm, (class_images, per_image) in filled.items():
         if not only or arm in only:
-            runs[arm] = run_arm(f"{arm}_{best}", class_images, per_image, data, seeds, best_settings, out / "arms")
+            counts = real_counts if arm.startswith("gen_") and args.real_prior and best_settings.logit_adjust else None
+            runs[arm] = run_arm(f"{arm}_{best}", class_images, per_image, data, seeds, best_settings, out / "arms",
+                                class_counts=counts)
 
     tail_idx = [classes.index(c) for c in tails]
     for arm, run in runs.items():

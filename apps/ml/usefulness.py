@@ -212,6 +212,7 @@ def _augment(x: torch.Tensor, gen: torch.Generator, mirror: bool = True) -> torc
 def train_classifier(
     class_images: list[torch.Tensor], *, seed: int, settings: ClassifierSettings | None = None,
     weights: list[torch.Tensor] | None = None, validation: list[torch.Tensor] | None = None,
+    class_counts: list[int] | None = None,
 ) -> SmallCNN:
     """Train a :class:`SmallCNN` on uint8 images, one tensor per class (label = list index).
 
@@ -224,7 +225,9 @@ def train_classifier(
     the batch's loss is the mean of weight x cross-entropy. ``validation``: held-out uint8 images, one
     tensor per class: early stopping on their balanced accuracy (``settings.check_every``,
     ``settings.patience``), the best weights are returned. The returned model's ``best_step`` says which
-    step's weights it holds, ``steps_run`` how many steps ran.
+    step's weights it holds, ``steps_run`` how many steps ran. ``class_counts``: the class sizes logit
+    adjustment corrects for (default: the images given; e.g. only the real photos, when generated images
+    fill some classes but the classifier does not take them for real ones).
     """
     s = settings or ClassifierSettings()
     if len(class_images) < 2 or any(len(c) == 0 for c in class_images):
@@ -245,7 +248,8 @@ def train_classifier(
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=s.steps, pct_start=0.15)
     weight_all = torch.cat(weights).float().to(s.device) if weights is not None else None
-    log_prior = (counts.double() / counts.sum()).log().float().to(s.device)
+    prior = torch.tensor(class_counts, dtype=torch.float64) if class_counts is not None else counts.double()
+    log_prior = (prior / prior.sum()).log().float().to(s.device)
     best_score, best_state, best_step, since_best = -1.0, None, s.steps, 0
     model.train()
     steps_run = 0

@@ -46,6 +46,10 @@ def test_logit_adjustment_stops_the_prior_from_deciding():
     adjusted = train_classifier(classes, seed=0, settings=ClassifierSettings(**{**SMALL.__dict__, "logit_adjust": 1.0}))
     assert predict_proba(plain, probe, image_size=8)[:, 0].mean() < 0.25  # the majority class wins
     assert 0.3 < predict_proba(adjusted, probe, image_size=8)[:, 0].mean() < 0.7  # no class is favoured
+    # Told the classes are equally common (e.g. generated images fill the small one), it adjusts nothing.
+    told = train_classifier(classes, seed=0, settings=ClassifierSettings(**{**SMALL.__dict__, "logit_adjust": 1.0}),
+                            class_counts=[50, 50])
+    assert predict_proba(told, probe, image_size=8)[:, 0].mean() < 0.25
 
 
 def test_early_stopping_stops_when_validation_stops_improving_and_keeps_the_best_weights():
