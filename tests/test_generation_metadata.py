@@ -79,6 +79,7 @@ def test_off_class_images_are_dropped_and_every_image_is_listed_once_with_its_sc
     assert job.dropped >= manifest["filter"]["dropped"]["class"]
     assert set(manifest["filter"]["class"]["classes"]) == set(CLASSES)
     assert manifest["weight"]["value"] == export.GENERATED_WEIGHT and manifest["weight"]["provisional"]
+    assert manifest["weight"]["per_photo"] == 4 and "at most 4 generated images per real photo" in manifest["weight"]["recipe"]
     # torchvision's ImageFolder reads the zip as it is (metadata.jsonl and manifest.json are not images) ...
     folder = ImageFolder(str(root))
     assert folder.classes == CLASSES and len(folder) == 15

@@ -147,3 +147,5 @@ def test_the_mixed_arm_trains_with_the_recommended_weight():
     assert full["real_aug"]["value"] == light["real_aug"]["value"]  # the same real arm
     assert full["mixed_aug"]["value"] > light["mixed_aug"]["value"] + 0.03
     assert light["generated_weight"] == 0.1 and full["generated_weight"] == 1.0
+    # The recipe's ratio: the short class's 8 photos get at most 4 generated images each, not 112 to fill it up.
+    assert full["counts"]["mixed_aug"] == {"a": 121, "b": 8 + 4 * 8}
