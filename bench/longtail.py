@@ -66,7 +66,7 @@ from apps.ml.guidance import choose_guidance  # noqa: E402
 from apps.ml.images import save_grid, to_uint8  # noqa: E402
 from apps.ml.orientation import measure  # noqa: E402
 from apps.ml.usefulness import ClassifierSettings, credit, predict, train_classifier  # noqa: E402
-from bench.balance import _digest, print_table, sample_cached, train_generator  # noqa: E402
+from bench.balance import _digest, _pp, print_table, sample_cached, train_generator  # noqa: E402
 from bench.faithful import BLACK, background, other_way_share  # noqa: E402
 from bench.quality import DEFAULT_DATA  # noqa: E402
 from bench.quick_preset import load_folder, parse_overrides  # noqa: E402
@@ -235,12 +235,6 @@ def run_arm(name: str, class_images: list[torch.Tensor], weights: list[torch.Ten
     return {"scores": [r["score"] for r in runs], "correct": [[torch.tensor(c) for c in r["correct"]] for r in runs],
             "best_steps": [r["best_step"] for r in runs], "counts": [len(c) for c in class_images],
             "seconds": round(sum(r["seconds"] for r in runs), 1), "new_seconds": round(time.perf_counter() - started, 1)}
-
-
-def _pp(m: dict | None) -> str:
-    if not m:
-        return "-"
-    return f"{m['value'] * 100:+.2f} [{m['low'] * 100:+.2f}, {m['high'] * 100:+.2f}]"
 
 
 def detectable_effect(runs: dict, arms: list[str]) -> float:
