@@ -597,6 +597,7 @@ def balance_test(
     scored = [i for i, t in enumerate(real_test) if len(t)]
     largest = max(len(t) for t in real_train)
     short_classes = [i for i, t in enumerate(real_train) if len(t) < largest]
+    unscored = [class_names[i] for i in range(len(real_test)) if i not in scored]
     unscored_short = [class_names[i] for i in short_classes if i not in scored]
     reason = None
     if len(scored) < 2:
@@ -608,12 +609,13 @@ def balance_test(
                   "test on (a class keeps photos back from 40 photos on): nothing is claimed for them")
     if reason:
         return {name: metric(None, reason) for name in (*BALANCE_ARMS, "credit")} | {
-            "classes_scored": len(scored), "unscored": [class_names[i] for i in range(len(real_test))
-                                                        if i not in scored],
+            "classes_scored": len(scored), "unscored": unscored,
             "photo_equivalent": {"photos": None, "low": None, "high": None, "verdict": "not measured",
                                  "reason": reason, "words": f"no photo count: {reason}"}}
     fill = [generated[i][: max(1, min(largest - len(real_train[i]), GENERATED_PER_PHOTO * len(real_train[i])))]
             for i in range(len(real_train))]
+    mixed_weights = [torch.cat([torch.ones(len(real)), torch.full((len(extra),), float(generated_weight))])
+                     for real, extra in zip(real_train, fill)]  # the photos weigh 1, generated images the recipe's
     arms = {
         "real_aug": real_train,
         "mixed_aug": [torch.cat([real, extra]) for real, extra in zip(real_train, fill)],
@@ -633,10 +635,8 @@ def balance_test(
             if name in PHOTO_FRACTIONS:
                 classes = [subsample(t, PHOTO_FRACTIONS[name], seed=seed, salt=i) if i in short_classes else t
                            for i, t in enumerate(real_train)]
-            weights = ([torch.cat([torch.ones(len(real)), torch.full((len(extra),), float(generated_weight))])
-                        for real, extra in zip(real_train, fill)] if name == "mixed_aug" else None)
             model = train_classifier(classes, seed=seed, settings=plain if name == "synthetic" else augmented,
-                                     weights=weights)
+                                     weights=mixed_weights if name == "mixed_aug" else None)
             hits = [predict(model, real_test[i], image_size=s.image_size) == i for i in scored]
             correct[name].append(hits)
             scores[name].append(statistics.fmean(h.double().mean().item() for h in hits))
@@ -669,7 +669,7 @@ def balance_test(
     return out | {
         "counts": counts,
         "classes_scored": len(scored),
-        "unscored": [class_names[i] for i in range(len(real_test)) if i not in scored],
+        "unscored": unscored,
         "generated_weight": float(generated_weight),
         "seeds": list(seeds),
         "augmentation": AUGMENTATION,
