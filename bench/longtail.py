@@ -14,7 +14,8 @@ label, with the config the app builds for this dataset (``build_config`` with th
 class counts, preset quick, ``--gen-set KEY=VALUE`` overrides, e.g. a shorter training on a CPU); the
 guidance the app would choose (:func:`apps.ml.guidance.choose_guidance`, on a validation split of the
 training photos); images delivered as the app delivers them (:func:`apps.ml.filtering.generate_filtered`:
-the noise / blank / copy filter and the class filter of :mod:`apps.ml.class_filter`, trained on the
+the noise / blank / copy filter, copy limits per class (``--copy-filter pooled``: one set for every
+class, as before), and the class filter of :mod:`apps.ml.class_filter`, trained on the
 classifier-training photos and calibrated on the validation photos). Each tail class gets ``head - tail``
 images, as many as the oracle's extra photos.
 
@@ -145,23 +146,31 @@ def generated_images(args, data: dict, tails: list[str], out: Path, results: dic
     val_labels = torch.repeat_interleave(torch.arange(len(val)), torch.tensor([len(v) for v in val]))
     class_filter = train_class_filter(torch.cat(fit), fit_labels, torch.cat(val), val_labels, classes=len(classes),
                                       seed=0)
-    reference = filtering.build_reference(images) if not args.no_filter else None
+    if args.no_filter:
+        references = None
+    elif args.copy_filter == "pooled":  # before: one set of copy limits for every class
+        references = dict.fromkeys(range(len(classes)), filtering.build_reference(images))
+    else:  # the product: each class's copies looked for among its own photos, by its own limits
+        references = filtering.build_class_references(images, labels, len(classes))
     results["class_filter"] = class_filter.describe(classes)
     generated, results["delivery"] = {}, {}
     wanted = {c: args.head - args.tail for c in tails} | {c: args.every for c in classes if c not in tails and args.every}
     for c, need in wanted.items():
         label = classes.index(c)
-        key = f"{timing['steps']}-{config['seed']}-{c}-{need}-g{guidance}-filter{not args.no_filter}"
+        key = (f"{timing['steps']}-{config['seed']}-{c}-{need}-g{guidance}-filter{not args.no_filter}"
+               + ("" if args.copy_filter == "pooled" else "-copies-by-class"))
         report = {}
 
         def make(label=label, need=need, report=report):
             batch = filtering.generate_filtered(
-                lambda n, seed: model.sample(n, seed=seed, labels=label, guidance=guidance), need, reference,
+                lambda n, seed: model.sample(n, seed=seed, labels=label, guidance=guidance), need,
+                references[label] if references else None,
                 seed=args.seed, chunk=label, class_check=lambda imgs: class_filter.check(imgs, label))
             report.update(dropped=batch.dropped, generated=batch.generated, shortfall=batch.shortfall)
             return batch.images if len(batch.images) else torch.empty(0, *images.shape[1:], dtype=torch.uint8)
 
-        stem = f"{c}_g{guidance:g}" + (f"_n{need}" if c not in tails else "")
+        stem = (f"{c}_g{guidance:g}" + (f"_n{need}" if c not in tails else "")
+                + ("_pooled" if args.copy_filter == "pooled" else ""))
         imgs, seconds = sample_cached(out / "samples" / f"{stem}.safetensors", make, key)
         generated[c] = imgs
         if report:
@@ -276,6 +285,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--guidance", type=float, default=None, help="instead of the app's choice")
     parser.add_argument("--guidance-per-class", type=int, default=64)
     parser.add_argument("--no-filter", action="store_true", help="deliver the images unfiltered")
+    parser.add_argument("--copy-filter", default="by-class", choices=("by-class", "pooled"),
+                        help="copy limits per class (the product) or one set for every class (before)")
     parser.add_argument("--fill", type=int, default=None, help="generated images per tail class (default: head - tail)")
     parser.add_argument("--every", type=int, default=0, help="generated images for every other class too")
     parser.add_argument("--real-prior", action="store_true",

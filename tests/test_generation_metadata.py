@@ -98,6 +98,19 @@ def test_off_class_images_are_dropped_and_every_image_is_listed_once_with_its_sc
         assert row["weight"] == export.GENERATED_WEIGHT
 
 
+def test_copies_are_looked_for_among_the_images_own_class_by_that_class_thresholds(generator, tmp_path):
+    _, root = run_job(generator, {"blob": 4, "shape": 4}, tmp_path)
+    manifest = json.loads((root / "manifest.json").read_text())
+    limits = manifest["filter"]["thresholds"]
+    assert set(limits["by_class"]) == set(CLASSES) and {"noise", "blank"} <= set(limits)
+    for name in CLASSES:  # 30 training + 12 held-out photos of each class calibrate its own limits
+        assert limits["by_class"][name]["copy_calibration_images"] <= 42
+        assert limits["by_class"][name]["copy_calibrated_on"] == "the class's own photos"
+    for image in manifest["images"]:  # the reference photos are 30 blobs, then 30 shapes
+        own = range(0, 30) if image["class"] == "blob" else range(30, 60)
+        assert image["nearest_train"] in own, image
+
+
 def test_the_class_filter_is_trained_once_per_generator_and_kept_in_its_folder(generator, tmp_path, monkeypatch):
     run_job(generator, {"blob": 3, "shape": 0}, tmp_path)
     assert storage.exists(f"generators/shop/{services.CLASS_FILTER_FILE}")

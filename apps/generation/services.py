@@ -156,34 +156,34 @@ def _load_model(generator_id: int, kind: str, files_dir: str, version: str):
         return registry.get(kind).load(folder, device=pick_device())
 
 
-def _stored_images(name: str):
-    try:
-        return load_safetensors(storage.read_bytes(name))["images"]
-    except FileNotFoundError:
-        return None
-
-
-@lru_cache(maxsize=4)
-def _filter_reference(generator_id: int, files_dir: str, version: str) -> filtering.FilterReference | None:
-    """Thresholds calibrated on the generator's real images (None for generators without them)."""
-    reference = _stored_images(f"{files_dir}/reference.safetensors")
-    if reference is None:
-        return None
-    return filtering.build_reference(
-        reference,
-        _stored_images(f"{files_dir}/heldout.safetensors"),
-        _stored_images(f"{files_dir}/augmented.safetensors"),
-    )
-
-
-CLASS_FILTER_FILE = "class_filter.safetensors"  # in the generator's folder, next to its reference images
-
-
 def _stored_tensors(name: str) -> dict | None:
     try:
         return load_safetensors(storage.read_bytes(name))
     except FileNotFoundError:
         return None
+
+
+@lru_cache(maxsize=4)
+def _filter_references(generator_id: int, files_dir: str, version: str, classes: int
+                       ) -> dict[int | None, filtering.FilterReference] | None:
+    """Thresholds calibrated on the generator's real images (None for generators without them): one
+    reference under the key None for a one-class generator, one per class index for a conditional one
+    (copies are looked for among the image's own class's photos, by that class's thresholds)."""
+    train = _stored_tensors(f"{files_dir}/reference.safetensors")
+    if train is None:
+        return None
+    heldout = _stored_tensors(f"{files_dir}/heldout.safetensors") or {}
+    augmented = _stored_tensors(f"{files_dir}/augmented.safetensors") or {}
+    if classes and "labels" in train:
+        return filtering.build_class_references(
+            train["images"], train["labels"].long(), classes,
+            heldout=heldout.get("images"), heldout_labels=heldout["labels"].long() if "labels" in heldout else None,
+            augmented=augmented.get("images"),
+            augmented_labels=augmented["labels"].long() if "labels" in augmented else None)
+    return {None: filtering.build_reference(train["images"], heldout.get("images"), augmented.get("images"))}
+
+
+CLASS_FILTER_FILE = "class_filter.safetensors"  # in the generator's folder, next to its reference images
 
 
 _CLASS_FILTERS: dict[tuple, ClassFilter | None] = {}  # this process's filters: (generator, folder, classes)
@@ -279,7 +279,8 @@ def _generate(job: GenerationJob, work) -> tuple[int, str, str]:
     storage.remove_prefix(storage.job_prefix(job.pk))  # a job delivered again starts its files over
     version = generator.updated_at.isoformat()
     model = _load_model(generator.pk, generator.kind, generator.files_dir, version)
-    reference = _filter_reference(generator.pk, generator.files_dir, version) if job.filter_images else None
+    references = (_filter_references(generator.pk, generator.files_dir, version, len(generator.classes))
+                  if job.filter_images else None)
     # Conditional generators: every image is scored by the class filter; with the filter on, images it
     # does not recognise as their class are dropped and replaced.
     classifier = class_filter(generator)
@@ -292,6 +293,7 @@ def _generate(job: GenerationJob, work) -> tuple[int, str, str]:
     parts = [(names.index(name), name, n) for name, n in job.counts.items() if n] or [(None, None, job.count)]
     chunk_index = 0
     for label, class_name, class_count in parts:
+        reference = references[label] if references else None
         by_class = {"labels": label, "guidance": job.guidance} if label is not None else {}
 
         def sample(n: int, seed: int, by_class=by_class):
@@ -323,9 +325,9 @@ def _generate(job: GenerationJob, work) -> tuple[int, str, str]:
             "generator": {"id": generator.pk, "name": generator.name, "kind": generator.kind,
                           "resolution": generator.resolution, "version": version},
             "job": {"id": job.pk, "count": job.count, "produced": produced, "seed": job.seed,
-                    "steps": job.steps, "filtered": reference is not None,
+                    "steps": job.steps, "filtered": references is not None,
                     **({"counts": job.counts, "guidance": job.guidance} if job.counts else {})},
-            "filter": {"dropped": dropped, "thresholds": reference.thresholds() if reference else None,
+            "filter": {"dropped": dropped, "thresholds": _thresholds(references, names),
                        "class": classifier.describe(names) if classifier is not None else None},
             "weight": export.weight_note(),
             "images": manifest_images,
@@ -340,6 +342,15 @@ def _generate(job: GenerationJob, work) -> tuple[int, str, str]:
         storage.publish_file(path, f"{folder_relative}/{path.relative_to(folder).as_posix()}")
     storage.publish_file(zip_path, zip_relative)
     return produced, folder_relative, zip_relative
+
+
+def _thresholds(references: dict | None, names: list[str]) -> dict | None:
+    """The manifest's ``filter.thresholds``: None with the filter off."""
+    if not references:
+        return None
+    if None in references:
+        return references[None].thresholds()
+    return filtering.class_thresholds(references, names)
 
 
 def delete_job(*, job: GenerationJob) -> None:

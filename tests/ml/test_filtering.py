@@ -113,3 +113,62 @@ def test_jobs_with_seeds_5_and_6_that_needed_refills_share_no_image():
     assert five.generated > 12 and six.generated > 12  # both refilled
     keys = lambda batch: {bytes(img.numpy().tobytes()) for img in batch.images}  # noqa: E731
     assert len(keys(five)) == 12 and not keys(five) & keys(six)
+
+
+def _smooth(n: int, scale: float, generator: torch.Generator, size: int = 16) -> torch.Tensor:
+    coarse = torch.randn(n, 1, 4, 4, generator=generator)
+    return torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False) * scale
+
+
+def _u8(x: torch.Tensor) -> torch.Tensor:
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+@pytest.fixture
+def long_tail():
+    """A dense head class of 300 photos around one picture and a sparse tail class of 12 distinct ones
+    (10 to train on, 2 held out), plus near-copies of the tail's photos and new photos of both classes."""
+    g = torch.Generator().manual_seed(0)
+    centre = 0.5 + _smooth(1, 0.2, g)
+    head, tail = centre + _smooth(300, 0.08, g), centre + _smooth(12, 0.2, g)
+    sources = torch.arange(40) % 10
+    return {
+        "train": _u8(torch.cat([head[:250], tail[:10]])), "labels": torch.tensor([0] * 250 + [1] * 10),
+        "heldout": _u8(torch.cat([head[250:], tail[10:]])), "heldout_labels": torch.tensor([0] * 50 + [1] * 2),
+        "tail_copies": _u8(tail[sources] + _smooth(40, 0.12, g)), "sources": 250 + sources,
+        "new_tail": _u8(centre + _smooth(40, 0.2, g)), "new_head": _u8(centre + _smooth(40, 0.08, g)),
+    }
+
+
+def test_a_conditional_generators_copies_of_a_small_class_are_caught_by_its_own_thresholds(long_tail):
+    """Thresholds calibrated on every class together are set by the dense head and let most copies of the
+    tail's photos through; the tail's own thresholds catch them, and keep new photos of both classes."""
+    pooled = filtering.build_reference(long_tail["train"], long_tail["heldout"])
+    by_class = filtering.build_class_references(long_tail["train"], long_tail["labels"], 2,
+                                                heldout=long_tail["heldout"],
+                                                heldout_labels=long_tail["heldout_labels"])
+    assert filtering.score_images(long_tail["tail_copies"], pooled).dropped["copy"] <= 10  # the defect
+    caught = filtering.score_images(long_tail["tail_copies"], by_class[1])
+    assert caught.dropped["copy"] >= 28
+    # nearest_train is still an index into all the training photos: the copied photo itself
+    hits = [s["nearest_train"] == int(src) for s, src in zip(caught.scores, long_tail["sources"]) if s["dropped"]]
+    assert sum(hits) >= 0.9 * len(hits)
+    assert filtering.score_images(long_tail["new_tail"], by_class[1]).dropped["copy"] <= 4
+    assert filtering.score_images(long_tail["new_head"], by_class[0]).dropped["copy"] <= 4
+    assert by_class[1].thresholds()["copy_calibration_images"] == 12  # the tail's own 12 photos
+    assert by_class[0].noise_threshold == pooled.noise_threshold  # noise and blank limits stay shared
+
+
+def test_a_class_too_small_to_calibrate_gets_the_pooled_copy_thresholds(long_tail):
+    train = torch.cat([long_tail["train"][:250], long_tail["train"][250:251]])
+    labels = torch.tensor([0] * 250 + [1])
+    references = filtering.build_class_references(train, labels, 3)  # class 1: one photo; class 2: none
+    pooled = filtering.build_reference(train)
+    for label in (1, 2):
+        assert references[label].copy_threshold == pytest.approx(pooled.copy_threshold)
+        assert "too few" in references[label].calibration["copy_calibrated_on"]
+    assert len(references[1].train) == 1 and len(references[2].train) == len(train)
+    limits = filtering.class_thresholds(references, ["head", "one", "none"])
+    json.dumps(limits)
+    assert set(limits["by_class"]) == {"head", "one", "none"} and "noise" in limits
+    assert "copy" in limits["by_class"]["one"] and "noise" not in limits["by_class"]["one"]
