@@ -51,6 +51,21 @@ def test_augment_dataset_is_moderate_and_fills_corners_with_background():
     assert 0.75 * dark_share_before < dark_share_after < 1.35 * dark_share_before
 
 
+@pytest.mark.parametrize("background, object_value", [(0, 200), (255, 40)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_augmented_copies_keep_a_plain_background_exactly(background, object_value, channels):
+    """Brightness and contrast change the object, not the background: black stays black, white stays white
+    (torchvision's contrast blends in the mean grey, its brightness scales the background: a generator
+    trained on such copies learnt grey backgrounds)."""
+    images = torch.full((8, channels, 32, 32), background, dtype=torch.uint8)
+    images[:, :, 12:20, 12:20] = object_value
+    copies = augment_dataset(images, copies=6, seed=3, mirror=False)[8:]
+    corners = torch.cat([copies[..., :4, :4], copies[..., :4, -4:], copies[..., -4:, :4], copies[..., -4:, -4:]])
+    assert (corners == background).all()
+    middle = copies[..., 15:17, 15:17].float()
+    assert middle.std() > 1  # the jitter still changes the object
+
+
 def test_augment_dataset_zero_copies_and_bad_input():
     images = _object_on_white(n=2)
     assert torch.equal(augment_dataset(images, copies=0, seed=0), images)
