@@ -31,13 +31,18 @@ class TrainingRunInline(admin.TabularInline):
 
 @admin.register(Generator)
 class GeneratorAdmin(admin.ModelAdmin):
-    list_display = ["name", "kind", "resolution", "class_list", "status", "verdict", "usefulness", "photo_equivalent",
+    list_display = ["name", "lineage", "kind", "resolution", "class_list", "status", "verdict", "usefulness", "photo_equivalent",
                     "owner", "shared", "dataset", "created_at"]
     list_filter = [KindFilter, "status", "shared", "resolution", "augment", "preset"]
     search_fields = ["name", "owner__username", "dataset__name"]
-    readonly_fields = ["kind", "resolution", "channels", "classes", "config", "files_dir", "sample_grid_preview", "quality", "warnings"]
+    readonly_fields = ["kind", "resolution", "channels", "base_generator", "base_name", "classes", "config", "files_dir", "sample_grid_preview", "quality", "warnings"]
     inlines = [TrainingRunInline]
     actions = ["share", "unshare"]
+
+    @admin.display(description="started from")
+    def lineage(self, obj):
+        """"fine-tuned from <base>" (the name stays when the base is deleted); "—" when trained from scratch."""
+        return obj.lineage or "—"
 
     @admin.display(description="classes")
     def class_list(self, obj):

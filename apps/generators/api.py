@@ -59,8 +59,17 @@ class OrientationSerializer(serializers.Serializer):
     summary = serializers.CharField(help_text="What it means for the augmentation, in plain words.")
 
 
+class BaseGeneratorSerializer(serializers.Serializer):
+    """The generator this one was fine-tuned from: ``id`` null once the base was deleted (or it lives on
+    another installation: an imported generator); ``name`` stays."""
+
+    id = serializers.IntegerField(allow_null=True)
+    name = serializers.CharField()
+
+
 class GeneratorSerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.username", read_only=True)
+    base_generator = serializers.SerializerMethodField()
     run = serializers.SerializerMethodField()
     stage = serializers.SerializerMethodField()
     progress = serializers.SerializerMethodField()
@@ -76,7 +85,15 @@ class GeneratorSerializer(serializers.ModelSerializer):
         model = Generator
         fields = ["id", "name", "kind", "resolution", "channels", "dataset", "augment", "preset", "shared",
                   "owner", "status", "stage", "progress", "run", "error", "warnings", "sample_grid_url",
-                  "uses_sampling_steps", "classes", "orientation", "quality", "config", "created_at"]
+                  "uses_sampling_steps", "classes", "orientation", "quality", "config", "base_generator",
+                  "created_at"]
+
+    @extend_schema_field(BaseGeneratorSerializer(allow_null=True))
+    def get_base_generator(self, generator) -> dict | None:
+        """What it was fine-tuned from; null when trained from scratch."""
+        if not generator.base_name:
+            return None
+        return {"id": generator.base_generator_id, "name": generator.base_name}
 
     def _run(self, generator):
         cache = self.context.setdefault("_runs", {})
@@ -137,6 +154,11 @@ class GeneratorCreateSerializer(serializers.Serializer):
     options = serializers.DictField(required=False, help_text=(
         "Advanced: settings over the preset, e.g. {\"total_steps\": 2000}; "
         "GET /api/generator-types/ lists each type's settings."))
+    base_generator = json_fields.IntegerField(required=False, allow_null=True, help_text=(
+        "Fine-tune: the id of a ready generator you can see (yours or shared) of the same type, resolution and "
+        "channels; training starts from its weights with the fine-tuning recipe (a third of the preset's steps, "
+        "a lower learning rate) unless options set those. Another one: 400 naming the mismatch and listing the "
+        "generators that fit. Left out (or null): train from scratch."))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -202,6 +224,7 @@ class GeneratorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.
             preset=data.get("preset") or None,
             shared=data["shared"],
             options=data.get("options") or None,
+            base_generator=data.get("base_generator"),
         )
         return Response(GeneratorSerializer(generator, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
 

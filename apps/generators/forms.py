@@ -3,6 +3,7 @@ import json
 
 from django import forms
 
+from apps.core.errors import InvalidInput
 from apps.core.forms import Form
 from django.utils.html import format_html
 
@@ -48,6 +49,14 @@ class GeneratorSettingsForm(Form):
         help_text="Others can then generate from it without uploading anything. You can change this later.",
     )
 
+    base_generator = forms.TypedChoiceField(
+        coerce=int, empty_value=None, required=False, label="Start from", initial="",
+        widget=forms.RadioSelect(attrs={"class": "choices"}),
+        help_text=("A generator in the registry of the same type and image size: training starts from its weights "
+                   "and runs the fine-tuning recipe, a third of the training length's steps (about a third of the "
+                   "times shown above) at a lower learning rate. Its photos must be colour or grayscale like yours."),
+    )
+
     options = OptionsField(
         required=False, label="Advanced settings (optional)",
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": '{"total_steps": 3000}'}),
@@ -55,16 +64,30 @@ class GeneratorSettingsForm(Form):
                   "The settings of each type and their standard values are listed below.",
     )
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, user=None, **kwargs):
+        from . import transfer
+
         super().__init__(*args, **kwargs)
+        self.user = user
         self.fields["kind"].choices = kind_choices()
+        self.fields["base_generator"].choices = [("", "nothing (train from scratch)"), *(
+            (g.pk, transfer.describe_base(g)) for g in transfer.possible_bases(user)[:50])]
         if not self.is_bound and not self.initial.get("kind") and self.fields["kind"].choices:
             self.initial["kind"] = self.fields["kind"].choices[0][0]
 
     def clean(self):
-        from . import services
+        from . import services, transfer
 
         data = super().clean()
+        if data.get("base_generator") and data.get("kind") and data.get("resolution"):
+            # The channels come with the dataset in step 2, where start_training checks the base again.
+            base = transfer.possible_bases(self.user).filter(pk=data["base_generator"]).first()
+            try:
+                transfer.check_base(user=self.user, base_id=data["base_generator"], kind=data["kind"],
+                                    resolution=data["resolution"], channels=base.channels if base else 3)
+            except InvalidInput as refused:
+                for problem in refused.errors["base_generator"]:
+                    self.add_error("base_generator", problem)
         options = data.get("options") or {}
         if options and data.get("kind") and data.get("resolution"):
             # The dataset comes in step 2, where the options are checked again against its own recipe.

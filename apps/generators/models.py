@@ -39,12 +39,23 @@ class Generator(TimeStamped):
     # Which way its training photos face (apps.ml.orientation), measured by the prepare stage: what the
     # augmentation, the recipe and the report's classifier followed.
     orientation = models.JSONField(default=dict, blank=True)
+    # Lineage: the generator this one was fine-tuned from (apps.generators.transfer). Its weights are the child's
+    # own, so deleting the base only clears the link; ``base_name`` keeps saying what it was fine-tuned from
+    # (also for an imported generator whose base lives on another installation).
+    base_generator = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
+                                       related_name="fine_tuned")
+    base_name = models.CharField(max_length=120, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.kind}, {self.resolution}px)"
+
+    @property
+    def lineage(self) -> str:
+        """"fine-tuned from <name>", or "" for a generator trained from scratch."""
+        return f"fine-tuned from {self.base_name}" if self.base_name else ""
 
     @property
     def is_ready(self) -> bool:

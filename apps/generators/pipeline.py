@@ -32,7 +32,7 @@ from apps.core import storage
 from apps.core.storage import StorageUnavailable
 from apps.datasets.imaging import dataset_channels, stack_training_tensor
 
-from . import estimates, evaluation, shutdown
+from . import estimates, evaluation, shutdown, transfer
 from apps.ml import registry
 from apps.ml.augment import augment_dataset, augmentation_copies
 from apps.ml.base import TrainProgress
@@ -41,6 +41,7 @@ from apps.ml.checkpoint import load_json, load_tensors, save_json_atomic, save_t
 from apps.ml.device import pick_device
 from apps.ml.images import save_grid
 from apps.ml.orientation import measure as measure_orientation
+from apps.ml.transfer import read_base, start_from
 from .models import Generator, TrainingRun
 from .services import generator_files_dir, mark_cancelled
 from .stages import STAGE_ORDER
@@ -373,6 +374,10 @@ def _train(run: TrainingRun, work: Path) -> None:
     storage.fetch(storage.run_file(run.pk, CHECKPOINTS), work / CHECKPOINTS)
     training = load_tensors(work / TRAINING)
     images, labels = training["images"].float().div(127.5).sub(1.0), training.get("labels")
+    # Fine-tuning: the copy of the base's files made when the generator was asked for (transfer.snapshot_base).
+    base = None
+    if (snapshot := transfer.base_snapshot(run.pk)) is not None:
+        base = read_base(storage.fetch(snapshot, work / transfer.BASE_DIR))
     generator_type = registry.get(generator.kind)
     device = pick_device()
     # A resumed run keeps the config it started with; a new one gets the preset's recipe for this data
@@ -393,6 +398,8 @@ def _train(run: TrainingRun, work: Path) -> None:
         class_counts=prepared["labels"].bincount(minlength=len(generator.classes)).tolist()
         if generator.classes else None,
         orientation=generator.orientation or None,
+        # Fine-tuning: the base's model shape and the fine-tuning recipe, before the user's options.
+        base=base.recipe_config() if base is not None else None,
     )
     Generator.objects.filter(pk=generator.pk).update(config=config)
     run.refresh_from_db()
@@ -405,6 +412,8 @@ def _train(run: TrainingRun, work: Path) -> None:
     estimates.store_run_estimate(run.pk, generator.kind, config, device)  # the time expected, for the run page's comparison
     recorder = _ProgressRecorder(run, checkpoint_dir=work / CHECKPOINTS)
     model = generator_type(config, device=device)
+    if base is not None:  # the networks start from the base's weights (a checkpoint, when resuming, over them)
+        start_from(model, base)
     result = model.train(images, labels=labels, checkpoint_dir=work / CHECKPOINTS, on_progress=recorder,
                          should_stop=recorder.should_stop)
     if result.stopped_early:

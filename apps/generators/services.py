@@ -16,6 +16,7 @@ from apps.ml.base import PRESETS, RESOLUTIONS
 from apps.ml.config import ConfigError, build_config, settings_of
 from apps.ml.device import device_class
 from .models import Generator, TrainingRun
+from .selectors import generators_for
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,21 @@ def start_training(
     preset: str | None = None,
     shared: bool = True,
     options: dict | None = None,
+    base_generator: int | None = None,
 ) -> Generator:
-    """Create a generator and its training run, and queue the pipeline once the transaction commits."""
+    """Create a generator and its training run, and queue the pipeline once the transaction commits.
+
+    ``base_generator``: the id of a ready generator the owner can see, of the same type, resolution and channels,
+    to fine-tune (apps.generators.transfer): the run starts from its weights with the type's fine-tuning recipe
+    (apps.ml.config.build_config(base=...)) unless ``options`` set those settings. ``resolution`` left out is then
+    the base's. Any other base is refused (``base_generator``), and nothing is created."""
+    from . import transfer
+
     errors: dict[str, str] = {}
+    base = None
+    if base_generator is not None and resolution is None:  # the base's resolution (a base not seen: refused below)
+        visible = generators_for(owner).filter(pk=base_generator).first()
+        resolution = visible.resolution if visible is not None else None
     if resolution is None:
         resolution = suggest_resolution(dataset)
     if kind not in registry.all_types():
@@ -82,28 +95,40 @@ def start_training(
         learners = ", ".join(key for key, cls in registry.all_types().items() if cls.supports_labels)
         errors["kind"] = (f"{kind} generators learn one class; this dataset has classes. Choose {learners} (one "
                           "model learns every class), or upload each class as its own dataset.")
-    if options and not errors.keys() & {"kind", "resolution", "preset"}:
+    if base_generator is not None and not errors.keys() & {"kind", "resolution"}:
+        try:
+            base = transfer.check_base(user=owner, base_id=base_generator, kind=kind, resolution=resolution,
+                                       channels=dataset.channels)
+        except InvalidInput as refused:
+            errors.update(refused.errors)
+    if options and not errors.keys() & {"kind", "resolution", "preset", "base_generator"}:
         # Checked against the config the train stage will build for this very request.
         if problems := option_errors(kind, options, resolution=resolution, channels=dataset.channels,
-                                     preset=preset or suggest_preset(image_count, kind), image_count=image_count):
+                                     preset=preset or suggest_preset(image_count, kind), image_count=image_count,
+                                     base=base.config if base is not None else None):
             errors["options"] = problems
     if errors:
         raise InvalidInput(errors)
 
     preset = preset or suggest_preset(image_count, kind)
-    generator = Generator.objects.create(
-        owner=owner,
-        name=name.strip(),
-        kind=kind,
-        resolution=resolution,
-        channels=dataset.channels,
-        dataset=dataset,
-        augment=augment,
-        preset=preset,
-        shared=shared,
-        options=options or {},
-    )
-    run = TrainingRun.objects.create(generator=generator)
+    with transaction.atomic():  # a base whose files cannot be copied leaves nothing behind
+        generator = Generator.objects.create(
+            owner=owner,
+            name=name.strip(),
+            kind=kind,
+            resolution=resolution,
+            channels=dataset.channels,
+            dataset=dataset,
+            augment=augment,
+            preset=preset,
+            shared=shared,
+            options=options or {},
+            base_generator=base,
+            base_name=base.name if base is not None else "",
+        )
+        run = TrainingRun.objects.create(generator=generator)
+        if base is not None:
+            transfer.snapshot_base(run_id=run.pk, base=base)
     transaction.on_commit(lambda: _launch(run.pk))
     return generator
 
@@ -114,7 +139,7 @@ def tunable_settings(kind: str) -> dict:
 
 
 def option_errors(kind: str, options, *, resolution: int, channels: int = 3, preset: str = "standard",
-                  image_count: int = 500) -> list[str]:
+                  image_count: int = 500, base: dict | None = None) -> list[str]:
     """What is wrong with advanced settings (unknown keys, wrong types, values out of range), checked
     against the config the train stage will build: the same request and this machine's device class.
 
@@ -126,7 +151,7 @@ def option_errors(kind: str, options, *, resolution: int, channels: int = 3, pre
     try:
         build_config(registry.get(kind), resolution=resolution, channels=channels, preset=preset,
                      image_count=max(image_count - holdout_count(image_count), 0), device=device_class(),
-                     overrides=settings.SYNTHGEN_TRAINING_OVERRIDES.get(kind, {}), options=options)
+                     overrides=settings.SYNTHGEN_TRAINING_OVERRIDES.get(kind, {}), options=options, base=base)
     except ConfigError as error:
         return error.problems
     return []

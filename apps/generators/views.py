@@ -24,7 +24,7 @@ WIZARD_KEY = "training_wizard"
 @login_required
 def wizard_settings(request):
     """Step 1: name, generator type, size, training length."""
-    form = GeneratorSettingsForm(request.POST or None, initial=request.session.get(WIZARD_KEY))
+    form = GeneratorSettingsForm(request.POST or None, initial=request.session.get(WIZARD_KEY), user=request.user)
     if request.method == "POST" and form.is_valid():
         request.session[WIZARD_KEY] = form.cleaned_data
         return redirect("generators:wizard-data")
@@ -65,6 +65,7 @@ def wizard_data(request):
                 preset=settings_data.get("preset") or None,
                 shared=settings_data.get("shared", True),
                 options=settings_data.get("options") or None,
+                base_generator=settings_data.get("base_generator"),
             )
         except InvalidInput as exc:
             for field, errors in exc.errors.items():
@@ -89,6 +90,8 @@ def wizard_data(request):
             "settings": settings_data,
             "kind_label": generator_type.label if generator_type else settings_data["kind"],
             "preset_label": PRESET_HELP.get(settings_data.get("preset") or "", ""),
+            "base_name": selectors.generators_for(request.user).filter(pk=settings_data.get("base_generator"))
+            .values_list("name", flat=True).first() if settings_data.get("base_generator") else "",
         },
     )
 

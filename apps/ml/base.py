@@ -70,6 +70,14 @@ class GeneratorType(ABC):
     default_sampling_steps: ClassVar[int | None] = None
     small_set_preset: ClassVar[str] = "standard"  # the preset chosen for a set under 300 images when left out
     supports_labels: ClassVar[bool] = False  # True: learns classes (config num_classes; train/sample with labels)
+    supports_fine_tuning: ClassVar[bool] = False  # True: can start from a base generator (weights_from_base)
+    # The newest architecture version of this type's networks that this code builds and loads (exported files
+    # carry theirs: apps.ml.portable refuses a newer one).
+    newest_architecture_version: ClassVar[int] = 1
+
+    # Fine-tuning (apps.ml.transfer): the weights each network of ``training_parts`` starts from, by network name
+    # (None: the seeded random initialisation). A resumed run loads its checkpoint over them.
+    start_weights: dict[str, dict[str, torch.Tensor]] | None = None
 
     # The type's typed config (a :class:`~.config.TrainingConfig`); a type without one works with a dict.
     config_class: ClassVar[type | None] = None
@@ -135,6 +143,22 @@ class GeneratorType(ABC):
             raise ValueError(f"{type(self).__name__} learns no classes: it trains on images without labels")
         return prepare_images(images, channels=self.config["channels"], resolution=self.config["resolution"],
                               device=self.device)
+
+    @classmethod
+    def architecture_version_of(cls, config: dict) -> int:
+        """The architecture version of the networks a saved ``config`` describes (1 unless the type versions them)."""
+        return int(config.get("architecture_version") or 1)
+
+    def weights_from_base(self, base) -> dict[str, dict[str, torch.Tensor]]:
+        """The weights this model's networks start from when fine-tuned from ``base`` (an
+        :class:`apps.ml.transfer.Base` of the same type, resolution and channels, whose shape the config took
+        over: ``build_config(base=...)``), by network name; a type with ``supports_fine_tuning`` implements it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot start from another generator")
+
+    def _load_start(self, name: str, network: torch.nn.Module) -> None:
+        """Load ``start_weights[name]`` (where fine-tuning set it) into a freshly built ``network``."""
+        if self.start_weights and name in self.start_weights:
+            network.load_state_dict(self.start_weights[name])
 
     def training_parts(self) -> "TrainingParts":
         """Fresh networks, optimizers and EMA for a run (initialised from the config's seed)."""

@@ -48,6 +48,8 @@ class TrainingConfig(MutableMapping):
     # Fixed by the dataset and the request: not advanced settings.
     FIXED: ClassVar[tuple[str, ...]] = ("kind", "resolution", "channels", "preset", "image_count")
     kind_key: ClassVar[str] = ""  # the generator type, for messages ("not a setting of dcgan")
+    # The settings that shape the weights: a fine-tuned model takes them from its base (for_base) and keeps them.
+    BASE_SHAPE: ClassVar[tuple[str, ...]] = ()
 
     resolution: int = setting(low=1)
     channels: int = setting(choices=(1, 3))
@@ -79,6 +81,22 @@ class TrainingConfig(MutableMapping):
         """A config that learns the classes ``names`` (label order; ``counts``: training photos of each).
         Only a type with ``supports_labels`` has one (build_config refuses classes for the others)."""
         raise ValueError(f"{self.kind_key or type(self).__name__} learns no classes")
+
+    def for_base(self: Self, base: dict) -> Self:
+        """The config of a model fine-tuned from a base generator whose config is ``base``: the base's model
+        shape (:attr:`BASE_SHAPE`) and the type's fine-tuning recipe in place of this preset's. Only a type
+        that can be fine-tuned has one."""
+        raise ValueError(f"{self.kind_key or type(self).__name__} cannot start from another generator")
+
+    def _base_shape(self, base: dict) -> dict:
+        """The :attr:`BASE_SHAPE` settings of ``base`` as replace() changes (keys the base lacks: left as they are)."""
+        return {key: base[key] for key in self.BASE_SHAPE if key in base}
+
+    def base_problems(self, base: dict) -> list[str]:
+        """Why this config cannot start from the weights of ``base`` (a setting that shapes them differs)."""
+        return [f"'{key}' is {getattr(self, key)!r} but the base generator's is {base[key]!r}: a fine-tuned model "
+                f"keeps its base's shape; leave '{key}' out." for key in self.BASE_SHAPE
+                if key in base and _plain(getattr(self, key)) != base[key]]
 
     @staticmethod
     def check_request(*, resolution: int, channels: int, preset: str) -> None:
@@ -255,7 +273,7 @@ def settings_of(generator_type) -> dict:
 def build_config(generator_type, *, resolution: int, channels: int, preset: str, image_count: int, device: str,
                  overrides: dict | None = None, options: dict | None = None,
                  classes: list[str] | None = None, class_counts: list[int] | None = None,
-                 orientation: dict | None = None) -> dict:
+                 orientation: dict | None = None, base: dict | None = None) -> dict:
     """The config a run trains with, as JSON: the preset's recipe for this data and device, adapted to
     which way the photos face (``orientation``, :meth:`TrainingConfig.for_photos`), then the
     operator's ``overrides``, then the user's ``options``. Raises :class:`ConfigError` listing every
@@ -265,7 +283,11 @@ def build_config(generator_type, *, resolution: int, channels: int, preset: str,
     ``classes[i]``); the config gets ``num_classes`` and ``classes``, and with ``class_counts`` (the
     training photos of each) a training length for its shortest class (:meth:`TrainingConfig.for_classes`),
     before the overrides and options. Only a type with ``supports_labels`` takes them. None or empty:
-    an unconditional config, as always."""
+    an unconditional config, as always.
+
+    ``base``: the config of a base generator to fine-tune (:mod:`apps.ml.transfer`): after the overrides,
+    the base's model shape and the type's fine-tuning recipe (:meth:`TrainingConfig.for_base`) replace the
+    preset's; the user's options still come last, and may not change the base's shape."""
     if not isinstance(options or {}, dict):
         raise ConfigError(['Advanced settings must be an object, e.g. {"total_steps": 2000}.'])
     class_problems = _class_problems(generator_type, classes)
@@ -273,6 +295,8 @@ def build_config(generator_type, *, resolution: int, channels: int, preset: str,
         raise ConfigError(class_problems)
     request = dict(resolution=resolution, channels=channels, preset=preset, image_count=image_count, device=device)
     if generator_type.config_class is None:
+        if base is not None:
+            raise ConfigError([f"{generator_type.key} cannot start from another generator."])
         return _build_untyped(generator_type, request, overrides or {}, options or {})
     config = generator_type.config_class.from_preset(**request).for_photos(orientation)
     if classes:
@@ -281,7 +305,15 @@ def build_config(generator_type, *, resolution: int, channels: int, preset: str,
         config = config.replace(**(overrides or {}))
     except ConfigError as error:
         raise ConfigError([f"SYNTHGEN_TRAINING_OVERRIDES: {problem}" for problem in error.problems]) from None
-    return config.replace(**(options or {})).to_dict()
+    if base is not None:
+        try:
+            config = config.for_base(base)
+        except ValueError as error:
+            raise ConfigError([str(error)]) from None
+    config = config.replace(**(options or {}))
+    if base is not None and (problems := config.base_problems(base)):
+        raise ConfigError(problems)
+    return config.to_dict()
 
 
 def _class_problems(generator_type, classes: list[str] | None) -> list[str]:

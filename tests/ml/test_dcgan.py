@@ -141,7 +141,9 @@ def test_save_then_load_gives_identical_samples(tmp_path):
     model = DCGAN(tiny_config())
     model.train(blobs(), checkpoint_dir=tmp_path / "run")
     model.save(tmp_path / "model")
-    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["config.json", "weights.safetensors"]
+    # The trained discriminator too: what a generator fine-tuned from this one starts from (FreezeD).
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["config.json", "discriminator.safetensors",
+                                                                     "weights.safetensors"]
     loaded = DCGAN.load(tmp_path / "model")
     assert loaded.config == model.config
     assert torch.equal(loaded.sample(8, seed=11), model.sample(8, seed=11))

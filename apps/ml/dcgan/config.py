@@ -33,6 +33,14 @@ _CUDA_PRESETS = {
              "steps": {32: 30000, 64: 30000, 128: 30000}},
 }
 
+# Fine-tuning from a base generator (DCGANConfig.for_base): a third of the preset's steps at half its learning
+# rates (a GAN's two players need to keep moving; the diffusion recipe's fifth would mostly stall them), the EMA's
+# half-life scaled to the shorter run, and FreezeD (Mo et al. 2020): the discriminator's first half of
+# stride-2 blocks (at least one) keeps the base's weights, when the base's discriminator was saved. Chosen, not
+# yet measured.
+FINE_TUNE_STEPS = 1 / 3
+FINE_TUNE_LR = 1 / 2
+
 # The study's plain tutorial DCGAN: no data-efficient tricks.
 PLAIN = {"data_efficient": False, "diffaugment": "", "real_label": 1.0, "spectral_norm": False, "r1_gamma": 0.0,
          "ema": False}
@@ -48,6 +56,8 @@ def _size_factor(preset: str, image_count: int, cuda: bool) -> float:
 @dataclass(kw_only=True, eq=False)
 class DCGANConfig(TrainingConfig):
     kind_key = "dcgan"
+    # What shapes the two networks' weights: a fine-tuned DCGAN takes them from its base.
+    BASE_SHAPE = ("nz", "ngf", "ndf", "spectral_norm", "data_efficient")
 
     kind: str = "dcgan"
     nz: int = setting(100, low=1, high=4096)
@@ -66,6 +76,8 @@ class DCGANConfig(TrainingConfig):
     r1_every: int = setting(4, low=1, high=1000)
     ema: bool = True
     ema_half_life_steps: float = setting(10, low=1, high=10_000_000)
+    # FreezeD: the first this many stride-2 blocks of the discriminator take no gradient (fine-tuning sets it).
+    freeze_d_blocks: int = setting(0, low=0, high=8)
     # Speed on a GPU (ignored on the CPU).
     amp_bf16: bool = False
     channels_last: bool = False
@@ -96,6 +108,20 @@ class DCGANConfig(TrainingConfig):
             amp_bf16=cuda,
             channels_last=cuda,
         )
+
+    def for_base(self, base: dict) -> "DCGANConfig":
+        """Fine-tuning from a base whose config is ``base``: its networks' shape (:attr:`BASE_SHAPE`), a third of
+        this config's steps (:data:`FINE_TUNE_STEPS`) at half its learning rates (:data:`FINE_TUNE_LR`), and
+        FreezeD over the first half of the discriminator's stride-2 blocks (at least one) when the base's
+        discriminator is there (``base["has_discriminator"]``, :meth:`apps.ml.transfer.Base.recipe_config`)."""
+        steps = max(1, int(round(self.total_steps * FINE_TUNE_STEPS)))
+        blocks = int(math.log2(self.resolution // 4)) if self.resolution >= 8 else 1
+        return self.from_dict({
+            **self.to_dict(), **self._base_shape(base),
+            "total_steps": steps, "lr_g": self.lr_g * FINE_TUNE_LR, "lr_d": self.lr_d * FINE_TUNE_LR,
+            "ema_half_life_steps": max(10, steps // 20),
+            "freeze_d_blocks": max(1, blocks // 2) if base.get("has_discriminator") else 0,
+        })
 
     def plain(self) -> "DCGANConfig":
         """This config turned into the study's plain tutorial DCGAN."""

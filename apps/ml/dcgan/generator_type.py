@@ -18,7 +18,13 @@ Training runs in the shared :mod:`..trainer` (loop, checkpoints, resume, EMA,
 grids); this module supplies the networks, one training step, the 64
 fixed-noise grid samples (after measuring the EMA generator's BatchNorm
 statistics again) and the mode-collapse check of each grid. ``save()`` writes
-``weights.safetensors`` (the sampling generator only) and ``config.json``.
+``weights.safetensors`` (the sampling generator), ``config.json`` and, after
+training, ``discriminator.safetensors`` (what a fine-tuned child starts its
+discriminator from; generation never reads it).
+
+Fine-tuning (:mod:`..transfer`): both networks start from the base's, and
+FreezeD keeps the discriminator's first ``freeze_d_blocks`` stride-2 blocks
+fixed (DCGANConfig.for_base).
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ from ..diversity import mean_pairwise_distance, mode_collapse_warning
 from ..ema import EMA, decay_for_half_life
 from ..images import to_uint8
 from ..trainer import TrainingParts, prepare_images
+from ..transfer import DISCRIMINATOR_FILE, freeze_blocks, trainable
 from .config import DCGANConfig
 from .model import build_discriminator, build_generator, recalibrate_batchnorm
 
@@ -55,6 +62,7 @@ class DCGAN(GeneratorType):
     uses_sampling_steps = False
     default_sampling_steps = None
     architecture_keys = ("resolution", "channels", "nz", "ngf", "ndf", "spectral_norm", "ema")
+    supports_fine_tuning = True  # weights_from_base: the base's EMA generator (and its discriminator, for FreezeD)
 
     config_class = DCGANConfig
     config: DCGANConfig
@@ -73,6 +81,8 @@ class DCGAN(GeneratorType):
         )
         # The generator used for sampling (the EMA generator once trained with EMA).
         self.netG = self._place(self._seeded(build_generator, 0)).eval()
+        self.netD: torch.nn.Module | None = None  # the trained discriminator, saved for fine-tuning (FreezeD)
+        self.frozen_d: list[str] = []  # the discriminator's parameters FreezeD keeps (names)
 
     def _seeded(self, build, offset: int):
         """Build a network with a seed-fixed initialisation, leaving the global RNG untouched."""
@@ -89,8 +99,12 @@ class DCGAN(GeneratorType):
     # ------------------------------------------------------------ hooks of the shared trainer
 
     def training_parts(self) -> TrainingParts:
-        G = self._place(self._seeded(build_generator, 0)).train()
-        D = self._place(self._seeded(build_discriminator, 1)).train()
+        G = self._seeded(build_generator, 0)
+        D = self._seeded(build_discriminator, 1)
+        self._load_start("G", G)  # fine-tuning: the base's networks (before they move to the device)
+        self._load_start("D", D)
+        G, D = self._place(G).train(), self._place(D).train()
+        self.frozen_d = self._freeze_d(D)
         betas = (self.config.beta1, self.config.beta2)
         ema = EMA(G, decay_for_half_life(self.config.ema_half_life_steps)) if self.config.ema else None
         return TrainingParts(
@@ -102,6 +116,25 @@ class DCGAN(GeneratorType):
             ema=ema,
             ema_of="G",
         )
+
+    def _freeze_d(self, D: torch.nn.Module) -> list[str]:
+        """FreezeD: the first ``freeze_d_blocks`` stride-2 convolutions of ``D`` take no gradient; only when ``D``
+        starts from a base's discriminator (freezing random weights would only cripple it)."""
+        count = int(self.config.freeze_d_blocks)
+        if not count or not (self.start_weights and "D" in self.start_weights):
+            return []
+        convs = [m for m in D.main if isinstance(m, torch.nn.Conv2d)][:-1]  # the stride-2 ones, not the last 4x4
+        return freeze_blocks(D, convs[:count])
+
+    def weights_from_base(self, base) -> dict[str, dict[str, torch.Tensor]]:
+        """The base's (EMA) generator, and its discriminator where the base saved one (older ones did not:
+        the discriminator then starts fresh and nothing is frozen)."""
+        weights = {"G": dict(base.weights)}
+        if base.discriminator is not None:
+            weights["D"] = dict(base.discriminator)
+        else:
+            base.notes.append("the base saved no discriminator: it starts fresh, nothing frozen")
+        return weights
 
     def training_data(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if labels is not None:
@@ -154,7 +187,7 @@ class DCGAN(GeneratorType):
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
-        D.requires_grad_(True)
+        trainable(D, self.frozen_d)  # every parameter but FreezeD's
         return {"d": d_loss.detach(), "g": g_loss.detach()}
 
     def grid_samples(self, parts: TrainingParts, step: int) -> torch.Tensor:
@@ -187,6 +220,7 @@ class DCGAN(GeneratorType):
 
     def finish_training(self, parts: TrainingParts, step: int) -> None:
         self.netG = parts.sampler.eval()
+        self.netD = parts.networks["D"]
 
     # ------------------------------------------------------------ sampling, save, load
 
@@ -211,6 +245,8 @@ class DCGAN(GeneratorType):
     def save(self, directory: Path) -> None:
         directory = Path(directory)
         save_tensors_atomic(dict(self.netG.state_dict()), directory / WEIGHTS_FILE)
+        if self.netD is not None:  # what a model fine-tuned from this one starts its discriminator from
+            save_tensors_atomic(dict(self.netD.state_dict()), directory / DISCRIMINATOR_FILE)
         save_json_atomic(self.config.to_dict(), directory / CONFIG_FILE)
 
     @classmethod

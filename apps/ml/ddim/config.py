@@ -37,6 +37,12 @@ ARCHITECTURE_VERSION = 2
 # Non-leaking augmentation for new configs: each of flip, quarter turn and shift with this probability
 # (EDM used 0.12 on CIFAR-10); see bench/README.md, "Faithful images".
 AUGMENT_P = 0.15
+# Fine-tuning from a base generator (DDIMConfig.for_base): a third of the preset's steps at a fifth of its peak
+# learning rate, after a warm-up of 5 % of those steps (at least 1), so that fresh Adam moments do not jolt
+# the base's weights. Chosen, not yet measured: bench/transfer.py is where they are to be tested.
+FINE_TUNE_STEPS = 1 / 3
+FINE_TUNE_LR = 1 / 5
+FINE_TUNE_WARMUP = 0.05
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -67,6 +73,10 @@ class DDIMConfig(TrainingConfig):
     # The classes come with the dataset (apps.ml.config.build_config(classes=...)), not from an option;
     # the architecture version with the code that built the config.
     FIXED = TrainingConfig.FIXED + ("num_classes", "classes", "architecture_version")
+    # What shapes the U-Net's weights (the classes aside: apps.ml.transfer.remap_class_rows maps them by name),
+    # and the noise schedule the base learnt: a fine-tuned model takes them from its base.
+    BASE_SHAPE = ("architecture_version", "base_channels", "channel_mults", "num_res_blocks", "attention_resolutions",
+                  "patch_size", "head_channels", "timesteps", "objective", "schedule_shift")
 
     # 1: the U-Net of every model saved before version 2 existed (a config without the key);
     # 2: a SiLU before each residual block's projection of time + class (ADM, diffusers).
@@ -174,6 +184,21 @@ class DDIMConfig(TrainingConfig):
             total_steps = int(round(per_class * len(names) / 100)) * 100
             changes.update(total_steps=total_steps, checkpoint_every=max(100, total_steps // 10))
         return dataclasses.replace(self, **changes, extras=dict(self.extras))
+
+    def for_base(self, base: dict) -> "DDIMConfig":
+        """Fine-tuning from a base whose config is ``base``: the base's U-Net (:attr:`BASE_SHAPE`; the
+        augmentation embedding too: ``augment_p`` follows the base when one of them has none), and the recipe
+        :data:`FINE_TUNE_STEPS` of this config's steps at :data:`FINE_TUNE_LR` of its learning rate, with a warm-up
+        of :data:`FINE_TUNE_WARMUP` of those steps. The classes stay this dataset's."""
+        changes = self._base_shape(base)
+        base_augment = float(base.get("augment_p") or 0.0)
+        if (base_augment > 0) != (self.augment_p > 0):
+            changes["augment_p"] = base_augment
+        steps = max(1, int(round(self.total_steps * FINE_TUNE_STEPS)))
+        changes.update(total_steps=steps, learning_rate=self.learning_rate * FINE_TUNE_LR,
+                       warmup_steps=max(1, int(round(steps * FINE_TUNE_WARMUP))))
+        extras = {**self.extras, **{key: base[key] for key in ("groups",) if key in base}}
+        return dataclasses.replace(self, **changes, extras=extras)
 
     def for_photos(self, orientation: dict | None) -> "DDIMConfig":
         """Plain mirror images in the batches only when the photos look alike mirrored

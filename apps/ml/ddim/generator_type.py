@@ -37,7 +37,7 @@ from ..base import GeneratorType
 from ..checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
 from ..ema import EMA
 from ..trainer import LabelledImages, TrainingParts, prepare_images, prepare_labels
-from .config import DEFAULT_SAMPLER, DEFAULT_SAMPLING_STEPS, DDIMConfig
+from .config import ARCHITECTURE_VERSION, DEFAULT_SAMPLER, DEFAULT_SAMPLING_STEPS, DDIMConfig
 from .sampler import SAMPLERS, run_sampler
 from .schedule import CosineSchedule, add_noise, loss_weight, training_target
 from .unet import build_unet
@@ -57,6 +57,8 @@ class DDIM(GeneratorType):
     )
     uses_sampling_steps = True
     supports_labels = True  # config num_classes > 0: class-conditional, sampled with guidance
+    supports_fine_tuning = True  # weights_from_base: the base's EMA U-Net, class rows mapped by name
+    newest_architecture_version = ARCHITECTURE_VERSION
     default_sampler = DEFAULT_SAMPLER  # see .config
     default_sampling_steps = DEFAULT_SAMPLING_STEPS
     # On 150 sandals, standard (about 850 epochs) gave 11.2 % near-copies, quick none (bench/README.md).
@@ -182,7 +184,9 @@ class DDIM(GeneratorType):
     # ------------------------------------------------------------------ hooks of the shared trainer
 
     def training_parts(self) -> TrainingParts:
-        self._use(self._build_model())
+        model = self._build_model()
+        self._load_start("model", model)  # fine-tuning: the base's weights (the EMA starts from them too)
+        self._use(model)
         self.optimizer = self._new_optimizer()
         self.step = 0
         return TrainingParts(networks={"model": self.model}, optimizers={"model": self.optimizer}, ema=self.ema,
@@ -245,6 +249,20 @@ class DDIM(GeneratorType):
     def finish_training(self, parts: TrainingParts, step: int) -> None:
         self.step = step
         self.ema.model.eval()
+
+    def weights_from_base(self, base) -> dict[str, dict[str, torch.Tensor]]:
+        """The base's EMA U-Net for this config's classes (:func:`..transfer.remap_class_rows`: rows mapped by
+        class name; new classes start from the "no label" row). The raw network and its EMA both start there."""
+        from ..transfer import remap_class_rows
+
+        if self.config.num_classes and not self.config.classes:
+            raise ValueError("a conditional model fine-tuned from a base needs its class names (config classes)")
+        state, rows = remap_class_rows(base.weights, base_classes=list(base.config.get("classes") or []),
+                                       base_num_classes=int(base.config.get("num_classes") or 0),
+                                       classes=list(self.config.classes) if self.config.num_classes else [])
+        base.notes.append(f"classes kept from the base: {', '.join(rows['kept']) or 'none'}; "
+                          f"new: {', '.join(rows['new']) or 'none'}")
+        return {"model": state}
 
     def _balanced_sampler(self, labels: torch.Tensor) -> "_ClassIndex":
         """The class-balanced sampler of ``labels``, kept while training on the same labels."""

@@ -1,0 +1,182 @@
+"""Training from a base generator through the API (#20): the child starts from the base's weights with the
+fine-tuning recipe, the refusals create nothing, and the lineage survives deleting the base. Tiny models, CPU,
+the real pipeline (eager), PostgreSQL and files."""
+import io
+import zipfile
+
+import pytest
+import torch
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from apps.core import storage
+from apps.generators.models import Generator, TrainingRun
+from apps.ml.ddim.config import DDIMConfig
+from apps.ml.transfer import LABEL_EMBED
+
+from .conftest import image_uploads, png_bytes
+
+pytestmark = pytest.mark.django_db
+
+
+def labelled_zip(classes: dict[str, int], start: int = 0) -> SimpleUploadedFile:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        seed = start
+        for name, count in classes.items():
+            for _ in range(count):
+                archive.writestr(f"{name}/{seed}.png", png_bytes(seed))
+                seed += 1
+    return SimpleUploadedFile("set.zip", buffer.getvalue(), content_type="application/zip")
+
+
+def upload(api, name: str, classes: dict[str, int] | None = None, *, count: int = 6, start: int = 0,
+           mode: str = "RGB") -> int:
+    if classes:
+        body = {"name": name, "labelled": "true", "archive": labelled_zip(classes, start)}
+    else:
+        body = {"name": name, "images": [SimpleUploadedFile(f"i{start + i}.png", png_bytes(start + i, mode=mode),
+                                                            content_type="image/png") for i in range(count)]}
+    response = api.post("/api/datasets/", body, format="multipart")
+    assert response.status_code == 201, response.content
+    return response.json()["id"]
+
+
+def train(api, capture, **body) -> dict:
+    body = {"resolution": 32, "preset": "quick", **body}
+    with capture(execute=True):
+        response = api.post("/api/generators/", body, format="json")
+    assert response.status_code == 202, response.content
+    generator = api.get(f"/api/generators/{response.json()['id']}/").json()
+    assert generator["status"] == "ready", generator
+    return generator
+
+
+def weights(generator_id: int) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load
+
+    files_dir = Generator.objects.get(pk=generator_id).files_dir
+    return load(storage.read_bytes(f"{files_dir}/weights.safetensors"))
+
+
+def test_a_conditional_ddim_fine_tuned_from_a_base_keeps_its_shape_and_says_where_it_came_from(
+        api, user, client, django_capture_on_commit_callbacks):
+    base = train(api, django_capture_on_commit_callbacks, name="shoes", kind="ddim",
+                 dataset=upload(api, "shoes", {"bag": 4, "sandal": 4}))
+    child = train(api, django_capture_on_commit_callbacks, name="more shoes", kind="ddim",
+                  dataset=upload(api, "more", {"sandal": 4, "shirt": 4}, start=50), base_generator=base["id"])
+    assert child["base_generator"] == {"id": base["id"], "name": "shoes"}
+    assert base["base_generator"] is None
+    for key in DDIMConfig.BASE_SHAPE:
+        assert child["config"][key] == base["config"][key], key
+    # The fine-tuning recipe over the (test) preset of 6 steps: a third of them, a fifth of the learning rate.
+    assert child["config"]["total_steps"] == 2 and base["config"]["total_steps"] == 6
+    assert child["config"]["learning_rate"] == pytest.approx(base["config"]["learning_rate"] / 5)
+    assert child["config"]["classes"] == ["sandal", "shirt"]
+    before, after = weights(base["id"]), weights(child["id"])
+    assert after[LABEL_EMBED].shape == before[LABEL_EMBED].shape  # 2 classes + "no label" in both
+    assert set(before) == set(after) and all(before[k].shape == after[k].shape for k in before)
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # trained on: its own weights
+    # The run's copy of the base went with the run's other files.
+    run = TrainingRun.objects.get(generator_id=child["id"])
+    assert not storage.walk(storage.run_prefix(run.pk))
+    client.force_login(user)
+    page = client.get(f"/generators/{child['id']}/")
+    assert page.status_code == 200 and "fine-tuned from shoes" in page.content.decode()
+    assert "fine-tuned from shoes" in client.get("/generators/").content.decode()
+
+
+def test_every_refusal_names_the_mismatch_lists_what_fits_and_creates_nothing(
+        api, user, other_user, django_capture_on_commit_callbacks):
+    base = train(api, django_capture_on_commit_callbacks, name="blobs", kind="ddim", dataset=upload(api, "blobs"))
+    rgb = upload(api, "rgb", start=20)
+    gray = upload(api, "gray", start=40, mode="L")
+    hidden = Generator.objects.create(owner=other_user, name="private", kind="ddim", resolution=32, channels=3,
+                                      preset="quick", shared=False, status=Generator.Status.READY)
+    queued = Generator.objects.create(owner=user, name="unfinished", kind="ddim", resolution=32, channels=3,
+                                      preset="quick", status=Generator.Status.TRAINING)
+    dcgan = Generator.objects.create(owner=user, name="gan", kind="dcgan", resolution=32, channels=3,
+                                     preset="quick", status=Generator.Status.READY)
+    fits = f"{base['id']} 'blobs'"
+    cases = [
+        (dict(dataset=rgb, kind="ddim", base_generator=hidden.pk), f"no generator {hidden.pk} that you can see"),
+        (dict(dataset=rgb, kind="ddim", base_generator=999999), "no generator 999999 that you can see"),
+        (dict(dataset=rgb, kind="ddim", base_generator=queued.pk), "is training, not ready"),
+        (dict(dataset=rgb, kind="ddim", base_generator=dcgan.pk), "is a dcgan generator; this one is ddim"),
+        (dict(dataset=rgb, kind="ddim", resolution=64, base_generator=base["id"]), "makes 32 px images; this one 64 px"),
+        (dict(dataset=gray, kind="ddim", base_generator=base["id"]), "makes colour images; this dataset is grayscale"),
+    ]
+    generators, runs = Generator.objects.count(), TrainingRun.objects.count()
+    for body, mismatch in cases:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = api.post("/api/generators/", {"name": "child", "resolution": 32, **body}, format="json")
+        assert response.status_code == 400, (body, response.content)
+        (message,) = response.json()["base_generator"]
+        assert mismatch in message, message
+        if body["dataset"] == rgb and body.get("resolution", 32) == 32:
+            assert f"Generators that would fit (ddim, 32 px, colour): {fits}." in message, message
+        else:
+            assert "None of the generators you can see fits" in message, message
+        assert (Generator.objects.count(), TrainingRun.objects.count()) == (generators, runs)
+    # The same base, shared by its owner, fits the other user too; unshared, it is refused to them.
+    assert base["shared"] is True
+    from .conftest import token_client
+
+    other = token_client(other_user)
+    other_set = upload(other, "theirs", start=60)
+    with django_capture_on_commit_callbacks(execute=False):
+        ok = other.post("/api/generators/", {"name": "theirs", "dataset": other_set, "kind": "ddim",
+                                             "base_generator": base["id"]}, format="json")
+    assert ok.status_code == 202, ok.content
+    assert ok.json()["resolution"] == 32  # left out: the base's
+    api.post(f"/api/generators/{base['id']}/share/", {"shared": False}, format="json")
+    refused = other.post("/api/generators/", {"name": "theirs", "dataset": other_set, "kind": "ddim",
+                                              "base_generator": base["id"]}, format="json")
+    assert refused.status_code == 400 and "that you can see" in refused.json()["base_generator"][0]
+
+
+def test_options_that_change_the_bases_shape_are_refused(api, django_capture_on_commit_callbacks):
+    base = train(api, django_capture_on_commit_callbacks, name="blobs", kind="ddim", dataset=upload(api, "blobs"))
+    response = api.post("/api/generators/", {"name": "c", "dataset": upload(api, "c", start=30), "kind": "ddim",
+                                             "resolution": 32, "base_generator": base["id"],
+                                             "options": {"base_channels": 16}}, format="json")
+    assert response.status_code == 400 and "base_channels" in " ".join(response.json()["options"])
+
+
+def test_the_lineage_survives_deleting_the_base(api, user, client, admin_client, django_capture_on_commit_callbacks):
+    base = train(api, django_capture_on_commit_callbacks, name="blobs", kind="dcgan", dataset=upload(api, "blobs"))
+    child = train(api, django_capture_on_commit_callbacks, name="child", kind="dcgan",
+                  dataset=upload(api, "child", start=30), base_generator=base["id"])
+    assert child["config"]["freeze_d_blocks"] == 1  # FreezeD: the base saved its discriminator
+    assert api.delete(f"/api/generators/{base['id']}/").status_code == 204
+    after = api.get(f"/api/generators/{child['id']}/").json()
+    assert after["status"] == "ready" and after["base_generator"] == {"id": None, "name": "blobs"}
+    listing = api.get("/api/generators/").json()["results"]
+    assert [g["base_generator"] for g in listing] == [{"id": None, "name": "blobs"}]
+    assert "fine-tuned from blobs" in admin_client.get("/admin/generators/generator/").content.decode()
+    client.force_login(user)
+    assert "fine-tuned from blobs (no longer in this registry)" in client.get(f"/generators/{child['id']}/").content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        job = api.post(f"/api/generators/{child['id']}/generate/", {"count": 2, "seed": 1, "filter": False},
+                       format="json")
+    assert job.status_code == 202 and api.get(f"/api/jobs/{job.json()['id']}/").json()["status"] == "done"
+
+
+def test_the_wizard_offers_the_compatible_generators_to_start_from(
+        api, user, client, django_capture_on_commit_callbacks):
+    base = train(api, django_capture_on_commit_callbacks, name="blobs", kind="ddim", dataset=upload(api, "blobs"))
+    client.force_login(user)
+    step1 = client.get("/generators/new/").content.decode()
+    assert "<legend>Start from</legend>" in step1 and "nothing (train from scratch)" in step1
+    assert "blobs — ddim, 32 px, colour; one class;" in step1 and "6 photos" in step1
+    wrong = client.post("/generators/new/", {"name": "c", "kind": "ddim", "resolution": 64, "preset": "quick",
+                                             "base_generator": base["id"]})
+    assert wrong.status_code == 200 and "makes 32 px images; this one 64 px" in wrong.content.decode()
+    right = client.post("/generators/new/", {"name": "c", "kind": "ddim", "resolution": 32, "preset": "quick",
+                                             "base_generator": base["id"]})
+    assert right.status_code == 302
+    assert "fine-tuned from blobs" in client.get("/generators/new/images/").content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post("/generators/new/images/", {"images": image_uploads(6, start=70), "augment": ""})
+    child = Generator.objects.get(name="c")
+    assert child.status == Generator.Status.READY and child.base_generator_id == base["id"]
+    assert child.config["total_steps"] == 2
