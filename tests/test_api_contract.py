@@ -63,7 +63,7 @@ REAL_IDS = {
     ("GET|POST", "/api/datasets/{id}/images/"): "datasets",
     ("GET", "/api/datasets/{id}/"): "datasets",
     ("DELETE", "/api/datasets/{id}/"): "spare-datasets",
-    ("GET|POST", "/api/generators/{id}/(generate|share|sample-grid)/"): "generators",
+    ("GET|POST", "/api/generators/{id}/(generate|share|sample-grid|export)/"): "generators",
     ("GET", "/api/generators/{id}/"): "generators",
     ("DELETE", "/api/generators/{id}/"): "spare-generators",
     ("GET", "/api/generator-types/{id}/"): "generator-types",

@@ -96,6 +96,14 @@ def test_every_endpoint_answers_over_http(alice, live_server):
     assert api("GET", "/api/generators/?kind=ddim").json()["count"] == 0
     grid = api("GET", f"/api/generators/{generator['id']}/sample-grid/")
     assert grid.status_code == 200 and grid.content.startswith(b"\x89PNG")
+    exported = api("GET", f"/api/generators/{generator['id']}/export/")
+    assert exported.status_code == 200 and exported.headers["Content-Type"] == "application/zip"
+    imported = api("POST", "/api/generators/import/", data={"name": "ellipses again"},
+                   files=[("file", ("ellipses.synthgen.zip", exported.content, "application/zip"))])
+    assert imported.status_code == 201 and imported.json()["status"] == "ready", imported.text
+    refused = api("POST", "/api/generators/import/", files=[("file", ("x.zip", exported.content[:50], "application/zip"))])
+    assert refused.status_code == 400 and "not a complete zip" in refused.json()["file"][0]
+    assert api("DELETE", f"/api/generators/{imported.json()['id']}/").status_code == 204
 
     run = api("GET", f"/api/runs/{generator['run']}/").json()
     assert run["status"] == "done" and run["progress"]["step"] == run["progress"]["total"] > 0

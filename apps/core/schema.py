@@ -38,6 +38,8 @@ SCHEMAS = {
 }
 # Operations on objects that other users may see (shared generators) but only the owner may change.
 OWNER_ONLY = {"generators_share_create", "generators_destroy"}
+# Operations without a body that refuse an object in the wrong state with field errors (a generator not ready).
+REFUSES_STATE = {"generators_export_retrieve"}
 
 
 def _response(description: str, schema: str) -> dict:
@@ -126,7 +128,8 @@ def document_error_responses(result, generator, request, public):
             _require_body_that_needs_a_field(operation, schemas)
             responses = operation.setdefault("responses", {})
             view = _view(callbacks[(_template(path), method)], method)
-            if "requestBody" in operation or _limited_query_parameter(operation):
+            if ("requestBody" in operation or _limited_query_parameter(operation)
+                    or operation.get("operationId") in REFUSES_STATE):
                 responses.setdefault("400", _response("Bad input: messages per field say what to change.", FIELD_ERRORS))
             if _needs_token(view):
                 responses.setdefault("401", _response("No valid token or session: log in or send `Authorization: Token <key>`.", ERROR))

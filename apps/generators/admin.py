@@ -1,8 +1,14 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.http import FileResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
-from django.urls import reverse
 
-from . import services
+from apps.core.errors import InvalidInput
+
+from . import portable, services
 from .presentation import credit_text
 from apps.ml import registry
 from .models import Generator, TrainingRun
@@ -29,6 +35,12 @@ class TrainingRunInline(admin.TabularInline):
     can_delete = False
 
 
+class ImportForm(forms.Form):
+    file = forms.FileField(help_text="A file from GET /api/generators/{id}/export/ or this admin's Export action.")
+    name = forms.CharField(max_length=120, required=False, help_text="Left out: the exported generator's name.")
+    shared = forms.BooleanField(required=False, help_text="Share it with every user.")
+
+
 @admin.register(Generator)
 class GeneratorAdmin(admin.ModelAdmin):
     list_display = ["name", "lineage", "kind", "resolution", "class_list", "status", "verdict", "usefulness", "photo_equivalent",
@@ -37,7 +49,45 @@ class GeneratorAdmin(admin.ModelAdmin):
     search_fields = ["name", "owner__username", "dataset__name"]
     readonly_fields = ["kind", "resolution", "channels", "base_generator", "base_name", "classes", "config", "files_dir", "sample_grid_preview", "quality", "warnings"]
     inlines = [TrainingRunInline]
-    actions = ["share", "unshare"]
+    actions = ["share", "unshare", "export"]
+    change_list_template = "admin/generators/generator/change_list.html"  # adds "Import a generator"
+
+    def get_urls(self):
+        return [path("import/", self.admin_site.admin_view(self.import_view), name="generators_generator_import"),
+                *super().get_urls()]
+
+    def import_view(self, request):
+        """Import an exported generator (apps.generators.portable) as a ready generator of the signed-in admin."""
+        form = ImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                generator = portable.import_generator(owner=request.user, file=form.cleaned_data["file"],
+                                                      name=form.cleaned_data["name"] or None,
+                                                      shared=form.cleaned_data["shared"])
+            except InvalidInput as refused:
+                for problem in refused.errors.get("file", []):
+                    form.add_error("file", problem)
+            else:
+                self.message_user(request, f"Imported '{generator.name}' ({generator.kind}, {generator.resolution} px).")
+                return redirect("admin:generators_generator_change", generator.pk)
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "form": form,
+                   "title": "Import a generator"}
+        return TemplateResponse(request, "admin/generators/generator/import.html", context)
+
+    @admin.action(description="Export (download one file)")
+    def export(self, request, queryset):
+        """One ready generator as an export file (GET /api/generators/{id}/export/ gives the same)."""
+        if queryset.count() != 1:
+            self.message_user(request, "Choose exactly one generator to export.", level=messages.WARNING)
+            return None
+        generator = queryset.get()
+        try:
+            file = portable.export_generator(generator=generator)
+        except InvalidInput as refused:
+            self.message_user(request, " ".join(sum(refused.errors.values(), [])), level=messages.WARNING)
+            return None
+        return FileResponse(file, as_attachment=True, filename=portable.export_filename(generator),
+                            content_type="application/zip")
 
     @admin.display(description="started from")
     def lineage(self, obj):

@@ -4,7 +4,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from apps.core import fields as json_fields
@@ -176,6 +176,14 @@ class GeneratorFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Generator.Status.choices, required=False)
 
 
+class ImportSerializer(serializers.Serializer):
+    """A generator exported by GET /api/generators/{id}/export/ (on this installation or another)."""
+
+    file = serializers.FileField(help_text="The export file (a zip: manifest.json, weights as safetensors, config).")
+    name = serializers.CharField(max_length=120, required=False, help_text="Left out: the exported generator's name.")
+    shared = serializers.BooleanField(default=False, help_text="Share it with every user (default: private).")
+
+
 class ShareSerializer(serializers.Serializer):
     shared = json_fields.BooleanField()
 
@@ -195,7 +203,7 @@ class GeneratorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.
         return queryset.filter(**{field: value for field, value in filters.validated_data.items() if value})
 
     def get_throttles(self):
-        return super().get_throttles() if self.action == "create" else []
+        return super().get_throttles() if self.action in ("create", "import_export") else []
 
     @extend_schema(parameters=[
         OpenApiParameter("kind", str, description="Only generators of this type (a registry key, e.g. dcgan)."),
@@ -239,6 +247,34 @@ class GeneratorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.
         form.is_valid(raise_exception=True)
         services.set_shared(generator=generator, shared=form.validated_data["shared"])
         return Response(GeneratorSerializer(generator, context={"request": request}).data)
+
+    @extend_schema(responses={(200, "application/zip"): bytes})
+    @action(detail=True, methods=["get"])
+    def export(self, request, pk=None):
+        """One file with the generator's weights (safetensors), config, type and architecture version, classes,
+        quality report and lineage, for POST /api/generators/import/ on this or another installation."""
+        from django.http import FileResponse
+
+        from . import portable
+
+        generator = self.get_object()
+        return FileResponse(portable.export_generator(generator=generator), as_attachment=True,
+                            filename=portable.export_filename(generator), content_type="application/zip")
+
+    @extend_schema(request={"multipart/form-data": ImportSerializer}, responses={201: GeneratorSerializer})
+    @action(detail=False, methods=["post"], url_path="import", parser_classes=[MultiPartParser])
+    def import_export(self, request):
+        """Turn an export file into a ready generator of yours; a damaged, changed or foreign file, an unknown type
+        or a newer architecture version is refused (400 under `file`) and nothing is created."""
+        from . import portable
+
+        form = ImportSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        generator = portable.import_generator(owner=request.user, file=data["file"], name=data.get("name"),
+                                              shared=data["shared"])
+        return Response(GeneratorSerializer(generator, context={"request": request}).data,
+                        status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={(200, "image/png"): bytes})
     @action(detail=True, methods=["get"], url_path="sample-grid")

@@ -1,0 +1,90 @@
+"""Export a generator as one file and import such a file as a ready generator (the format: apps.ml.portable).
+
+Anyone who can see a ready generator (their own, or a shared one) can export it, as they can generate from it.
+An imported generator belongs to the importing user, is private until they share it, keeps its lineage's name
+("fine-tuned from ...") and its quality report, and has no training photos here: its jobs generate without the
+copy and class filters (their manifests say ``filtered: false``).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from apps.core import storage
+from apps.core.errors import InvalidInput
+from apps.ml.portable import EXTRA_FILES, MODEL_FILES, PackageError, read_package, write_package
+
+from .models import Generator
+from .services import generator_files_dir
+
+
+def export_filename(generator: Generator) -> str:
+    from django.utils.text import slugify
+
+    return f"{slugify(generator.name) or 'generator'}-{generator.pk}.synthgen.zip"
+
+
+def export_generator(*, generator: Generator):
+    """The export of a ready ``generator`` as a temporary file (read from the start), for a download."""
+    if not generator.is_ready:
+        raise InvalidInput({"generator": f"Generator {generator.pk} is {generator.status}: only a ready one can be exported."})
+    out = tempfile.TemporaryFile()
+    with storage.scratch(f"export{generator.pk}") as folder:
+        for name in MODEL_FILES:
+            source = f"{generator.files_dir}/{name}"
+            if storage.exists(source):
+                storage.fetch_file(source, folder / name)
+        extras = {name: storage.read_bytes(f"{generator.files_dir}/{name}") for name in EXTRA_FILES
+                  if storage.exists(f"{generator.files_dir}/{name}")}
+        write_package(out, model_dir=folder, extras=extras, manifest={
+            "kind": generator.kind, "name": generator.name, "resolution": generator.resolution,
+            "channels": generator.channels, "classes": generator.classes, "config": generator.config,
+            "quality": generator.quality, "orientation": generator.orientation, "warnings": generator.warnings,
+            "preset": generator.preset, "augment": generator.augment,
+            "lineage": {"base_name": generator.base_name,
+                        "exported_from": {"id": generator.pk, "name": generator.name}},
+        })
+    out.seek(0)
+    return out
+
+
+def import_generator(*, owner, file, name: str | None = None, shared: bool = False) -> Generator:
+    """A ready generator of ``owner`` from an export ``file`` (a file-like object); raises InvalidInput (``file``)
+    for a damaged, changed or foreign file, an unknown type or a newer architecture version. Nothing is kept then."""
+    with storage.scratch("import") as folder:
+        try:
+            manifest = read_package(file, Path(folder) / "model", max_bytes=settings.SYNTHGEN_MAX_ZIP_TOTAL_BYTES)
+        except PackageError as error:
+            raise InvalidInput({"file": f"This file cannot be imported: {error}."}) from None
+        model = Path(folder) / "model"
+        with transaction.atomic():
+            generator = Generator.objects.create(
+                owner=owner, name=(name or manifest["name"]).strip()[:120] or "imported generator",
+                kind=manifest["kind"], resolution=manifest["resolution"], channels=manifest["channels"],
+                preset=str(manifest.get("preset") or "")[:20], augment=bool(manifest.get("augment")),
+                config=json.loads((model / "config.json").read_text()), quality=_of(manifest, "quality", dict, None),
+                classes=manifest["classes"], orientation=_of(manifest, "orientation", dict, {}),
+                warnings=[str(w) for w in _of(manifest, "warnings", list, [])], shared=shared,
+                status=Generator.Status.READY,
+                base_name=str((manifest.get("lineage") or {}).get("base_name") or "")[:120],
+            )
+            files_dir = generator_files_dir(generator.pk)
+            try:
+                storage.publish(model, files_dir)
+            except BaseException:
+                storage.remove_prefix(files_dir)
+                raise
+            generator.files_dir = files_dir
+            generator.sample_grid = f"{files_dir}/samples.png" if (model / "samples.png").exists() else ""
+            generator.save(update_fields=["files_dir", "sample_grid", "updated_at"])
+    return generator
+
+
+def _of(manifest: dict, key: str, kind: type, default):
+    """The manifest's ``key`` when it is a ``kind`` (a report, a list), else ``default``."""
+    value = manifest.get(key)
+    return value if isinstance(value, kind) else default
