@@ -180,3 +180,24 @@ def test_the_wizard_offers_the_compatible_generators_to_start_from(
     child = Generator.objects.get(name="c")
     assert child.status == Generator.Status.READY and child.base_generator_id == base["id"]
     assert child.config["total_steps"] == 2
+
+
+def test_a_child_asked_for_trains_from_its_copy_of_a_base_deleted_before_it_ran(
+        api, django_capture_on_commit_callbacks):
+    base = train(api, django_capture_on_commit_callbacks, name="blobs", kind="ddim", dataset=upload(api, "blobs"))
+    base_weights = weights(base["id"])
+    dataset = upload(api, "child", start=30)
+    with django_capture_on_commit_callbacks(execute=False) as launches:
+        response = api.post("/api/generators/", {"name": "child", "dataset": dataset, "kind": "ddim",
+                                                 "base_generator": base["id"]}, format="json")
+    assert response.status_code == 202, response.content
+    assert api.delete(f"/api/generators/{base['id']}/").status_code == 204
+    assert not storage.walk(f"generators/{base['id']}")  # the base's own files are gone
+    with django_capture_on_commit_callbacks(execute=True):
+        for launch in launches:
+            launch()
+    child = api.get(f"/api/generators/{response.json()['id']}/").json()
+    assert child["status"] == "ready", child
+    assert child["base_generator"] == {"id": None, "name": "blobs"} and child["config"]["total_steps"] == 2
+    after = weights(child["id"])
+    assert set(after) == set(base_weights) and any(not torch.equal(after[k], base_weights[k]) for k in after)

@@ -190,6 +190,11 @@ class GeneratorType(ABC):
     def sample(self, n: int, *, seed: int, steps: int | None = None, batch_size: int = 256) -> torch.Tensor:
         """``n`` images as uint8 [n,C,H,W] on the CPU; the same seed gives the same images."""
 
+    def weights_state(self) -> dict[str, torch.Tensor]:
+        """The tensors :meth:`save` writes as ``weights.safetensors`` (the sampling network's state); a model
+        built on the "meta" device gives their names and shapes without allocating them (apps.ml.portable)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say which tensors it saves")
+
     @abstractmethod
     def save(self, directory: Path) -> None:
         """Write ``weights.safetensors`` and ``config.json`` (no pickles)."""

@@ -26,6 +26,7 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 
@@ -174,9 +175,23 @@ def _check_model(manifest: dict, contents: dict[str, bytes]) -> None:
     if version != manifest["architecture_version"]:
         raise PackageError(f"config.json's architecture version ({version}) is not the manifest's "
                            f"({manifest['architecture_version']})")
+    tensors = {}
     for name, data in contents.items():
         if name.endswith(".safetensors"):
             try:
-                load_safetensors(data)
+                tensors[name] = load_safetensors(data)
             except (SafetensorError, ValueError, RuntimeError) as error:
                 raise PackageError(f"{name} is not a safetensors file ({error})") from None
+    # The network the config describes, built on the "meta" device (no memory): its tensors must be the weights',
+    # name for name and shape for shape, before a real one is built (a config may not ask for a network the
+    # weights do not fill).
+    try:
+        with torch.device("meta"):
+            wanted = registry.get(manifest["kind"])(config, device="meta").weights_state()
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:
+        raise PackageError(f"config.json does not describe a model this installation builds: {error}") from None
+    weights = tensors["weights.safetensors"]
+    mismatched = sorted(set(wanted) ^ set(weights)) or sorted(
+        key for key in wanted if tuple(wanted[key].shape) != tuple(weights[key].shape))
+    if mismatched:
+        raise PackageError(f"the weights do not fit the model the config describes (e.g. {mismatched[0]})")

@@ -124,3 +124,19 @@ def test_dcgan_starts_both_networks_from_the_base_and_freezes_the_discriminators
     assert any(not torch.equal(v, base.netG.state_dict()[k]) for k, v in child.netG.state_dict().items()
                if v.is_floating_point())
     assert first is parts.networks["D"].main[0]
+
+
+def test_a_dcgan_base_saved_without_its_discriminator_gives_a_fresh_unfrozen_one(tmp_path):
+    base = DCGAN(dcgan_config(total_steps=2, checkpoint_every=2), device="cpu")
+    base.train(blobs(16), checkpoint_dir=tmp_path / "base-ckpt")
+    base.save(tmp_path / "base")
+    (tmp_path / "base" / "discriminator.safetensors").unlink()  # as generators trained before fine-tuning existed
+    loaded = read_base(tmp_path / "base")
+    config = build_config(DCGAN, resolution=32, channels=1, preset="quick", image_count=16, device="cpu",
+                          base=loaded.recipe_config())
+    assert config["freeze_d_blocks"] == 0
+    child = DCGAN(config, device="cpu")
+    assert set(start_from(child, loaded)) == {"G"}
+    parts = child.training_parts()
+    assert all(p.requires_grad for p in parts.networks["D"].parameters())
+    assert torch.equal(parts.networks["G"].state_dict()["main.0.weight"], base.netG.state_dict()["main.0.weight"])

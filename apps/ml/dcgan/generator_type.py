@@ -242,9 +242,12 @@ class DCGAN(GeneratorType):
                 out[start : start + batch_size] = to_uint8(self.netG(noise[start : start + batch_size]))
         return out
 
+    def weights_state(self) -> dict[str, torch.Tensor]:
+        return dict(self.netG.state_dict())
+
     def save(self, directory: Path) -> None:
         directory = Path(directory)
-        save_tensors_atomic(dict(self.netG.state_dict()), directory / WEIGHTS_FILE)
+        save_tensors_atomic(self.weights_state(), directory / WEIGHTS_FILE)
         if self.netD is not None:  # what a model fine-tuned from this one starts its discriminator from
             save_tensors_atomic(dict(self.netD.state_dict()), directory / DISCRIMINATOR_FILE)
         save_json_atomic(self.config.to_dict(), directory / CONFIG_FILE)

@@ -391,9 +391,12 @@ class DDIM(GeneratorType):
 
     # ------------------------------------------------------------------ files
 
+    def weights_state(self) -> dict[str, torch.Tensor]:
+        return dict(self.ema.state_dict())
+
     def save(self, directory: Path) -> None:
         directory = Path(directory)
-        save_tensors_atomic(dict(self.ema.state_dict()), directory / WEIGHTS_FILE, metadata={"step": str(self.step)})
+        save_tensors_atomic(self.weights_state(), directory / WEIGHTS_FILE, metadata={"step": str(self.step)})
         save_json_atomic(self.config.to_dict(), directory / CONFIG_FILE)
 
     @classmethod
