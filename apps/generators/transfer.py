@@ -38,10 +38,10 @@ def possible_bases(user) -> QuerySet[Generator]:
 
 def describe_base(generator: Generator) -> str:
     """One line for the wizard: name, type and size, classes, quality verdict, photos."""
-    classes = ", ".join(c["name"] for c in generator.classes) or "one class"
+    classes = f"classes {', '.join(c['name'] for c in generator.classes)}" if generator.classes else "one class"
     photos = (sum(c.get("image_count", 0) for c in generator.classes) if generator.classes
               else generator.dataset.images.count() if generator.dataset else None)
-    verdict = (generator.quality or {}).get("verdict") or "no quality report"
+    verdict = f"quality: {(generator.quality or {}).get('verdict') or 'no report'}"
     return (f"{generator.name} — {generator.kind}, {generator.resolution} px, "
             f"{'grayscale' if generator.channels == 1 else 'colour'}; {classes}; {verdict}; "
             f"{photos if photos is not None else 'unknown number of'} photos")
