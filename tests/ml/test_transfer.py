@@ -60,6 +60,12 @@ def test_the_fine_tuning_recipe_replaces_the_presets_unless_the_user_sets_it(tmp
     with pytest.raises(ConfigError, match="base_channels"):  # the shape is the base's
         build_config(DDIM, resolution=32, channels=1, preset="quick", image_count=150, device="cpu", base=base,
                      options={"base_channels": 16})
+    assert base["augment_p"] > 0
+    with pytest.raises(ConfigError, match="augmentation embedding"):  # so is the augmentation embedding
+        build_config(DDIM, resolution=32, channels=1, preset="quick", image_count=150, device="cpu", base=base,
+                     options={"augment_p": 0.0})
+    assert build_config(DDIM, resolution=32, channels=1, preset="quick", image_count=150, device="cpu", base=base,
+                        options={"augment_p": 0.3})["augment_p"] == 0.3  # its strength may change
 
 
 def test_new_classes_get_new_rows_and_known_classes_keep_theirs(tmp_path):

@@ -200,6 +200,14 @@ class DDIMConfig(TrainingConfig):
         extras = {**self.extras, **{key: base[key] for key in ("groups",) if key in base}}
         return dataclasses.replace(self, **changes, extras=extras)
 
+    def base_problems(self, base: dict) -> list[str]:
+        """The shape's settings, and the augmentation embedding: on (``augment_p`` > 0) or off as in the base."""
+        problems = super().base_problems(base)
+        if (float(base.get("augment_p") or 0.0) > 0) != (self.augment_p > 0):
+            problems.append(f"'augment_p' is {self.augment_p!r} but the base generator's is {base.get('augment_p')!r}: "
+                            "a fine-tuned model keeps the base's augmentation embedding (augment_p above 0, or 0).")
+        return problems
+
     def for_photos(self, orientation: dict | None) -> "DDIMConfig":
         """Plain mirror images in the batches only when the photos look alike mirrored
         (:mod:`..orientation`); otherwise flips come only through the conditioned augmentation,
