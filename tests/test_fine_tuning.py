@@ -81,7 +81,8 @@ def test_a_conditional_ddim_fine_tuned_from_a_base_keeps_its_shape_and_says_wher
     assert not storage.walk(storage.run_prefix(run.pk))
     client.force_login(user)
     page = client.get(f"/generators/{child['id']}/")
-    assert page.status_code == 200 and "fine-tuned from shoes" in page.content.decode()
+    assert page.status_code == 200
+    assert f'fine-tuned from <a href="/generators/{base["id"]}/">shoes</a>' in page.content.decode()
     assert "fine-tuned from shoes" in client.get("/generators/").content.decode()
 
 

@@ -154,6 +154,9 @@ def render_generator_page(request, generator, *, generate_form=None):
             "quality": quality_summary(generator.quality),
             "has_copies_grid": bool(generator.files_dir) and storage.exists(f"{generator.files_dir}/copies.png"),
             "orientation_summary": describe_orientation(generator.orientation),
+            # The base it was fine-tuned from, linked when this user can still see it.
+            "base_visible": bool(generator.base_generator_id) and selectors.generators_for(request.user)
+            .filter(pk=generator.base_generator_id).exists(),
         },
     )
 
