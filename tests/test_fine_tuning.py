@@ -84,6 +84,8 @@ def test_a_conditional_ddim_fine_tuned_from_a_base_keeps_its_shape_and_says_wher
     assert page.status_code == 200
     assert f'fine-tuned from <a href="/generators/{base["id"]}/">shoes</a>' in page.content.decode()
     assert "fine-tuned from shoes" in client.get("/generators/").content.decode()
+    run_page = client.get(f"/generators/runs/{run.pk}/").content.decode()
+    assert "fine-tuned from shoes: the fine-tuning recipe" in run_page
 
 
 def test_every_refusal_names_the_mismatch_lists_what_fits_and_creates_nothing(
