@@ -246,6 +246,16 @@ def run_arm(name: str, class_images: list[torch.Tensor], weights: list[torch.Ten
             "seconds": round(sum(r["seconds"] for r in runs), 1), "new_seconds": round(time.perf_counter() - started, 1)}
 
 
+def print_delivery(results: dict) -> None:
+    """The delivered tail images: near-copies, the share facing the other way and the background."""
+    print("near-copies: " + ", ".join(f"{c} {v['share'] * 100:.1f}% ({v['count']}/{v['of']})"
+                                      for c, v in results["copies"].items()))
+    print("facing the other way (generated / unseen), background mean /255 (generated / unseen): " + ", ".join(
+        f"{c} {v['other_way']['generated'] * 100:.1f} / {v['other_way']['unseen'] * 100:.1f} %, "
+        f"{v['background']['generated']['mean']:.1f} / {v['background']['unseen']['mean']:.1f}"
+        for c, v in results["faithful"].items()))
+
+
 def detectable_effect(runs: dict, arms: list[str]) -> float:
     """The smallest difference (in accuracy) a paired comparison of two such arms resolves at 95 % with
     80 % power: (1.96 + 0.84) x the standard error of a paired mean difference, the per-seed spread taken
@@ -293,6 +303,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="logit adjustment by the real photos' class counts, not counting generated images")
     parser.add_argument("--skip-generator", action="store_true", help="the real arms and the oracle only")
     parser.add_argument("--train-only", action="store_true", help="train the generator, then stop")
+    parser.add_argument("--delivery-only", action="store_true",
+                        help="train, deliver and measure the tails' images (copies, orientation, background), then stop")
     parser.add_argument("--arms", default="", help="of the oracle and the generated arms, run only these "
                                                    "(comma-separated; the real baselines always run)")
     parser.add_argument("--retrain", action="store_true")
@@ -336,6 +348,9 @@ def main(argv: list[str] | None = None) -> None:
     generated = {} if args.skip_generator else generated_images(args, data, tails, out, results)
     if generated:
         copy_shares(data, generated, results)
+    if args.delivery_only:
+        print_delivery(results)
+        return
 
     baselines = {
         "real": replace(base, augment=False, class_balanced=False),
@@ -420,12 +435,7 @@ def main(argv: list[str] | None = None) -> None:
                      f"{statistics.median(entry['kept_steps']):.0f}"])
     print_table(header, rows)
     if generated:
-        print("near-copies: " + ", ".join(f"{c} {v['share'] * 100:.1f}% ({v['count']}/{v['of']})"
-                                          for c, v in results["copies"].items()))
-        print("facing the other way (generated / unseen), background mean /255 (generated / unseen): " + ", ".join(
-            f"{c} {v['other_way']['generated'] * 100:.1f} / {v['other_way']['unseen'] * 100:.1f} %, "
-            f"{v['background']['generated']['mean']:.1f} / {v['background']['unseen']['mean']:.1f}"
-            for c, v in results["faithful"].items()))
+        print_delivery(results)
     for arm, v in results["verdict"].items():
         cr = results["arms"][arm]["credit_over_best_baseline"]
         if not oracle:
