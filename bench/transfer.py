@@ -234,6 +234,7 @@ def compare(name: str, ft: list[dict], scratch: list[dict]) -> dict:
     p, k = difference(ft, scratch, PRECISION), difference(ft, scratch, KID)
     return {"what": name, "precision_diff": p, "kid_diff": k,
             "precision_reached": p["mean"] >= 0, "kid_reached": k["mean"] <= 0,
+            "precision_better": p["mean"] > 0, "kid_better": k["mean"] < 0,
             "precision_clearly_better": p["low"] > 0, "kid_clearly_better": k["high"] < 0}
 
 
@@ -316,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
         head, equal = comparisons[0], comparisons[1:]
         verdict = {
             "third_of_steps_reaches_scratch": head["precision_reached"] and head["kid_reached"],
-            "equal_steps_beats_scratch": all(c["precision_reached"] and c["kid_reached"] for c in equal),
+            "equal_steps_beats_scratch": all(c["precision_better"] and c["kid_better"] for c in equal),
             "equal_steps_clearly_beats_scratch": all(c["precision_clearly_better"] and c["kid_clearly_better"]
                                                      for c in equal),
             "copies_le_2pct": max(ft_copies) <= COPY_TARGET, "max_copy_share": max(ft_copies)}
