@@ -194,3 +194,53 @@ def test_the_admin_exports_and_imports(api, admin_client, admin_user, conditiona
                              {"file": SimpleUploadedFile("g.zip", data), "name": "from the admin"})
     imported = Generator.objects.get(name="from the admin")
     assert done.status_code == 302 and imported.owner == admin_user and imported.is_ready
+
+
+def _config_changed(**changes):
+    """config.json with ``changes`` (and the manifest's size fields alike), checksum made to match: the weights still
+    fit, but the settings ask for what no request could (a schedule of a billion steps, a 4096 px image)."""
+    def change(members):
+        config = {**json.loads(members["config.json"]), **changes}
+        members["config.json"] = json.dumps(config).encode()
+        manifest = json.loads(members["manifest.json"])
+        manifest.update({key: value for key, value in changes.items() if key in ("resolution", "channels")})
+        manifest["files"]["config.json"]["sha256"] = hashlib.sha256(members["config.json"]).hexdigest()
+        members["manifest.json"] = json.dumps(manifest).encode()
+    return change
+
+
+def test_a_config_with_settings_out_of_range_is_refused_before_anything_is_built(api, conditional):
+    """An imported config.json is checked like a request's options: its weights bound the networks, not the
+    noise schedule (``timesteps`` tensors) or the image size every generation job allocates."""
+    data = export(api, conditional["id"])
+    generators = Generator.objects.count()
+    for changes in ({"timesteps": 200_000}, {"resolution": 4096}, {"sampling_steps": -5}):
+        response = import_file(api, rewrite(data, _config_changed(**changes)))
+        assert response.status_code == 400, (changes, response.content)
+        (error,) = response.json()["file"]
+        assert "config.json" in error and next(iter(changes)) in error, (changes, error)
+        assert Generator.objects.count() == generators, changes
+
+
+def test_a_manifest_or_config_larger_than_json_needs_is_refused_unread(api, conditional):
+    """The JSON members are parsed in memory (a deflated megabyte of ``[0,0,...]`` parses into gigabytes of Python
+    objects): each is capped far below the zip's total."""
+    from apps.ml.portable import MAX_JSON_BYTES
+
+    data = export(api, conditional["id"])
+
+    def padded(name):
+        def change(members):
+            members[name] = members[name] + b" " * (MAX_JSON_BYTES + 1)  # still valid JSON
+            if name != "manifest.json":
+                manifest = json.loads(members["manifest.json"])
+                manifest["files"][name]["sha256"] = hashlib.sha256(members[name]).hexdigest()
+                members["manifest.json"] = json.dumps(manifest).encode()
+        return change
+
+    generators = Generator.objects.count()
+    for name in ("manifest.json", "config.json"):
+        response = import_file(api, rewrite(data, padded(name)))
+        assert response.status_code == 400, (name, response.content)
+        assert f"{name} is larger than" in response.json()["file"][0], name
+        assert Generator.objects.count() == generators, name

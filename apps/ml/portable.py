@@ -31,6 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 
 from . import registry
+from .base import RESOLUTIONS
 
 FORMAT = "synthgen-generator"
 FORMAT_VERSION = 1
@@ -39,6 +40,9 @@ MODEL_FILES = ("weights.safetensors", "config.json", "discriminator.safetensors"
 EXTRA_FILES = ("samples.png",)
 REQUIRED = ("weights.safetensors", "config.json")
 MAX_MEMBERS = 16
+# The JSON members are parsed in memory, where a small deflated file can grow into gigabytes of objects: each is
+# capped far below the zip's total (a real manifest or config is a few kilobytes).
+MAX_JSON_BYTES = 8 * 1024**2
 
 
 class PackageError(ValueError):
@@ -91,6 +95,10 @@ def read_package(source: BinaryIO | bytes, into: Path, *, max_bytes: int = 2 * 1
             raise PackageError(f"not a generator export: it has no {MANIFEST}")
         if len(members) > MAX_MEMBERS or sum(m.file_size for m in members) > max_bytes:
             raise PackageError("not a generator export: too many or too large files")
+        for member in members:
+            if member.filename.endswith(".json") and member.file_size > MAX_JSON_BYTES:
+                raise PackageError(f"{member.filename} is larger than {MAX_JSON_BYTES // 1024**2} MB: not a generator "
+                                   "export")
         manifest = _manifest(_read(archive, MANIFEST))
         listed = manifest["files"]
         unknown = [name for name in listed if name not in MODEL_FILES + EXTRA_FILES]
@@ -166,6 +174,8 @@ def _check_model(manifest: dict, contents: dict[str, bytes]) -> None:
     for key in ("resolution", "channels"):
         if config.get(key) != manifest[key]:
             raise PackageError(f"config.json's {key} ({config.get(key)!r}) is not the manifest's ({manifest[key]!r})")
+    if problems := _config_problems(registry.get(manifest["kind"]), config):
+        raise PackageError(f"config.json asks for settings no request could: {problems[0]}")
     classes = manifest["classes"]
     if not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in classes):
         raise PackageError("the manifest's classes are not a list of {name, image_count}")
@@ -195,3 +205,24 @@ def _check_model(manifest: dict, contents: dict[str, bytes]) -> None:
         key for key in wanted if tuple(wanted[key].shape) != tuple(weights[key].shape))
     if mismatched:
         raise PackageError(f"the weights do not fit the model the config describes (e.g. {mismatched[0]})")
+
+
+def _config_problems(generator_type, config: dict) -> list[str]:
+    """What the config builder would refuse in an imported ``config``: the size and channels, and each setting's type
+    and range (as a request's options are checked). The weights bound the networks, not what the config asks for
+    beside them (a noise schedule of ``timesteps``, the image size each generation allocates)."""
+    problems = []
+    if config.get("resolution") not in RESOLUTIONS:
+        problems.append(f"'resolution' must be one of {', '.join(map(str, RESOLUTIONS))}")
+    if config.get("channels") not in (1, 3):
+        problems.append("'channels' must be 1 or 3")
+    if generator_type.config_class is None:
+        return problems
+    try:
+        typed = generator_type.config_class.from_dict(config)
+    except (ValueError, TypeError) as error:
+        return [*problems, str(error)]
+    for name in typed.settings():
+        if name in config and (problem := typed.check_setting(name, config[name])[0]):
+            problems.append(problem)
+    return problems
