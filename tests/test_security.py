@@ -217,6 +217,9 @@ PROBES = [
     Probe("api:generator-share", "post", "/api/generators/{private}/share/", 200, 404, "api-share"),
     Probe("api:generator-share", "post", "/api/generators/{shared}/share/", 200, 403, "api-share"),
     Probe("api:generator-sample-grid", "get", "/api/generators/{private}/sample-grid/", 200, 404),
+    Probe("api:generator-export", "get", "/api/generators/{private}/export/", 400, 404),  # alice's has no weights
+    Probe("api:generator-export", "get", "/api/generators/{training}/export/", 400, 404),  # not ready: not yet
+    Probe("api:generator-import", "post", "/api/generators/import/", 400, 400),  # no file: nothing is created
     Probe("api:generator-sample-grid", "get", "/api/generators/{shared}/sample-grid/", 200, 200),
     Probe("api:run-list", "get", "/api/runs/", 200, 200),
     Probe("api:run-detail", "get", "/api/runs/{private_run}/", 200, 404),

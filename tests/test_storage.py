@@ -314,6 +314,7 @@ def test_the_schema_documents_503_where_files_are_stored_or_read(api):
     schema = api.get("/api/schema/", {"format": "json"}).json()
     documented = sorted(f"{method.upper()} {path}" for path, operations in schema["paths"].items()
                         for method, operation in operations.items() if "503" in operation["responses"])
-    assert documented == ["GET /api/jobs/{id}/download/", "POST /api/datasets/", "POST /api/datasets/{id}/images/"]
+    assert documented == ["GET /api/generators/{id}/export/", "GET /api/jobs/{id}/download/", "POST /api/datasets/",
+                          "POST /api/datasets/{id}/images/", "POST /api/generators/import/"]
     answer = schema["paths"]["/api/datasets/"]["post"]["responses"]["503"]
     assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}

@@ -262,7 +262,7 @@ class GeneratorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.
                             filename=portable.export_filename(generator), content_type="application/zip")
 
     @extend_schema(request={"multipart/form-data": ImportSerializer}, responses={201: GeneratorSerializer})
-    @action(detail=False, methods=["post"], url_path="import", parser_classes=[MultiPartParser])
+    @action(detail=False, methods=["post"], url_path="import", url_name="import", parser_classes=[MultiPartParser])
     def import_export(self, request):
         """Turn an export file into a ready generator of yours; a damaged, changed or foreign file, an unknown type
         or a newer architecture version is refused (400 under `file`) and nothing is created."""

@@ -16,7 +16,7 @@ from django.db import transaction
 
 from apps.core import storage
 from apps.core.errors import InvalidInput
-from apps.ml.portable import EXTRA_FILES, MODEL_FILES, PackageError, read_package, write_package
+from apps.ml.portable import EXTRA_FILES, MODEL_FILES, REQUIRED, PackageError, read_package, write_package
 
 from .models import Generator
 from .services import generator_files_dir
@@ -40,6 +40,11 @@ def export_generator(*, generator: Generator):
                 storage.fetch_file(source, folder / name)
         extras = {name: storage.read_bytes(f"{generator.files_dir}/{name}") for name in EXTRA_FILES
                   if storage.exists(f"{generator.files_dir}/{name}")}
+        missing = [name for name in REQUIRED if not (folder / name).exists()]
+        if missing:
+            out.close()
+            raise InvalidInput({"generator": f"Generator {generator.pk}'s model files ({', '.join(missing)}) are "
+                                            "missing from storage, so it cannot be exported; train it again."})
         write_package(out, model_dir=folder, extras=extras, manifest={
             "kind": generator.kind, "name": generator.name, "resolution": generator.resolution,
             "channels": generator.channels, "classes": generator.classes, "config": generator.config,
