@@ -58,10 +58,26 @@ def weights(generator_id: int) -> dict[str, torch.Tensor]:
     return load(storage.read_bytes(f"{files_dir}/weights.safetensors"))
 
 
+def mark_weights(generator_id: int, shift: float = 0.5) -> dict[str, torch.Tensor]:
+    """Shift every float weight of a stored generator by ``shift`` (a model no random start or few training steps
+    comes near), so that a child that really starts from it can be told from one that does not; returns them."""
+    from safetensors.torch import save
+
+    marked = {k: v + shift if v.is_floating_point() else v for k, v in weights(generator_id).items()}
+    storage.write_bytes(f"{Generator.objects.get(pk=generator_id).files_dir}/weights.safetensors", save(marked))
+    return marked
+
+
+def near(after: dict[str, torch.Tensor], before: dict[str, torch.Tensor], keys) -> bool:
+    """Every tensor of ``keys`` within 0.05 of ``before``'s: a couple of fine-tuning steps, not a fresh start."""
+    return all(float((after[k].float() - before[k].float()).abs().max()) < 0.05 for k in keys)
+
+
 def test_a_conditional_ddim_fine_tuned_from_a_base_keeps_its_shape_and_says_where_it_came_from(
         api, user, client, django_capture_on_commit_callbacks):
     base = train(api, django_capture_on_commit_callbacks, name="shoes", kind="ddim",
                  dataset=upload(api, "shoes", {"bag": 4, "sandal": 4}))
+    marked = mark_weights(base["id"])
     child = train(api, django_capture_on_commit_callbacks, name="more shoes", kind="ddim",
                   dataset=upload(api, "more", {"sandal": 4, "shirt": 4}, start=50), base_generator=base["id"])
     assert child["base_generator"] == {"id": base["id"], "name": "shoes"}
@@ -76,6 +92,8 @@ def test_a_conditional_ddim_fine_tuned_from_a_base_keeps_its_shape_and_says_wher
     assert after[LABEL_EMBED].shape == before[LABEL_EMBED].shape  # 2 classes + "no label" in both
     assert set(before) == set(after) and all(before[k].shape == after[k].shape for k in before)
     assert any(not torch.equal(before[k], after[k]) for k in before)  # trained on: its own weights
+    # ... from the base's: every weight but the class rows (sandal kept, shirt new) is still near the marked base's
+    assert near(after, marked, [k for k in before if k != LABEL_EMBED and before[k].is_floating_point()])
     # The run's copy of the base went with the run's other files.
     run = TrainingRun.objects.get(generator_id=child["id"])
     assert not storage.walk(storage.run_prefix(run.pk))
@@ -188,7 +206,7 @@ def test_the_wizard_offers_the_compatible_generators_to_start_from(
 def test_a_child_asked_for_trains_from_its_copy_of_a_base_deleted_before_it_ran(
         api, django_capture_on_commit_callbacks):
     base = train(api, django_capture_on_commit_callbacks, name="blobs", kind="ddim", dataset=upload(api, "blobs"))
-    base_weights = weights(base["id"])
+    base_weights = mark_weights(base["id"])
     dataset = upload(api, "child", start=30)
     with django_capture_on_commit_callbacks(execute=False) as launches:
         response = api.post("/api/generators/", {"name": "child", "dataset": dataset, "kind": "ddim",
@@ -204,3 +222,16 @@ def test_a_child_asked_for_trains_from_its_copy_of_a_base_deleted_before_it_ran(
     assert child["base_generator"] == {"id": None, "name": "blobs"} and child["config"]["total_steps"] == 2
     after = weights(child["id"])
     assert set(after) == set(base_weights) and any(not torch.equal(after[k], base_weights[k]) for k in after)
+    assert near(after, base_weights, [k for k in after if after[k].is_floating_point()])  # started from the copy
+
+
+def test_a_base_that_lost_its_weights_is_refused_and_nothing_is_created(api, django_capture_on_commit_callbacks):
+    base = train(api, django_capture_on_commit_callbacks, name="blobs", kind="ddim", dataset=upload(api, "blobs"))
+    storage.delete(f"{Generator.objects.get(pk=base['id']).files_dir}/weights.safetensors")
+    dataset = upload(api, "child", start=30)
+    generators, runs = Generator.objects.count(), TrainingRun.objects.count()
+    response = api.post("/api/generators/", {"name": "child", "dataset": dataset, "kind": "ddim",
+                                             "base_generator": base["id"]}, format="json")
+    assert response.status_code == 400, response.content
+    assert "has lost its model files (weights.safetensors)" in response.json()["base_generator"][0]
+    assert (Generator.objects.count(), TrainingRun.objects.count()) == (generators, runs)

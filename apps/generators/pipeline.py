@@ -378,6 +378,8 @@ def _train(run: TrainingRun, work: Path) -> None:
     base = None
     if (snapshot := transfer.base_snapshot(run.pk)) is not None:
         base = read_base(storage.fetch(snapshot, work / transfer.BASE_DIR))
+    elif generator.base_name and not generator.config:  # never start a "fine-tuned" run from random weights
+        raise RuntimeError(f"the copy of the base generator '{generator.base_name}' this run starts from is missing")
     generator_type = registry.get(generator.kind)
     device = pick_device()
     # A resumed run keeps the config it started with; a new one gets the preset's recipe for this data

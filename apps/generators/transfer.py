@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 from apps.core import storage
 from apps.core.errors import InvalidInput
 from apps.ml import registry
-from apps.ml.transfer import BASE_FILES
+from apps.ml.transfer import BASE_FILES, CONFIG_FILE, WEIGHTS_FILE
 
 from .models import Generator
 from .selectors import generators_for
@@ -83,7 +83,13 @@ def check_base(*, user, base_id: int, kind: str, resolution: int, channels: int)
 
 
 def snapshot_base(*, run_id: int, base: Generator) -> None:
-    """Copy the base's files the run starts from under ``runs/<run_id>/base/`` (what the base has of BASE_FILES)."""
+    """Copy the base's files the run starts from under ``runs/<run_id>/base/`` (what the base has of BASE_FILES);
+    raises InvalidInput (``base_generator``) when its weights or config are gone, rather than let the run start
+    from random weights under a "fine-tuned from" name."""
+    missing = [name for name in (WEIGHTS_FILE, CONFIG_FILE) if not storage.exists(f"{base.files_dir}/{name}")]
+    if missing:
+        raise InvalidInput({"base_generator": f"Generator {base.pk} '{base.name}' has lost its model files "
+                                              f"({', '.join(missing)}): it cannot be a base. Train from scratch."})
     for name in BASE_FILES:
         source = f"{base.files_dir}/{name}"
         if storage.exists(source):
