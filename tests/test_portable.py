@@ -156,6 +156,9 @@ def test_damaged_changed_and_foreign_files_are_refused_and_create_nothing(api, c
         "a newer architecture": (rewrite(data, set_manifest(architecture_version=99)), "architecture version 99"),
         "a newer format": (rewrite(data, set_manifest(format_version=2)), "format version 2"),
         "a missing file": (rewrite(data, lambda m: m.pop("weights.safetensors")), "lacks weights.safetensors"),
+        "a class count that is not a number": (rewrite(data, set_manifest(classes=[
+            {"name": c["name"], "image_count": "many"} for c in conditional["classes"]])), "not a list of"),
+        "a manifest nested too deep": (rewrite(data, _deep_manifest), "can read (RecursionError)"),
     }
     generators = Generator.objects.count()
     stored = sorted(storage.walk("generators"))
@@ -244,3 +247,7 @@ def test_a_manifest_or_config_larger_than_json_needs_is_refused_unread(api, cond
         assert response.status_code == 400, (name, response.content)
         assert f"{name} is larger than" in response.json()["file"][0], name
         assert Generator.objects.count() == generators, name
+
+
+def _deep_manifest(members):
+    members["manifest.json"] = b"[" * 200_000 + b"]" * 200_000  # json.loads recurses past Python's limit

@@ -99,7 +99,7 @@ def read_package(source: BinaryIO | bytes, into: Path, *, max_bytes: int = 2 * 1
             if member.filename.endswith(".json") and member.file_size > MAX_JSON_BYTES:
                 raise PackageError(f"{member.filename} is larger than {MAX_JSON_BYTES // 1024**2} MB: not a generator "
                                    "export")
-        manifest = _manifest(_read(archive, MANIFEST))
+        manifest = _unexpected_is_refused(_manifest, _read(archive, MANIFEST))
         listed = manifest["files"]
         unknown = [name for name in listed if name not in MODEL_FILES + EXTRA_FILES]
         if unknown:
@@ -116,7 +116,7 @@ def read_package(source: BinaryIO | bytes, into: Path, *, max_bytes: int = 2 * 1
                 raise PackageError(f"{name} is not the file that was exported (its checksum differs): the export "
                                    "was changed or damaged")
             contents[name] = data
-    _check_model(manifest, contents)
+    _unexpected_is_refused(_check_model, manifest, contents)
     into = Path(into)
     into.mkdir(parents=True, exist_ok=True)
     for name, data in contents.items():
@@ -126,6 +126,17 @@ def read_package(source: BinaryIO | bytes, into: Path, *, max_bytes: int = 2 * 1
     except (RuntimeError, ValueError, KeyError, TypeError) as error:
         raise PackageError(f"the weights do not fit the model the config describes: {error}") from None
     return manifest
+
+
+def _unexpected_is_refused(check, *args):
+    """``check(*args)``, with any error it did not foresee (JSON nested too deep, a value of an odd type) turned
+    into a refusal: a file from outside is never a server error."""
+    try:
+        return check(*args)
+    except PackageError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever a crafted file provokes
+        raise PackageError(f"not a generator export this installation can read ({type(error).__name__})") from None
 
 
 def _read(archive: zipfile.ZipFile, name: str) -> bytes:
@@ -177,7 +188,8 @@ def _check_model(manifest: dict, contents: dict[str, bytes]) -> None:
     if problems := _config_problems(registry.get(manifest["kind"]), config):
         raise PackageError(f"config.json asks for settings no request could: {problems[0]}")
     classes = manifest["classes"]
-    if not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in classes):
+    if not all(isinstance(c, dict) and isinstance(c.get("name"), str) and type(c.get("image_count", 0)) is int
+               and c.get("image_count", 0) >= 0 for c in classes):
         raise PackageError("the manifest's classes are not a list of {name, image_count}")
     if [c["name"] for c in classes] != list(config.get("classes") or []) or len(classes) != int(config.get("num_classes") or 0):
         raise PackageError("the manifest's classes are not the ones config.json's model learnt")
