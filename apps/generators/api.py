@@ -1,4 +1,5 @@
 """REST API for generators (the registry) and their training runs. Starting generation: apps.generation.api."""
+from django.http import FileResponse
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
@@ -11,7 +12,7 @@ from apps.core import fields as json_fields
 from apps.datasets.api import ClassCountSerializer
 from apps.datasets.selectors import datasets_for
 
-from . import estimates, selectors, services
+from . import estimates, portable, selectors, services
 from apps.ml import registry
 from apps.ml.base import PRESETS, RESOLUTIONS
 from apps.ml.orientation import describe as describe_orientation
@@ -253,10 +254,6 @@ class GeneratorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.
     def export(self, request, pk=None):
         """One file with the generator's weights (safetensors), config, type and architecture version, classes,
         quality report and lineage, for POST /api/generators/import/ on this or another installation."""
-        from django.http import FileResponse
-
-        from . import portable
-
         generator = self.get_object()
         return FileResponse(portable.export_generator(generator=generator), as_attachment=True,
                             filename=portable.export_filename(generator), content_type="application/zip")
@@ -266,8 +263,6 @@ class GeneratorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.
     def import_export(self, request):
         """Turn an export file into a ready generator of yours; a damaged, changed or foreign file, an unknown type
         or a newer architecture version is refused (400 under `file`) and nothing is created."""
-        from . import portable
-
         form = ImportSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
+from django.utils.text import slugify
 
 from apps.core import storage
 from apps.core.errors import InvalidInput
@@ -23,8 +24,6 @@ from .services import generator_files_dir
 
 
 def export_filename(generator: Generator) -> str:
-    from django.utils.text import slugify
-
     return f"{slugify(generator.name) or 'generator'}-{generator.pk}.synthgen.zip"
 
 

@@ -15,6 +15,7 @@ from apps.ml import registry
 from apps.ml.base import PRESETS, RESOLUTIONS
 from apps.ml.config import ConfigError, build_config, settings_of
 from apps.ml.device import device_class
+from . import transfer
 from .models import Generator, TrainingRun
 from .selectors import generators_for
 
@@ -65,8 +66,6 @@ def start_training(
     to fine-tune (apps.generators.transfer): the run starts from its weights with the type's fine-tuning recipe
     (apps.ml.config.build_config(base=...)) unless ``options`` set those settings. ``resolution`` left out is then
     the base's. Any other base is refused (``base_generator``), and nothing is created."""
-    from . import transfer
-
     errors: dict[str, str] = {}
     base = None
     if base_generator is not None and resolution is None:  # the base's resolution (a base not seen: refused below)
