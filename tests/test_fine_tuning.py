@@ -225,6 +225,29 @@ def test_a_child_asked_for_trains_from_its_copy_of_a_base_deleted_before_it_ran(
     assert near(after, base_weights, [k for k in after if after[k].is_floating_point()])  # started from the copy
 
 
+def test_a_storage_outage_while_copying_the_base_leaves_no_rows_and_no_partial_copy(
+        api, django_capture_on_commit_callbacks, monkeypatch):
+    base = train(api, django_capture_on_commit_callbacks, name="blobs", kind="ddim", dataset=upload(api, "blobs"))
+    dataset = upload(api, "child", start=30)
+    generators, runs = Generator.objects.count(), TrainingRun.objects.count()
+    write_bytes = storage.write_bytes
+    copied = []
+
+    def dies_after_the_first_file(name, data):
+        if copied:
+            raise storage.StorageUnavailable("the storage went away mid-copy")
+        copied.append(name)
+        return write_bytes(name, data)
+
+    monkeypatch.setattr(storage, "write_bytes", dies_after_the_first_file)
+    response = api.post("/api/generators/", {"name": "child", "dataset": dataset, "kind": "ddim",
+                                             "base_generator": base["id"]}, format="json")
+    assert response.status_code == 503, response.content
+    assert copied and copied[0].startswith("runs/")  # one file of the base was copied before the outage
+    assert (Generator.objects.count(), TrainingRun.objects.count()) == (generators, runs)
+    assert not storage.walk(copied[0].rsplit("/base/", 1)[0])  # and removed with the rolled-back rows
+
+
 def test_a_base_that_lost_its_weights_is_refused_and_nothing_is_created(api, django_capture_on_commit_callbacks):
     base = train(api, django_capture_on_commit_callbacks, name="blobs", kind="ddim", dataset=upload(api, "blobs"))
     storage.delete(f"{Generator.objects.get(pk=base['id']).files_dir}/weights.safetensors")

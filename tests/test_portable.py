@@ -3,6 +3,7 @@ damaged, changed and foreign files are refused and create nothing. Tiny models, 
 import hashlib
 import io
 import json
+import struct
 import zipfile
 
 import pytest
@@ -129,6 +130,23 @@ def _flip_a_weight_byte(members):
     members["weights.safetensors"] = bytes(weights)
 
 
+def _with_checksum(members, name, data):
+    members[name] = data
+    manifest = json.loads(members["manifest.json"])
+    manifest["files"][name]["sha256"] = hashlib.sha256(data).hexdigest()
+    members["manifest.json"] = json.dumps(manifest).encode()
+
+
+def _cut_tensor_bytes(members):
+    """The last 8 bytes of the weights cut off, checksum made to match: the header promises more than is there."""
+    _with_checksum(members, "weights.safetensors", members["weights.safetensors"][:-8])
+
+
+def _header_past_the_end(members):
+    weights = members["weights.safetensors"]
+    _with_checksum(members, "weights.safetensors", struct.pack("<Q", len(weights)) + weights[8:])
+
+
 def _resized_config(members):
     """The config claims a wider network, checksum made to match: the weights no longer fit it."""
     config = json.loads(members["config.json"])
@@ -149,6 +167,8 @@ def test_damaged_changed_and_foreign_files_are_refused_and_create_nothing(api, c
         "truncated near the end": (data[:-30], "not a complete zip"),
         "a changed byte": (rewrite(data, _flip_a_weight_byte), "checksum differs"),
         "a pickle for weights": (rewrite(data, _pickled_weights), "is not a safetensors file"),
+        "weights cut short": (rewrite(data, _cut_tensor_bytes), "is not a safetensors file"),
+        "a header past the end": (rewrite(data, _header_past_the_end), "header runs past the end"),
         "weights that do not fit the config": (rewrite(data, _resized_config), "do not fit the model"),
         "a png": (png_bytes(2), "not a complete zip"),
         "a zip of photos": (png_zip.getvalue(), "has no manifest.json"),
@@ -251,3 +271,28 @@ def test_a_manifest_or_config_larger_than_json_needs_is_refused_unread(api, cond
 
 def _deep_manifest(members):
     members["manifest.json"] = b"[" * 200_000 + b"]" * 200_000  # json.loads recurses past Python's limit
+
+
+ODD_REPORTS = {
+    "a verdict that is a list": {"verdict": ["varied and new"]},
+    "a credit that is a number": {"verdict": "varied and new", "usefulness": {"credit": 3}},
+    "a precision that is text": {"verdict": "varied and new", "precision": "very high"},
+    "classes that are a list": {"verdict": "varied and new", "classes": ["sandal"]},
+}
+
+
+@pytest.mark.parametrize("case", ODD_REPORTS)
+def test_a_quality_report_the_pages_cannot_read_is_left_out_with_a_warning(case, admin_client, api, conditional):
+    """A crafted file's report never breaks the generator page or the admin list: it is dropped and the generator
+    says so; a readable report is kept as it is."""
+    data = export(api, conditional["id"])
+    response = admin_client.post("/admin/generators/generator/import/", {
+        "file": SimpleUploadedFile("g.zip", rewrite(data, set_manifest(quality=ODD_REPORTS[case]))), "name": case})
+    assert response.status_code == 302, response.content
+    odd = Generator.objects.get(name=case)
+    assert odd.quality is None and any("quality report" in warning for warning in odd.warnings)
+    assert admin_client.get(f"/generators/{odd.pk}/").status_code == 200
+    assert admin_client.get("/admin/generators/generator/").status_code == 200
+    kept = import_file(api, data).json()
+    assert kept["quality"] == Generator.objects.get(pk=conditional["id"]).quality
+    assert not any("quality report" in warning for warning in Generator.objects.get(pk=kept["id"]).warnings)

@@ -9,7 +9,7 @@ from django.utils.html import format_html
 from apps.core.errors import InvalidInput
 
 from . import portable, services
-from .presentation import credit_text
+from .presentation import registry_columns
 from apps.ml import registry
 from .models import Generator, TrainingRun
 
@@ -101,21 +101,16 @@ class GeneratorAdmin(admin.ModelAdmin):
 
     @admin.display(description="quality verdict")
     def verdict(self, obj):
-        return (obj.quality or {}).get("verdict") or "—"
+        return registry_columns(obj.quality)["verdict"]
 
     @admin.display(description="gain beyond augmentation")
     def usefulness(self, obj):
-        quality = obj.quality or {}
-        credit = (quality.get("dataset_usefulness") or quality.get("usefulness") or {}).get("credit") or {}
-        if credit.get("value") is None:
-            return "—"
-        return f"{credit.get('words', '')}: {credit_text(credit)}"
+        return registry_columns(obj.quality)["usefulness"]
 
     @admin.display(description="worth in real photos")
     def photo_equivalent(self, obj):
         """A conditional generator's photo equivalent (quality.dataset_usefulness.photo_equivalent) in words."""
-        equivalent = ((obj.quality or {}).get("dataset_usefulness") or {}).get("photo_equivalent") or {}
-        return equivalent.get("words") or "—"
+        return registry_columns(obj.quality)["photo_equivalent"]
 
     @admin.display(description="sample grid")
     def sample_grid_preview(self, obj):

@@ -20,6 +20,7 @@ from apps.core.errors import InvalidInput
 from apps.ml.portable import EXTRA_FILES, MODEL_FILES, REQUIRED, PackageError, read_package, write_package
 
 from .models import Generator
+from .presentation import readable_report
 from .services import generator_files_dir
 
 
@@ -65,14 +66,20 @@ def import_generator(*, owner, file, name: str | None = None, shared: bool = Fal
         except PackageError as error:
             raise InvalidInput({"file": f"This file cannot be imported: {error}."}) from None
         model = Path(folder) / "model"
+        quality = _of(manifest, "quality", dict, None)
+        warnings = [str(w) for w in _of(manifest, "warnings", list, [])]
+        if not readable_report(quality):
+            quality = None
+            warnings.append("The quality report in the imported file could not be read and was left out: generate "
+                            "a few images and look at them before you rely on this generator.")
         with transaction.atomic():
             generator = Generator.objects.create(
                 owner=owner, name=(name or manifest["name"]).strip()[:120] or "imported generator",
                 kind=manifest["kind"], resolution=manifest["resolution"], channels=manifest["channels"],
                 preset=str(manifest.get("preset") or "")[:20], augment=bool(manifest.get("augment")),
-                config=json.loads((model / "config.json").read_text()), quality=_of(manifest, "quality", dict, None),
+                config=json.loads((model / "config.json").read_text()), quality=quality,
                 classes=manifest["classes"], orientation=_of(manifest, "orientation", dict, {}),
-                warnings=[str(w) for w in _of(manifest, "warnings", list, [])], shared=shared,
+                warnings=warnings, shared=shared,
                 status=Generator.Status.READY,
                 base_name=str((manifest.get("lineage") or {}).get("base_name") or "")[:120],
             )

@@ -131,6 +131,33 @@ def photo_equivalent_text(usefulness: dict | None) -> str:
     return f"Worth in real photos: {equivalent['words'].rstrip('.')}."
 
 
+def registry_columns(quality: dict | None) -> dict[str, str]:
+    """The admin list's columns of a report: its verdict, the gain beyond augmentation, the worth in real photos
+    (a conditional generator's ``dataset_usefulness.photo_equivalent``); "—" where the report has none."""
+    quality = quality or {}
+    credit = (quality.get("dataset_usefulness") or quality.get("usefulness") or {}).get("credit") or {}
+    equivalent = (quality.get("dataset_usefulness") or {}).get("photo_equivalent") or {}
+    return {
+        "verdict": quality.get("verdict") or "—",
+        "usefulness": "—" if credit.get("value") is None else f"{credit.get('words', '')}: {credit_text(credit)}",
+        "photo_equivalent": equivalent.get("words") or "—",
+    }
+
+
+def readable_report(quality) -> bool:
+    """Whether the pages can show ``quality`` (a report from elsewhere, e.g. an imported generator's): the generator
+    page's summary and the admin's columns read it without an error, and its texts are texts."""
+    if quality is None:
+        return True
+    try:
+        summary = quality_summary(quality)
+        columns = registry_columns(quality)
+    except Exception:  # noqa: BLE001 - a report of odd shapes, whatever the error
+        return False
+    texts = [summary[key] for key in ("verdict", "explanation", "advice")] + list(columns.values())
+    return all(isinstance(text, str) for text in texts)
+
+
 def quality_summary(quality: dict | None) -> dict | None:
     """{"verdict", "positive", "explanation", "advice", "useful", "photo_equivalent", "negatives", "rows",
     "usefulness", "filtered"} for the generator page; None without a report."""

@@ -1,6 +1,8 @@
 """Starting, cancelling, sharing and deleting generators. Keyword-only functions that write."""
 from __future__ import annotations
 
+import contextlib
+
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -110,24 +112,31 @@ def start_training(
         raise InvalidInput(errors)
 
     preset = preset or suggest_preset(image_count, kind)
-    with transaction.atomic():  # a base whose files cannot be copied leaves nothing behind
-        generator = Generator.objects.create(
-            owner=owner,
-            name=name.strip(),
-            kind=kind,
-            resolution=resolution,
-            channels=dataset.channels,
-            dataset=dataset,
-            augment=augment,
-            preset=preset,
-            shared=shared,
-            options=options or {},
-            base_generator=base,
-            base_name=base.name if base is not None else "",
-        )
-        run = TrainingRun.objects.create(generator=generator)
-        if base is not None:
-            transfer.snapshot_base(run_id=run.pk, base=base)
+    run = None
+    try:
+        with transaction.atomic():  # a base whose files cannot be copied leaves nothing behind
+            generator = Generator.objects.create(
+                owner=owner,
+                name=name.strip(),
+                kind=kind,
+                resolution=resolution,
+                channels=dataset.channels,
+                dataset=dataset,
+                augment=augment,
+                preset=preset,
+                shared=shared,
+                options=options or {},
+                base_generator=base,
+                base_name=base.name if base is not None else "",
+            )
+            run = TrainingRun.objects.create(generator=generator)
+            if base is not None:
+                transfer.snapshot_base(run_id=run.pk, base=base)
+    except BaseException:
+        if run is not None and base is not None:  # the rows were rolled back: so goes the copy of the base
+            with contextlib.suppress(Exception):  # best effort (the storage may be what failed); the error stands
+                transfer.drop_snapshot(run.pk)
+        raise
     transaction.on_commit(lambda: _launch(run.pk))
     return generator
 

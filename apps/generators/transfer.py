@@ -96,6 +96,11 @@ def snapshot_base(*, run_id: int, base: Generator) -> None:
             storage.write_bytes(storage.run_file(run_id, f"{BASE_DIR}/{name}"), storage.read_bytes(source))
 
 
+def drop_snapshot(run_id: int) -> None:
+    """Remove the run's copy of its base (its rows were rolled back, or it is done with it)."""
+    storage.remove_prefix(storage.run_file(run_id, BASE_DIR))
+
+
 def base_snapshot(run_id: int) -> str | None:
     """Where the run's copy of its base lives in storage; None for a run trained from scratch."""
     prefix = storage.run_file(run_id, BASE_DIR)

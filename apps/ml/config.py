@@ -50,6 +50,8 @@ class TrainingConfig(MutableMapping):
     kind_key: ClassVar[str] = ""  # the generator type, for messages ("not a setting of dcgan")
     # The settings that shape the weights: a fine-tuned model takes them from its base (for_base) and keeps them.
     BASE_SHAPE: ClassVar[tuple[str, ...]] = ()
+    # Settings that only mean something when fine-tuning from a base (e.g. FreezeD): refused without one.
+    BASE_ONLY: ClassVar[tuple[str, ...]] = ()
 
     resolution: int = setting(low=1)
     channels: int = setting(choices=(1, 3))
@@ -310,6 +312,9 @@ def build_config(generator_type, *, resolution: int, channels: int, preset: str,
             config = config.for_base(base)
         except ValueError as error:
             raise ConfigError([str(error)]) from None
+    if base is None and (only := [key for key in config.BASE_ONLY if key in (options or {})]):
+        raise ConfigError([f"'{key}' applies only when fine-tuning from a base generator (base_generator); leave it "
+                           "out to train from scratch." for key in only])
     config = config.replace(**(options or {}))
     if base is not None and (problems := config.base_problems(base)):
         raise ConfigError(problems)

@@ -22,13 +22,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import struct
 import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
 
 from . import registry
 from .base import RESOLUTIONS
@@ -197,13 +196,8 @@ def _check_model(manifest: dict, contents: dict[str, bytes]) -> None:
     if version != manifest["architecture_version"]:
         raise PackageError(f"config.json's architecture version ({version}) is not the manifest's "
                            f"({manifest['architecture_version']})")
-    tensors = {}
-    for name, data in contents.items():
-        if name.endswith(".safetensors"):
-            try:
-                tensors[name] = load_safetensors(data)
-            except (SafetensorError, ValueError, RuntimeError) as error:
-                raise PackageError(f"{name} is not a safetensors file ({error})") from None
+    shapes = {name: _safetensors_shapes(name, data) for name, data in contents.items()
+              if name.endswith(".safetensors")}
     # The network the config describes, built on the "meta" device (no memory): its tensors must be the weights',
     # name for name and shape for shape, before a real one is built (a config may not ask for a network the
     # weights do not fill).
@@ -212,11 +206,60 @@ def _check_model(manifest: dict, contents: dict[str, bytes]) -> None:
             wanted = registry.get(manifest["kind"])(config, device="meta").weights_state()
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
         raise PackageError(f"config.json does not describe a model this installation builds: {error}") from None
-    weights = tensors["weights.safetensors"]
+    weights = shapes["weights.safetensors"]
     mismatched = sorted(set(wanted) ^ set(weights)) or sorted(
-        key for key in wanted if tuple(wanted[key].shape) != tuple(weights[key].shape))
+        key for key in wanted if tuple(wanted[key].shape) != weights[key])
     if mismatched:
         raise PackageError(f"the weights do not fit the model the config describes (e.g. {mismatched[0]})")
+
+
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+def _safetensors_shapes(name: str, data: bytes) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape in the safetensors file ``data``, read from its header alone (no tensor is built, so an
+    import holds the file once, not twice). Raises :class:`PackageError` unless the header is well formed and
+    every tensor's bytes lie inside the file, one after another, with the size its dtype and shape need (the
+    safetensors format's own rules; the type's loader then reads the tensors)."""
+    def refuse(why: str) -> PackageError:
+        return PackageError(f"{name} is not a safetensors file ({why})")
+
+    if len(data) < 8:
+        raise refuse("too short")
+    (header_size,) = struct.unpack("<Q", data[:8])
+    if header_size > min(len(data) - 8, MAX_JSON_BYTES):
+        raise refuse("its header runs past the end of the file")
+    try:
+        header = json.loads(data[8 : 8 + header_size])
+    except (UnicodeDecodeError, ValueError):
+        raise refuse("its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise refuse("its header is not a table of tensors")
+    header.pop("__metadata__", None)
+    shapes, spans = {}, []
+    for key, entry in header.items():
+        if not (isinstance(entry, dict) and entry.get("dtype") in _DTYPE_BYTES and isinstance(entry.get("shape"), list)
+                and all(type(d) is int and d >= 0 for d in entry["shape"])
+                and isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2
+                and all(type(o) is int for o in entry["data_offsets"])):
+            raise refuse(f"tensor {key!r} is not described as a dtype, a shape and two offsets")
+        start, end = entry["data_offsets"]
+        count = 1
+        for d in entry["shape"]:
+            count *= d
+        if not 0 <= start <= end or end - start != count * _DTYPE_BYTES[entry["dtype"]]:
+            raise refuse(f"tensor {key!r} does not have the bytes its shape needs")
+        shapes[key] = tuple(entry["shape"])
+        spans.append((start, end))
+    position = 0
+    for start, end in sorted(spans):
+        if start != position:
+            raise refuse("its tensors overlap or leave gaps")
+        position = end
+    if position != len(data) - 8 - header_size:
+        raise refuse("its tensors do not fill the file")
+    return shapes
 
 
 def _config_problems(generator_type, config: dict) -> list[str]:

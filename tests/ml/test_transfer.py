@@ -146,3 +146,17 @@ def test_a_dcgan_base_saved_without_its_discriminator_gives_a_fresh_unfrozen_one
     parts = child.training_parts()
     assert all(p.requires_grad for p in parts.networks["D"].parameters())
     assert torch.equal(parts.networks["G"].state_dict()["main.0.weight"], base.netG.state_dict()["main.0.weight"])
+
+
+def test_freeze_d_is_refused_for_a_dcgan_trained_from_scratch_and_kept_when_fine_tuning(tmp_path):
+    """FreezeD means "keep the base discriminator's first blocks": without a base it would silently do nothing."""
+    with pytest.raises(ConfigError) as refused:
+        build_config(DCGAN, resolution=32, channels=1, preset="quick", image_count=16, device="cpu",
+                     options={"freeze_d_blocks": 2})
+    assert "'freeze_d_blocks' applies only when fine-tuning" in refused.value.problems[0]
+    base = DCGAN(dcgan_config(total_steps=2, checkpoint_every=2), device="cpu")
+    base.train(blobs(16), checkpoint_dir=tmp_path / "base-ckpt")
+    base.save(tmp_path / "base")
+    config = build_config(DCGAN, resolution=32, channels=1, preset="quick", image_count=16, device="cpu",
+                          options={"freeze_d_blocks": 2}, base=read_base(tmp_path / "base").recipe_config())
+    assert config["freeze_d_blocks"] == 2

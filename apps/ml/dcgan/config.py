@@ -58,6 +58,7 @@ class DCGANConfig(TrainingConfig):
     kind_key = "dcgan"
     # What shapes the two networks' weights: a fine-tuned DCGAN takes them from its base.
     BASE_SHAPE = ("nz", "ngf", "ndf", "spectral_norm", "data_efficient")
+    BASE_ONLY = ("freeze_d_blocks",)  # freezing a random discriminator's blocks would only cripple it
 
     kind: str = "dcgan"
     nz: int = setting(100, low=1, high=4096)
