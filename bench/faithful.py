@@ -108,7 +108,7 @@ def denoising_error(model, photos: torch.Tensor, mask: torch.Tensor, seed: int =
 
 
 def train(kind: str, policy: str, photos: torch.Tensor, found: dict, *, preset: str, seed: int, augment: bool,
-          overrides: dict, directory: Path):
+          overrides: dict, directory: Path, resample: bool = False):
     """Train like the app (augment stage, then the config it builds); returns (model, augmented, config, s)."""
     generator_type = registry.get(kind)
     training = photos
@@ -116,7 +116,7 @@ def train(kind: str, policy: str, photos: torch.Tensor, found: dict, *, preset: 
         mirror = True if policy == "before" else found["mirrors"]
         turns = False if policy == "before" else found["rotations"]
         training = augment_dataset(photos, augmentation_copies(len(photos)), seed=seed, mirror=mirror,
-                                   quarter_turns=turns)
+                                   quarter_turns=turns, resample=resample)
     config = build_config(generator_type, resolution=photos.shape[-1], channels=photos.shape[1], preset=preset,
                           image_count=len(photos), device="cpu", orientation=None if policy == "before" else found)
     if policy == "before" and kind == "ddim":  # the recipe before #18
@@ -135,6 +135,12 @@ def train(kind: str, policy: str, photos: torch.Tensor, found: dict, *, preset: 
     return model, (training if augment else None), config, time.process_time() - started
 
 
+def _resample(args) -> bool:
+    """Whether the augment stage's copies are resampled (a small rotation and a crop, bilinear): the recipe before
+    the exact copies; ``--policy before`` implies it unless ``--resample``/``--no-resample`` says."""
+    return args.policy == "before" if args.resample is None else args.resample
+
+
 def run_arm(args) -> None:
     directory = args.out / args.arm
     directory.mkdir(parents=True, exist_ok=True)
@@ -147,17 +153,21 @@ def run_arm(args) -> None:
         earlier = json.loads((directory / "result.json").read_text())
         generated = load_tensors(directory / "samples.safetensors")["images"]
         augmented = None
+        resample = earlier.get("resample", True)  # arms scored before exact copies existed were resampled
         if earlier["augment"]:
             mirror = True if earlier["policy"] == "before" else found["mirrors"]
             turns = False if earlier["policy"] == "before" else found["rotations"]
             augmented = augment_dataset(photos, augmentation_copies(len(photos)), seed=earlier["seed"],
-                                        mirror=mirror, quarter_turns=turns)
+                                        mirror=mirror, quarter_turns=turns,
+                                        resample=resample)
         model, config, cpu_s, sample_s = None, {"total_steps": earlier["steps"]}, earlier["train_cpu_s"], \
             earlier["sample_cpu_s"]
     else:
+        resample = _resample(args)
         model, augmented, config, cpu_s = train(args.kind, args.policy, photos, found, preset=args.preset,
                                                 seed=args.seed, augment=args.augment,
-                                                overrides=parse_overrides(args.set), directory=directory)
+                                                overrides=parse_overrides(args.set), directory=directory,
+                                                resample=resample)
         started = time.process_time()
         generated = model.sample(args.samples, seed=args.seed + 1000)
         sample_s = time.process_time() - started
@@ -175,7 +185,7 @@ def run_arm(args) -> None:
                          augmented=augmented, measure_usefulness=False, seeds=(args.seed,))
     result = {
         "arm": args.arm, "kind": args.kind, "policy": args.policy, "preset": args.preset, "seed": args.seed,
-        "augment": args.augment, "overrides": parse_overrides(args.set), "orientation": found,
+        "augment": args.augment, "resample": resample, "overrides": parse_overrides(args.set), "orientation": found,
         "train_cpu_s": round(cpu_s), "sample_cpu_s": round(sample_s), "steps": config["total_steps"],
         "other_way": {"generated": other_way_share(generated, mean), "new_photos": other_way_share(new_photos, mean),
                       "train": other_way_share(photos, mean)},
@@ -247,6 +257,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--resample", action=argparse.BooleanOptionalAction, default=None,
+                        help="the augment stage's copies resampled (small rotation and crop, bilinear) as before "
+                             "(default: only with --policy before)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=OUT)

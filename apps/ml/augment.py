@@ -4,10 +4,13 @@ augmentation for diffusion models.
 Three different tools live here:
 
 * :func:`augment_dataset` makes extra, slightly changed copies of the training
-  images once, before training (the study's moderate kind: small rotations and
-  crops, mild colour jitter of the object, not of its background; nothing that distorts the object), with mirror images
-  and quarter turns only where the photos already show them
-  (:mod:`.orientation`): a generator learns every copy as a real photo.
+  images once, before training: a generator learns every copy as a real photo, so a copy may only
+  change what the photos themselves show changing, and only exactly (no resampling). Mild brightness
+  and contrast changes of the object, never of its background; mirror images and quarter turns only
+  where the photos already show them (:mod:`.orientation`). The study's small rotations and crops
+  (``resample=True``, kept for benchmarks) resample a small image, which blurs its fine detail: 6
+  copies in 7 were blurred, and the generators learnt the blur and its grey halo (bench/README.md,
+  "Faithful images").
 * :func:`diff_augment` is DiffAugment (Zhao et al., 2020, "Differentiable
   Augmentation for Data-Efficient GAN Training"): random colour, translation
   and cutout applied to *both* real and generated images every time the
@@ -51,6 +54,7 @@ def augment_dataset(
     value_range: tuple[float, float] | None = None,
     mirror: bool = True,
     quarter_turns: bool = False,
+    resample: bool = False,
 ) -> torch.Tensor:
     """The originals followed by ``copies`` augmented versions of each image.
 
@@ -62,12 +66,13 @@ def augment_dataset(
 
     Each copy gets, independently: a horizontal flip (half of the time; only
     with ``mirror``), a quarter turn by 90, 180 or 270 degrees (three times in
-    four; only with ``quarter_turns``, square images), a rotation of at most 10 degrees whose uncovered corners are filled with the
-    image's own border colour (not black), a random square crop keeping
-    85-100 % of the area resized back to full size, and brightness and contrast
+    four; only with ``quarter_turns``, square images), and brightness and contrast
     factors within +-10 % applied to the image's difference from its background (the border
     colour), so a plain background keeps its colour, and for RGB a saturation factor within
-    +-10 %. The same ``seed`` gives the same result.
+    +-10 %. Every change is exact: no pixel is interpolated. ``resample`` (the recipe before,
+    for benchmarks) adds a rotation of at most 10 degrees whose uncovered corners take the image's
+    border colour and a random square crop keeping 85-100 % of the area resized back to full size,
+    both bilinear, which blur a small image's fine detail. The same ``seed`` gives the same result.
     """
     if copies < 0:
         raise ValueError("copies must be >= 0")
@@ -81,7 +86,8 @@ def augment_dataset(
     out = [unit]
     turns = quarter_turns and images.shape[-1] == images.shape[-2]
     for _ in range(copies):
-        out.append(torch.stack([_augment_one(img, generator, mirror=mirror, quarter_turns=turns) for img in unit]))
+        out.append(torch.stack([_augment_one(img, generator, mirror=mirror, quarter_turns=turns, resample=resample)
+                                for img in unit]))
     return _from_unit(torch.cat(out), images.dtype, value_range, images.device)
 
 
@@ -122,8 +128,9 @@ def _rotate(image: torch.Tensor, angle: float) -> torch.Tensor:
 
 
 def _augment_one(image: torch.Tensor, generator: torch.Generator, *, mirror: bool = True,
-                 quarter_turns: bool = False) -> torch.Tensor:
-    """One float [C, H, W] image in [0, 1] -> one moderately changed copy."""
+                 quarter_turns: bool = False, resample: bool = False) -> torch.Tensor:
+    """One float [C, H, W] image in [0, 1] -> one moderately changed copy (see :func:`augment_dataset`). The
+    random draws are the same with and without ``resample``, so the colour changes stay the same."""
     channels, height, width = image.shape
     flip = float(torch.rand((), generator=generator)) < 0.5  # drawn either way: the other draws stay the same
     if mirror and flip:
@@ -132,14 +139,14 @@ def _augment_one(image: torch.Tensor, generator: torch.Generator, *, mirror: boo
         image = image.rot90(int(torch.randint(0, 4, (), generator=generator)), dims=(1, 2))
 
     angle = _uniform(generator, -MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES)
-    image = _rotate(image, angle)
-
     scale = _uniform(generator, *CROP_SCALE)
     side_h = max(1, round(height * math.sqrt(scale)))
     side_w = max(1, round(width * math.sqrt(scale)))
     top = int(torch.randint(0, height - side_h + 1, (), generator=generator))
     left = int(torch.randint(0, width - side_w + 1, (), generator=generator))
-    image = TF.resized_crop(image, top, left, side_h, side_w, [height, width], antialias=True)
+    if resample:
+        image = _rotate(image, angle)
+        image = TF.resized_crop(image, top, left, side_h, side_w, [height, width], antialias=True)
 
     # Brightness and contrast change the object against its background, never the background itself:
     # torchvision's contrast blends every pixel with the image's mean grey and its brightness scales the
