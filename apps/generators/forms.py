@@ -110,8 +110,9 @@ class TrainingDataForm(Form):
     augment = forms.BooleanField(
         required=False,
         initial=True,
-        label="Make the most of few photos (augment them: small rotations and crops, mild colour changes)",
+        label="Make the most of few photos (augment them: mild brightness and contrast changes of the object)",
         help_text=("Recommended for fewer than 500 images. Mirror images and quarter turns are added only when your "
                    "photos already show them (the review below says which); the generator never learns an "
-                   "augmentation as a kind of photo. The preview shows what it does to your images."),
+                   "augmentation as a kind of photo. Nothing is rotated a little or cropped: resampling blurs fine "
+                   "detail, and the generator would learn the blur. The preview shows what it does to your images."),
     )
