@@ -14,7 +14,7 @@ at every step count of ``--steps`` and every training seed of ``--seeds``:
                  (1,500 steps for 150 photos on a CPU);
 - ``finetuned``: the product's fine-tuning path (as ``apps.generators.pipeline._train``): ``read_base`` of the
                  base's files, ``build_config(..., base=base.recipe_config())`` (the base's U-Net shape and the
-                 fine-tuning recipe: a third of the steps, a fifth of the learning rate, its own warm-up), then
+                 fine-tuning recipe: a third of the steps, the preset's learning rate, its own warm-up), then
                  ``start_from(model, base)`` (the base's EMA U-Net; its "no label" row folded in for an
                  unconditional child); also at the recipe's own length.
 

@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from apps.core import storage
 from apps.generators.models import Generator, TrainingRun
-from apps.ml.ddim.config import DDIMConfig
+from apps.ml.ddim.config import FINE_TUNE_LR, DDIMConfig
 from apps.ml.transfer import LABEL_EMBED
 
 from .conftest import image_uploads, png_bytes
@@ -84,9 +84,11 @@ def test_a_conditional_ddim_fine_tuned_from_a_base_keeps_its_shape_and_says_wher
     assert base["base_generator"] is None
     for key in DDIMConfig.BASE_SHAPE:
         assert child["config"][key] == base["config"][key], key
-    # The fine-tuning recipe over the (test) preset of 6 steps: a third of them, a fifth of the learning rate.
+    # The fine-tuning recipe over the (test) preset of 6 steps: a third of them, at the preset's learning rate
+    # with a warm-up of its own.
     assert child["config"]["total_steps"] == 2 and base["config"]["total_steps"] == 6
-    assert child["config"]["learning_rate"] == pytest.approx(base["config"]["learning_rate"] / 5)
+    assert child["config"]["learning_rate"] == pytest.approx(base["config"]["learning_rate"] * FINE_TUNE_LR)
+    assert child["config"]["warmup_steps"] == 1
     assert child["config"]["classes"] == ["sandal", "shirt"]
     before, after = weights(base["id"]), weights(child["id"])
     assert after[LABEL_EMBED].shape == before[LABEL_EMBED].shape  # 2 classes + "no label" in both

@@ -13,7 +13,7 @@ from apps.ml.augment import AUGMENT_DIM, conditioned_augment
 from apps.ml.config import ConfigError, build_config
 from apps.ml.dcgan import DCGAN
 from apps.ml.ddim import DDIM
-from apps.ml.ddim.config import AUGMENT_P, DEFAULT_GUIDANCE, DDIMConfig
+from apps.ml.ddim.config import AUGMENT_P, AUGMENT_P_LONGER, DEFAULT_GUIDANCE, DDIMConfig
 from apps.ml.ddim.unet import UNet, build_unet
 from apps.ml.trainer import LabelledImages
 
@@ -276,6 +276,10 @@ def test_configs_round_trip_the_classes_and_build_config_sets_them():
     plain = build_config(DDIM, resolution=32, channels=1, preset="quick", image_count=150, device="cpu")
     # New configs get the preset's non-leaking augmentation (#18); one saved without it stays without.
     assert plain["num_classes"] == 0 and plain["classes"] == [] and plain["augment_p"] == AUGMENT_P
+    # The longer presets get stronger non-leaking augmentation: at 0.15 the standard preset copied 150 photos.
+    for preset in ("standard", "long"):
+        assert build_config(DDIM, resolution=32, channels=1, preset=preset, image_count=150,
+                            device="cpu")["augment_p"] == AUGMENT_P_LONGER > AUGMENT_P
     assert "num_classes" not in DDIMConfig.settings() and "classes" not in DDIMConfig.settings()  # the dataset's
     assert {"label_dropout", "guidance_scale", "augment_p"} <= set(DDIMConfig.settings())
     with pytest.raises(ConfigError, match="'num_classes' is not a setting"):

@@ -11,7 +11,7 @@ from .test_quality import TINY, bars
 from .constructed import blobs
 
 # Enough training for the classifier to learn the patterns it has seen and not the ones it has not.
-LEARNS = ClassifierSettings(steps=200, batch_size=32, width=8)
+LEARNS = ClassifierSettings(steps=200, batch_size=32, width=12)
 
 
 def patterns(k: int, seed: int, size: int = 16) -> torch.Tensor:
