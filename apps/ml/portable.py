@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from . import registry
 from .base import RESOLUTIONS
@@ -115,15 +116,20 @@ def read_package(source: BinaryIO | bytes, into: Path, *, max_bytes: int = 2 * 1
                 raise PackageError(f"{name} is not the file that was exported (its checksum differs): the export "
                                    "was changed or damaged")
             contents[name] = data
-    _unexpected_is_refused(_check_model, manifest, contents)
     into = Path(into)
     into.mkdir(parents=True, exist_ok=True)
-    for name, data in contents.items():
+    for name, data in contents.items():  # written first: the tensor files' headers are read from disk
         (into / name).write_bytes(data)
-    try:  # the type loads what was written: the tensors fit the config's networks
-        registry.get(manifest["kind"]).load(into, device="cpu")
-    except (RuntimeError, ValueError, KeyError, TypeError) as error:
-        raise PackageError(f"the weights do not fit the model the config describes: {error}") from None
+    try:
+        _unexpected_is_refused(_check_model, manifest, contents, into)
+        try:  # the type loads what was written: the tensors fit the config's networks
+            registry.get(manifest["kind"]).load(into, device="cpu")
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            raise PackageError(f"the weights do not fit the model the config describes: {error}") from None
+    except PackageError:
+        for name in contents:  # nothing of a refused file is kept
+            (into / name).unlink(missing_ok=True)
+        raise
     return manifest
 
 
@@ -173,8 +179,9 @@ def _manifest(data: bytes) -> dict:
     return manifest
 
 
-def _check_model(manifest: dict, contents: dict[str, bytes]) -> None:
-    """The config agrees with the manifest, and every tensor file is safetensors (parsed, never unpickled)."""
+def _check_model(manifest: dict, contents: dict[str, bytes], folder: Path) -> None:
+    """The config agrees with the manifest, and every tensor file (written in ``folder``) is safetensors whose
+    tensors are the ones the config's networks have (headers only: never unpickled, no tensor read)."""
     try:
         config = json.loads(contents["config.json"])
     except (UnicodeDecodeError, ValueError):
@@ -196,8 +203,7 @@ def _check_model(manifest: dict, contents: dict[str, bytes]) -> None:
     if version != manifest["architecture_version"]:
         raise PackageError(f"config.json's architecture version ({version}) is not the manifest's "
                            f"({manifest['architecture_version']})")
-    shapes = {name: _safetensors_shapes(name, data) for name, data in contents.items()
-              if name.endswith(".safetensors")}
+    shapes = {name: _safetensors_shapes(folder / name) for name in contents if name.endswith(".safetensors")}
     # The network the config describes, built on the "meta" device (no memory): its tensors must be the weights',
     # name for name and shape for shape, before a real one is built (a config may not ask for a network the
     # weights do not fill).
@@ -213,53 +219,19 @@ def _check_model(manifest: dict, contents: dict[str, bytes]) -> None:
         raise PackageError(f"the weights do not fit the model the config describes (e.g. {mismatched[0]})")
 
 
-_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
-
-
-def _safetensors_shapes(name: str, data: bytes) -> dict[str, tuple[int, ...]]:
-    """Each tensor's shape in the safetensors file ``data``, read from its header alone (no tensor is built, so an
-    import holds the file once, not twice). Raises :class:`PackageError` unless the header is well formed and
-    every tensor's bytes lie inside the file, one after another, with the size its dtype and shape need (the
-    safetensors format's own rules; the type's loader then reads the tensors)."""
-    def refuse(why: str) -> PackageError:
-        return PackageError(f"{name} is not a safetensors file ({why})")
-
-    if len(data) < 8:
-        raise refuse("too short")
-    (header_size,) = struct.unpack("<Q", data[:8])
-    if header_size > min(len(data) - 8, MAX_JSON_BYTES):
-        raise refuse("its header runs past the end of the file")
+def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape in the safetensors file ``path``, from its header alone (the safetensors library checks
+    the format: a header within the file, tensors that fill it without gaps or overlaps). Raises
+    :class:`PackageError` for anything else."""
+    with path.open("rb") as file:
+        head = file.read(8)
+    if len(head) == 8 and struct.unpack("<Q", head)[0] > path.stat().st_size - 8:
+        raise PackageError(f"{path.name} is not a safetensors file (its header runs past the end of the file)")
     try:
-        header = json.loads(data[8 : 8 + header_size])
-    except (UnicodeDecodeError, ValueError):
-        raise refuse("its header is not JSON") from None
-    if not isinstance(header, dict):
-        raise refuse("its header is not a table of tensors")
-    header.pop("__metadata__", None)
-    shapes, spans = {}, []
-    for key, entry in header.items():
-        if not (isinstance(entry, dict) and entry.get("dtype") in _DTYPE_BYTES and isinstance(entry.get("shape"), list)
-                and all(type(d) is int and d >= 0 for d in entry["shape"])
-                and isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2
-                and all(type(o) is int for o in entry["data_offsets"])):
-            raise refuse(f"tensor {key!r} is not described as a dtype, a shape and two offsets")
-        start, end = entry["data_offsets"]
-        count = 1
-        for d in entry["shape"]:
-            count *= d
-        if not 0 <= start <= end or end - start != count * _DTYPE_BYTES[entry["dtype"]]:
-            raise refuse(f"tensor {key!r} does not have the bytes its shape needs")
-        shapes[key] = tuple(entry["shape"])
-        spans.append((start, end))
-    position = 0
-    for start, end in sorted(spans):
-        if start != position:
-            raise refuse("its tensors overlap or leave gaps")
-        position = end
-    if position != len(data) - 8 - header_size:
-        raise refuse("its tensors do not fill the file")
-    return shapes
+        with safe_open(path, framework="pt") as tensors:
+            return {key: tuple(tensors.get_slice(key).get_shape()) for key in tensors.keys()}
+    except (SafetensorError, ValueError, RuntimeError, OSError) as error:
+        raise PackageError(f"{path.name} is not a safetensors file ({error})") from None
 
 
 def _config_problems(generator_type, config: dict) -> list[str]:
