@@ -16,7 +16,7 @@ BIND ?= 127.0.0.1:$${PORT:-8000}
 # The processes started apart use the production settings unless DJANGO_SETTINGS_MODULE says otherwise.
 DEPLOY := DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-synthgen.settings.production}
 
-.PHONY: run test venv browser migrate web worker beat clean
+.PHONY: run test lint format venv browser migrate web worker beat clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +49,16 @@ worker: venv
 beat: venv
 	$(DEPLOY) exec $(PY) -m celery -A synthgen beat --loglevel INFO
 
-test: venv browser
+# Lint, format and import order (ruff); `make test` runs it first, so CI does too. `make format` rewrites.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint venv browser
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} SYNTHGEN_TEST_REDIS_URL=$${SYNTHGEN_TEST_REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(PY) -m pytest
 

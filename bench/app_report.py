@@ -7,6 +7,7 @@ prints the verdict, the explanation and the main numbers, and writes the whole r
     .venv/bin/python bench/app_report.py --images ../shared/datasets/emoji-google/food_and_drink \\
         --kind dcgan --resolution 64 --preset quick --json bench/out/emoji_food.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,13 +32,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     scratch = Path(tempfile.mkdtemp(prefix="synthgen-app-report-"))
-    os.environ.update({
-        "DJANGO_SETTINGS_MODULE": "synthgen.settings.dev",
-        "DATABASE_URL": f"sqlite:///{scratch}/db.sqlite3",
-        "SYNTHGEN_MEDIA_ROOT": str(scratch / "media"),
-        "SYNTHGEN_WORK_DIR": str(scratch / "work"),
-        "CELERY_TASK_ALWAYS_EAGER": "true",
-    })
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "synthgen.settings.dev",
+            "DATABASE_URL": f"sqlite:///{scratch}/db.sqlite3",
+            "SYNTHGEN_MEDIA_ROOT": str(scratch / "media"),
+            "SYNTHGEN_WORK_DIR": str(scratch / "work"),
+            "CELERY_TASK_ALWAYS_EAGER": "true",
+        }
+    )
     sys.path.insert(0, str(ROOT))
     import django
     from django.core.management import call_command
@@ -56,12 +59,22 @@ def main(argv: list[str] | None = None) -> None:
     dataset, rejected = dataset_services.create_dataset(owner=user, name=args.images.name, files=files)
     print(f"{dataset.images.count()} images uploaded, {len(rejected)} rejected", flush=True)
     started = time.perf_counter()
-    generator = services.start_training(owner=user, name=args.images.name, dataset=dataset, kind=args.kind,
-                                        resolution=args.resolution, preset=args.preset, augment=not args.no_augment)
+    generator = services.start_training(
+        owner=user,
+        name=args.images.name,
+        dataset=dataset,
+        kind=args.kind,
+        resolution=args.resolution,
+        preset=args.preset,
+        augment=not args.no_augment,
+    )
     generator = Generator.objects.get(pk=generator.pk)  # in autocommit the eager chain has run already
     run = TrainingRun.objects.filter(generator=generator).latest("created_at")
-    print(f"status {generator.status} after {time.perf_counter() - started:.0f} s; stages {run.completed_stages}; "
-          f"error {run.error or '-'}", flush=True)
+    print(
+        f"status {generator.status} after {time.perf_counter() - started:.0f} s; stages {run.completed_stages}; "
+        f"error {run.error or '-'}",
+        flush=True,
+    )
     quality = generator.quality or {}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     for key in ("copy_share", "memorisation", "noise_share", "diversity"):
         print(f"  {key:10s} {number(key)}")
     credit = (quality.get("usefulness") or {}).get("credit") or {}
-    print(f"  credit     {credit.get('value')} [{credit.get('low')}, {credit.get('high')}] {credit.get('words') or credit.get('reason')}")
+    words = credit.get("words") or credit.get("reason")
+    print(f"  credit     {credit.get('value')} [{credit.get('low')}, {credit.get('high')}] {words}")
     print(f"  negatives  {quality.get('negatives')}")
     print(f"scratch folder (database, media): {scratch}")
 

@@ -44,6 +44,7 @@ Prints a table and writes ``OUT/results.json``. Everything expensive is cached i
     OMP_NUM_THREADS=1 .venv/bin/python bench/balance.py --threads 1          # the benchmark
     OMP_NUM_THREADS=1 .venv/bin/python bench/balance.py --threads 1 --smoke  # 2 classes, seconds
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,8 +77,15 @@ SHORT = ("sandal", "shirt", "bag")
 # --------------------------------------------------------------------------- data
 
 
-def load_data(root: Path, classes: list[str], short: list[str], short_count: int, long_count: int,
-              resolution: int, test_limit: int | None = None) -> dict:
+def load_data(
+    root: Path,
+    classes: list[str],
+    short: list[str],
+    short_count: int,
+    long_count: int,
+    resolution: int,
+    test_limit: int | None = None,
+) -> dict:
     """uint8 images per class: ``train`` (short classes cut), ``extra`` (the oracle's), ``test``."""
     train, extra, test = [], {}, []
     for name in classes:
@@ -102,13 +110,18 @@ def _progress(tag: str, started: float):
     def on_progress(p) -> None:
         if p.step % 100 == 0 or p.step == p.total_steps or p.sample_grid:
             losses = " ".join(f"{k}={v:.3f}" for k, v in p.losses.items())
-            print(f"  [{tag}] step {p.step}/{p.total_steps} {losses} t={time.perf_counter() - started:.0f}s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  [{tag}] step {p.step}/{p.total_steps} {losses} t={time.perf_counter() - started:.0f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+
     return on_progress
 
 
-def train_generator(directory: Path, config: dict, images: torch.Tensor, labels: torch.Tensor | None,
-                    tag: str, retrain: bool):
+def train_generator(
+    directory: Path, config: dict, images: torch.Tensor, labels: torch.Tensor | None, tag: str, retrain: bool
+):
     """Train (or load) a DDIM in ``directory``; returns (model, timing dict)."""
     ddim = registry.get("ddim")
     model_dir, meta_file = directory / "model", directory / "timing.json"
@@ -124,14 +137,25 @@ def train_generator(directory: Path, config: dict, images: torch.Tensor, labels:
     directory.mkdir(parents=True, exist_ok=True)
     model = ddim(config, device="cpu")
     started, cpu_started = time.perf_counter(), _cpu_seconds()
-    result = model.train(images.float() / 127.5 - 1.0, labels=labels, checkpoint_dir=directory / "checkpoints",
-                         on_progress=_progress(tag, started))
+    result = model.train(
+        images.float() / 127.5 - 1.0,
+        labels=labels,
+        checkpoint_dir=directory / "checkpoints",
+        on_progress=_progress(tag, started),
+    )
     wall, cpu = time.perf_counter() - started, _cpu_seconds() - cpu_started
     model.save(model_dir)
-    timing = {"steps": result.steps, "wall_s": round(max(wall, result.seconds), 1),
-              "cpu_s_this_session": round(cpu, 1), "resumed": result.seconds > wall + 1,
-              "final_losses": result.final_losses, "warnings": result.warnings,
-              "photos": len(images), "total_steps": config["total_steps"], "batch_size": config["batch_size"]}
+    timing = {
+        "steps": result.steps,
+        "wall_s": round(max(wall, result.seconds), 1),
+        "cpu_s_this_session": round(cpu, 1),
+        "resumed": result.seconds > wall + 1,
+        "final_losses": result.final_losses,
+        "warnings": result.warnings,
+        "photos": len(images),
+        "total_steps": config["total_steps"],
+        "batch_size": config["batch_size"],
+    }
     meta_file.write_text(json.dumps(timing, indent=1))
     print(f"  [{tag}] trained {result.steps} steps in {timing['wall_s']:.0f} s wall, {cpu:.0f} CPU-s", flush=True)
     return model, timing
@@ -146,8 +170,9 @@ def sample_cached(path: Path, make, key: str) -> tuple[torch.Tensor, float | Non
     started = time.perf_counter()
     images = make()
     seconds = time.perf_counter() - started
-    save_tensors_atomic({"images": images.contiguous(), "key": torch.tensor(list(key.encode()), dtype=torch.uint8)},
-                        path)
+    save_tensors_atomic(
+        {"images": images.contiguous(), "key": torch.tensor(list(key.encode()), dtype=torch.uint8)}, path
+    )
     if len(images):
         save_grid(images[:64], path.with_suffix(".png"), columns=8)
     return images, seconds
@@ -163,18 +188,30 @@ def _digest(*tensors: torch.Tensor) -> str:
 # --------------------------------------------------------------------------- arms
 
 
-def run_arm(name: str, class_images: list[torch.Tensor], test: list[torch.Tensor], seeds: list[int],
-            settings: ClassifierSettings, cache_dir: Path) -> dict:
+def run_arm(
+    name: str,
+    class_images: list[torch.Tensor],
+    test: list[torch.Tensor],
+    seeds: list[int],
+    settings: ClassifierSettings,
+    cache_dir: Path,
+) -> dict:
     """Per seed: balanced accuracy and per-test-image correctness (cached by content and settings)."""
-    signature = json.dumps({"settings": asdict(settings), "seeds": seeds,
-                            "train": _digest(*class_images), "test": _digest(*test)}, sort_keys=True)
+    signature = json.dumps(
+        {"settings": asdict(settings), "seeds": seeds, "train": _digest(*class_images), "test": _digest(*test)},
+        sort_keys=True,
+    )
     cache = cache_dir / f"{name}.json"
     if cache.exists():
         saved = json.loads(cache.read_text())
         if saved.get("signature") == signature:
             print(f"  arm {name}: reused", flush=True)
-            return {"scores": saved["scores"], "correct": [[torch.tensor(c) for c in s] for s in saved["correct"]],
-                    "counts": saved["counts"], "seconds": saved["seconds"]}
+            return {
+                "scores": saved["scores"],
+                "correct": [[torch.tensor(c) for c in s] for s in saved["correct"]],
+                "counts": saved["counts"],
+                "seconds": saved["seconds"],
+            }
     started = time.perf_counter()
     scores, correct = [], []
     for seed in seeds:
@@ -182,13 +219,28 @@ def run_arm(name: str, class_images: list[torch.Tensor], test: list[torch.Tensor
         hits = [predict(model, images, image_size=settings.image_size) == label for label, images in enumerate(test)]
         correct.append(hits)
         scores.append(statistics.fmean(h.double().mean().item() for h in hits))
-        print(f"  arm {name} seed {seed}: balanced accuracy {scores[-1]:.4f} "
-              f"({time.perf_counter() - started:.0f} s)", flush=True)
-    out = {"scores": scores, "correct": correct, "counts": [len(c) for c in class_images],
-           "seconds": round(time.perf_counter() - started, 1)}
+        print(
+            f"  arm {name} seed {seed}: balanced accuracy {scores[-1]:.4f} ({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
+    out = {
+        "scores": scores,
+        "correct": correct,
+        "counts": [len(c) for c in class_images],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
     cache_dir.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"signature": signature, "scores": scores, "counts": out["counts"],
-                                 "seconds": out["seconds"], "correct": [[c.tolist() for c in s] for s in correct]}))
+    cache.write_text(
+        json.dumps(
+            {
+                "signature": signature,
+                "scores": scores,
+                "counts": out["counts"],
+                "seconds": out["seconds"],
+                "correct": [[c.tolist() for c in s] for s in correct],
+            }
+        )
+    )
     return out
 
 
@@ -219,20 +271,38 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--classifier-steps", type=int, default=500)
-    parser.add_argument("--guidance", default="2", help="guidance scales of the conditional arms; the first is the main row")
-    parser.add_argument("--cond-set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a value of the conditional model's config")
-    parser.add_argument("--uncond-set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a value of the per-class models' configs")
-    parser.add_argument("--every-class", action="store_true",
-                        help="also an arm in which every other class gets as many generated images as a short "
-                             "class (the conditional model at the first guidance)")
+    parser.add_argument(
+        "--guidance", default="2", help="guidance scales of the conditional arms; the first is the main row"
+    )
+    parser.add_argument(
+        "--cond-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value of the conditional model's config",
+    )
+    parser.add_argument(
+        "--uncond-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value of the per-class models' configs",
+    )
+    parser.add_argument(
+        "--every-class",
+        action="store_true",
+        help="also an arm in which every other class gets as many generated images as a short "
+        "class (the conditional model at the first guidance)",
+    )
     parser.add_argument("--skip", default="", help="generators to leave out: cond, uncond (comma-separated)")
     parser.add_argument("--retrain", action="store_true", help="train the generators again")
     parser.add_argument("--seed", type=int, default=0, help="generator training seed")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--smoke", action="store_true",
-                        help="2 classes (sandal, trouser), 20/40 images, 20 generator steps, 2 seeds: a code check")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="2 classes (sandal, trouser), 20/40 images, 20 generator steps, 2 seeds: a code check",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -263,40 +333,78 @@ def main(argv: list[str] | None = None) -> None:
     train, test, extra = data["train"], data["test"], data["extra"]
     photos = sum(len(t) for t in train)
     channels = train[0].shape[1]
-    print(f"{len(all_classes)} classes at {args.resolution} px, {photos} training photos "
-          f"({', '.join(f'{c} {len(t)}' for c, t in zip(all_classes, train))}), "
-          f"{sum(len(t) for t in test)} test images; classifier steps {base.steps}, seeds {seeds}", flush=True)
-    results: dict = {"classes": all_classes, "short": short, "short_count": args.short_count,
-                     "long_count": args.long_count, "photos": photos, "test_images": [len(t) for t in test],
-                     "classifier": asdict(base), "seeds": seeds, "timing": {}, "copies": {}, "arms": {},
-                     "sampling_seconds": {}}
+    print(
+        f"{len(all_classes)} classes at {args.resolution} px, {photos} training photos "
+        f"({', '.join(f'{c} {len(t)}' for c, t in zip(all_classes, train))}), "
+        f"{sum(len(t) for t in test)} test images; classifier steps {base.steps}, seeds {seeds}",
+        flush=True,
+    )
+    results: dict = {
+        "classes": all_classes,
+        "short": short,
+        "short_count": args.short_count,
+        "long_count": args.long_count,
+        "photos": photos,
+        "test_images": [len(t) for t in test],
+        "classifier": asdict(base),
+        "seeds": seeds,
+        "timing": {},
+        "copies": {},
+        "arms": {},
+        "sampling_seconds": {},
+    }
     need = {c: args.long_count - args.short_count for c in short}
     generated: dict[str, dict[str, torch.Tensor]] = {}  # arm -> class -> images
     ddim = registry.get("ddim")
 
     # -- the conditional model
     if "cond" not in skip:
-        config = build_config(ddim, resolution=args.resolution, channels=channels, preset="quick",
-                              image_count=photos, device="cpu", classes=all_classes,
-                              options={"seed": args.seed, **cond_overrides})
+        config = build_config(
+            ddim,
+            resolution=args.resolution,
+            channels=channels,
+            preset="quick",
+            image_count=photos,
+            device="cpu",
+            classes=all_classes,
+            options={"seed": args.seed, **cond_overrides},
+        )
         images = torch.cat(train)
         labels = torch.repeat_interleave(torch.arange(len(train)), torch.tensor([len(t) for t in train]))
-        print(f"conditional DDIM: {config['total_steps']} steps of {config['batch_size']}, "
-              f"overrides {cond_overrides or 'none'}", flush=True)
+        print(
+            f"conditional DDIM: {config['total_steps']} steps of {config['batch_size']}, "
+            f"overrides {cond_overrides or 'none'}",
+            flush=True,
+        )
         model, timing = train_generator(out / "cond", config, images, labels, "cond", args.retrain)
         results["timing"]["cond"] = timing
-        results["cond_config"] = {k: config[k] for k in ("total_steps", "batch_size", "learning_rate", "dropout",
-                                                         "label_dropout", "guidance_scale", "augment_p",
-                                                         "sampler", "sampling_steps", "ema_decay")}
+        results["cond_config"] = {
+            k: config[k]
+            for k in (
+                "total_steps",
+                "batch_size",
+                "learning_rate",
+                "dropout",
+                "label_dropout",
+                "guidance_scale",
+                "augment_p",
+                "sampler",
+                "sampling_steps",
+                "ema_decay",
+            )
+        }
         results["cond_overrides"] = cond_overrides
         for g in guidances:
             arm = f"cond_g{g:g}"
             generated[arm] = {}
             for i, c in enumerate(short):
-                key = f"{timing['steps']}-{config['seed']}-{c}-{need[c]}-g{g}-{json.dumps(cond_overrides, sort_keys=True)}"
-                imgs, secs = sample_cached(out / "samples" / f"{arm}_{c}.safetensors",
-                                           lambda c=c, i=i: model.sample(need[c], seed=1000 + i, labels=c, guidance=g),
-                                           key)
+                overrides_key = json.dumps(cond_overrides, sort_keys=True)
+                key = f"{timing['steps']}-{config['seed']}-{c}-{need[c]}-g{g}-{overrides_key}"
+                imgs, secs = sample_cached(
+                    out / "samples" / f"{arm}_{c}.safetensors",
+                    lambda c=c, i=i, g=g: model.sample(need[c], seed=1000 + i, labels=c, guidance=g),
+                    key,
+                )
                 generated[arm][c] = imgs
                 if secs is not None:
                     results["sampling_seconds"][f"{arm}_{c}"] = round(secs, 1)
@@ -311,9 +419,11 @@ def main(argv: list[str] | None = None) -> None:
                     continue
                 n = args.long_count - args.short_count
                 key = f"{timing['steps']}-{config['seed']}-{c}-{n}-g{g}-{json.dumps(cond_overrides, sort_keys=True)}"
-                imgs, secs = sample_cached(out / "samples" / f"cond_g{g:g}_{c}.safetensors",
-                                           lambda c=c, i=i, n=n: model.sample(n, seed=2000 + i, labels=c, guidance=g),
-                                           key)
+                imgs, secs = sample_cached(
+                    out / "samples" / f"cond_g{g:g}_{c}.safetensors",
+                    lambda c=c, i=i, n=n: model.sample(n, seed=2000 + i, labels=c, guidance=g),
+                    key,
+                )
                 generated[arm][c] = imgs
                 if secs is not None:
                     results["sampling_seconds"][f"{arm}_{c}"] = round(secs, 1)
@@ -325,14 +435,23 @@ def main(argv: list[str] | None = None) -> None:
         results["timing"]["uncond"] = {}
         for i, c in enumerate(short):
             idx = all_classes.index(c)
-            config = build_config(ddim, resolution=args.resolution, channels=channels, preset="quick",
-                                  image_count=len(train[idx]), device="cpu",
-                                  options={"seed": args.seed, **uncond_overrides})
+            config = build_config(
+                ddim,
+                resolution=args.resolution,
+                channels=channels,
+                preset="quick",
+                image_count=len(train[idx]),
+                device="cpu",
+                options={"seed": args.seed, **uncond_overrides},
+            )
             model, timing = train_generator(out / f"uncond_{c}", config, train[idx], None, f"uncond {c}", args.retrain)
             results["timing"]["uncond"][c] = timing
             key = f"{timing['steps']}-{config['seed']}-{c}-{need[c]}-{json.dumps(uncond_overrides, sort_keys=True)}"
-            imgs, secs = sample_cached(out / "samples" / f"uncond_{c}.safetensors",
-                                       lambda model=model, c=c, i=i: model.sample(need[c], seed=1000 + i), key)
+            imgs, secs = sample_cached(
+                out / "samples" / f"uncond_{c}.safetensors",
+                lambda model=model, c=c, i=i: model.sample(need[c], seed=1000 + i),
+                key,
+            )
             generated["uncond"][c] = imgs
             if secs is not None:
                 results["sampling_seconds"][f"uncond_{c}"] = round(secs, 1)
@@ -345,8 +464,12 @@ def main(argv: list[str] | None = None) -> None:
         results["copies"][c] = {"thresholds": thresholds.as_dict()}
         for arm, per_class in generated.items():
             found = detect(per_class[c], reference, thresholds)
-            results["copies"][c][arm] = {"share": round(found["share"], 4), "count": found["count"],
-                                         "of": len(per_class[c]), "worst": found["worst"][:3]}
+            results["copies"][c][arm] = {
+                "share": round(found["share"], 4),
+                "count": found["count"],
+                "of": len(per_class[c]),
+                "worst": found["worst"][:3],
+            }
 
     # -- the classifier arms
     arms: dict[str, tuple[list[torch.Tensor], ClassifierSettings, str]] = {
@@ -357,12 +480,16 @@ def main(argv: list[str] | None = None) -> None:
     for arm, per_class in generated.items():
         filled = [torch.cat([t, per_class[c]]) if c in per_class else t for c, t in zip(all_classes, train)]
         if arm.endswith("_every"):
-            what = (f"real_aug + conditional DDIM at guidance {arm.removeprefix('cond_g').removesuffix('_every')}: "
-                    f"short classes filled to {args.long_count}, every other class "
-                    f"+{args.long_count - args.short_count} generated")
+            what = (
+                f"real_aug + conditional DDIM at guidance {arm.removeprefix('cond_g').removesuffix('_every')}: "
+                f"short classes filled to {args.long_count}, every other class "
+                f"+{args.long_count - args.short_count} generated"
+            )
         elif arm.startswith("cond"):
-            what = (f"real_aug + conditional DDIM at guidance {arm.removeprefix('cond_g')} "
-                    f"(short classes filled to {args.long_count})")
+            what = (
+                f"real_aug + conditional DDIM at guidance {arm.removeprefix('cond_g')} "
+                f"(short classes filled to {args.long_count})"
+            )
         else:
             what = f"real_aug + per-class unconditional DDIMs (short classes filled to {args.long_count})"
         arms[arm] = (filled, aug_bal, what)
@@ -377,15 +504,25 @@ def main(argv: list[str] | None = None) -> None:
     best = max(("real_aug", "real_aug_bal"), key=lambda a: statistics.fmean(runs[a]["scores"]))
     short_idx = [all_classes.index(c) for c in short]
     for arm, run in runs.items():
-        recalls = {c: statistics.fmean(run["correct"][s][i].double().mean().item() for s in range(len(seeds)))
-                   for c, i in zip(short, short_idx)}
-        entry = {"what": run["what"], "counts": run["counts"], "balanced_accuracy": {
-            "value": statistics.fmean(run["scores"]),
-            "std": statistics.stdev(run["scores"]) if len(run["scores"]) > 1 else 0.0,
-            "per_seed": run["scores"]}, "short_recall": recalls, "classifier_seconds": run["seconds"]}
+        recalls = {
+            c: statistics.fmean(run["correct"][s][i].double().mean().item() for s in range(len(seeds)))
+            for c, i in zip(short, short_idx)
+        }
+        entry = {
+            "what": run["what"],
+            "counts": run["counts"],
+            "balanced_accuracy": {
+                "value": statistics.fmean(run["scores"]),
+                "std": statistics.stdev(run["scores"]) if len(run["scores"]) > 1 else 0.0,
+                "per_seed": run["scores"],
+            },
+            "short_recall": recalls,
+            "classifier_seconds": run["seconds"],
+        }
         if arm != best:
             entry["credit_over_best_baseline"] = credit(
-                run["correct"], runs[best]["correct"], [a - b for a, b in zip(run["scores"], runs[best]["scores"])])
+                run["correct"], runs[best]["correct"], [a - b for a, b in zip(run["scores"], runs[best]["scores"])]
+            )
         results["arms"][arm] = entry
     results["best_baseline"] = best
 
@@ -397,31 +534,47 @@ def main(argv: list[str] | None = None) -> None:
         copies = max(results["copies"][c][arm]["share"] for c in short)
         verdicts[arm] = {
             "credit_ge_half_oracle": bool(oracle_credit and cr["value"] >= 0.5 * oracle_credit["value"]),
-            "interval_above_zero": cr["low"] > 0, "copies_le_2pct": copies <= 0.02,
-            "max_copy_share": copies}
-        verdicts[arm]["target_met"] = all(verdicts[arm][k] for k in
-                                          ("credit_ge_half_oracle", "interval_above_zero", "copies_le_2pct"))
+            "interval_above_zero": cr["low"] > 0,
+            "copies_le_2pct": copies <= 0.02,
+            "max_copy_share": copies,
+        }
+        verdicts[arm]["target_met"] = all(
+            verdicts[arm][k] for k in ("credit_ge_half_oracle", "interval_above_zero", "copies_le_2pct")
+        )
     results["verdict"] = verdicts
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     (out / "results.json").write_text(json.dumps(results, indent=1))
 
     # -- table
-    print(f"\nbest augmentation baseline: {best}; accuracies in % (mean ± std over seeds {seeds}); "
-          f"credit in points over {best} [95 % paired bootstrap]")
+    print(
+        f"\nbest augmentation baseline: {best}; accuracies in % (mean ± std over seeds {seeds}); "
+        f"credit in points over {best} [95 % paired bootstrap]"
+    )
     header = ["arm", "balanced acc", *[f"{c} recall" for c in short], "credit pp [95%]", "copies " + "/".join(short)]
     rows = []
     for arm, entry in results["arms"].items():
         ba = entry["balanced_accuracy"]
-        copies = "/".join(f"{results['copies'][c][arm]['share'] * 100:.1f}%" for c in short) if arm in generated else "-"
-        rows.append([arm, f"{ba['value'] * 100:.2f} ± {ba['std'] * 100:.2f}",
-                     *[f"{entry['short_recall'][c] * 100:.1f}" for c in short],
-                     "(baseline)" if arm == best else _pp(entry.get("credit_over_best_baseline")), copies])
+        copies = (
+            "/".join(f"{results['copies'][c][arm]['share'] * 100:.1f}%" for c in short) if arm in generated else "-"
+        )
+        rows.append(
+            [
+                arm,
+                f"{ba['value'] * 100:.2f} ± {ba['std'] * 100:.2f}",
+                *[f"{entry['short_recall'][c] * 100:.1f}" for c in short],
+                "(baseline)" if arm == best else _pp(entry.get("credit_over_best_baseline")),
+                copies,
+            ]
+        )
     print_table(header, rows)
     for arm, v in verdicts.items():
-        print(f"{arm}: credit {results['arms'][arm]['credit_over_best_baseline']['value'] * 100:+.2f} pp vs oracle "
-              f"{oracle_credit['value'] * 100:+.2f} pp -> half-oracle {'met' if v['credit_ge_half_oracle'] else 'MISSED'}, "
-              f"interval above zero {'yes' if v['interval_above_zero'] else 'NO'}, copies max "
-              f"{v['max_copy_share'] * 100:.1f}% {'ok' if v['copies_le_2pct'] else 'OVER 2%'}")
+        half = "met" if v["credit_ge_half_oracle"] else "MISSED"
+        print(
+            f"{arm}: credit {results['arms'][arm]['credit_over_best_baseline']['value'] * 100:+.2f} pp vs oracle "
+            f"{oracle_credit['value'] * 100:+.2f} pp -> half-oracle {half}, "
+            f"interval above zero {'yes' if v['interval_above_zero'] else 'NO'}, copies max "
+            f"{v['max_copy_share'] * 100:.1f}% {'ok' if v['copies_le_2pct'] else 'OVER 2%'}"
+        )
     t = results["timing"]
     if "cond" in t:
         print(f"conditional training: {t['cond']['wall_s']:.0f} s wall ({t['cond']['steps']} steps)")

@@ -33,11 +33,11 @@ arm of ``--out`` side by side. Example (about 15 CPU-minutes per DDIM arm at one
     .venv/bin/python bench/faithful.py --arm ddim-after --policy after --threads 1
     .venv/bin/python bench/faithful.py --table
 """
+
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -46,7 +46,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `apps`
 
-from apps.ml import orientation as orientation_module, registry  # noqa: E402
+from apps.ml import orientation as orientation_module  # noqa: E402
+from apps.ml import registry
 from apps.ml.augment import augment_dataset, augmentation_copies  # noqa: E402
 from apps.ml.checkpoint import load_tensors, save_tensors_atomic  # noqa: E402
 from apps.ml.config import build_config  # noqa: E402
@@ -76,8 +77,11 @@ def other_way_share(images: torch.Tensor, mean: torch.Tensor) -> float:
 def background(images: torch.Tensor, mask: torch.Tensor) -> dict:
     """Mean of the background pixels per image (/255: mean, std over images) and the pure-black share."""
     per_image = images.float()[:, :, mask].mean(dim=(1, 2))
-    return {"mean": round(float(per_image.mean()), 3), "std": round(float(per_image.std()), 3),
-            "black_share": round(float((images == 0).float().mean()), 4)}
+    return {
+        "mean": round(float(per_image.mean()), 3),
+        "std": round(float(per_image.std()), 3),
+        "black_share": round(float((images == 0).float().mean()), 4),
+    }
 
 
 @torch.no_grad()
@@ -102,23 +106,44 @@ def denoising_error(model, photos: torch.Tensor, mask: torch.Tensor, seed: int =
                 pred = (x_t[part] - (1 - alpha_bar[part]).sqrt() * pred) / alpha_bar[part].sqrt()
             errors.append((pred.clamp(-1, 1) - x0[part]) * 127.5)
         err = torch.cat(errors)
-        out[str(t_value)] = {"all": round(float(err.pow(2).mean().sqrt()), 2),
-                             "background": round(float(err[:, :, mask].pow(2).mean().sqrt()), 2)}
+        out[str(t_value)] = {
+            "all": round(float(err.pow(2).mean().sqrt()), 2),
+            "background": round(float(err[:, :, mask].pow(2).mean().sqrt()), 2),
+        }
     return out
 
 
-def train(kind: str, policy: str, photos: torch.Tensor, found: dict, *, preset: str, seed: int, augment: bool,
-          overrides: dict, directory: Path, resample: bool = False):
+def train(
+    kind: str,
+    policy: str,
+    photos: torch.Tensor,
+    found: dict,
+    *,
+    preset: str,
+    seed: int,
+    augment: bool,
+    overrides: dict,
+    directory: Path,
+    resample: bool = False,
+):
     """Train like the app (augment stage, then the config it builds); returns (model, augmented, config, s)."""
     generator_type = registry.get(kind)
     training = photos
     if augment:
         mirror = True if policy == "before" else found["mirrors"]
         turns = False if policy == "before" else found["rotations"]
-        training = augment_dataset(photos, augmentation_copies(len(photos)), seed=seed, mirror=mirror,
-                                   quarter_turns=turns, resample=resample)
-    config = build_config(generator_type, resolution=photos.shape[-1], channels=photos.shape[1], preset=preset,
-                          image_count=len(photos), device="cpu", orientation=None if policy == "before" else found)
+        training = augment_dataset(
+            photos, augmentation_copies(len(photos)), seed=seed, mirror=mirror, quarter_turns=turns, resample=resample
+        )
+    config = build_config(
+        generator_type,
+        resolution=photos.shape[-1],
+        channels=photos.shape[1],
+        preset=preset,
+        image_count=len(photos),
+        device="cpu",
+        orientation=None if policy == "before" else found,
+    )
     if policy == "before" and kind == "ddim":  # the recipe before #18
         config.update(hflip=True, augment_p=0.0, architecture_version=1)
     config.update(seed=seed, **overrides)
@@ -157,17 +182,34 @@ def run_arm(args) -> None:
         if earlier["augment"]:
             mirror = True if earlier["policy"] == "before" else found["mirrors"]
             turns = False if earlier["policy"] == "before" else found["rotations"]
-            augmented = augment_dataset(photos, augmentation_copies(len(photos)), seed=earlier["seed"],
-                                        mirror=mirror, quarter_turns=turns,
-                                        resample=resample)
-        model, config, cpu_s, sample_s = None, {"total_steps": earlier["steps"]}, earlier["train_cpu_s"], \
-            earlier["sample_cpu_s"]
+            augmented = augment_dataset(
+                photos,
+                augmentation_copies(len(photos)),
+                seed=earlier["seed"],
+                mirror=mirror,
+                quarter_turns=turns,
+                resample=resample,
+            )
+        model, config, cpu_s, sample_s = (
+            None,
+            {"total_steps": earlier["steps"]},
+            earlier["train_cpu_s"],
+            earlier["sample_cpu_s"],
+        )
     else:
         resample = _resample(args)
-        model, augmented, config, cpu_s = train(args.kind, args.policy, photos, found, preset=args.preset,
-                                                seed=args.seed, augment=args.augment,
-                                                overrides=parse_overrides(args.set), directory=directory,
-                                                resample=resample)
+        model, augmented, config, cpu_s = train(
+            args.kind,
+            args.policy,
+            photos,
+            found,
+            preset=args.preset,
+            seed=args.seed,
+            augment=args.augment,
+            overrides=parse_overrides(args.set),
+            directory=directory,
+            resample=resample,
+        )
         started = time.process_time()
         generated = model.sample(args.samples, seed=args.seed + 1000)
         sample_s = time.process_time() - started
@@ -177,25 +219,59 @@ def run_arm(args) -> None:
     mean = fresh.float().div(255).mean(0)
     mask = ((fresh <= BLACK).float().mean(0) >= 0.9)[0]  # [H, W]
     heldout, new_photos = fresh[:500], fresh[500:1000]
-    report = quality_report(generated=generated, train=photos, heldout=heldout, augmented=augmented,
-                            measure_usefulness=False, seeds=(args.seed,))
+    report = quality_report(
+        generated=generated,
+        train=photos,
+        heldout=heldout,
+        augmented=augmented,
+        measure_usefulness=False,
+        seeds=(args.seed,),
+    )
     # The app's own verdict: its report holds back 15 % of 150 photos (22), so its references are measured
     # at 22 images, where the SWD and precision of new photos are noisier and less strict than at 500.
-    app = quality_report(generated=generated, train=photos, heldout=fresh[1000:1000 + APP_HELDOUT],
-                         augmented=augmented, measure_usefulness=False, seeds=(args.seed,))
+    app = quality_report(
+        generated=generated,
+        train=photos,
+        heldout=fresh[1000 : 1000 + APP_HELDOUT],
+        augmented=augmented,
+        measure_usefulness=False,
+        seeds=(args.seed,),
+    )
     result = {
-        "arm": args.arm, "kind": args.kind, "policy": args.policy, "preset": args.preset, "seed": args.seed,
-        "augment": args.augment, "resample": resample, "overrides": parse_overrides(args.set), "orientation": found,
-        "train_cpu_s": round(cpu_s), "sample_cpu_s": round(sample_s), "steps": config["total_steps"],
-        "other_way": {"generated": other_way_share(generated, mean), "new_photos": other_way_share(new_photos, mean),
-                      "train": other_way_share(photos, mean)},
-        "precision": report["precision"], "coverage": report["coverage"], "swd": report["swd"],
-        "copy_share": report["copy_share"]["value"], "verdict": report["verdict"],
+        "arm": args.arm,
+        "kind": args.kind,
+        "policy": args.policy,
+        "preset": args.preset,
+        "seed": args.seed,
+        "augment": args.augment,
+        "resample": resample,
+        "overrides": parse_overrides(args.set),
+        "orientation": found,
+        "train_cpu_s": round(cpu_s),
+        "sample_cpu_s": round(sample_s),
+        "steps": config["total_steps"],
+        "other_way": {
+            "generated": other_way_share(generated, mean),
+            "new_photos": other_way_share(new_photos, mean),
+            "train": other_way_share(photos, mean),
+        },
+        "precision": report["precision"],
+        "coverage": report["coverage"],
+        "swd": report["swd"],
+        "copy_share": report["copy_share"]["value"],
+        "verdict": report["verdict"],
         "explanation": report["explanation"],
-        "app": {"verdict": app["verdict"], "explanation": app["explanation"], "precision": app["precision"],
-                "swd": app["swd"]},
-        "background": {"generated": background(generated, mask), "new_photos": background(new_photos, mask),
-                       "pixels": int(mask.sum())},
+        "app": {
+            "verdict": app["verdict"],
+            "explanation": app["explanation"],
+            "precision": app["precision"],
+            "swd": app["swd"],
+        },
+        "background": {
+            "generated": background(generated, mask),
+            "new_photos": background(new_photos, mask),
+            "pixels": int(mask.sum()),
+        },
     }
     if args.rescore:
         result["denoising_error"] = earlier.get("denoising_error")
@@ -214,22 +290,43 @@ def _ratio(metric: dict, level: bool = False) -> str:
 
 
 def print_table(results: list[dict]) -> None:
-    header = ["arm", "steps", "train CPU-s", "other way (new photos, train)", "precision (new)", "coverage (new)",
-              "finest SWD (new)", "copies", "background mean+-std /255 (new)", "black px (new)",
-              "verdict at 500 new", "app's verdict (22 held out; precision, finest SWD)"]
+    header = [
+        "arm",
+        "steps",
+        "train CPU-s",
+        "other way (new photos, train)",
+        "precision (new)",
+        "coverage (new)",
+        "finest SWD (new)",
+        "copies",
+        "background mean+-std /255 (new)",
+        "black px (new)",
+        "verdict at 500 new",
+        "app's verdict (22 held out; precision, finest SWD)",
+    ]
     rows = []
     for r in results:
         ow, bg = r["other_way"], r["background"]
-        rows.append([
-            r["arm"], str(r["steps"]), str(r["train_cpu_s"]),
-            f"{ow['generated']:.1%} ({ow['new_photos']:.1%}, {ow['train']:.1%})",
-            _ratio(r["precision"]), _ratio(r["coverage"]), _ratio(r["swd"], level=True), f"{r['copy_share']:.1%}",
-            f"{bg['generated']['mean']:.2f}+-{bg['generated']['std']:.2f} "
-            f"({bg['new_photos']['mean']:.2f}+-{bg['new_photos']['std']:.2f})",
-            f"{bg['generated']['black_share']:.0%} ({bg['new_photos']['black_share']:.0%})", r["verdict"],
-            f"{r['app']['verdict']} ({_ratio(r['app']['precision']).split('= ')[-1]}, "
-            f"{_ratio(r['app']['swd'], level=True).split('= ')[-1]})" if r.get("app") else "-",
-        ])
+        rows.append(
+            [
+                r["arm"],
+                str(r["steps"]),
+                str(r["train_cpu_s"]),
+                f"{ow['generated']:.1%} ({ow['new_photos']:.1%}, {ow['train']:.1%})",
+                _ratio(r["precision"]),
+                _ratio(r["coverage"]),
+                _ratio(r["swd"], level=True),
+                f"{r['copy_share']:.1%}",
+                f"{bg['generated']['mean']:.2f}+-{bg['generated']['std']:.2f} "
+                f"({bg['new_photos']['mean']:.2f}+-{bg['new_photos']['std']:.2f})",
+                f"{bg['generated']['black_share']:.0%} ({bg['new_photos']['black_share']:.0%})",
+                r["verdict"],
+                f"{r['app']['verdict']} ({_ratio(r['app']['precision']).split('= ')[-1]}, "
+                f"{_ratio(r['app']['swd'], level=True).split('= ')[-1]})"
+                if r.get("app")
+                else "-",
+            ]
+        )
     print("| " + " | ".join(header) + " |")
     print("|" + " --- |" * len(header))
     for row in rows:
@@ -240,8 +337,10 @@ def print_table(results: list[dict]) -> None:
         print("| arm | " + " | ".join(f"t={t}" for t in TIMESTEPS) + " |")
         print("|" + " --- |" * (len(TIMESTEPS) + 1))
         for r in with_error:
-            cells = [f"{r['denoising_error'][str(t)]['all']:.1f} / {r['denoising_error'][str(t)]['background']:.1f}"
-                     for t in TIMESTEPS]
+            cells = [
+                f"{r['denoising_error'][str(t)]['all']:.1f} / {r['denoising_error'][str(t)]['background']:.1f}"
+                for t in TIMESTEPS
+            ]
             print(f"| {r['arm']} | " + " | ".join(cells) + " |")
 
 
@@ -257,9 +356,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--resample", action=argparse.BooleanOptionalAction, default=None,
-                        help="the augment stage's copies resampled (small rotation and crop, bilinear) as before "
-                             "(default: only with --policy before)")
+    parser.add_argument(
+        "--resample",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the augment stage's copies resampled (small rotation and crop, bilinear) as before "
+        "(default: only with --policy before)",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=OUT)

@@ -34,6 +34,7 @@ plain loop.
     python bench/ingest.py --serve              # mode 3
     python bench/ingest.py --serve --photos /tmp/ingest-photos   # photos kept for the next run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -200,7 +201,9 @@ def ingest_api(paths: list[Path], url: str, token: str, batch: int, name: str) -
             raise SystemExit(f"POST {endpoint} answered {response.status_code}: {response.text[:500]}")
         body = response.json()
         if body.get("image_count") != len(chunk) or body.get("rejected"):
-            raise SystemExit(f"upload of {len(chunk)} photos stored {body.get('image_count')}, rejected {body.get('rejected')}")
+            raise SystemExit(
+                f"upload of {len(chunk)} photos stored {body.get('image_count')}, rejected {body.get('rejected')}"
+            )
     return total
 
 
@@ -268,7 +271,9 @@ class Instance:
         self.env = {**load.instance_env(self.folder, args), "SYNTHGEN_UPLOAD_THROTTLE": "100000/min"}
         if database_url.startswith("postgres"):
             load.postgres_database(database_url, create=True)
-        setup = subprocess.run([sys.executable, __file__, "_setup"], cwd=ROOT, env=self.env, capture_output=True, text=True)
+        setup = subprocess.run(
+            [sys.executable, __file__, "_setup"], cwd=ROOT, env=self.env, capture_output=True, text=True
+        )
         if setup.returncode != 0:
             raise SystemExit(f"setup failed:\n{setup.stdout[-2000:]}\n{setup.stderr[-4000:]}")
         self.token = json.loads(setup.stdout.strip().splitlines()[-1])["token"]
@@ -316,8 +321,12 @@ def main() -> None:
     parser.add_argument("--plain-limit", type=int, default=50, help="photos of case b the plain loop runs on")
     parser.add_argument("--serve", action="store_true", help="start a throwaway instance (gunicorn) and use its API")
     parser.add_argument("--database-url", default="", help="--serve: postgres://... (made for the run, dropped after)")
-    parser.add_argument("--photos", type=Path, default=None,
-                        help="keep the generated photos in this folder and use them again in later runs")
+    parser.add_argument(
+        "--photos",
+        type=Path,
+        default=None,
+        help="keep the generated photos in this folder and use them again in later runs",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.api and not args.token:
@@ -332,14 +341,19 @@ def main() -> None:
         photos = args.photos or root
         small = write_photos(photos / "in-3000x2400", 3, 3000, 2400, args.seed)
         large = write_photos(photos / "in-4000x3000", args.count, 4000, 3000, args.seed + 1)
-        print(f"generated {len(small)} + {len(large)} JPEG photos (quality 90) in {time.perf_counter() - start:.1f} s under {root}")
+        print(
+            f"generated {len(small)} + {len(large)} JPEG photos (quality 90) "
+            f"in {time.perf_counter() - start:.1f} s under {root}"
+        )
 
         instance = None
         if args.serve:
             instance = Instance(args.database_url)
             args.api, args.token = instance.base, instance.token
-            print(f"throwaway instance: gunicorn gthread 1x8 at {instance.base}, "
-                  f"{'PostgreSQL' if args.database_url.startswith('postgres') else 'SQLite'}")
+            print(
+                f"throwaway instance: gunicorn gthread 1x8 at {instance.base}, "
+                f"{'PostgreSQL' if args.database_url.startswith('postgres') else 'SQLite'}"
+            )
         load_before = os.getloadavg()
         cpu: dict[str, tuple[float, float]] = {}  # case -> CPU seconds per image of the server, of this client
         rows: list[Row] = []
@@ -349,11 +363,16 @@ def main() -> None:
             (f"{len(large)} photos 4000x3000 (12 MP)", large, min(args.reference_limit, len(large))),
         ):
             if args.api:
-                server_before, client_before = (tree_cpu_seconds(instance.server.pid) if instance else 0.0), own_cpu_seconds()
+                server_before, client_before = (
+                    (tree_cpu_seconds(instance.server.pid) if instance else 0.0),
+                    own_cpu_seconds(),
+                )
                 seconds = ingest_api(paths, args.api, args.token, args.batch, f"bench-{len(paths)}")
                 if instance is not None:
-                    cpu[label] = ((tree_cpu_seconds(instance.server.pid) - server_before) / len(paths),
-                                  (own_cpu_seconds() - client_before) / len(paths))
+                    cpu[label] = (
+                        (tree_cpu_seconds(instance.server.pid) - server_before) / len(paths),
+                        (own_cpu_seconds() - client_before) / len(paths),
+                    )
                 suffix = f"API, {args.batch}/request" if len(paths) > args.batch else "API, 1 request"
             else:
                 seconds = ingest_synthgen(paths, root / "out-synthgen", limits)
@@ -369,24 +388,43 @@ def main() -> None:
             instance.stop()
         plain = large[: min(args.plain_limit, len(large))]
         note = "" if len(plain) == len(large) else f", first {len(plain)}"
-        rows.append(Row(f"{len(large)} photos 4000x3000 (REFERENCE plain decode+resize{note})", len(plain),
-                        megabytes(plain), ingest_plain(plain, limits.working_size)))
+        rows.append(
+            Row(
+                f"{len(large)} photos 4000x3000 (REFERENCE plain decode+resize{note})",
+                len(plain),
+                megabytes(plain),
+                ingest_plain(plain, limits.working_size),
+            )
+        )
         load_after = os.getloadavg()
 
-        print(f"\n{os.cpu_count()} CPUs; load average (1, 5, 15 min) before {_load(load_before)}, after {_load(load_after)}"
-              " - other processes share these cores; a load above the CPU count means the numbers are low")
+        print(
+            f"\n{os.cpu_count()} CPUs; load average (1, 5, 15 min) "
+            f"before {_load(load_before)}, after {_load(load_after)}"
+            " - other processes share these cores; a load above the CPU count means the numbers are low"
+        )
         print_table(rows)
         for label, (server, client) in cpu.items():
-            print(f"CPU per image, {label}: web server {1000 * server:.0f} ms, this client {1000 * client:.0f} ms: on "
-                  f"{os.cpu_count()} idle cores at most {os.cpu_count() / (server + client):.0f} images/s")
+            print(
+                f"CPU per image, {label}: web server {1000 * server:.0f} ms, this client {1000 * client:.0f} ms: on "
+                f"{os.cpu_count()} idle cores at most {os.cpu_count() / (server + client):.0f} images/s"
+            )
         three = rows[0]
-        print(f"\nmode: {mode}; 3 photos in {three.seconds:.2f} s: {'under' if three.seconds < 2 else 'NOT under'} the 2 s target")
+        print(
+            f"\nmode: {mode}; 3 photos in {three.seconds:.2f} s: "
+            f"{'under' if three.seconds < 2 else 'NOT under'} the 2 s target"
+        )
         for synthgen, naive in (rows[0], rows[1]), (rows[2], rows[3]):
-            print(f"speed-up over the naive reference ({synthgen.case.split(' (')[0]}): {synthgen.per_second / naive.per_second:.0f}x")
+            print(
+                f"speed-up over the naive reference ({synthgen.case.split(' (')[0]}): "
+                f"{synthgen.per_second / naive.per_second:.0f}x"
+            )
         bulk, plain_row = rows[2], rows[4]
         ratio = bulk.per_second / plain_row.per_second
-        print(f"{bulk.case}: {bulk.per_second:.1f} images/s ({'meets' if bulk.per_second >= 25 else 'MISSES'} >= 25), "
-              f"{ratio:.1f}x the plain decode+resize loop ({'meets' if ratio >= 3 else 'MISSES'} >= 3x)")
+        print(
+            f"{bulk.case}: {bulk.per_second:.1f} images/s ({'meets' if bulk.per_second >= 25 else 'MISSES'} >= 25), "
+            f"{ratio:.1f}x the plain decode+resize loop ({'meets' if ratio >= 3 else 'MISSES'} >= 3x)"
+        )
         print(f"peak memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -28,6 +28,7 @@ percentiles (p50, p90, p99, max) in milliseconds.
     .venv/bin/python bench/load.py --database-url postgres://postgres@127.0.0.1:5432/synthgen_load
     .venv/bin/python bench/load.py --server runserver
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,8 +76,9 @@ def instance_env(folder: Path, args) -> dict[str, str]:
 
 def postgres_database(url: str, create: bool) -> None:
     """Create (or drop) the database named in a postgres:// URL, through the server's 'postgres' database."""
-    import psycopg
     from urllib.parse import urlparse
+
+    import psycopg
 
     parsed = urlparse(url)
     name = parsed.path.lstrip("/")
@@ -123,9 +125,22 @@ def free_port() -> int:
 
 def server_command(args, port: int) -> list[str]:
     if args.server == "gunicorn":
-        return [str(Path(sys.executable).parent / "gunicorn"), "synthgen.wsgi:application", "--bind", f"127.0.0.1:{port}",
-                "--worker-class", "gthread", "--workers", "1", "--threads", str(args.threads), "--timeout", "300",
-                "--backlog", "256"]
+        return [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "synthgen.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--worker-class",
+            "gthread",
+            "--workers",
+            "1",
+            "--threads",
+            str(args.threads),
+            "--timeout",
+            "300",
+            "--backlog",
+            "256",
+        ]
     return [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
 
 
@@ -195,7 +210,9 @@ def generate_request(base: str, token: str, generator: int, index: int):
 
     session = requests.Session()
     session.headers["Authorization"] = f"Token {token}"
-    return lambda: session.post(f"{base}/api/generators/{generator}/generate/", json={"count": 4, "seed": index}, timeout=600)
+    return lambda: session.post(
+        f"{base}/api/generators/{generator}/generate/", json={"count": 4, "seed": index}, timeout=600
+    )
 
 
 def upload_request(base: str, token: str, index: int, images: int):
@@ -233,6 +250,7 @@ def all_at_once(rows_and_senders: list[tuple[Row, list]]) -> None:
     for row, senders in rows_and_senders:
         row.results = [None] * len(senders)
         for i, send in enumerate(senders):
+
             def work(row=row, i=i, send=send):
                 barrier.wait()
                 row.results[i] = timed(send)
@@ -286,19 +304,29 @@ def check(base: str, token: str, rows: list[Row], images: int, drain_timeout: fl
     job_ids = [r.body["id"] for row in rows for r in row.results if r.status == 202]
     uploads = [r.body for row in rows for r in row.results if r.status == 201]
     states, drained = wait_for_jobs(base, token, job_ids, drain_timeout)
-    done = [j for j in job_ids if states[j].get("status") == "done" and states[j].get("produced") == states[j].get("count")]
+    done = [
+        j for j in job_ids if states[j].get("status") == "done" and states[j].get("produced") == states[j].get("count")
+    ]
     stored = sum(body["image_count"] for body in uploads)
     jobs_on_server = server_count(base, token, "/api/jobs/")
     datasets_on_server = server_count(base, token, "/api/datasets/") - 1  # the setup dataset
-    print(f"\nchecks: {len(done)}/{len(job_ids)} accepted generation jobs done with all their images "
-          f"({drained:.0f} s after the burst for the worker to finish them);")
-    print(f"        {stored}/{len(uploads) * images} images stored by {len(uploads)} accepted uploads "
-          f"({sum(len(b['rejected']) for b in uploads)} rejected);")
-    print(f"        the server holds {jobs_on_server} jobs and {datasets_on_server} uploaded datasets "
-          f"for {len(job_ids)} and {len(uploads)} accepted requests.")
+    print(
+        f"\nchecks: {len(done)}/{len(job_ids)} accepted generation jobs done with all their images "
+        f"({drained:.0f} s after the burst for the worker to finish them);"
+    )
+    print(
+        f"        {stored}/{len(uploads) * images} images stored by {len(uploads)} accepted uploads "
+        f"({sum(len(b['rejected']) for b in uploads)} rejected);"
+    )
+    print(
+        f"        the server holds {jobs_on_server} jobs and {datasets_on_server} uploaded datasets "
+        f"for {len(job_ids)} and {len(uploads)} accepted requests."
+    )
     if len(done) != len(job_ids):
-        problems.append(f"{len(job_ids) - len(done)} accepted jobs did not finish: "
-                        f"{[states[j] for j in job_ids if j not in done][:3]}")
+        problems.append(
+            f"{len(job_ids) - len(done)} accepted jobs did not finish: "
+            f"{[states[j] for j in job_ids if j not in done][:3]}"
+        )
     if stored != len(uploads) * images:
         problems.append(f"uploads stored {stored} images, not {len(uploads) * images}")
     if (jobs_on_server, datasets_on_server) != (len(job_ids), len(uploads)):
@@ -308,8 +336,18 @@ def check(base: str, token: str, rows: list[Row], images: int, drain_timeout: fl
 
 def print_table(rows: list[Row], title: str) -> None:
     header = ["request", "n", "accepted", "429", "other", "p50 ms", "p90 ms", "p99 ms", "max ms", "wall s"]
-    lines = [[row.kind, len(row.results), row.count(201, 202), row.count(429), row.other,
-              *(f"{row.percentile(p):.0f}" for p in (50, 90, 99, 100)), f"{row.wall:.1f}"] for row in rows]
+    lines = [
+        [
+            row.kind,
+            len(row.results),
+            row.count(201, 202),
+            row.count(429),
+            row.other,
+            *(f"{row.percentile(p):.0f}" for p in (50, 90, 99, 100)),
+            f"{row.wall:.1f}",
+        ]
+        for row in rows
+    ]
     widths = [max(len(str(x)) for x in column) for column in zip(header, *lines)]
     print(f"\n{title}\n")
     for line in [header, ["-" * w for w in widths], *lines]:
@@ -325,9 +363,15 @@ def main() -> int:
     parser.add_argument("--uploads", type=int, default=20, help="concurrent uploads")
     parser.add_argument("--images", type=int, default=50, help="images per upload")
     parser.add_argument("--reference", type=int, default=3, help="requests of each kind sent one at a time first")
-    parser.add_argument("--rate", default="", help="throttle rate for both scopes, e.g. 30/min (default: the settings')")
-    parser.add_argument("--server", choices=["gunicorn", "runserver"], default=None,
-                        help="default: gunicorn when installed, else runserver")
+    parser.add_argument(
+        "--rate", default="", help="throttle rate for both scopes, e.g. 30/min (default: the settings')"
+    )
+    parser.add_argument(
+        "--server",
+        choices=["gunicorn", "runserver"],
+        default=None,
+        help="default: gunicorn when installed, else runserver",
+    )
     parser.add_argument("--threads", type=int, default=16, help="gunicorn threads (one worker process)")
     parser.add_argument("--database-url", default="", help="postgres://... (made for the run, dropped after)")
     parser.add_argument("--drain-timeout", type=float, default=300, help="seconds to wait for the worker")
@@ -346,8 +390,13 @@ def main() -> int:
         if postgres:
             postgres_database(args.database_url, create=True)
         began = time.perf_counter()
-        setup = subprocess.run([sys.executable, __file__, "_setup"], cwd=ROOT, env={**env, "CELERY_TASK_ALWAYS_EAGER": "1"},
-                               capture_output=True, text=True)
+        setup = subprocess.run(
+            [sys.executable, __file__, "_setup"],
+            cwd=ROOT,
+            env={**env, "CELERY_TASK_ALWAYS_EAGER": "1"},
+            capture_output=True,
+            text=True,
+        )
         if setup.returncode != 0:
             raise SystemExit(f"setup failed:\n{setup.stdout[-2000:]}\n{setup.stderr[-4000:]}")
         instance = json.loads(setup.stdout.strip().splitlines()[-1])
@@ -357,32 +406,69 @@ def main() -> int:
         base = f"http://127.0.0.1:{port}"
         server_log, worker_log = folder / "server.log", folder / "worker.log"
         processes.append(start(server_command(args, port), env, server_log))
-        processes.append(start([sys.executable, "-m", "celery", "-A", "synthgen", "worker", "-Q", "default,gpu",
-                                "--pool", "solo", "--concurrency", "1", "--loglevel", "WARNING"], env, worker_log))
+        processes.append(
+            start(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "synthgen",
+                    "worker",
+                    "-Q",
+                    "default,gpu",
+                    "--pool",
+                    "solo",
+                    "--concurrency",
+                    "1",
+                    "--loglevel",
+                    "WARNING",
+                ],
+                env,
+                worker_log,
+            )
+        )
         wait_until_up(base, processes[0], server_log)
         token, generator = instance["token"], instance["generator"]
-        warm_up = timed(lambda: requests.get(f"{base}/api/generators/{generator}/", timeout=300,
-                                             headers={"Authorization": f"Token {token}"}))
-        print(f"first request after the start (the web process loads the generator registry, i.e. PyTorch): "
-              f"{warm_up.seconds:.1f} s")
+        warm_up = timed(
+            lambda: requests.get(
+                f"{base}/api/generators/{generator}/", timeout=300, headers={"Authorization": f"Token {token}"}
+            )
+        )
+        print(
+            f"first request after the start (the web process loads the generator registry, i.e. PyTorch): "
+            f"{warm_up.seconds:.1f} s"
+        )
 
         rows = [
-            one_at_a_time(Row("generate (reference: one at a time)"),
-                          [generate_request(base, token, generator, 10_000 + i) for i in range(args.reference)]),
-            one_at_a_time(Row(f"upload {args.images} images (reference: one at a time)"),
-                          [upload_request(base, token, args.uploads + i, args.images) for i in range(args.reference)]),
+            one_at_a_time(
+                Row("generate (reference: one at a time)"),
+                [generate_request(base, token, generator, 10_000 + i) for i in range(args.reference)],
+            ),
+            one_at_a_time(
+                Row(f"upload {args.images} images (reference: one at a time)"),
+                [upload_request(base, token, args.uploads + i, args.images) for i in range(args.reference)],
+            ),
         ]
-        burst = [Row(f"generate ({args.generate} at once)"), Row(f"upload {args.images} images ({args.uploads} at once)")]
-        all_at_once([
-            (burst[0], [generate_request(base, token, generator, i) for i in range(args.generate)]),
-            (burst[1], [upload_request(base, token, i, args.images) for i in range(args.uploads)]),
-        ])
+        burst = [
+            Row(f"generate ({args.generate} at once)"),
+            Row(f"upload {args.images} images ({args.uploads} at once)"),
+        ]
+        all_at_once(
+            [
+                (burst[0], [generate_request(base, token, generator, i) for i in range(args.generate)]),
+                (burst[1], [upload_request(base, token, i, args.images) for i in range(args.uploads)]),
+            ]
+        )
         rows += burst
         database = "PostgreSQL" if postgres else "SQLite"
         server = f"gunicorn gthread 1x{args.threads}" if args.server == "gunicorn" else "runserver (threaded)"
-        print_table(rows, f"loopback load test: {server}, {database}, 1 Celery worker (solo), {os.cpu_count()} CPUs, "
-                          f"load average {os.getloadavg()[0]:.1f}, throttle {args.rate or 'as in the settings'}; "
-                          f"the {args.generate + args.uploads} requests of the burst are released together")
+        print_table(
+            rows,
+            f"loopback load test: {server}, {database}, 1 Celery worker (solo), {os.cpu_count()} CPUs, "
+            f"load average {os.getloadavg()[0]:.1f}, throttle {args.rate or 'as in the settings'}; "
+            f"the {args.generate + args.uploads} requests of the burst are released together",
+        )
         problems = check(base, token, rows, args.images, args.drain_timeout)
         for problem in problems:
             print(f"PROBLEM: {problem}")

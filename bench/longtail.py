@@ -44,6 +44,7 @@ Everything expensive is cached under ``--out`` (the model, the images, each arm'
     OMP_NUM_THREADS=1 .venv/bin/python bench/longtail.py --threads 1 --tail 150 --skip-generator  # real arms only
     OMP_NUM_THREADS=1 .venv/bin/python bench/longtail.py --threads 1 --smoke   # a code check, about a minute
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,8 +82,7 @@ SPLIT_SEED = 1234
 # --------------------------------------------------------------------------- data
 
 
-def load_data(root: Path, tails: list[str], tail: int, head: int, resolution: int,
-              test_limit: int | None) -> dict:
+def load_data(root: Path, tails: list[str], tail: int, head: int, resolution: int, test_limit: int | None) -> dict:
     """uint8 images: per class ``fit`` (classifier training), ``val`` (early stopping), ``photos`` (both),
     ``extra`` (the oracle's, tails only) and ``test`` (more/ + test/)."""
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
@@ -97,8 +97,11 @@ def load_data(root: Path, tails: list[str], tail: int, head: int, resolution: in
         out["val"].append(photos[order[:n_val]])
         out["fit"].append(photos[order[n_val:]])
         out["photos"].append(photos)
-        test = [to_uint8(load_folder(root / split / name, resolution, test_limit)) for split in ("more", "test")
-                if (root / split / name).is_dir()]
+        test = [
+            to_uint8(load_folder(root / split / name, resolution, test_limit))
+            for split in ("more", "test")
+            if (root / split / name).is_dir()
+        ]
         out["test"].append(torch.cat(test))
     return out
 
@@ -113,19 +116,45 @@ def generated_images(args, data: dict, tails: list[str], out: Path, results: dic
     images = torch.cat(photos)
     labels = torch.repeat_interleave(torch.arange(len(photos)), torch.tensor([len(p) for p in photos]))
     orientation = measure(images, labels, classes).as_dict()
-    config = build_config(ddim, resolution=args.resolution, channels=images.shape[1], preset="quick",
-                          image_count=len(images), device="cpu", classes=classes,
-                          class_counts=[len(p) for p in photos], orientation=orientation,
-                          options={"seed": args.seed, **parse_overrides(args.gen_set)})
-    print(f"conditional DDIM: {config['total_steps']} steps of {config['batch_size']} "
-          f"(overrides {args.gen_set or 'none'}); mirrors {orientation['mirrors']}", flush=True)
+    config = build_config(
+        ddim,
+        resolution=args.resolution,
+        channels=images.shape[1],
+        preset="quick",
+        image_count=len(images),
+        device="cpu",
+        classes=classes,
+        class_counts=[len(p) for p in photos],
+        orientation=orientation,
+        options={"seed": args.seed, **parse_overrides(args.gen_set)},
+    )
+    print(
+        f"conditional DDIM: {config['total_steps']} steps of {config['batch_size']} "
+        f"(overrides {args.gen_set or 'none'}); mirrors {orientation['mirrors']}",
+        flush=True,
+    )
     model, timing = train_generator(out / "generator", config, images, labels, "generator", args.retrain)
     if args.train_only:
         raise SystemExit(0)
-    results["generator"] = {"timing": timing, "overrides": args.gen_set, "orientation_mirrors": orientation["mirrors"],
-                            "config": {k: config[k] for k in ("total_steps", "batch_size", "learning_rate",
-                                                              "class_balanced", "augment_p", "augment_flip", "hflip",
-                                                              "architecture_version", "guidance_scale")}}
+    results["generator"] = {
+        "timing": timing,
+        "overrides": args.gen_set,
+        "orientation_mirrors": orientation["mirrors"],
+        "config": {
+            k: config[k]
+            for k in (
+                "total_steps",
+                "batch_size",
+                "learning_rate",
+                "class_balanced",
+                "augment_p",
+                "augment_flip",
+                "hflip",
+                "architecture_version",
+                "guidance_scale",
+            )
+        },
+    }
     guidance_file = out / "generator" / "guidance.json"
     if args.guidance is not None:
         chosen = {"guidance": args.guidance, "chosen_by": "--guidance"}
@@ -138,14 +167,17 @@ def generated_images(args, data: dict, tails: list[str], out: Path, results: dic
         guidance_file.write_text(json.dumps(chosen, indent=1))
     guidance = float(chosen["guidance"])
     results["guidance"] = chosen
-    print(f"guidance {guidance:g} ({chosen.get('chosen_by', 'chosen on a validation split of the training photos')})",
-          flush=True)
+    print(
+        f"guidance {guidance:g} ({chosen.get('chosen_by', 'chosen on a validation split of the training photos')})",
+        flush=True,
+    )
 
     fit, val = data["fit"], data["val"]
     fit_labels = torch.repeat_interleave(torch.arange(len(fit)), torch.tensor([len(f) for f in fit]))
     val_labels = torch.repeat_interleave(torch.arange(len(val)), torch.tensor([len(v) for v in val]))
-    class_filter = train_class_filter(torch.cat(fit), fit_labels, torch.cat(val), val_labels, classes=len(classes),
-                                      seed=0)
+    class_filter = train_class_filter(
+        torch.cat(fit), fit_labels, torch.cat(val), val_labels, classes=len(classes), seed=0
+    )
     if args.no_filter:
         references = None
     elif args.copy_filter == "pooled":  # before: one set of copy limits for every class
@@ -154,23 +186,33 @@ def generated_images(args, data: dict, tails: list[str], out: Path, results: dic
         references = filtering.build_class_references(images, labels, len(classes))
     results["class_filter"] = class_filter.describe(classes)
     generated, results["delivery"] = {}, {}
-    wanted = {c: args.head - args.tail for c in tails} | {c: args.every for c in classes if c not in tails and args.every}
+    wanted = {c: args.head - args.tail for c in tails} | {
+        c: args.every for c in classes if c not in tails and args.every
+    }
     for c, need in wanted.items():
         label = classes.index(c)
-        key = (f"{timing['steps']}-{config['seed']}-{c}-{need}-g{guidance}-filter{not args.no_filter}"
-               + ("" if args.copy_filter == "pooled" else "-copies-by-class"))
+        key = f"{timing['steps']}-{config['seed']}-{c}-{need}-g{guidance}-filter{not args.no_filter}" + (
+            "" if args.copy_filter == "pooled" else "-copies-by-class"
+        )
         report = {}
 
         def make(label=label, need=need, report=report):
             batch = filtering.generate_filtered(
-                lambda n, seed: model.sample(n, seed=seed, labels=label, guidance=guidance), need,
+                lambda n, seed: model.sample(n, seed=seed, labels=label, guidance=guidance),
+                need,
                 references[label] if references else None,
-                seed=args.seed, chunk=label, class_check=lambda imgs: class_filter.check(imgs, label))
+                seed=args.seed,
+                chunk=label,
+                class_check=lambda batch_images, label=label: class_filter.check(batch_images, label),
+            )
             report.update(dropped=batch.dropped, generated=batch.generated, shortfall=batch.shortfall)
             return batch.images if len(batch.images) else torch.empty(0, *images.shape[1:], dtype=torch.uint8)
 
-        stem = (f"{c}_g{guidance:g}" + (f"_n{need}" if c not in tails else "")
-                + ("_pooled" if args.copy_filter == "pooled" else ""))
+        stem = (
+            f"{c}_g{guidance:g}"
+            + (f"_n{need}" if c not in tails else "")
+            + ("_pooled" if args.copy_filter == "pooled" else "")
+        )
         imgs, seconds = sample_cached(out / "samples" / f"{stem}.safetensors", make, key)
         generated[c] = imgs
         if report:
@@ -201,23 +243,39 @@ def copy_shares(data: dict, generated: dict[str, torch.Tensor], results: dict) -
         unseen = data["test"][i]
         mean = unseen.float().div(255).mean(0)
         mask = ((unseen <= BLACK).float().mean(0) >= 0.9)[0]
-        new = unseen[-len(imgs):]
+        new = unseen[-len(imgs) :]
         results["faithful"][c] = {
             "other_way": {"generated": other_way_share(imgs, mean), "unseen": other_way_share(new, mean)},
-            "background": {"generated": background(imgs, mask), "unseen": background(new, mask),
-                           "pixels": int(mask.sum())}}
+            "background": {
+                "generated": background(imgs, mask),
+                "unseen": background(new, mask),
+                "pixels": int(mask.sum()),
+            },
+        }
 
 
 # --------------------------------------------------------------------------- arms
 
 
-def run_arm(name: str, class_images: list[torch.Tensor], weights: list[torch.Tensor] | None, data: dict,
-            seeds: list[int], settings: ClassifierSettings, cache_dir: Path,
-            class_counts: list[int] | None = None) -> dict:
+def run_arm(
+    name: str,
+    class_images: list[torch.Tensor],
+    weights: list[torch.Tensor] | None,
+    data: dict,
+    seeds: list[int],
+    settings: ClassifierSettings,
+    cache_dir: Path,
+    class_counts: list[int] | None = None,
+) -> dict:
     """Per seed: balanced accuracy, per-test-image correctness and the steps early stopping kept (cached)."""
     test = data["test"]
-    signature = {"settings": asdict(settings), "train": _digest(*class_images),
-                 "weights": _digest(*weights) if weights else None, "val": _digest(*data["val"]), "test": _digest(*test)}
+    signature = {
+        "settings": asdict(settings),
+        "train": _digest(*class_images),
+        "weights": _digest(*weights) if weights else None,
+        "val": _digest(*data["val"]),
+        "test": _digest(*test),
+    }
     if class_counts is not None:
         signature["class_counts"] = class_counts
     signature = json.dumps(signature, sort_keys=True)
@@ -230,30 +288,54 @@ def run_arm(name: str, class_images: list[torch.Tensor], weights: list[torch.Ten
         if str(seed) in saved["runs"]:
             continue
         t0 = time.perf_counter()
-        model = train_classifier(class_images, seed=seed, settings=settings, weights=weights,
-                                 validation=data["val"], class_counts=class_counts)
+        model = train_classifier(
+            class_images,
+            seed=seed,
+            settings=settings,
+            weights=weights,
+            validation=data["val"],
+            class_counts=class_counts,
+        )
         hits = [predict(model, images, image_size=settings.image_size) == label for label, images in enumerate(test)]
         score = statistics.fmean(h.double().mean().item() for h in hits)
-        saved["runs"][str(seed)] = {"score": score, "correct": [h.tolist() for h in hits],
-                                    "best_step": model.best_step, "seconds": round(time.perf_counter() - t0, 1)}
-        print(f"  arm {name} seed {seed}: balanced accuracy {score:.4f}, kept step {model.best_step} "
-              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        saved["runs"][str(seed)] = {
+            "score": score,
+            "correct": [h.tolist() for h in hits],
+            "best_step": model.best_step,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        print(
+            f"  arm {name} seed {seed}: balanced accuracy {score:.4f}, kept step {model.best_step} "
+            f"({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
         cache_dir.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(saved))
     runs = [saved["runs"][str(s)] for s in seeds]
-    return {"scores": [r["score"] for r in runs], "correct": [[torch.tensor(c) for c in r["correct"]] for r in runs],
-            "best_steps": [r["best_step"] for r in runs], "counts": [len(c) for c in class_images],
-            "seconds": round(sum(r["seconds"] for r in runs), 1), "new_seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "scores": [r["score"] for r in runs],
+        "correct": [[torch.tensor(c) for c in r["correct"]] for r in runs],
+        "best_steps": [r["best_step"] for r in runs],
+        "counts": [len(c) for c in class_images],
+        "seconds": round(sum(r["seconds"] for r in runs), 1),
+        "new_seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def print_delivery(results: dict) -> None:
     """The delivered tail images: near-copies, the share facing the other way and the background."""
-    print("near-copies: " + ", ".join(f"{c} {v['share'] * 100:.1f}% ({v['count']}/{v['of']})"
-                                      for c, v in results["copies"].items()))
-    print("facing the other way (generated / unseen), background mean /255 (generated / unseen): " + ", ".join(
-        f"{c} {v['other_way']['generated'] * 100:.1f} / {v['other_way']['unseen'] * 100:.1f} %, "
-        f"{v['background']['generated']['mean']:.1f} / {v['background']['unseen']['mean']:.1f}"
-        for c, v in results["faithful"].items()))
+    print(
+        "near-copies: "
+        + ", ".join(f"{c} {v['share'] * 100:.1f}% ({v['count']}/{v['of']})" for c, v in results["copies"].items())
+    )
+    print(
+        "facing the other way (generated / unseen), background mean /255 (generated / unseen): "
+        + ", ".join(
+            f"{c} {v['other_way']['generated'] * 100:.1f} / {v['other_way']['unseen'] * 100:.1f} %, "
+            f"{v['background']['generated']['mean']:.1f} / {v['background']['unseen']['mean']:.1f}"
+            for c, v in results["faithful"].items()
+        )
+    )
 
 
 def detectable_effect(runs: dict, arms: list[str]) -> float:
@@ -262,7 +344,7 @@ def detectable_effect(runs: dict, arms: list[str]) -> float:
     from the pairs of baselines."""
     diffs = []
     for i, a in enumerate(arms):
-        for b in arms[i + 1:]:
+        for b in arms[i + 1 :]:
             d = [x - y for x, y in zip(runs[a]["scores"], runs[b]["scores"])]  # the seeds both ran
             if len(d) > 1:
                 diffs.append(statistics.stdev(d))
@@ -284,34 +366,59 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--head", type=int, default=500)
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--seeds", default=",".join(str(s) for s in range(10)))
-    parser.add_argument("--selection-seeds", type=int, default=5,
-                        help="the real baselines are compared on the first N seeds; the best runs them all")
+    parser.add_argument(
+        "--selection-seeds",
+        type=int,
+        default=5,
+        help="the real baselines are compared on the first N seeds; the best runs them all",
+    )
     parser.add_argument("--max-steps", type=int, default=2000, help="classifier steps at most (early stopping)")
     parser.add_argument("--check-every", type=int, default=200)
     parser.add_argument("--patience", type=int, default=4)
     parser.add_argument("--weights", default="0.5", help="loss weights of generated images, besides 1")
-    parser.add_argument("--gen-set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a value of the generator's config (e.g. total_steps=8000)")
+    parser.add_argument(
+        "--gen-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value of the generator's config (e.g. total_steps=8000)",
+    )
     parser.add_argument("--guidance", type=float, default=None, help="instead of the app's choice")
     parser.add_argument("--guidance-per-class", type=int, default=64)
     parser.add_argument("--no-filter", action="store_true", help="deliver the images unfiltered")
-    parser.add_argument("--copy-filter", default="by-class", choices=("by-class", "pooled"),
-                        help="copy limits per class (the product) or one set for every class (before)")
+    parser.add_argument(
+        "--copy-filter",
+        default="by-class",
+        choices=("by-class", "pooled"),
+        help="copy limits per class (the product) or one set for every class (before)",
+    )
     parser.add_argument("--fill", type=int, default=None, help="generated images per tail class (default: head - tail)")
     parser.add_argument("--every", type=int, default=0, help="generated images for every other class too")
-    parser.add_argument("--real-prior", action="store_true",
-                        help="logit adjustment by the real photos' class counts, not counting generated images")
+    parser.add_argument(
+        "--real-prior",
+        action="store_true",
+        help="logit adjustment by the real photos' class counts, not counting generated images",
+    )
     parser.add_argument("--skip-generator", action="store_true", help="the real arms and the oracle only")
     parser.add_argument("--train-only", action="store_true", help="train the generator, then stop")
-    parser.add_argument("--delivery-only", action="store_true",
-                        help="train, deliver and measure the tails' images (copies, orientation, background), then stop")
-    parser.add_argument("--arms", default="", help="of the oracle and the generated arms, run only these "
-                                                   "(comma-separated; the real baselines always run)")
+    parser.add_argument(
+        "--delivery-only",
+        action="store_true",
+        help="train, deliver and measure the tails' images (copies, orientation, background), then stop",
+    )
+    parser.add_argument(
+        "--arms",
+        default="",
+        help="of the oracle and the generated arms, run only these (comma-separated; the real baselines always run)",
+    )
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--seed", type=int, default=0, help="generator training and sampling seed")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--smoke", action="store_true",
-                        help="tails at 6, heads at 20, 2 seeds, tiny classifiers and generator: a code check")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tails at 6, heads at 20, 2 seeds, tiny classifiers and generator: a code check",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -334,17 +441,30 @@ def main(argv: list[str] | None = None) -> None:
     missing = [c for c in tails if c not in classes]
     if missing:
         raise SystemExit(f"no such class: {', '.join(missing)} (classes: {', '.join(classes)})")
-    mirrors = measure(torch.cat(data["photos"]), torch.repeat_interleave(
-        torch.arange(len(classes)), torch.tensor([len(p) for p in data["photos"]])), classes).mirrors
-    base = ClassifierSettings(steps=args.max_steps, mirror=mirrors, check_every=args.check_every,
-                              patience=args.patience)
-    print(f"{len(classes)} classes at {args.resolution} px; training photos "
-          f"{', '.join(f'{c} {len(f)}+{len(v)}' for c, f, v in zip(classes, data['fit'], data['val']))} (fit+val); "
-          f"{sum(len(t) for t in data['test'])} test images; seeds {seeds}; mirrors in augmentation: {mirrors}",
-          flush=True)
-    results: dict = {"classes": classes, "tails": tails, "tail": args.tail, "head": args.head,
-                     "test_images": [len(t) for t in data["test"]], "classifier": asdict(base), "seeds": seeds,
-                     "arms": {}}
+    mirrors = measure(
+        torch.cat(data["photos"]),
+        torch.repeat_interleave(torch.arange(len(classes)), torch.tensor([len(p) for p in data["photos"]])),
+        classes,
+    ).mirrors
+    base = ClassifierSettings(
+        steps=args.max_steps, mirror=mirrors, check_every=args.check_every, patience=args.patience
+    )
+    print(
+        f"{len(classes)} classes at {args.resolution} px; training photos "
+        f"{', '.join(f'{c} {len(f)}+{len(v)}' for c, f, v in zip(classes, data['fit'], data['val']))} (fit+val); "
+        f"{sum(len(t) for t in data['test'])} test images; seeds {seeds}; mirrors in augmentation: {mirrors}",
+        flush=True,
+    )
+    results: dict = {
+        "classes": classes,
+        "tails": tails,
+        "tail": args.tail,
+        "head": args.head,
+        "test_images": [len(t) for t in data["test"]],
+        "classifier": asdict(base),
+        "seeds": seeds,
+        "arms": {},
+    }
     generated = {} if args.skip_generator else generated_images(args, data, tails, out, results)
     if generated:
         copy_shares(data, generated, results)
@@ -375,34 +495,52 @@ def main(argv: list[str] | None = None) -> None:
         used = {c: imgs[: args.fill] if c in tails and args.fill is not None else imgs for c, imgs in generated.items()}
         gen_fit = [torch.cat([f, used[c]]) if c in used else f for c, f in zip(classes, fit)]
         for w in [1.0, *weights]:
-            per_image = [torch.cat([torch.ones(len(f)), torch.full((len(used[c]),), w)]) if c in used
-                         else torch.ones(len(f)) for c, f in zip(classes, fit)]
+            per_image = [
+                torch.cat([torch.ones(len(f)), torch.full((len(used[c]),), w)]) if c in used else torch.ones(len(f))
+                for c, f in zip(classes, fit)
+            ]
             # a recipe other than the default says so in the arm's name (gen_g3_every100_fill100_w1)
-            at = (f"g{args.guidance:g}_" if args.guidance is not None else "") + \
-                 (f"every{args.every}_" if args.every else "") + (f"fill{args.fill}_" if args.fill is not None else "") + \
-                 ("realprior_" if args.real_prior else "")
+            at = (
+                (f"g{args.guidance:g}_" if args.guidance is not None else "")
+                + (f"every{args.every}_" if args.every else "")
+                + (f"fill{args.fill}_" if args.fill is not None else "")
+                + ("realprior_" if args.real_prior else "")
+            )
             filled[f"gen_{at}w{w:g}"] = (gen_fit, per_image if w != 1.0 else None)
     real_counts = [len(f) for f in fit]
     for arm, (class_images, per_image) in filled.items():
         if not only or arm in only:
             counts = real_counts if arm.startswith("gen_") and args.real_prior and best_settings.logit_adjust else None
-            runs[arm] = run_arm(f"{arm}_{best}", class_images, per_image, data, seeds, best_settings, out / "arms",
-                                class_counts=counts)
+            runs[arm] = run_arm(
+                f"{arm}_{best}", class_images, per_image, data, seeds, best_settings, out / "arms", class_counts=counts
+            )
 
     tail_idx = [classes.index(c) for c in tails]
     for arm, run in runs.items():
-        recalls = {c: statistics.fmean(hits[i].double().mean().item() for hits in run["correct"])
-                   for c, i in zip(tails, tail_idx)}
-        entry = {"counts": run["counts"], "seeds": len(run["scores"]), "balanced_accuracy": {
-            "value": statistics.fmean(run["scores"]),
-            "std": statistics.stdev(run["scores"]) if len(run["scores"]) > 1 else 0.0,
-            "per_seed": run["scores"]}, "tail_recall": recalls, "kept_steps": run["best_steps"],
-            "classifier_seconds": run["seconds"], "settings": best if arm not in baselines else arm}
+        recalls = {
+            c: statistics.fmean(hits[i].double().mean().item() for hits in run["correct"])
+            for c, i in zip(tails, tail_idx)
+        }
+        entry = {
+            "counts": run["counts"],
+            "seeds": len(run["scores"]),
+            "balanced_accuracy": {
+                "value": statistics.fmean(run["scores"]),
+                "std": statistics.stdev(run["scores"]) if len(run["scores"]) > 1 else 0.0,
+                "per_seed": run["scores"],
+            },
+            "tail_recall": recalls,
+            "kept_steps": run["best_steps"],
+            "classifier_seconds": run["seconds"],
+            "settings": best if arm not in baselines else arm,
+        }
         if arm != best:  # paired on the seeds both ran (a baseline that lost the selection ran fewer)
             k = min(len(run["scores"]), len(runs[best]["scores"]))
             entry["credit_over_best_baseline"] = credit(
-                run["correct"][:k], runs[best]["correct"][:k],
-                [a - b for a, b in zip(run["scores"][:k], runs[best]["scores"][:k])])
+                run["correct"][:k],
+                runs[best]["correct"][:k],
+                [a - b for a, b in zip(run["scores"][:k], runs[best]["scores"][:k])],
+            )
             entry["credit_over_best_baseline"]["seeds"] = k
         results["arms"][arm] = entry
     results["best_baseline"] = best
@@ -414,25 +552,35 @@ def main(argv: list[str] | None = None) -> None:
         copies = max(v["share"] for v in results["copies"].values())
         results["verdict"][arm] = {
             "credit_ge_half_oracle": bool(oracle and cr["value"] >= 0.5 * oracle["value"]),
-            "interval_above_zero": cr["low"] > 0, "copies_le_2pct": copies <= 0.02, "max_copy_share": copies}
+            "interval_above_zero": cr["low"] > 0,
+            "copies_le_2pct": copies <= 0.02,
+            "max_copy_share": copies,
+        }
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     for c, imgs in generated.items():
         if len(imgs):
             save_grid(imgs[:64], out / f"generated_{c}.png", columns=8)
 
-    print(f"\nbest real baseline: {best} (chosen on seeds {selection}); balanced accuracy in % (mean ± std over "
-          f"the seeds each arm ran: {len(selection)} for the other baselines, {len(seeds)} for the rest) on "
-          f"{sum(results['test_images'])} test images; credit in points over {best} [95 % paired bootstrap]; "
-          f"smallest detectable effect about {results['detectable_effect'] * 100:.2f} pp")
+    print(
+        f"\nbest real baseline: {best} (chosen on seeds {selection}); balanced accuracy in % (mean ± std over "
+        f"the seeds each arm ran: {len(selection)} for the other baselines, {len(seeds)} for the rest) on "
+        f"{sum(results['test_images'])} test images; credit in points over {best} [95 % paired bootstrap]; "
+        f"smallest detectable effect about {results['detectable_effect'] * 100:.2f} pp"
+    )
     header = ["arm", "balanced acc", *[f"{c} recall" for c in tails], "credit pp [95%]", "kept steps (median)"]
     rows = []
     for arm, entry in results["arms"].items():
         ba = entry["balanced_accuracy"]
-        rows.append([arm, f"{ba['value'] * 100:.2f} ± {ba['std'] * 100:.2f}",
-                     *[f"{entry['tail_recall'][c] * 100:.1f}" for c in tails],
-                     "(baseline)" if arm == best else _pp(entry.get("credit_over_best_baseline")),
-                     f"{statistics.median(entry['kept_steps']):.0f}"])
+        rows.append(
+            [
+                arm,
+                f"{ba['value'] * 100:.2f} ± {ba['std'] * 100:.2f}",
+                *[f"{entry['tail_recall'][c] * 100:.1f}" for c in tails],
+                "(baseline)" if arm == best else _pp(entry.get("credit_over_best_baseline")),
+                f"{statistics.median(entry['kept_steps']):.0f}",
+            ]
+        )
     print_table(header, rows)
     if generated:
         print_delivery(results)
@@ -440,9 +588,11 @@ def main(argv: list[str] | None = None) -> None:
         cr = results["arms"][arm]["credit_over_best_baseline"]
         if not oracle:
             continue
-        print(f"{arm}: credit {cr['value'] * 100:+.2f} pp vs oracle {oracle['value'] * 100:+.2f} pp -> half-oracle "
-              f"{'met' if v['credit_ge_half_oracle'] else 'MISSED'}, interval above zero "
-              f"{'yes' if v['interval_above_zero'] else 'NO'}, copies max {v['max_copy_share'] * 100:.1f}%")
+        print(
+            f"{arm}: credit {cr['value'] * 100:+.2f} pp vs oracle {oracle['value'] * 100:+.2f} pp -> half-oracle "
+            f"{'met' if v['credit_ge_half_oracle'] else 'MISSED'}, interval above zero "
+            f"{'yes' if v['interval_above_zero'] else 'NO'}, copies max {v['max_copy_share'] * 100:.1f}%"
+        )
     print(f"results: {out / 'results.json'} ({results['total_seconds']:.0f} s this run)")
 
 

@@ -38,6 +38,7 @@ of training again, e.g. to score the same images with another usefulness design
 (``--negatives merged``: the other classes as one "not this class" set, as a user with a
 single class has it; ``--classifier-steps``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 
 from apps.ml import registry  # noqa: E402
 from apps.ml.augment import augment_dataset  # noqa: E402
-from apps.ml.device import pick_device  # noqa: E402
 from apps.ml.checkpoint import load_tensors, save_tensors_atomic  # noqa: E402
+from apps.ml.device import pick_device  # noqa: E402
 from apps.ml.images import save_grid, to_uint8  # noqa: E402
 from apps.ml.quality import quality_report  # noqa: E402
 from apps.ml.usefulness import ClassifierSettings  # noqa: E402
@@ -85,14 +86,21 @@ class Data:
     class_names: list[str]
 
 
-def load_data(root: Path, target: str, resolution: int, negatives_per_class: int, merged: bool = False,
-              more_test_from: int | None = None) -> Data:
+def load_data(
+    root: Path,
+    target: str,
+    resolution: int,
+    negatives_per_class: int,
+    merged: bool = False,
+    more_test_from: int | None = None,
+) -> Data:
     """The class's images and the other classes' (``merged``: as one "not this class" set).
 
     ``more_test_from``: the class's training images from this index on, and the other classes'
     training images beyond ``negatives_per_class``, join the test sets (no generator or
     classifier learns from them), for a test with less sampling noise.
     """
+
     def load(split: str, name: str, limit: int | None = None) -> torch.Tensor:
         return to_uint8(load_folder(root / split / name, resolution, limit))
 
@@ -119,15 +127,26 @@ def load_data(root: Path, target: str, resolution: int, negatives_per_class: int
     )
 
 
-def train_and_sample(kind: str, images: torch.Tensor, *, count: int, augment: int, samples: int, seed: int,
-                     preset: str, overrides: dict, device: str) -> tuple[torch.Tensor, float, list[str]]:
+def train_and_sample(
+    kind: str,
+    images: torch.Tensor,
+    *,
+    count: int,
+    augment: int,
+    samples: int,
+    seed: int,
+    preset: str,
+    overrides: dict,
+    device: str,
+) -> tuple[torch.Tensor, float, list[str]]:
     """Train generator ``kind`` on uint8 ``images`` and return (samples, train seconds, warnings)."""
     data = images.float() / 127.5 - 1.0
     if augment:
         data = augment_dataset(data, augment, seed=seed)
     generator_type = registry.get(kind)
-    config = generator_type.default_config(resolution=images.shape[-1], channels=images.shape[1], preset=preset,
-                                           image_count=count, device=device)
+    config = generator_type.default_config(
+        resolution=images.shape[-1], channels=images.shape[1], preset=preset, image_count=count, device=device
+    )
     config["seed"] = seed
     config.update(overrides)
     model = generator_type(config, device=device)
@@ -170,21 +189,43 @@ def _ratio_ref(m: dict) -> str:
 def row(scenario: str, generator: str, report: dict, seconds: float | None) -> list[str]:
     u = report["usefulness"]
     return [
-        scenario, generator, report["verdict"],
-        _ratio_ref(report["precision"]), _ratio_ref(report["coverage"]),
+        scenario,
+        generator,
+        report["verdict"],
+        _ratio_ref(report["precision"]),
+        _ratio_ref(report["coverage"]),
         f"{report['copy_share']['value'] * 100:.1f}",
         _text(report["memorisation"], 1),
-        _with_ref(report["swd"], 0), _with_ref(report["kid"], 3),
-        _mean_std(u["real_aug"]), _mean_std(u["mixed_aug"]), _mean_std(u["oracle"]),
-        _interval(u.get("credit")), _interval(u.get("oracle_credit")),
+        _with_ref(report["swd"], 0),
+        _with_ref(report["kid"], 3),
+        _mean_std(u["real_aug"]),
+        _mean_std(u["mixed_aug"]),
+        _mean_std(u["oracle"]),
+        _interval(u.get("credit")),
+        _interval(u.get("oracle_credit")),
         _mean_std(u["gqi"], digits=1),
         f"{seconds:.0f}" if seconds is not None else "-",
     ]
 
 
-HEADER = ["scenario", "generator", "verdict", "precision (ref)", "coverage (ref)", "copy%", "memor. z", "SWD (ref)",
-          "KID (ref)", "real_aug", "mixed_aug", "oracle", "credit pp [95%]", "oracle credit pp [95%]", "GQI (chance-corr.)",
-          "train s"]
+HEADER = [
+    "scenario",
+    "generator",
+    "verdict",
+    "precision (ref)",
+    "coverage (ref)",
+    "copy%",
+    "memor. z",
+    "SWD (ref)",
+    "KID (ref)",
+    "real_aug",
+    "mixed_aug",
+    "oracle",
+    "credit pp [95%]",
+    "oracle credit pp [95%]",
+    "GQI (chance-corr.)",
+    "train s",
+]
 
 
 def print_table(rows: list[list[str]]) -> None:
@@ -205,16 +246,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--references", default="real", help="reference rows: real, noise (comma-separated) or ''")
     parser.add_argument("--resolution", type=int, default=32, help="generator resolution (28 px images are resized)")
     parser.add_argument("--preset", default="quick")
-    parser.add_argument("--set", action="append", default=[], metavar="[KIND.]KEY=VALUE",
-                        help="override a generator config value (for every kind, or only KIND's)")
-    parser.add_argument("--samples", type=float, default=1.25, help="images to generate, as a multiple of the training count")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="[KIND.]KEY=VALUE",
+        help="override a generator config value (for every kind, or only KIND's)",
+    )
+    parser.add_argument(
+        "--samples", type=float, default=1.25, help="images to generate, as a multiple of the training count"
+    )
     parser.add_argument("--seeds", default="0,1,2", help="usefulness-test seeds")
     parser.add_argument("--gen-seed", type=int, default=0, help="generator training seed")
     parser.add_argument("--negatives-per-class", type=int, default=150)
-    parser.add_argument("--negatives", choices=("classes", "merged"), default="classes",
-                        help="the other classes as classes of their own, or merged into one 'not this class' set")
-    parser.add_argument("--more-test", action="store_true",
-                        help="the training images no row uses join the test sets (needs no 'full' scenario)")
+    parser.add_argument(
+        "--negatives",
+        choices=("classes", "merged"),
+        default="classes",
+        help="the other classes as classes of their own, or merged into one 'not this class' set",
+    )
+    parser.add_argument(
+        "--more-test",
+        action="store_true",
+        help="the training images no row uses join the test sets (needs no 'full' scenario)",
+    )
     parser.add_argument("--images-dir", type=Path, default=None, help="keep generated images (and a grid) here")
     parser.add_argument("--reuse", action="store_true", help="read generated images from --images-dir, if there")
     parser.add_argument("--classifier-steps", type=int, default=ClassifierSettings.steps)
@@ -239,22 +294,36 @@ def main(argv: list[str] | None = None) -> None:
     if args.more_test:
         if "full" in args.scenarios.split(","):
             parser.error("--more-test needs the class's training images the 'full' scenario trains on")
-        more_test_from = (3 if "real" in args.references.split(",") else 2) * args.small  # after train, oracle, stand-in
-    data = load_data(args.data, args.target, args.resolution, args.negatives_per_class, args.negatives == "merged",
-                     more_test_from)
-    known = {"full": Scenario(str(args.full), args.full), "small": Scenario(str(args.small), args.small),
-             "small+aug": Scenario(f"{args.small}+aug", args.small, args.augment_copies)}
+        more_test_from = (
+            3 if "real" in args.references.split(",") else 2
+        ) * args.small  # after train, oracle, stand-in
+    data = load_data(
+        args.data, args.target, args.resolution, args.negatives_per_class, args.negatives == "merged", more_test_from
+    )
+    known = {
+        "full": Scenario(str(args.full), args.full),
+        "small": Scenario(str(args.small), args.small),
+        "small+aug": Scenario(f"{args.small}+aug", args.small, args.augment_copies),
+    }
     scenarios = [known[s] for s in args.scenarios.split(",") if s]
-    print(f"class {args.target} vs {len(data.class_names) - 1} others, {args.resolution} px, device {device}, "
-          f"preset {args.preset}, overrides {overrides or 'none'}, usefulness seeds {seeds}, "
-          f"classifier steps {settings.steps}, negatives {args.negatives_per_class}/class, "
-          f"test images {len(data.target_test)} + {sum(len(t) for t in data.negatives_test)}", flush=True)
+    print(
+        f"class {args.target} vs {len(data.class_names) - 1} others, {args.resolution} px, device {device}, "
+        f"preset {args.preset}, overrides {overrides or 'none'}, usefulness seeds {seeds}, "
+        f"classifier steps {settings.steps}, negatives {args.negatives_per_class}/class, "
+        f"test images {len(data.target_test)} + {sum(len(t) for t in data.negatives_test)}",
+        flush=True,
+    )
 
     def report_for(generated, scenario: Scenario, extra_real):
         return quality_report(
-            generated=generated, train=data.target_train[: scenario.count], heldout=data.target_test,
-            negatives=data.negatives_train, negatives_heldout=data.negatives_test, extra_real=extra_real,
-            seeds=seeds, settings=settings,
+            generated=generated,
+            train=data.target_train[: scenario.count],
+            heldout=data.target_test,
+            negatives=data.negatives_train,
+            negatives_heldout=data.negatives_test,
+            extra_real=extra_real,
+            seeds=seeds,
+            settings=settings,
         )
 
     rows, reports = [], []
@@ -262,8 +331,9 @@ def main(argv: list[str] | None = None) -> None:
     def record(scenario_name: str, generator: str, report: dict, seconds: float | None = None, **extra) -> None:
         """Print the row now and rewrite the JSON file, so a run cut short keeps what it measured."""
         rows.append(row(scenario_name, generator, report, seconds))
-        reports.append({"scenario": scenario_name, "generator": generator, "train_seconds": seconds, **extra,
-                        "report": report})
+        reports.append(
+            {"scenario": scenario_name, "generator": generator, "train_seconds": seconds, **extra, "report": report}
+        )
         print_table(rows[-1:])
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -287,20 +357,32 @@ def main(argv: list[str] | None = None) -> None:
             if args.reuse and kept.exists():
                 generated, seconds, warnings = load_tensors(kept)["images"], None, ["images reused"]
                 if len(generated) < n_samples:
-                    raise SystemExit(f"{kept} holds {len(generated)} images, fewer than the {n_samples} this run "
-                                     "needs (lower --samples, or leave out --reuse)")
+                    raise SystemExit(
+                        f"{kept} holds {len(generated)} images, fewer than the {n_samples} this run "
+                        "needs (lower --samples, or leave out --reuse)"
+                    )
                 generated = generated[:n_samples]
             else:
                 generated, seconds, warnings = train_and_sample(
-                    kind, train, count=scenario.count, augment=scenario.augment, samples=n_samples, seed=args.gen_seed,
-                    preset=args.preset, overrides={**overrides.get("", {}), **overrides.get(kind, {})}, device=device)
+                    kind,
+                    train,
+                    count=scenario.count,
+                    augment=scenario.augment,
+                    samples=n_samples,
+                    seed=args.gen_seed,
+                    preset=args.preset,
+                    overrides={**overrides.get("", {}), **overrides.get(kind, {})},
+                    device=device,
+                )
                 if kept:
                     save_tensors_atomic({"images": generated.contiguous()}, kept)
                     save_grid(generated[:64], kept.with_suffix(".png"), columns=8)
             record(scenario.name, kind, report_for(generated, scenario, extra), seconds, warnings=warnings)
 
-    print(f"\nall rows ({time.perf_counter() - started:.0f} s in total); accuracies are balanced over "
-          f"{len(data.class_names)} classes, mean±std over seeds {seeds}; (ref) = new real photos at the same size")
+    print(
+        f"\nall rows ({time.perf_counter() - started:.0f} s in total); accuracies are balanced over "
+        f"{len(data.class_names)} classes, mean±std over seeds {seeds}; (ref) = new real photos at the same size"
+    )
     print_table(rows)
     if args.json:
         print(f"reports written to {args.json}")

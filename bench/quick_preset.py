@@ -18,6 +18,7 @@ whose nearest training image is closer than held-out real images ever are
 images, and the share the filter calls noise or blank. ``OUT/closest_pairs.png``
 shows the 8 closest (generated | training) pairs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,7 +60,9 @@ def load_folder(folder: Path, resolution: int, limit: int | None = None) -> torc
             white = Image.new("RGBA", img.size, (255, 255, 255, 255))
             img = Image.alpha_composite(white, img).convert("RGB")
             img = ImageOps.fit(img, (resolution, resolution), method=Image.Resampling.LANCZOS)
-            tensors.append(torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(resolution, resolution, 3))
+            tensors.append(
+                torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(resolution, resolution, 3)
+            )
     images = torch.stack(tensors).permute(0, 3, 1, 2).contiguous()  # uint8 [N, 3, R, R]
     grey = bool((images[:, :1] == images[:, 1:]).all())
     if grey:
@@ -99,16 +102,26 @@ def report_on_samples(model, train: torch.Tensor, heldout: torch.Tensor, args) -
     return [
         ("held out", f"{len(heldout)} real images"),
         (f"report on {len(generated)} images", f"sampled in {sample_seconds:.1f} s"),
-        ("near-copies", f"{report['copy_share']['value']:.1%} (distance < {report['copy_share']['threshold']:.4f}, "
-                        "the 1% quantile of held-out real images' distance to the training set)"),
+        (
+            "near-copies",
+            f"{report['copy_share']['value']:.1%} (distance < {report['copy_share']['threshold']:.4f}, "
+            "the 1% quantile of held-out real images' distance to the training set)",
+        ),
         ("diversity (report)", f"{report['diversity']['value']:.2f} of the training images' mean pairwise distance"),
         ("noise or blank", f"{report['noise_share']['value']:.1%}"),
         ("SWD (held-out ref)", f"{report['swd']['value']:.0f} ({report['swd']['reference']:.0f})"),
-        ("KID (held-out ref)", f"{report['kid']['value']:.3f} ({report['kid']['reference']:.3f})"
-                               if report["kid"]["value"] is not None else "-"),
+        (
+            "KID (held-out ref)",
+            f"{report['kid']['value']:.3f} ({report['kid']['reference']:.3f})"
+            if report["kid"]["value"] is not None
+            else "-",
+        ),
         ("verdict", report["verdict"]),
-        ("after the filter", f"{kept['count']} kept" + (f", diversity {kept['diversity']['value']:.2f}"
-                                                          if kept["diversity"]["value"] is not None else "")),
+        (
+            "after the filter",
+            f"{kept['count']} kept"
+            + (f", diversity {kept['diversity']['value']:.2f}" if kept["diversity"]["value"] is not None else ""),
+        ),
         ("grids", f"{args.out / 'report_grid.png'}, {args.out / 'closest_pairs.png'}"),
     ]
 
@@ -126,8 +139,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--holdout", type=float, default=0.0, help="share of the images kept out of training")
-    parser.add_argument("--report", type=int, default=0, metavar="N",
-                        help="generate N images and report copies and variety against the held-out images")
+    parser.add_argument(
+        "--report",
+        type=int,
+        default=0,
+        metavar="N",
+        help="generate N images and report copies and variety against the held-out images",
+    )
     args = parser.parse_args(argv)
     if args.report and not args.holdout:
         parser.error("--report needs --holdout (held-out real images calibrate the copy check)")
@@ -180,14 +198,23 @@ def main(argv: list[str] | None = None) -> None:
         [
             ("kind", args.kind),
             ("device", device),
-            ("images", f"{image_count}" + (f" (+{images.shape[0] - image_count} augmented)" if args.augment_copies else "")),
+            (
+                "images",
+                f"{image_count}" + (f" (+{images.shape[0] - image_count} augmented)" if args.augment_copies else ""),
+            ),
             ("resolution", f"{args.resolution} px, {images.shape[1]} channel(s)"),
             ("preset", args.preset),
             ("steps", str(result.steps)),
             ("batch size", str(config.get("batch_size"))),
-            ("train seconds", f"{train_seconds:.1f}" + (f" (this call; {result.seconds:.1f} over the whole run, "
-                                                        "resumed from its checkpoint)"
-                                                        if result.seconds > train_seconds + 1 else "")),
+            (
+                "train seconds",
+                f"{train_seconds:.1f}"
+                + (
+                    f" (this call; {result.seconds:.1f} over the whole run, resumed from its checkpoint)"
+                    if result.seconds > train_seconds + 1
+                    else ""
+                ),
+            ),
             ("s/step", f"{max(result.seconds, train_seconds) / max(result.steps, 1):.3f}"),
             ("final losses", ", ".join(f"{k}={v:.3f}" for k, v in result.final_losses.items()) or "-"),
             ("diversity vs real", f"{diversity:.2f}"),

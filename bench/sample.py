@@ -33,6 +33,7 @@ Rows (``--rows``, comma-separated):
         --heldout ../shared/datasets/fashion-mnist/test/sandal \\
         --negatives ../shared/datasets/fashion-mnist/train
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,9 +47,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/, for train.py's helpers
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `apps`
 
+from train import add_common_arguments, diffusers_unet, flops_per_image, our_config, peak_tflops, print_rows, sync  # noqa: E402
+
 from apps.ml import registry  # noqa: E402
 from apps.ml.ddim import DDIM  # noqa: E402
-from train import add_common_arguments, diffusers_unet, flops_per_image, our_config, peak_tflops, print_rows, sync  # noqa: E402
 
 
 def _timed_once(run, device: str) -> float:
@@ -66,15 +68,25 @@ def bench_ours(args) -> dict:
     r, c = args.resolution, args.channels
     x = torch.randn(2, c, r, r, device=args.device)
     with torch.no_grad(), gen._autocast():
-        flops = flops_per_image(lambda: gen.ema.model(x, torch.tensor([10.0, 500.0], device=args.device)),
-                                backward=False)
-    warm = _timed_once(lambda: gen.sample(args.batch, seed=1, steps=args.steps, batch_size=args.batch,
-                                          sampler=args.sampler), args.device)
-    seconds = _timed_once(lambda: gen.sample(args.images, seed=0, steps=args.steps, batch_size=args.batch,
-                                             sampler=args.sampler), args.device)
-    return {"name": f"ours DDIM.sample ({args.sampler}, {args.steps} steps)", "params": gen.parameter_count(),
-            "flops": flops * args.steps, "images_per_s": args.images / seconds, "seconds": seconds,
-            "first_batch_s": warm}
+        flops = flops_per_image(
+            lambda: gen.ema.model(x, torch.tensor([10.0, 500.0], device=args.device)), backward=False
+        )
+    warm = _timed_once(
+        lambda: gen.sample(args.batch, seed=1, steps=args.steps, batch_size=args.batch, sampler=args.sampler),
+        args.device,
+    )
+    seconds = _timed_once(
+        lambda: gen.sample(args.images, seed=0, steps=args.steps, batch_size=args.batch, sampler=args.sampler),
+        args.device,
+    )
+    return {
+        "name": f"ours DDIM.sample ({args.sampler}, {args.steps} steps)",
+        "params": gen.parameter_count(),
+        "flops": flops * args.steps,
+        "images_per_s": args.images / seconds,
+        "seconds": seconds,
+        "first_batch_s": warm,
+    }
 
 
 def bench_diffusers(args) -> dict:
@@ -89,7 +101,9 @@ def bench_diffusers(args) -> dict:
     x = torch.randn(2, c, r, r, device=args.device, dtype=dtype)
     with torch.no_grad():
         flops = flops_per_image(lambda: unet(x, torch.tensor([10, 500], device=args.device)).sample, backward=False)
-    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction"
+    )
     pipe = DDIMPipeline(unet=unet, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
 
@@ -100,9 +114,14 @@ def bench_diffusers(args) -> dict:
 
     warm = _timed_once(lambda: run(args.batch, 1), args.device)
     seconds = _timed_once(lambda: run(args.images, 0), args.device)
-    return {"name": f"diffusers DDIMPipeline ({args.steps} steps, {str(dtype).replace('torch.', '')})",
-            "params": sum(p.numel() for p in unet.parameters()), "flops": flops * args.steps,
-            "images_per_s": args.images / seconds, "seconds": seconds, "first_batch_s": warm}
+    return {
+        "name": f"diffusers DDIMPipeline ({args.steps} steps, {str(dtype).replace('torch.', '')})",
+        "params": sum(p.numel() for p in unet.parameters()),
+        "flops": flops * args.steps,
+        "images_per_s": args.images / seconds,
+        "seconds": seconds,
+        "first_batch_s": warm,
+    }
 
 
 def bench_dcgan(args) -> dict | None:
@@ -110,8 +129,9 @@ def bench_dcgan(args) -> dict | None:
         cls = registry.get("dcgan")
     except (KeyError, ImportError):
         return None
-    config = cls.default_config(resolution=args.dcgan_resolution, channels=3, preset="quick", image_count=500,
-                                device=args.device)
+    config = cls.default_config(
+        resolution=args.dcgan_resolution, channels=3, preset="quick", image_count=500, device=args.device
+    )
     gen = cls(config, device=args.device)
     net = gen.netG if hasattr(gen, "netG") else None
     flops = 0.0
@@ -122,9 +142,14 @@ def bench_dcgan(args) -> dict | None:
     warm = _timed_once(lambda: gen.sample(args.dcgan_batch, seed=1, batch_size=args.dcgan_batch), args.device)
     seconds = _timed_once(lambda: gen.sample(args.dcgan_images, seed=0, batch_size=args.dcgan_batch), args.device)
     params = sum(p.numel() for p in net.parameters()) if net is not None else None
-    return {"name": f"DCGAN.sample {args.dcgan_images:,} x {args.dcgan_resolution} px (batch {args.dcgan_batch})",
-            "params": params, "flops": flops, "images_per_s": args.dcgan_images / seconds, "seconds": seconds,
-            "first_batch_s": warm}
+    return {
+        "name": f"DCGAN.sample {args.dcgan_images:,} x {args.dcgan_resolution} px (batch {args.dcgan_batch})",
+        "params": params,
+        "flops": flops,
+        "images_per_s": args.dcgan_images / seconds,
+        "seconds": seconds,
+        "first_batch_s": warm,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -141,16 +166,23 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-ddim", action="store_true", help="only the DCGAN row")
     trained = parser.add_argument_group("a trained model: samplers' speed and held-out quality")
     trained.add_argument("--model", type=Path, default=None, help="a saved DDIM folder (weights + config)")
-    trained.add_argument("--rows", default=None, help="rows to measure (see above); default: our default "
-                         "sampler and steps (app precision and fp32), our DDIM 50 steps (fp32, the old default, "
-                         "and app precision), DDIMPipeline 50 steps with our U-Net (as is and clipped) and with a "
-                         "UNet2DModel of the same size (fp32 and bf16)")
+    trained.add_argument(
+        "--rows",
+        default=None,
+        help="rows to measure (see above); default: our default "
+        "sampler and steps (app precision and fp32), our DDIM 50 steps (fp32, the old default, "
+        "and app precision), DDIMPipeline 50 steps with our U-Net (as is and clipped) and with a "
+        "UNet2DModel of the same size (fp32 and bf16)",
+    )
     trained.add_argument("--train-images", type=Path, default=None, help="the folder the model trained on")
     trained.add_argument("--train-limit", type=int, default=150, help="it trained on the first N images (sorted)")
     trained.add_argument("--heldout", type=Path, default=None, help="real images it never saw (KID, copies)")
-    trained.add_argument("--negatives", type=Path, default=None,
-                         help="a folder of class folders: the other classes train the KID feature net "
-                              "(left out: rotation features)")
+    trained.add_argument(
+        "--negatives",
+        type=Path,
+        default=None,
+        help="a folder of class folders: the other classes train the KID feature net (left out: rotation features)",
+    )
     trained.add_argument("--quality-images", type=int, default=500, help="images per row and seed for KID")
     trained.add_argument("--quality-seeds", default="0,1", help="sampling seeds (KID: mean and spread over them)")
     trained.add_argument("--feature-seeds", default="0,1,2", help="KID feature nets (averaged)")
@@ -173,16 +205,30 @@ def main(argv: list[str] | None = None) -> dict:
     if dcgan:
         rows.append(dcgan)
     peak = peak_tflops(args.device)
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)"
+    device_name = (
+        torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)"
+    )
     for row in rows:
         row["gflops_per_image"] = row["flops"] / 1e9
-    what = "DCGAN only" if args.no_ddim else (
-        f"DDIM {args.resolution} px x {args.channels} ch, batch {args.batch}, {args.images} images, model '{args.preset}'")
+    what = (
+        "DCGAN only"
+        if args.no_ddim
+        else (
+            f"DDIM {args.resolution} px x {args.channels} ch, batch {args.batch}, {args.images} images, "
+            f"model '{args.preset}'"
+        )
+    )
     print_rows(
         f"Sampling: {device_name}, {what}, torch {torch.__version__}",
-        rows, peak,
-        [("implementation", "name"), ("params", "params"), ("GFLOP/img", "gflops_per_image"),
-         ("seconds", "seconds"), ("images/s", "images_per_s")],
+        rows,
+        peak,
+        [
+            ("implementation", "name"),
+            ("params", "params"),
+            ("GFLOP/img", "gflops_per_image"),
+            ("seconds", "seconds"),
+            ("images/s", "images_per_s"),
+        ],
     )
     if not args.no_ddim and not args.no_diffusers:
         print(f"speed-up ours / DDIMPipeline: {rows[0]['images_per_s'] / rows[1]['images_per_s']:.2f}x")
@@ -202,17 +248,39 @@ def _parse_rows(text: str) -> list[dict]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         parts = item.split(":")
         if parts[0] == "ours" and len(parts) in (3, 4):
-            rows.append({"kind": "ours", "sampler": parts[1], "steps": int(parts[2]),
-                         "precision": parts[3] if len(parts) == 4 else "auto"})
+            rows.append(
+                {
+                    "kind": "ours",
+                    "sampler": parts[1],
+                    "steps": int(parts[2]),
+                    "precision": parts[3] if len(parts) == 4 else "auto",
+                }
+            )
         elif parts[0] == "pipeline" and len(parts) in (2, 3) and parts[2:] in ([], ["clipped"]):
-            rows.append({"kind": "pipeline", "sampler": "ddim", "steps": int(parts[1]), "precision": "fp32",
-                         "clipped": parts[2:] == ["clipped"]})
+            rows.append(
+                {
+                    "kind": "pipeline",
+                    "sampler": "ddim",
+                    "steps": int(parts[1]),
+                    "precision": "fp32",
+                    "clipped": parts[2:] == ["clipped"],
+                }
+            )
         elif parts[0] == "diffusers-unet" and len(parts) in (2, 3):
-            rows.append({"kind": parts[0], "sampler": "ddim", "steps": int(parts[1]),
-                         "precision": parts[2] if len(parts) == 3 else "fp32", "clipped": False})
+            rows.append(
+                {
+                    "kind": parts[0],
+                    "sampler": "ddim",
+                    "steps": int(parts[1]),
+                    "precision": parts[2] if len(parts) == 3 else "fp32",
+                    "clipped": False,
+                }
+            )
         else:
-            raise SystemExit(f"bad row {item!r}: use ours:SAMPLER:STEPS[:PRECISION], pipeline:STEPS[:clipped] "
-                             "or diffusers-unet:STEPS[:PRECISION]")
+            raise SystemExit(
+                f"bad row {item!r}: use ours:SAMPLER:STEPS[:PRECISION], pipeline:STEPS[:clipped] "
+                "or diffusers-unet:STEPS[:PRECISION]"
+            )
     return rows
 
 
@@ -222,9 +290,14 @@ def _ddim_scheduler(model: DDIM):
 
     alpha_bar = model.schedule.alpha_bar
     betas = 1 - alpha_bar / torch.cat([torch.ones(1, dtype=alpha_bar.dtype), alpha_bar[:-1]])
-    return DDIMScheduler(num_train_timesteps=model.schedule.timesteps, trained_betas=betas.tolist(),
-                         prediction_type="v_prediction" if model.config["objective"] == "v" else "epsilon",
-                         clip_sample=True, set_alpha_to_one=True, timestep_spacing="trailing")
+    return DDIMScheduler(
+        num_train_timesteps=model.schedule.timesteps,
+        trained_betas=betas.tolist(),
+        prediction_type="v_prediction" if model.config["objective"] == "v" else "epsilon",
+        clip_sample=True,
+        set_alpha_to_one=True,
+        timestep_spacing="trailing",
+    )
 
 
 def _pipeline_with_our_unet(model: DDIM):
@@ -233,9 +306,16 @@ def _pipeline_with_our_unet(model: DDIM):
     from diffusers.models.unets.unet_2d import UNet2DOutput
 
     c, r = model.config["channels"], model.config["resolution"]
-    carrier = UNet2DModel(sample_size=r, in_channels=c, out_channels=c, block_out_channels=(8,),
-                          down_block_types=("DownBlock2D",), up_block_types=("UpBlock2D",), layers_per_block=1,
-                          norm_num_groups=8).eval()
+    carrier = UNet2DModel(
+        sample_size=r,
+        in_channels=c,
+        out_channels=c,
+        block_out_channels=(8,),
+        down_block_types=("DownBlock2D",),
+        up_block_types=("UpBlock2D",),
+        layers_per_block=1,
+        norm_num_groups=8,
+    ).eval()
     net = model.ema.model.eval()
 
     def forward(sample, timestep, *args, **kwargs):
@@ -254,8 +334,11 @@ def _pipeline_with_diffusers_unet(model: DDIM, precision: str):
 
     config = dict(model.config)
     patch = config.get("patch_size", 1)
-    config.update(resolution=config["resolution"] // patch, channels=config["channels"] * patch**2,
-                  groups=24 if config["base_channels"] % 32 else 32)
+    config.update(
+        resolution=config["resolution"] // patch,
+        channels=config["channels"] * patch**2,
+        groups=24 if config["base_channels"] % 32 else 32,
+    )
     torch.manual_seed(0)
     unet = diffusers_unet(config).eval()
     if precision == "bf16":
@@ -265,8 +348,9 @@ def _pipeline_with_diffusers_unet(model: DDIM, precision: str):
     return pipe, sum(p.numel() for p in unet.parameters())
 
 
-def _run_pipeline(pipe, n: int, steps: int, seed: int, batch: int, channels: int, patch: int,
-                  clipped: bool = False) -> torch.Tensor:
+def _run_pipeline(
+    pipe, n: int, steps: int, seed: int, batch: int, channels: int, patch: int, clipped: bool = False
+) -> torch.Tensor:
     """``n`` images as uint8 [n, C, H, W] on the CPU (patched outputs unfolded back to pixels).
 
     ``clipped``: ``use_clipped_model_output=True`` (the noise estimate recomputed from the clipped
@@ -276,8 +360,14 @@ def _run_pipeline(pipe, n: int, steps: int, seed: int, batch: int, channels: int
     out = []
     for start in range(0, n, batch):
         b = min(batch, n - start)
-        images = pipe(batch_size=b, generator=generator, num_inference_steps=steps, eta=0.0, output_type="pt",
-                      use_clipped_model_output=clipped or None).images
+        images = pipe(
+            batch_size=b,
+            generator=generator,
+            num_inference_steps=steps,
+            eta=0.0,
+            output_type="pt",
+            use_clipped_model_output=clipped or None,
+        ).images
         images = images.float()
         if patch > 1:
             images = torch.nn.functional.pixel_shuffle(images, patch)
@@ -288,7 +378,7 @@ def _run_pipeline(pipe, n: int, steps: int, seed: int, batch: int, channels: int
 def _nearest_distance(images: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
     """Each image's RMS pixel distance (0-1 scale) to its nearest training image."""
     a, b = images.flatten(1).float() / 255, train.flatten(1).float() / 255
-    return (torch.cdist(a, b).min(dim=1).values / a.shape[1] ** 0.5)
+    return torch.cdist(a, b).min(dim=1).values / a.shape[1] ** 0.5
 
 
 def _row_name(row: dict, model: DDIM) -> str:
@@ -319,11 +409,21 @@ def trained_model_table(args) -> dict:
     model = DDIM.load(args.model, device=args.device)
     c, r = model.config["channels"], model.config["resolution"]
     patch = model.config.get("patch_size", 1)
-    rows = _parse_rows(args.rows or ",".join([
-        f"ours:{DDIM.default_sampler}:{DDIM.default_sampling_steps}",
-        f"ours:{DDIM.default_sampler}:{DDIM.default_sampling_steps}:fp32",
-        "ours:ddim:50:fp32", "ours:ddim:50", "pipeline:50", "pipeline:50:clipped", "diffusers-unet:50",
-        "diffusers-unet:50:bf16"]))
+    rows = _parse_rows(
+        args.rows
+        or ",".join(
+            [
+                f"ours:{DDIM.default_sampler}:{DDIM.default_sampling_steps}",
+                f"ours:{DDIM.default_sampler}:{DDIM.default_sampling_steps}:fp32",
+                "ours:ddim:50:fp32",
+                "ours:ddim:50",
+                "pipeline:50",
+                "pipeline:50:clipped",
+                "diffusers-unet:50",
+                "diffusers-unet:50:bf16",
+            ]
+        )
+    )
     quality = args.heldout is not None and args.train_images is not None
     seeds = [int(s) for s in args.quality_seeds.split(",")]
 
@@ -331,7 +431,7 @@ def trained_model_table(args) -> dict:
     nets = []
     if quality:
         everything = to_uint8(load_folder(args.train_images, r, args.train_limit * 2))
-        train, unused = everything[: args.train_limit], everything[args.train_limit:]
+        train, unused = everything[: args.train_limit], everything[args.train_limit :]
         heldout = to_uint8(load_folder(args.heldout, r))
         negatives = []
         if args.negatives:
@@ -348,8 +448,16 @@ def trained_model_table(args) -> dict:
 
     results = []
     if quality and len(unused) >= 2:
-        results.append({"name": f"real: {len(unused)} unused training images", "precision": "-", "steps": None,
-                        "images_per_s": None, "kid": [kid(unused)], "copies": None})
+        results.append(
+            {
+                "name": f"real: {len(unused)} unused training images",
+                "precision": "-",
+                "steps": None,
+                "images_per_s": None,
+                "kid": [kid(unused)],
+                "copies": None,
+            }
+        )
     params = {"ours": model.parameter_count()}
     for row in rows:
         name = _row_name(row, model)
@@ -381,30 +489,53 @@ def trained_model_table(args) -> dict:
                 kids.append(kid(images))
                 copies.append((_nearest_distance(images, train) < threshold).float().mean().item())
                 kept.append(images)
-        result = {"name": name, "precision": precision, "steps": row["steps"], "images_per_s": sum(runs) / seconds,
-                  "kid": kids or None, "copies": sum(copies) / len(copies) if copies else None}
+        result = {
+            "name": name,
+            "precision": precision,
+            "steps": row["steps"],
+            "images_per_s": sum(runs) / seconds,
+            "kid": kids or None,
+            "copies": sum(copies) / len(copies) if copies else None,
+        }
         results.append(result)
-        print(f"{name} {row['steps']} steps {precision}: {result['images_per_s']:.2f} images/s"
-              + (f", KID x1e3 {[round(k * 1e3, 2) for k in kids]}" if kids else ""), file=sys.stderr, flush=True)
+        print(
+            f"{name} {row['steps']} steps {precision}: {result['images_per_s']:.2f} images/s"
+            + (f", KID x1e3 {[round(k * 1e3, 2) for k in kids]}" if kids else ""),
+            file=sys.stderr,
+            flush=True,
+        )
         if args.samples_dir and kept:
             args.samples_dir.mkdir(parents=True, exist_ok=True)
             tag = f"{row['kind']}_{row['sampler']}_{row['steps']}_{precision}"
             tag += "_clipped" if row.get("clipped") else ""
             save_grid(kept[0][:64], args.samples_dir / f"{tag}.png", columns=8)
 
-    reference = next((x for x in results if x["name"].startswith("diffusers DDIMPipeline")
-                      and x["steps"] == 50 and x["precision"] == "fp32" and "UNet2DModel" in x["name"]), None)
+    reference = next(
+        (
+            x
+            for x in results
+            if x["name"].startswith("diffusers DDIMPipeline")
+            and x["steps"] == 50
+            and x["precision"] == "fp32"
+            and "UNet2DModel" in x["name"]
+        ),
+        None,
+    )
     reference = reference or next((x for x in results if x["name"].startswith("diffusers")), None)
     device_name = f"cpu ({torch.get_num_threads()} threads)" if args.device == "cpu" else torch.cuda.get_device_name()
-    print(f"\nSamplers from one trained model: {args.model} ({r} px x {c} ch, {params['ours']:,} parameters"
-          + (f"; UNet2DModel {params['diffusers']:,}" if "diffusers" in params else "")
-          + f"), {device_name}, batch {args.batch}, torch {torch.__version__}")
+    print(
+        f"\nSamplers from one trained model: {args.model} ({r} px x {c} ch, {params['ours']:,} parameters"
+        + (f"; UNet2DModel {params['diffusers']:,}" if "diffusers" in params else "")
+        + f"), {device_name}, batch {args.batch}, torch {torch.__version__}"
+    )
     if quality:
-        print(f"KID x 1e3 against {len(heldout)} held-out images (features of {len(nets)} small CNNs trained on the "
-              f"{len(train)} training images{' and the other classes' if args.negatives else ' (rotations)'}), "
-              f"mean +- spread over {len(seeds)} x {args.quality_images} images; near-copies: RMS pixel distance "
-              "to the "
-              "nearest training image below the 1 % quantile of the held-out images' distances")
+        print(
+            f"KID x 1e3 against {len(heldout)} held-out images (features of {len(nets)} small CNNs trained on the "
+            f"{len(train)} training images{' and the other classes' if args.negatives else ' (rotations)'}), "
+            f"mean +- spread over {len(seeds)} x {args.quality_images} images; near-copies: RMS pixel distance "
+            "to the "
+            "nearest training image below the 1 % quantile of the held-out images' distances"
+        )
     table = [["implementation", "precision", "steps", "images/s", "x DDIMPipeline", "KID x1e3", "near-copies"]]
     for x in results:
         kid_text = "-"
@@ -413,10 +544,17 @@ def trained_model_table(args) -> dict:
             mean = sum(values) / len(values)
             kid_text = f"{mean:.2f}" + (f" +- {(max(values) - min(values)) / 2:.2f}" if len(values) > 1 else "")
         speed = x["images_per_s"]
-        table.append([x["name"], x["precision"], "-" if x["steps"] is None else str(x["steps"]),
-                      "-" if speed is None else f"{speed:.2f}",
-                      f"{speed / reference['images_per_s']:.2f}x" if speed and reference else "-", kid_text,
-                      "-" if x["copies"] is None else f"{x['copies']:.1%}"])
+        table.append(
+            [
+                x["name"],
+                x["precision"],
+                "-" if x["steps"] is None else str(x["steps"]),
+                "-" if speed is None else f"{speed:.2f}",
+                f"{speed / reference['images_per_s']:.2f}x" if speed and reference else "-",
+                kid_text,
+                "-" if x["copies"] is None else f"{x['copies']:.1%}",
+            ]
+        )
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     for line in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)))

@@ -17,6 +17,7 @@ and S3's speed relative to the local folder (the issue's target: at least 0.5x).
     .venv/bin/python bench/storage.py
     .venv/bin/python bench/storage.py --photos 100 --count 200 --repeat 1   # quicker
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,13 +42,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     scratch = Path(tempfile.mkdtemp(prefix="synthgen-bench-storage-"))
-    os.environ.update({
-        "DJANGO_SETTINGS_MODULE": "synthgen.settings.dev",
-        "DATABASE_URL": f"sqlite:///{scratch}/db.sqlite3",
-        "SYNTHGEN_MEDIA_ROOT": str(scratch / "media"),
-        "SYNTHGEN_WORK_DIR": str(scratch / "work"),
-        "CELERY_TASK_ALWAYS_EAGER": "true",
-    })
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "synthgen.settings.dev",
+            "DATABASE_URL": f"sqlite:///{scratch}/db.sqlite3",
+            "SYNTHGEN_MEDIA_ROOT": str(scratch / "media"),
+            "SYNTHGEN_WORK_DIR": str(scratch / "work"),
+            "CELERY_TASK_ALWAYS_EAGER": "true",
+        }
+    )
     import django
     from django.core.management import call_command
 
@@ -74,12 +77,17 @@ def main(argv: list[str] | None = None) -> None:
         for attempt in range(args.repeat):
             for name, storages in backends.items():
                 with override_settings(STORAGES=storages):
-                    for case, seconds in (("ingest", _ingest(photos, args.batch, attempt)),
-                                          ("generation", _generation(args.count, attempt))):
+                    for case, seconds in (
+                        ("ingest", _ingest(photos, args.batch, attempt)),
+                        ("generation", _generation(args.count, attempt)),
+                    ):
                         images = len(photos) if case == "ingest" else args.count
                         rate = images / seconds
-                        print(f"  run {attempt + 1}: {case:10s} {name:40s} {images:5d} images {seconds:7.2f} s "
-                              f"{rate:7.1f} images/s", flush=True)
+                        print(
+                            f"  run {attempt + 1}: {case:10s} {name:40s} {images:5d} images {seconds:7.2f} s "
+                            f"{rate:7.1f} images/s",
+                            flush=True,
+                        )
                         best[(case, name)] = max(best.get((case, name), 0.0), rate)
     finally:
         server.stop()
@@ -99,7 +107,9 @@ def _ingest(photos: list[Path], batch: int, attempt: int) -> float:
     user, _ = get_user_model().objects.get_or_create(username="bench")
     started = time.perf_counter()
     for start in range(0, len(photos), batch):
-        files = [SimpleUploadedFile(p.name, p.read_bytes(), content_type="image/jpeg") for p in photos[start:start + batch]]
+        files = [
+            SimpleUploadedFile(p.name, p.read_bytes(), content_type="image/jpeg") for p in photos[start : start + batch]
+        ]
         dataset, rejected = services.create_dataset(owner=user, name=f"photos {attempt} {start}", files=files)
         assert not rejected, rejected
     return time.perf_counter() - started
@@ -116,17 +126,26 @@ def _generation(count: int, attempt: int) -> float:
 
     user, _ = get_user_model().objects.get_or_create(username="bench")
     kind = registry.get("dcgan")
-    config = build_config(kind, resolution=64, channels=3, preset="quick", image_count=500, device="cpu",
-                          overrides={}, options={})
-    generator = Generator.objects.create(owner=user, name=f"bench {attempt}", kind="dcgan", resolution=64,
-                                         preset="quick", config=config, status=Generator.Status.READY)
+    config = build_config(
+        kind, resolution=64, channels=3, preset="quick", image_count=500, device="cpu", overrides={}, options={}
+    )
+    generator = Generator.objects.create(
+        owner=user,
+        name=f"bench {attempt}",
+        kind="dcgan",
+        resolution=64,
+        preset="quick",
+        config=config,
+        status=Generator.Status.READY,
+    )
     with storage.scratch("bench-model") as folder:
         kind(config).save(folder)
         storage.publish(folder, storage.generator_prefix(generator.pk))
     Generator.objects.filter(pk=generator.pk).update(files_dir=storage.generator_prefix(generator.pk))
     started = time.perf_counter()
-    job = services.start_generation(owner=user, generator=Generator.objects.get(pk=generator.pk), count=count,
-                                    seed=attempt, filter_images=False)  # eager: runs here, in autocommit
+    job = services.start_generation(
+        owner=user, generator=Generator.objects.get(pk=generator.pk), count=count, seed=attempt, filter_images=False
+    )  # eager: runs here, in autocommit
     job.refresh_from_db()
     assert job.status == "done" and job.produced == count, (job.status, job.error)
     return time.perf_counter() - started

@@ -26,6 +26,7 @@ channels) and the same widths, so both do the same work per image. On a CPU neit
 only where the CPU has bf16 instructions). Step times are reported as the mean (images/s), the median and
 per CPU-second of this process.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,9 @@ BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 SHAPES = {
     "ddpm": dict(base_channels=128, channel_mults=[1, 2, 2, 2], num_res_blocks=2, attention_resolutions=[16]),
     "small": dict(base_channels=64, channel_mults=[1, 2, 2], num_res_blocks=1, attention_resolutions=[8]),
-    "tiny": dict(base_channels=16, channel_mults=[1, 2], num_res_blocks=1, attention_resolutions=[8],
-                 groups=8, head_channels=16),
+    "tiny": dict(
+        base_channels=16, channel_mults=[1, 2], num_res_blocks=1, attention_resolutions=[8], groups=8, head_channels=16
+    ),
 }
 
 
@@ -72,17 +74,18 @@ def our_config(args) -> dict:
     """A DDIM config with the benchmark's shape; the speed settings of the device's preset."""
     compile_on = (getattr(args, "compile", False) or args.device.startswith("cuda")) and not args.no_compile
     if args.preset == "app":  # the app's own recipe for 150 images on this device, batch from the command
-        config = DDIM.default_config(resolution=args.resolution, channels=args.channels, preset="quick",
-                                     image_count=150, device=args.device)
+        config = DDIM.default_config(
+            resolution=args.resolution, channels=args.channels, preset="quick", image_count=150, device=args.device
+        )
         config.update(batch_size=args.batch, compile=compile_on, compile_mode=args.compile_mode)
         config.setdefault("groups", 32)
         if getattr(args, "amp_bf16", False):
             config["amp_bf16"] = True
         return config
-    config = DDIM.default_config(resolution=args.resolution, channels=args.channels, preset="quick",
-                                 image_count=1000, device=args.device)
-    config.update(patch_size=1, head_channels=64, groups=32, batch_size=args.batch, dropout=0.0,
-                  compile=compile_on)
+    config = DDIM.default_config(
+        resolution=args.resolution, channels=args.channels, preset="quick", image_count=1000, device=args.device
+    )
+    config.update(patch_size=1, head_channels=64, groups=32, batch_size=args.batch, dropout=0.0, compile=compile_on)
     config.update(SHAPES[args.preset], compile_mode=args.compile_mode)
     if args.head_channels:
         config["head_channels"] = args.head_channels
@@ -204,10 +207,17 @@ def bench_ours(args) -> dict:
     seconds, median, cpu = timed_steps(step, args.steps, args.warmup, args.device)
     mode = f", {args.compile_mode}" if args.compile_mode and config["compile"] else ""
     precision = "bf16" if isinstance(gen._autocast(), torch.autocast) else "fp32"
-    return {"name": f"ours (DDIM.training_step{mode})", "params": gen.parameter_count(), "flops": flops,
-            "images_per_s": args.batch / seconds, "images_per_s_median": args.batch / median,
-            "images_per_cpu_s": args.batch / cpu, "first_step_s": first_step, "compile": config["compile"],
-            "precision": precision}
+    return {
+        "name": f"ours (DDIM.training_step{mode})",
+        "params": gen.parameter_count(),
+        "flops": flops,
+        "images_per_s": args.batch / seconds,
+        "images_per_s_median": args.batch / median,
+        "images_per_cpu_s": args.batch / cpu,
+        "first_step_s": first_step,
+        "compile": config["compile"],
+        "precision": precision,
+    }
 
 
 def bench_diffusers(args) -> dict:
@@ -217,7 +227,9 @@ def bench_diffusers(args) -> dict:
     config = folded_config(our_config(args))
     torch.manual_seed(0)
     unet = diffusers_unet(config).to(args.device)
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction"
+    )
     optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6)
     ema = EMAModel(unet.parameters(), decay=0.9999, use_ema_warmup=True, foreach=True)
     r, c = config["resolution"], config["channels"]  # folded when ours works on 2x2 patches
@@ -246,9 +258,16 @@ def bench_diffusers(args) -> dict:
         ema.step(unet.parameters())
 
     seconds, median, cpu = timed_steps(step, args.steps, args.warmup, args.device)
-    return {"name": "diffusers UNet2DModel+DDPMScheduler", "params": sum(p.numel() for p in unet.parameters()),
-            "flops": flops, "images_per_s": args.batch / seconds, "images_per_s_median": args.batch / median,
-            "images_per_cpu_s": args.batch / cpu, "compile": False, "precision": "bf16" if bf16 else "fp32"}
+    return {
+        "name": "diffusers UNet2DModel+DDPMScheduler",
+        "params": sum(p.numel() for p in unet.parameters()),
+        "flops": flops,
+        "images_per_s": args.batch / seconds,
+        "images_per_s_median": args.batch / median,
+        "images_per_cpu_s": args.batch / cpu,
+        "compile": False,
+        "precision": "bf16" if bf16 else "fp32",
+    }
 
 
 def print_rows(title: str, rows: list[dict], peak: float | None, columns: list[tuple[str, str]]) -> None:
@@ -280,8 +299,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser, presets=("app",))
     parser.add_argument("--compile", action="store_true", help="compile ours on a CPU too (on CUDA it is on)")
-    parser.add_argument("--amp-bf16", action="store_true",
-                        help="bf16 autocast for both sides on a CPU (on CUDA it is on)")
+    parser.add_argument(
+        "--amp-bf16", action="store_true", help="bf16 autocast for both sides on a CPU (on CUDA it is on)"
+    )
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per side")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps after the first (compiling) one")
     args = parser.parse_args(argv)
@@ -292,24 +312,42 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.no_diffusers:
         rows.append(bench_diffusers(args))
     peak = peak_tflops(args.device)
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)"
+    device_name = (
+        torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)"
+    )
     for row in rows:
         row["gflops_per_image"] = row["flops"] / 1e9
     print_rows(
         f"DDIM training: {device_name}, {args.resolution} px x {args.channels} ch, batch {args.batch}, "
         f"model '{args.preset}', torch {torch.__version__}",
-        rows, peak,
-        [("implementation", "name"), ("precision", "precision"), ("compile", "compile"), ("params", "params"),
-         ("train GFLOP/img", "gflops_per_image"), ("images/s", "images_per_s"),
-         ("images/s (median step)", "images_per_s_median"), ("images/CPU-s", "images_per_cpu_s")],
+        rows,
+        peak,
+        [
+            ("implementation", "name"),
+            ("precision", "precision"),
+            ("compile", "compile"),
+            ("params", "params"),
+            ("train GFLOP/img", "gflops_per_image"),
+            ("images/s", "images_per_s"),
+            ("images/s (median step)", "images_per_s_median"),
+            ("images/CPU-s", "images_per_cpu_s"),
+        ],
     )
     if len(rows) == 2:
-        print(f"speed-up ours / diffusers: {rows[0]['images_per_s'] / rows[1]['images_per_s']:.2f}x "
-              f"(median steps: {rows[0]['images_per_s_median'] / rows[1]['images_per_s_median']:.2f}x; "
-              f"CPU time: {rows[0]['images_per_cpu_s'] / rows[1]['images_per_cpu_s']:.2f}x; "
-              f"first step incl. compile: {rows[0]['first_step_s']:.1f} s)")
-    result = {"device": device_name, "peak_tflops": peak, "batch": args.batch, "resolution": args.resolution,
-              "preset": args.preset, "rows": rows}
+        print(
+            f"speed-up ours / diffusers: {rows[0]['images_per_s'] / rows[1]['images_per_s']:.2f}x "
+            f"(median steps: {rows[0]['images_per_s_median'] / rows[1]['images_per_s_median']:.2f}x; "
+            f"CPU time: {rows[0]['images_per_cpu_s'] / rows[1]['images_per_cpu_s']:.2f}x; "
+            f"first step incl. compile: {rows[0]['first_step_s']:.1f} s)"
+        )
+    result = {
+        "device": device_name,
+        "peak_tflops": peak,
+        "batch": args.batch,
+        "resolution": args.resolution,
+        "preset": args.preset,
+        "rows": rows,
+    }
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return result

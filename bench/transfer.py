@@ -39,6 +39,7 @@ Everything is cached under ``--out`` (the base, each run's model, samples and sc
     OMP_NUM_THREADS=1 .venv/bin/python bench/transfer.py --threads 1 --smoke     # a code check, about 2 minutes
     OMP_NUM_THREADS=1 .venv/bin/python bench/transfer.py --threads 1 --base-set total_steps=6000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,8 +73,23 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "transfer"
 ARMS = ("scratch", "finetuned")
 COPY_TARGET = 0.02
 # Two-sided 95 % quantiles of Student's t by degrees of freedom (no scipy here); 1.96 beyond 30.
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        11: 2.201, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+T975 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    11: 2.201,
+    12: 2.179,
+    15: 2.131,
+    20: 2.086,
+    30: 2.042,
+}
 
 
 # --------------------------------------------------------------------------- data
@@ -87,9 +103,14 @@ def load_target(args) -> dict:
     k = args.samples
     if len(unseen) < 3 * k:
         raise SystemExit(f"{len(unseen)} unseen photos: need at least 3 x --samples ({3 * k})")
-    return {"photos": photos, "heldout": unseen[:k], "new": unseen[k:2 * k],
-            "kid_reference": torch.cat([unseen[:k], unseen[2 * k:]]), "mean": unseen.float().div(255).mean(0),
-            "unseen": len(unseen)}
+    return {
+        "photos": photos,
+        "heldout": unseen[:k],
+        "new": unseen[k : 2 * k],
+        "kid_reference": torch.cat([unseen[:k], unseen[2 * k :]]),
+        "mean": unseen.float().div(255).mean(0),
+        "unseen": len(unseen),
+    }
 
 
 def train_base(args, out: Path) -> tuple:
@@ -99,12 +120,23 @@ def train_base(args, out: Path) -> tuple:
     images = torch.cat(per_class)
     labels = torch.repeat_interleave(torch.arange(len(classes)), torch.tensor([len(p) for p in per_class]))
     orientation = measure_orientation(images, labels, classes).as_dict()
-    config = build_config(registry.get("ddim"), resolution=args.resolution, channels=images.shape[1],
-                          preset="quick", image_count=len(images), device="cpu", classes=classes,
-                          class_counts=[len(p) for p in per_class], orientation=orientation,
-                          overrides={"seed": args.base_seed, **parse_overrides(args.base_set)})
-    print(f"base: conditional DDIM on {len(images)} photos of {len(classes)} classes ({', '.join(classes)}), "
-          f"{config['total_steps']} steps of {config['batch_size']} (overrides {args.base_set or 'none'})", flush=True)
+    config = build_config(
+        registry.get("ddim"),
+        resolution=args.resolution,
+        channels=images.shape[1],
+        preset="quick",
+        image_count=len(images),
+        device="cpu",
+        classes=classes,
+        class_counts=[len(p) for p in per_class],
+        orientation=orientation,
+        overrides={"seed": args.base_seed, **parse_overrides(args.base_set)},
+    )
+    print(
+        f"base: conditional DDIM on {len(images)} photos of {len(classes)} classes ({', '.join(classes)}), "
+        f"{config['total_steps']} steps of {config['batch_size']} (overrides {args.base_set or 'none'})",
+        flush=True,
+    )
     _, timing = train_generator(out / "base", config, images, labels, "base", args.retrain_base)
     return read_base(out / "base" / "model"), timing, config
 
@@ -112,14 +144,24 @@ def train_base(args, out: Path) -> tuple:
 # --------------------------------------------------------------------------- the arms
 
 
-def child_config(arm: str, steps: int | None, seed: int, photos: torch.Tensor, orientation: dict, base,
-                 overrides: dict) -> dict:
+def child_config(
+    arm: str, steps: int | None, seed: int, photos: torch.Tensor, orientation: dict, base, overrides: dict
+) -> dict:
     """The config the app builds for the target photos: from scratch, or fine-tuned from ``base``; ``steps``:
     the user's ``total_steps`` option (None: the recipe's own length)."""
     options = {"seed": seed} | ({"total_steps": steps} if steps is not None else {})
-    return build_config(registry.get("ddim"), resolution=photos.shape[-1], channels=photos.shape[1], preset="quick",
-                        image_count=len(photos), device="cpu", overrides=overrides, options=options,
-                        orientation=orientation, base=base.recipe_config() if arm == "finetuned" else None)
+    return build_config(
+        registry.get("ddim"),
+        resolution=photos.shape[-1],
+        channels=photos.shape[1],
+        preset="quick",
+        image_count=len(photos),
+        device="cpu",
+        overrides=overrides,
+        options=options,
+        orientation=orientation,
+        base=base.recipe_config() if arm == "finetuned" else None,
+    )
 
 
 def train_child(directory: Path, config: dict, training: torch.Tensor, base, base_digest: str | None):
@@ -139,11 +181,19 @@ def train_child(directory: Path, config: dict, training: torch.Tensor, base, bas
         start_from(model, base)
         notes = base.notes[-1:]  # which classes kept their rows, which are new
     started, cpu_started = time.perf_counter(), time.process_time()
-    result = model.train(training.float() / 127.5 - 1.0, checkpoint_dir=directory / "checkpoints",
-                         on_progress=_progress(directory.name, started))
-    timing = {"steps": result.steps, "train_cpu_s": round(time.process_time() - cpu_started, 1),
-              "wall_s": round(time.perf_counter() - started, 1), "warnings": result.warnings,
-              "final_losses": result.final_losses, "base_notes": notes}
+    result = model.train(
+        training.float() / 127.5 - 1.0,
+        checkpoint_dir=directory / "checkpoints",
+        on_progress=_progress(directory.name, started),
+    )
+    timing = {
+        "steps": result.steps,
+        "train_cpu_s": round(time.process_time() - cpu_started, 1),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "warnings": result.warnings,
+        "final_losses": result.final_losses,
+        "base_notes": notes,
+    }
     model.save(directory / "model")
     shutil.rmtree(directory / "checkpoints", ignore_errors=True)  # the model is kept; checkpoints are big
     (directory / "timing.json").write_text(json.dumps(timing, indent=1))
@@ -155,45 +205,107 @@ def _digest(tensor: torch.Tensor) -> str:
     return hashlib.sha256(tensor.contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
-def score(images: torch.Tensor, target: dict, augmented: torch.Tensor | None, kid_net, kid_features: torch.Tensor,
-          args, settings: ClassifierSettings | None) -> dict:
+def score(
+    images: torch.Tensor,
+    target: dict,
+    augmented: torch.Tensor | None,
+    kid_net,
+    kid_features: torch.Tensor,
+    args,
+    settings: ClassifierSettings | None,
+) -> dict:
     """Realism, coverage, KID, near-copies and the share facing the other way of uint8 ``images``."""
-    report = quality_report(generated=images, train=target["photos"], heldout=target["heldout"], augmented=augmented,
-                            measure_usefulness=False, seeds=(args.measure_seed,), settings=settings)
+    report = quality_report(
+        generated=images,
+        train=target["photos"],
+        heldout=target["heldout"],
+        augmented=augmented,
+        measure_usefulness=False,
+        seeds=(args.measure_seed,),
+        settings=settings,
+    )
     pick = lambda m: {k: m.get(k) for k in ("value", "std", "reference")}  # noqa: E731
-    return {"precision": pick(report["precision"]), "coverage": pick(report["coverage"]),
-            "kid": kernel_distance(kid_features, kid_net(images), seed=args.measure_seed),
-            "report_kid": report["kid"]["value"], "copy_share": report["copy_share"]["value"],
-            "other_way": other_way_share(images, target["mean"]), "verdict": report["verdict"]}
+    return {
+        "precision": pick(report["precision"]),
+        "coverage": pick(report["coverage"]),
+        "kid": kernel_distance(kid_features, kid_net(images), seed=args.measure_seed),
+        "report_kid": report["kid"]["value"],
+        "copy_share": report["copy_share"]["value"],
+        "other_way": other_way_share(images, target["mean"]),
+        "verdict": report["verdict"],
+    }
 
 
-def run_one(arm: str, steps: int | None, seed: int, target: dict, orientation: dict, base, base_digest: str,
-            kid_net, kid_features: torch.Tensor, args, settings, out: Path) -> dict:
+def run_one(
+    arm: str,
+    steps: int | None,
+    seed: int,
+    target: dict,
+    orientation: dict,
+    base,
+    base_digest: str,
+    kid_net,
+    kid_features: torch.Tensor,
+    args,
+    settings,
+    out: Path,
+) -> dict:
     """Train, sample and score one (arm, steps, seed) run, each step cached."""
     config = child_config(arm, steps, seed, target["photos"], orientation, base, parse_overrides(args.set))
     directory = out / "runs" / f"{arm}_{config['total_steps']}_s{seed}"
     photos = target["photos"]
     augmented = None
     if args.augment:  # the augment stage: mirror images and turns only where the photos show them
-        augmented = augment_dataset(photos, augmentation_copies(len(photos)), seed=seed,
-                                    mirror=bool(orientation["mirrors"]), quarter_turns=bool(orientation["rotations"]))
-    model, timing, key = train_child(directory, config, augmented if augmented is not None else photos,
-                                     base if arm == "finetuned" else None, base_digest if arm == "finetuned" else None)
+        augmented = augment_dataset(
+            photos,
+            augmentation_copies(len(photos)),
+            seed=seed,
+            mirror=bool(orientation["mirrors"]),
+            quarter_turns=bool(orientation["rotations"]),
+        )
+    model, timing, key = train_child(
+        directory,
+        config,
+        augmented if augmented is not None else photos,
+        base if arm == "finetuned" else None,
+        base_digest if arm == "finetuned" else None,
+    )
     sample_key = hashlib.sha256(f"{key}-{args.samples}-{seed + 1000}".encode()).hexdigest()[:16]
-    images, _ = sample_cached(directory / "samples.safetensors", lambda: model.sample(args.samples, seed=seed + 1000),
-                              sample_key)
+    images, _ = sample_cached(
+        directory / "samples.safetensors", lambda: model.sample(args.samples, seed=seed + 1000), sample_key
+    )
     score_key = f"{sample_key}-{args.measure_seed}-{_digest(target['heldout'])}-{_digest(kid_features)}"
     saved = directory / "result.json"
     if saved.exists() and json.loads(saved.read_text()).get("key") == score_key:
         return json.loads(saved.read_text())
-    result = {"key": score_key, "arm": arm, "steps": timing["steps"], "seed": seed, **timing,
-              "config": {k: config[k] for k in ("total_steps", "batch_size", "learning_rate", "warmup_steps",
-                                                "base_channels", "augment_p", "hflip", "augment_flip")},
-              **score(images, target, augmented, kid_net, kid_features, args, settings)}
+    result = {
+        "key": score_key,
+        "arm": arm,
+        "steps": timing["steps"],
+        "seed": seed,
+        **timing,
+        "config": {
+            k: config[k]
+            for k in (
+                "total_steps",
+                "batch_size",
+                "learning_rate",
+                "warmup_steps",
+                "base_channels",
+                "augment_p",
+                "hflip",
+                "augment_flip",
+            )
+        },
+        **score(images, target, augmented, kid_net, kid_features, args, settings),
+    }
     saved.write_text(json.dumps(result, indent=1))
-    print(f"  {arm} {result['steps']} steps seed {seed}: precision {result['precision']['value']:.3f}, coverage "
-          f"{result['coverage']['value']:.3f}, KID x1e3 {result['kid'] * 1e3:.1f}, copies {result['copy_share']:.1%}, "
-          f"{result['train_cpu_s']:.0f} CPU-s", flush=True)
+    print(
+        f"  {arm} {result['steps']} steps seed {seed}: precision {result['precision']['value']:.3f}, coverage "
+        f"{result['coverage']['value']:.3f}, KID x1e3 {result['kid'] * 1e3:.1f}, copies {result['copy_share']:.1%}, "
+        f"{result['train_cpu_s']:.0f} CPU-s",
+        flush=True,
+    )
     return result
 
 
@@ -232,10 +344,17 @@ KID = lambda r: r["kid"]  # noqa: E731
 def compare(name: str, ft: list[dict], scratch: list[dict]) -> dict:
     """Fine-tuned runs against from-scratch runs: precision and KID differences; whether each is reached."""
     p, k = difference(ft, scratch, PRECISION), difference(ft, scratch, KID)
-    return {"what": name, "precision_diff": p, "kid_diff": k,
-            "precision_reached": p["mean"] >= 0, "kid_reached": k["mean"] <= 0,
-            "precision_better": p["mean"] > 0, "kid_better": k["mean"] < 0,
-            "precision_clearly_better": p["low"] > 0, "kid_clearly_better": k["high"] < 0}
+    return {
+        "what": name,
+        "precision_diff": p,
+        "kid_diff": k,
+        "precision_reached": p["mean"] >= 0,
+        "kid_reached": k["mean"] <= 0,
+        "precision_better": p["mean"] > 0,
+        "kid_better": k["mean"] < 0,
+        "precision_clearly_better": p["low"] > 0,
+        "kid_clearly_better": k["high"] < 0,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -246,24 +365,44 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=150, help="target photos (the first N, sorted names)")
     parser.add_argument("--base-count", type=int, default=500, help="base photos per other class")
     parser.add_argument("--resolution", type=int, default=32)
-    parser.add_argument("--steps", default="300,600,1500", help="step counts of both arms (each arm also runs "
-                                                                  "at its own default length)")
+    parser.add_argument(
+        "--steps",
+        default="300,600,1500",
+        help="step counts of both arms (each arm also runs at its own default length)",
+    )
     parser.add_argument("--seeds", default="0,1,2", help="training seeds (sampling seed: seed + 1000)")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--samples", type=int, default=500, help="generated images per run (and new real photos)")
     parser.add_argument("--unseen", type=int, default=None, help="unseen photos to load (default: all)")
-    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
-                        help="the augment stage's offline copies (the wizard's default: on)")
-    parser.add_argument("--base-set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a value of the base's config (e.g. total_steps=6000)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a value of both arms' configs (before the fine-tuning recipe)")
+    parser.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the augment stage's offline copies (the wizard's default: on)",
+    )
+    parser.add_argument(
+        "--base-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value of the base's config (e.g. total_steps=6000)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value of both arms' configs (before the fine-tuning recipe)",
+    )
     parser.add_argument("--base-seed", type=int, default=0)
     parser.add_argument("--measure-seed", type=int, default=0, help="the quality report's seed for every run")
     parser.add_argument("--retrain-base", action="store_true")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--smoke", action="store_true",
-                        help="base 20 photos a class, a few steps, 8 base channels, 16 samples: a code check")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="base 20 photos a class, a few steps, 8 base channels, 16 samples: a code check",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -287,11 +426,16 @@ def main(argv: list[str] | None = None) -> None:
     orientation = measure_orientation(photos).as_dict()
     base, base_timing, base_config = train_base(args, out)
     base_digest = hashlib.sha256((out / "base" / "model" / WEIGHTS_FILE).read_bytes()).hexdigest()[:16]
-    own = {arm: child_config(arm, None, 0, photos, orientation, base, parse_overrides(args.set))["total_steps"]
-           for arm in ARMS}
-    print(f"target: {len(photos)} {args.target} photos (augment {'on' if args.augment else 'off'}, mirrors "
-          f"{orientation['mirrors']}); {target['unseen']} unseen; own lengths: scratch {own['scratch']}, "
-          f"fine-tuned {own['finetuned']} steps; steps {steps}; seeds {seeds}", flush=True)
+    own = {
+        arm: child_config(arm, None, 0, photos, orientation, base, parse_overrides(args.set))["total_steps"]
+        for arm in ARMS
+    }
+    print(
+        f"target: {len(photos)} {args.target} photos (augment {'on' if args.augment else 'off'}, mirrors "
+        f"{orientation['mirrors']}); {target['unseen']} unseen; own lengths: scratch {own['scratch']}, "
+        f"fine-tuned {own['finetuned']} steps; steps {steps}; seeds {seeds}",
+        flush=True,
+    )
 
     kid_net = train_feature_net(target["kid_reference"], None, seed=args.measure_seed, settings=settings)
     kid_features = kid_net(target["kid_reference"])
@@ -300,15 +444,35 @@ def main(argv: list[str] | None = None) -> None:
     for arm in arms:
         for n in sorted({*steps, own[arm]}):
             runs.setdefault(arm, {})[n] = [
-                run_one(arm, None if n == own[arm] else n, seed, target, orientation, base, base_digest, kid_net,
-                        kid_features, args, settings, out) for seed in seeds]
+                run_one(
+                    arm,
+                    None if n == own[arm] else n,
+                    seed,
+                    target,
+                    orientation,
+                    base,
+                    base_digest,
+                    kid_net,
+                    kid_features,
+                    args,
+                    settings,
+                    out,
+                )
+                for seed in seeds
+            ]
 
     comparisons = []
     if set(ARMS) <= set(arms):
         ft, sc = runs["finetuned"], runs["scratch"]
         third = own["finetuned"]
-        comparisons.append(compare(f"fine-tuned at {third} steps (the recipe's, a third) vs scratch at "
-                                   f"{own['scratch']} (the quick preset)", ft[third], sc[own["scratch"]]))
+        comparisons.append(
+            compare(
+                f"fine-tuned at {third} steps (the recipe's, a third) vs scratch at "
+                f"{own['scratch']} (the quick preset)",
+                ft[third],
+                sc[own["scratch"]],
+            )
+        )
         for n in steps:
             comparisons.append(compare(f"equal steps: {n}", ft[n], sc[n]))
     ft_copies = [r["copy_share"] for by_steps in runs.get("finetuned", {}).values() for r in by_steps]
@@ -318,55 +482,120 @@ def main(argv: list[str] | None = None) -> None:
         verdict = {
             "third_of_steps_reaches_scratch": head["precision_reached"] and head["kid_reached"],
             "equal_steps_beats_scratch": all(c["precision_better"] and c["kid_better"] for c in equal),
-            "equal_steps_clearly_beats_scratch": all(c["precision_clearly_better"] and c["kid_clearly_better"]
-                                                     for c in equal),
-            "copies_le_2pct": max(ft_copies) <= COPY_TARGET, "max_copy_share": max(ft_copies)}
-        verdict["target_met"] = all(verdict[k] for k in ("third_of_steps_reaches_scratch", "equal_steps_beats_scratch",
-                                                           "copies_le_2pct"))
-    results = {"target": args.target, "count": len(photos), "unseen": target["unseen"], "samples": args.samples,
-               "augment": args.augment, "seeds": seeds, "steps": steps, "own_steps": own,
-               "base": {"timing": base_timing, "overrides": args.base_set, "config": {
-                   k: base_config[k] for k in ("total_steps", "batch_size", "learning_rate", "base_channels",
-                                               "num_classes", "classes", "image_count", "augment_p")}},
-               "overrides": args.set, "reference_new_photos": reference,
-               "runs": {arm: {str(n): rs for n, rs in by_steps.items()} for arm, by_steps in runs.items()},
-               "base_notes": sorted({n for by_steps in runs.get("finetuned", {}).values() for r in by_steps
-                                     for n in r.get("base_notes", [])}), "comparisons": comparisons, "verdict": verdict,
-               "total_seconds": round(time.perf_counter() - started, 1)}
+            "equal_steps_clearly_beats_scratch": all(
+                c["precision_clearly_better"] and c["kid_clearly_better"] for c in equal
+            ),
+            "copies_le_2pct": max(ft_copies) <= COPY_TARGET,
+            "max_copy_share": max(ft_copies),
+        }
+        verdict["target_met"] = all(
+            verdict[k] for k in ("third_of_steps_reaches_scratch", "equal_steps_beats_scratch", "copies_le_2pct")
+        )
+    results = {
+        "target": args.target,
+        "count": len(photos),
+        "unseen": target["unseen"],
+        "samples": args.samples,
+        "augment": args.augment,
+        "seeds": seeds,
+        "steps": steps,
+        "own_steps": own,
+        "base": {
+            "timing": base_timing,
+            "overrides": args.base_set,
+            "config": {
+                k: base_config[k]
+                for k in (
+                    "total_steps",
+                    "batch_size",
+                    "learning_rate",
+                    "base_channels",
+                    "num_classes",
+                    "classes",
+                    "image_count",
+                    "augment_p",
+                )
+            },
+        },
+        "overrides": args.set,
+        "reference_new_photos": reference,
+        "runs": {arm: {str(n): rs for n, rs in by_steps.items()} for arm, by_steps in runs.items()},
+        "base_notes": sorted(
+            {n for by_steps in runs.get("finetuned", {}).values() for r in by_steps for n in r.get("base_notes", [])}
+        ),
+        "comparisons": comparisons,
+        "verdict": verdict,
+        "total_seconds": round(time.perf_counter() - started, 1),
+    }
     (out / "results.json").write_text(json.dumps(results, indent=1))
 
-    print(f"\nbase: {base_timing['steps']} steps, {base_timing['cpu_s_this_session']:.0f} CPU-s when trained; "
-          f"each cell: mean ± std over seeds {seeds}; {args.samples} images against {target['unseen']} unseen "
-          f"{args.target} photos; precision / coverage in the report's features (its reference, the {len(photos)} "
-          f"training photos, in brackets for the new photos' row)")
-    header = ["arm", "steps", "seeds", "train CPU-s", "precision", "coverage", "KID x1e3", "copies", "other way",
-              "verdicts"]
+    print(
+        f"\nbase: {base_timing['steps']} steps, {base_timing['cpu_s_this_session']:.0f} CPU-s when trained; "
+        f"each cell: mean ± std over seeds {seeds}; {args.samples} images against {target['unseen']} unseen "
+        f"{args.target} photos; precision / coverage in the report's features (its reference, the {len(photos)} "
+        f"training photos, in brackets for the new photos' row)"
+    )
+    header = [
+        "arm",
+        "steps",
+        "seeds",
+        "train CPU-s",
+        "precision",
+        "coverage",
+        "KID x1e3",
+        "copies",
+        "other way",
+        "verdicts",
+    ]
     ref = reference
-    rows = [[f"{args.samples} new real photos (reference)", "-", "-", "-",
-             f"{ref['precision']['value']:.3f} ({ref['precision']['reference']:.3f})",
-             f"{ref['coverage']['value']:.3f} ({ref['coverage']['reference']:.3f})", f"{ref['kid'] * 1e3:.1f}",
-             f"{ref['copy_share']:.1%}", f"{ref['other_way']:.1%}", ref["verdict"]]]
+    rows = [
+        [
+            f"{args.samples} new real photos (reference)",
+            "-",
+            "-",
+            "-",
+            f"{ref['precision']['value']:.3f} ({ref['precision']['reference']:.3f})",
+            f"{ref['coverage']['value']:.3f} ({ref['coverage']['reference']:.3f})",
+            f"{ref['kid'] * 1e3:.1f}",
+            f"{ref['copy_share']:.1%}",
+            f"{ref['other_way']:.1%}",
+            ref["verdict"],
+        ]
+    ]
     for arm, by_steps in runs.items():
         for n, rs in by_steps.items():
             own_mark = " (own)" if n == own[arm] else ""
-            rows.append([arm, f"{n}{own_mark}", str(len(rs)), _cell(rs, lambda r: r["train_cpu_s"], digits=0),
-                         _cell(rs, PRECISION), _cell(rs, COVERAGE), _cell(rs, KID, 1e3, 1),
-                         _cell(rs, lambda r: r["copy_share"], 100, 1) + " %",
-                         _cell(rs, lambda r: r["other_way"], 100, 1) + " %",
-                         ", ".join(sorted({r["verdict"] for r in rs}))])
+            rows.append(
+                [
+                    arm,
+                    f"{n}{own_mark}",
+                    str(len(rs)),
+                    _cell(rs, lambda r: r["train_cpu_s"], digits=0),
+                    _cell(rs, PRECISION),
+                    _cell(rs, COVERAGE),
+                    _cell(rs, KID, 1e3, 1),
+                    _cell(rs, lambda r: r["copy_share"], 100, 1) + " %",
+                    _cell(rs, lambda r: r["other_way"], 100, 1) + " %",
+                    ", ".join(sorted({r["verdict"] for r in rs})),
+                ]
+            )
     print_table(header, rows)
     if comparisons:
         print("\nfine-tuned minus scratch, mean over seeds [95 % t interval, paired by training seed]:")
         for c in comparisons:
-            print(f"  {c['what']}: precision {_diff_text(c['precision_diff'])}, "
-                  f"KID x1e3 {_diff_text(c['kid_diff'], 1e3, 1)}")
+            print(
+                f"  {c['what']}: precision {_diff_text(c['precision_diff'])}, "
+                f"KID x1e3 {_diff_text(c['kid_diff'], 1e3, 1)}"
+            )
         v = verdict
-        print(f"target: a third of the steps reaches the quick preset (precision and KID, means): "
-              f"{'met' if v['third_of_steps_reaches_scratch'] else 'MISSED'}; at equal steps better (means): "
-              f"{'met' if v['equal_steps_beats_scratch'] else 'MISSED'} (every interval clear of 0: "
-              f"{'yes' if v['equal_steps_clearly_beats_scratch'] else 'no'}); copies <= 2 %: "
-              f"{'met' if v['copies_le_2pct'] else 'MISSED'} (max {v['max_copy_share']:.1%}) -> "
-              f"{'TARGET MET' if v['target_met'] else 'TARGET MISSED'}")
+        print(
+            f"target: a third of the steps reaches the quick preset (precision and KID, means): "
+            f"{'met' if v['third_of_steps_reaches_scratch'] else 'MISSED'}; at equal steps better (means): "
+            f"{'met' if v['equal_steps_beats_scratch'] else 'MISSED'} (every interval clear of 0: "
+            f"{'yes' if v['equal_steps_clearly_beats_scratch'] else 'no'}); copies <= 2 %: "
+            f"{'met' if v['copies_le_2pct'] else 'MISSED'} (max {v['max_copy_share']:.1%}) -> "
+            f"{'TARGET MET' if v['target_met'] else 'TARGET MISSED'}"
+        )
     if args.smoke:
         print("smoke run: a code check; its numbers mean nothing")
     print(f"results: {out / 'results.json'} ({results['total_seconds']:.0f} s this run)")

@@ -6,6 +6,7 @@
 
 Prints how long each step took. Needs only `requests`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,9 +61,17 @@ def main() -> int:
     timings.append((f"upload {dataset['image_count']} images", time.perf_counter() - started))
 
     started = time.perf_counter()
-    generator = session.post(f"{api}/generators/", json={
-        "name": args.images.name, "dataset": dataset["id"], "kind": args.kind, "resolution": args.resolution,
-        "augment": args.augment, "preset": args.preset})
+    generator = session.post(
+        f"{api}/generators/",
+        json={
+            "name": args.images.name,
+            "dataset": dataset["id"],
+            "kind": args.kind,
+            "resolution": args.resolution,
+            "augment": args.augment,
+            "preset": args.preset,
+        },
+    )
     if generator.status_code != 202:
         sys.exit(f"training refused: {generator.status_code} {generator.text}")
     generator = generator.json()
@@ -96,7 +105,9 @@ def main() -> int:
         with open(args.out, "wb") as fh:
             for chunk in download.iter_content(1 << 20):
                 fh.write(chunk)
-    timings.append((f"generate {job['produced']} images ({job['dropped']} dropped) + zip", time.perf_counter() - started))
+    timings.append(
+        (f"generate {job['produced']} images ({job['dropped']} dropped) + zip", time.perf_counter() - started)
+    )
 
     print(f"\n{'step':<45} {'seconds':>9}")
     for name, seconds in timings:

@@ -1,4 +1,5 @@
 """The Celery app: queues, routes and broker settings come from Django settings (CELERY_*)."""
+
 import os
 
 from celery import Celery

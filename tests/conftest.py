@@ -1,4 +1,5 @@
 """Fixtures shared by the Django-side tests: users, API clients, small real images, tiny models."""
+
 import io
 import random
 
@@ -7,14 +8,29 @@ import torch
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image, ImageDraw
 
+# The real-service fixtures (a Celery worker, its brokers, SeaweedFS) live beside their helpers.
+pytest_plugins = ["tests.realworker", "tests.s3server"]
+
 torch.set_num_threads(1)  # tiny models: extra threads only contend on a small shared CPU
 
 # Tiny models so that a whole training run takes seconds on the CPU.
 TINY_TRAINING = {
     "dcgan": {"total_steps": 6, "batch_size": 8, "ngf": 4, "ndf": 4, "checkpoint_every": 3, "report_every": 1},
-    "ddim": {"total_steps": 6, "batch_size": 8, "base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1,
-             "attention_resolutions": [8], "head_channels": 8, "checkpoint_every": 3, "report_every": 1,
-             "grid_images": 4, "grid_steps": 2, "sampling_steps": 2, "compile": False},
+    "ddim": {
+        "total_steps": 6,
+        "batch_size": 8,
+        "base_channels": 8,
+        "channel_mults": [1, 2],
+        "num_res_blocks": 1,
+        "attention_resolutions": [8],
+        "head_channels": 8,
+        "checkpoint_every": 3,
+        "report_every": 1,
+        "grid_images": 4,
+        "grid_steps": 2,
+        "sampling_steps": 2,
+        "compile": False,
+    },
 }
 
 
@@ -35,15 +51,19 @@ def png_bytes(seed: int, size: int = 40, mode: str = "RGB") -> bytes:
     image = Image.new("RGB", (size, size), (rng.randrange(200, 256),) * 3)
     draw = ImageDraw.Draw(image)
     x0, y0 = rng.randrange(2, size // 3), rng.randrange(2, size // 3)
-    draw.ellipse([x0, y0, size - rng.randrange(2, size // 3), size - rng.randrange(2, size // 3)],
-                 fill=(rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+    draw.ellipse(
+        [x0, y0, size - rng.randrange(2, size // 3), size - rng.randrange(2, size // 3)],
+        fill=(rng.randrange(256), rng.randrange(256), rng.randrange(256)),
+    )
     buffer = io.BytesIO()
     image.convert(mode).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
 def image_uploads(count: int, start: int = 0) -> list[SimpleUploadedFile]:
-    return [SimpleUploadedFile(f"img{start + i}.png", png_bytes(start + i), content_type="image/png") for i in range(count)]
+    return [
+        SimpleUploadedFile(f"img{start + i}.png", png_bytes(start + i), content_type="image/png") for i in range(count)
+    ]
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """A real Celery worker process on a real broker (Redis; RabbitMQ where a test asks for it), sharing the
 test's PostgreSQL database and media folders. Used by the integration, fault and browser tests."""
+
 from __future__ import annotations
 
 import json
@@ -112,15 +113,35 @@ class Worker:
         self.process: subprocess.Popen | None = None
         self.starts = 0
 
-    def start(self) -> "Worker":
+    def start(self) -> Worker:
         self.starts += 1
         log = open(self.log_dir / f"worker-{self.starts}.log", "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "synthgen", "worker", "-Q", ",".join(self.queues), "--pool", "solo",
-             "--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-             # A node name of its own: two workers of one name clash on RabbitMQ (the pidbox queue is exclusive).
-             "-n", f"test-worker-{self.log_dir.parent.name}-{self.log_dir.name}-{self.starts}@%h"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "synthgen",
+                "worker",
+                "-Q",
+                ",".join(self.queues),
+                "--pool",
+                "solo",
+                "--concurrency",
+                "1",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                # A node name of its own: two workers of one name clash on RabbitMQ (the pidbox queue is exclusive).
+                "-n",
+                f"test-worker-{self.log_dir.parent.name}-{self.log_dir.name}-{self.starts}@%h",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         return self
 

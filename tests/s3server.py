@@ -4,6 +4,7 @@ test session on free loopback ports, with credentials and one bucket. Never a mo
 ``s3_storage`` points the default storage at a fresh prefix of that bucket for one test;
 ``SeaweedFS.stop()`` / ``start()`` take the server away and bring it back (same data) for the fault tests.
 """
+
 from __future__ import annotations
 
 import os
@@ -57,17 +58,32 @@ class SeaweedFS:
         self.process: subprocess.Popen | None = None
         self.starts = 0
 
-    def start(self) -> "SeaweedFS":
+    def start(self) -> SeaweedFS:
         self.starts += 1
         log = open(self.data_dir / f"weed-{self.starts}.log", "w")
         self.process = subprocess.Popen(
-            [weed_binary(), "mini", f"-dir={self.data_dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-             f"-s3.port={self.s3_port}", f"-master.port={self.master_port}", f"-volume.port={self.volume_port}",
-             f"-filer.port={self.filer_port}", f"-admin.port={self.admin_port}", "-admin.ui=false",
-             "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-             "-s3.autoCreateBucket=false"],
+            [
+                weed_binary(),
+                "mini",
+                f"-dir={self.data_dir / 'data'}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-s3.port={self.s3_port}",
+                f"-master.port={self.master_port}",
+                f"-volume.port={self.volume_port}",
+                f"-filer.port={self.filer_port}",
+                f"-admin.port={self.admin_port}",
+                "-admin.ui=false",
+                "-webdav=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-master.telemetry=false",
+                "-s3.autoCreateBucket=false",
+            ],
             env={**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.data_dir,
         )
         self._wait_ready()
         return self
@@ -107,10 +123,16 @@ class SeaweedFS:
         import boto3
         from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY,
-                            aws_secret_access_key=SECRET_KEY, region_name="us-east-1",
-                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
-                                          connect_timeout=2, read_timeout=10))
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+            config=Config(
+                s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10
+            ),
+        )
 
     def keys(self, prefix: str = "") -> list[str]:
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
@@ -124,15 +146,27 @@ class SeaweedFS:
         """The STORAGES setting for this server, as SYNTHGEN_STORAGE_URL would make it."""
         from django.conf import settings
 
-        backend = {"BACKEND": "apps.core.storage_backends.S3Storage", "OPTIONS": {
-            "bucket_name": bucket or self.bucket, "endpoint_url": self.endpoint, "region_name": "us-east-1",
-            "location": prefix, "access_key": ACCESS_KEY, "secret_key": SECRET_KEY}}
+        backend = {
+            "BACKEND": "apps.core.storage_backends.S3Storage",
+            "OPTIONS": {
+                "bucket_name": bucket or self.bucket,
+                "endpoint_url": self.endpoint,
+                "region_name": "us-east-1",
+                "location": prefix,
+                "access_key": ACCESS_KEY,
+                "secret_key": SECRET_KEY,
+            },
+        }
         return {**settings.STORAGES, "default": backend}
 
     def env(self, prefix: str = "", bucket: str | None = None) -> dict:
         """Environment variables that put another process (a worker) on this storage."""
-        return {"SYNTHGEN_STORAGE_URL": self.url(prefix, bucket), "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-                "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1"}
+        return {
+            "SYNTHGEN_STORAGE_URL": self.url(prefix, bucket),
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
 
 
 @pytest.fixture(scope="session")

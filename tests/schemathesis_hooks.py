@@ -4,9 +4,11 @@ The schema can only say that `images` and `archive` are files ("binary"); the AP
 images of at least 8 px a side, and a zip of them. schemathesis's own sample files (a 1x1 PNG, random bytes)
 are none of that, so it could not make one upload the API accepts. Here every file it generates is one that
 is both: a 16x16 PNG with a zip of two more PNGs appended (image readers stop at the PNG's end, zip readers
-start from the archive's end); the zip holds two class folders, so a labelled upload of it is one too. What makes a request valid or invalid for the schema (which fields, their
-types, how many files) stays exactly as schemathesis generates it.
+start from the archive's end); the zip holds two class folders, so a labelled upload of it is one too. What
+makes a request valid or invalid for the schema (which fields, their types, how many files) stays exactly as
+schemathesis generates it.
 """
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """The Django admin manages the registry: lists, filters, search, and deleting a generator deletes its files."""
+
 import pytest
 from django.core.management import call_command
 
@@ -17,8 +18,11 @@ def admin_client_with_generator(admin_client, admin_user, django_capture_on_comm
     api = token_client(admin_user)
     dataset_id = upload(api).json()["id"]
     with django_capture_on_commit_callbacks(execute=True):
-        generator_id = api.post("/api/generators/", {"name": "ellipses", "dataset": dataset_id, "kind": "dcgan",
-                                                     "resolution": 32}, format="json").json()["id"]
+        generator_id = api.post(
+            "/api/generators/",
+            {"name": "ellipses", "dataset": dataset_id, "kind": "dcgan", "resolution": 32},
+            format="json",
+        ).json()["id"]
     return admin_client, Generator.objects.get(pk=generator_id)
 
 
@@ -28,10 +32,21 @@ def test_admin_lists_filters_and_searches_generators(admin_client_with_generator
     assert page.status_code == 200 and b"ellipses" in page.content
     assert client.get("/admin/generators/generator/?kind=ddim&q=ellip").content.count(b"ellipses</a>") == 0
     assert client.get(f"/admin/generators/generator/{generator.pk}/change/").status_code == 200
-    Generator.objects.filter(pk=generator.pk).update(quality={
-        "verdict": "not realistic yet",
-        "usefulness": {"credit": {"value": 0.004, "reason": None, "low": -0.01, "high": 0.02, "verdict": "none",
-                                  "words": "no measurable gain beyond augmentation"}}})
+    Generator.objects.filter(pk=generator.pk).update(
+        quality={
+            "verdict": "not realistic yet",
+            "usefulness": {
+                "credit": {
+                    "value": 0.004,
+                    "reason": None,
+                    "low": -0.01,
+                    "high": 0.02,
+                    "verdict": "none",
+                    "words": "no measurable gain beyond augmentation",
+                }
+            },
+        }
+    )
     listing = client.get("/admin/generators/generator/").content.decode()
     assert "not realistic yet" in listing
     assert "no measurable gain beyond augmentation: +0.4 points (95 % interval -1.0 to +2.0)" in listing

@@ -1,4 +1,5 @@
 """The whole flow through the REST API, with the pipeline run eagerly on tiny models."""
+
 import io
 import zipfile
 
@@ -6,8 +7,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from torchvision.datasets import ImageFolder
 
-from apps.ml import registry
 from apps.generators.models import Generator, TrainingRun
+from apps.ml import registry
 
 from .conftest import image_uploads, png_bytes
 
@@ -61,8 +62,14 @@ def test_train_generate_download(api, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         response = api.post(
             "/api/generators/",
-            {"name": "ellipse maker", "dataset": dataset_id, "kind": "dcgan", "resolution": 32, "augment": True,
-             "preset": "quick"},
+            {
+                "name": "ellipse maker",
+                "dataset": dataset_id,
+                "kind": "dcgan",
+                "resolution": 32,
+                "augment": True,
+                "preset": "quick",
+            },
             format="json",
         )
     assert response.status_code == 202, response.content
@@ -75,17 +82,25 @@ def test_train_generate_download(api, django_capture_on_commit_callbacks):
     run = TrainingRun.objects.get(generator_id=generator["id"])
     assert run.completed_stages == ["prepare", "augment", "train", "evaluate", "register", "cleanup"]
     quality = generator["quality"]
-    assert quality["verdict"] in ("varied and new", "not realistic yet", "repeats itself", "copies your photos",
-                                  "mostly noise")
+    assert quality["verdict"] in (
+        "varied and new",
+        "not realistic yet",
+        "repeats itself",
+        "copies your photos",
+        "mostly noise",
+    )
     assert {"diversity", "copy_share", "usefulness"} <= set(quality)
     assert set(quality["usefulness"]) >= {"real", "synthetic", "mixed", "oracle", "gqi"}
-    assert quality["usefulness"]["gqi"]["value"] is None and quality["usefulness"]["gqi"]["reason"]  # 8 images: no holdout
+    assert (
+        quality["usefulness"]["gqi"]["value"] is None and quality["usefulness"]["gqi"]["reason"]
+    )  # 8 images: no holdout
     assert run.image_count > 8  # augmentation added copies
     assert run.losses and {"d", "g"} <= set(run.losses[-1])
 
     with django_capture_on_commit_callbacks(execute=True):
-        job = api.post(f"/api/generators/{generator['id']}/generate/", {"count": 7, "seed": 3, "filter": False},
-                       format="json")
+        job = api.post(
+            f"/api/generators/{generator['id']}/generate/", {"count": 7, "seed": 3, "filter": False}, format="json"
+        )
     assert job.status_code == 202, job.content
     job = api.get(f"/api/jobs/{job.json()['id']}/").json()
     assert job["status"] == "done" and job["count"] == 7
@@ -97,9 +112,12 @@ def test_train_generate_download(api, django_capture_on_commit_callbacks):
 
     # Same seed, same images.
     with django_capture_on_commit_callbacks(execute=True):
-        again = api.post(f"/api/generators/{generator['id']}/generate/", {"count": 7, "seed": 3, "filter": False},
-                         format="json")
-    again_zip = zipfile.ZipFile(io.BytesIO(b"".join(api.get(f"/api/jobs/{again.json()['id']}/download/").streaming_content)))
+        again = api.post(
+            f"/api/generators/{generator['id']}/generate/", {"count": 7, "seed": 3, "filter": False}, format="json"
+        )
+    again_zip = zipfile.ZipFile(
+        io.BytesIO(b"".join(api.get(f"/api/jobs/{again.json()['id']}/download/").streaming_content))
+    )
     first_png = sorted(n for n in names if n.endswith(".png"))[0]
     assert archive.read(first_png) == again_zip.read(first_png.replace(f"-{job['id']}", f"-{again.json()['id']}"))
 
@@ -114,17 +132,22 @@ def test_train_generate_download(api, django_capture_on_commit_callbacks):
 
 
 def test_zips_of_several_generators_unpack_into_one_imagefolder(api, django_capture_on_commit_callbacks, tmp_path):
-    """The README's multi-class recipe: each job's zip holds one class folder; unzipped together they are an ImageFolder."""
+    """The README's multi-class recipe: each job's zip holds one class folder; unzipped together they are an
+    ImageFolder."""
     counts = {"Red Tulip": 4, "white rose": 3}
     out = tmp_path / "imagefolder"
     for name, count in counts.items():
         dataset_id = upload(api, name=name).json()["id"]
         with django_capture_on_commit_callbacks(execute=True):
-            generator = api.post("/api/generators/", {"name": name, "dataset": dataset_id, "kind": "dcgan",
-                                                      "resolution": 32, "preset": "quick"}, format="json").json()
+            generator = api.post(
+                "/api/generators/",
+                {"name": name, "dataset": dataset_id, "kind": "dcgan", "resolution": 32, "preset": "quick"},
+                format="json",
+            ).json()
         with django_capture_on_commit_callbacks(execute=True):
-            job = api.post(f"/api/generators/{generator['id']}/generate/", {"count": count, "filter": False},
-                           format="json").json()
+            job = api.post(
+                f"/api/generators/{generator['id']}/generate/", {"count": count, "filter": False}, format="json"
+            ).json()
         download = api.get(f"/api/jobs/{job['id']}/download/")
         zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content))).extractall(out)
     folder = ImageFolder(str(out))
@@ -136,8 +159,9 @@ def test_zips_of_several_generators_unpack_into_one_imagefolder(api, django_capt
 
 def test_bad_training_requests_get_field_errors(api, other_api):
     dataset_id = upload(api).json()["id"]
-    response = api.post("/api/generators/", {"name": "x", "dataset": dataset_id, "kind": "nope", "resolution": 48},
-                        format="json")
+    response = api.post(
+        "/api/generators/", {"name": "x", "dataset": dataset_id, "kind": "nope", "resolution": 48}, format="json"
+    )
     assert response.status_code == 400
     assert {"kind", "resolution"} <= set(response.json())
     foreign = other_api.post("/api/generators/", {"name": "x", "dataset": dataset_id, "kind": "dcgan"}, format="json")
@@ -155,8 +179,9 @@ def test_too_few_images_is_refused_before_the_run_starts(api, settings):
 
 @pytest.mark.parametrize("count", [0, -1, 10_000_000])
 def test_generation_count_is_bounded(api, count):
-    generator = Generator.objects.create(owner=_user(api), name="g", kind="dcgan",
-                                         resolution=32, preset="quick", status="ready")
+    generator = Generator.objects.create(
+        owner=_user(api), name="g", kind="dcgan", resolution=32, preset="quick", status="ready"
+    )
     response = api.post(f"/api/generators/{generator.pk}/generate/", {"count": count}, format="json")
     assert response.status_code == 400 and "count" in response.json()
 
@@ -172,10 +197,12 @@ def test_users_do_not_see_each_others_private_objects(api, other_api):
     assert other_api.get(f"/api/datasets/{dataset_id}/").status_code == 404
     assert other_api.get("/api/datasets/").json()["count"] == 0
     owner = _user(api)
-    private = Generator.objects.create(owner=owner, name="p", kind="dcgan", resolution=32, preset="quick",
-                                       status="ready", shared=False)
-    shared = Generator.objects.create(owner=owner, name="s", kind="dcgan", resolution=32, preset="quick",
-                                      status="ready", shared=True)
+    private = Generator.objects.create(
+        owner=owner, name="p", kind="dcgan", resolution=32, preset="quick", status="ready", shared=False
+    )
+    shared = Generator.objects.create(
+        owner=owner, name="s", kind="dcgan", resolution=32, preset="quick", status="ready", shared=True
+    )
     assert other_api.get(f"/api/generators/{private.pk}/").status_code == 404
     assert other_api.get(f"/api/generators/{shared.pk}/").status_code == 200
     assert other_api.delete(f"/api/generators/{shared.pk}/").status_code == 403
@@ -184,16 +211,20 @@ def test_users_do_not_see_each_others_private_objects(api, other_api):
 def test_ddim_trains_and_generates_with_chosen_steps(api, django_capture_on_commit_callbacks):
     dataset_id = upload(api).json()["id"]
     with django_capture_on_commit_callbacks(execute=True):
-        response = api.post("/api/generators/", {"name": "diffusion", "dataset": dataset_id, "kind": "ddim",
-                                                 "resolution": 32}, format="json")
+        response = api.post(
+            "/api/generators/",
+            {"name": "diffusion", "dataset": dataset_id, "kind": "ddim", "resolution": 32},
+            format="json",
+        )
     generator = api.get(f"/api/generators/{response.json()['id']}/").json()
     assert generator["status"] == "ready", generator
     assert generator["uses_sampling_steps"] is True
     # the quality report sampled the way generation does by default
     assert generator["quality"]["sampling"]["steps"] == registry.get("ddim").default_sampling_steps
     with django_capture_on_commit_callbacks(execute=True):
-        job = api.post(f"/api/generators/{generator['id']}/generate/", {"count": 3, "steps": 2, "filter": False},
-                       format="json")
+        job = api.post(
+            f"/api/generators/{generator['id']}/generate/", {"count": 3, "steps": 2, "filter": False}, format="json"
+        )
     job = api.get(f"/api/jobs/{job.json()['id']}/").json()
     assert job["status"] == "done" and job["steps"] == 2 and job["produced"] == 3
     dcgan_steps = api.post(f"/api/generators/{generator['id']}/generate/", {"count": 3, "steps": 0}, format="json")
@@ -210,6 +241,7 @@ def test_left_out_resolution_and_preset_are_chosen_from_the_dataset(api):
     assert with_defaults.json()["preset"] == services.suggest_preset(25, "dcgan") == "standard"
     diffusion = api.post("/api/generators/", {"name": "auto-ddim", "dataset": small, "kind": "ddim"}, format="json")
     assert diffusion.json()["preset"] == "quick"  # standard copies small sets (bench/README.md)
-    chosen = api.post("/api/generators/", {"name": "big", "dataset": small, "kind": "dcgan", "resolution": 128},
-                      format="json")
+    chosen = api.post(
+        "/api/generators/", {"name": "big", "dataset": small, "kind": "dcgan", "resolution": 128}, format="json"
+    )
     assert chosen.json()["resolution"] == 128

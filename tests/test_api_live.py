@@ -4,6 +4,7 @@ Tasks run eagerly inside the live server (tiny models), so a generator is ready 
 The first test records every (method, route) it calls and checks that this is every route the OpenAPI
 schema lists, so a new endpoint without a live test fails here.
 """
+
 from __future__ import annotations
 
 import io
@@ -71,8 +72,9 @@ def test_every_endpoint_answers_over_http(alice, live_server):
     api = alice
     api.called.add(("POST", "/api/auth/token/"))  # the fixture got the token over HTTP
 
-    created = api("POST", "/api/datasets/", data={"name": "ellipses"},
-                  files=pngs(6) + files(("notes.png", b"not a picture")))
+    created = api(
+        "POST", "/api/datasets/", data={"name": "ellipses"}, files=pngs(6) + files(("notes.png", b"not a picture"))
+    )
     assert created.status_code == 201, created.text
     dataset = created.json()
     assert (dataset["image_count"], [r["file"] for r in dataset["rejected"]]) == (6, ["notes.png"])
@@ -86,8 +88,18 @@ def test_every_endpoint_answers_over_http(alice, live_server):
     dcgan = api("GET", "/api/generator-types/dcgan/", route="/api/generator-types/{id}/").json()
     assert dcgan["uses_sampling_steps"] is False and dcgan["label"].startswith("DCGAN")
 
-    response = api("POST", "/api/generators/", json={"name": "ellipses", "dataset": dataset["id"], "kind": "dcgan",
-                                                      "resolution": 32, "augment": True, "preset": "quick"})
+    response = api(
+        "POST",
+        "/api/generators/",
+        json={
+            "name": "ellipses",
+            "dataset": dataset["id"],
+            "kind": "dcgan",
+            "resolution": 32,
+            "augment": True,
+            "preset": "quick",
+        },
+    )
     assert response.status_code == 202, response.text
     generator = api("GET", f"/api/generators/{response.json()['id']}/").json()
     assert generator["status"] == "ready" and generator["owner"] == "alice"
@@ -98,10 +110,16 @@ def test_every_endpoint_answers_over_http(alice, live_server):
     assert grid.status_code == 200 and grid.content.startswith(b"\x89PNG")
     exported = api("GET", f"/api/generators/{generator['id']}/export/")
     assert exported.status_code == 200 and exported.headers["Content-Type"] == "application/zip"
-    imported = api("POST", "/api/generators/import/", data={"name": "ellipses again"},
-                   files=[("file", ("ellipses.synthgen.zip", exported.content, "application/zip"))])
+    imported = api(
+        "POST",
+        "/api/generators/import/",
+        data={"name": "ellipses again"},
+        files=[("file", ("ellipses.synthgen.zip", exported.content, "application/zip"))],
+    )
     assert imported.status_code == 201 and imported.json()["status"] == "ready", imported.text
-    refused = api("POST", "/api/generators/import/", files=[("file", ("x.zip", exported.content[:50], "application/zip"))])
+    refused = api(
+        "POST", "/api/generators/import/", files=[("file", ("x.zip", exported.content[:50], "application/zip"))]
+    )
     assert refused.status_code == 400 and "not a complete zip" in refused.json()["file"][0]
     assert api("DELETE", f"/api/generators/{imported.json()['id']}/").status_code == 204
 
@@ -149,7 +167,9 @@ def test_without_a_token_every_endpoint_is_401(live_server, alice):
 
 
 def test_wrong_password_is_a_400_that_says_so(live_server, user):
-    response = requests.post(f"{live_server.url}/api/auth/token/", data={"username": "alice", "password": "nope"}, timeout=30)
+    response = requests.post(
+        f"{live_server.url}/api/auth/token/", data={"username": "alice", "password": "nope"}, timeout=30
+    )
     assert response.status_code == 400
     assert response.json() == {"non_field_errors": ["Unable to log in with provided credentials."]}
 
@@ -157,7 +177,8 @@ def test_wrong_password_is_a_400_that_says_so(live_server, user):
 def test_bad_input_gets_400_with_field_errors(alice):
     api = alice
     assert api("POST", "/api/datasets/", data={"name": "empty"}).json() == {
-        "images": ["Choose image files (PNG, JPEG or WebP) or a zip of them to upload."]}
+        "images": ["Choose image files (PNG, JPEG or WebP) or a zip of them to upload."]
+    }
     too_long = api("POST", "/api/datasets/", data={"name": "x" * 121}, files=pngs(1))
     assert too_long.status_code == 400 and "name" in too_long.json()
     only_bad = api("POST", "/api/datasets/", data={"name": "bad"}, files=files(("a.png", b"text")))
@@ -166,36 +187,66 @@ def test_bad_input_gets_400_with_field_errors(alice):
     no_files = api("POST", f"/api/datasets/{dataset['id']}/images/")
     assert no_files.status_code == 400 and "images" in no_files.json()
 
-    bad_generator = api("POST", "/api/generators/", json={"name": "", "dataset": 999999, "kind": "vae", "resolution": 48,
-                                                          "preset": "forever"})
+    bad_generator = api(
+        "POST",
+        "/api/generators/",
+        json={"name": "", "dataset": 999999, "kind": "vae", "resolution": 48, "preset": "forever"},
+    )
     assert bad_generator.status_code == 400
     assert set(bad_generator.json()) == {"name", "dataset", "kind", "resolution", "preset"}
     assert bad_generator.json()["kind"] == ['"vae" is not a valid choice.']
 
-    response = api("POST", "/api/generators/", json={"name": "e", "dataset": dataset["id"], "kind": "dcgan",
-                                                      "resolution": 32, "preset": "quick"})
+    response = api(
+        "POST",
+        "/api/generators/",
+        json={"name": "e", "dataset": dataset["id"], "kind": "dcgan", "resolution": 32, "preset": "quick"},
+    )
     generator_id = response.json()["id"]
-    for body, field in (({"count": 0}, "count"), ({"count": 10_001}, "count"), ({"count": 2, "seed": -1}, "seed"),
-                        ({"count": 2, "steps": 20}, "steps"), ({}, "count")):
+    for body, field in (
+        ({"count": 0}, "count"),
+        ({"count": 10_001}, "count"),
+        ({"count": 2, "seed": -1}, "seed"),
+        ({"count": 2, "steps": 20}, "steps"),
+        ({}, "count"),
+    ):
         answer = api("POST", f"/api/generators/{generator_id}/generate/", json=body)
         assert answer.status_code == 400 and field in answer.json(), (body, answer.text)
-    assert "dcgan generators take no sampling steps" in api(
-        "POST", f"/api/generators/{generator_id}/generate/", json={"count": 2, "steps": 20}).json()["steps"][0]
+    assert (
+        "dcgan generators take no sampling steps"
+        in api("POST", f"/api/generators/{generator_id}/generate/", json={"count": 2, "steps": 20}).json()["steps"][0]
+    )
     share = api("POST", f"/api/generators/{generator_id}/share/", json={})
     assert share.status_code == 400 and share.json() == {"shared": ["This field is required."]}
 
 
 def test_other_users_objects_are_404_and_shared_generators_are_read_only(alice, bob):
     dataset = alice("POST", "/api/datasets/", data={"name": "ellipses"}, files=pngs(5)).json()
-    generator = alice("POST", "/api/generators/", json={"name": "e", "dataset": dataset["id"], "kind": "dcgan",
-                                                         "resolution": 32, "preset": "quick", "shared": True}).json()
+    generator = alice(
+        "POST",
+        "/api/generators/",
+        json={
+            "name": "e",
+            "dataset": dataset["id"],
+            "kind": "dcgan",
+            "resolution": 32,
+            "preset": "quick",
+            "shared": True,
+        },
+    ).json()
     job = alice("POST", f"/api/generators/{generator['id']}/generate/", json={"count": 2, "filter": False}).json()
 
-    for method, path in (("GET", f"/api/datasets/{dataset['id']}/"), ("DELETE", f"/api/datasets/{dataset['id']}/"),
-                         ("POST", f"/api/datasets/{dataset['id']}/images/"), ("GET", f"/api/runs/{generator['run']}/"),
-                         ("POST", f"/api/runs/{generator['run']}/cancel/"), ("GET", f"/api/jobs/{job['id']}/"),
-                         ("GET", f"/api/jobs/{job['id']}/download/"), ("DELETE", f"/api/jobs/{job['id']}/"),
-                         ("GET", "/api/generators/999999/"), ("GET", "/api/generator-types/vae/")):
+    for method, path in (
+        ("GET", f"/api/datasets/{dataset['id']}/"),
+        ("DELETE", f"/api/datasets/{dataset['id']}/"),
+        ("POST", f"/api/datasets/{dataset['id']}/images/"),
+        ("GET", f"/api/runs/{generator['run']}/"),
+        ("POST", f"/api/runs/{generator['run']}/cancel/"),
+        ("GET", f"/api/jobs/{job['id']}/"),
+        ("GET", f"/api/jobs/{job['id']}/download/"),
+        ("DELETE", f"/api/jobs/{job['id']}/"),
+        ("GET", "/api/generators/999999/"),
+        ("GET", "/api/generator-types/vae/"),
+    ):
         response = bob(method, path)
         assert response.status_code == 404, (method, path, response.status_code)
         assert response.json()["detail"].startswith("No ")  # e.g. "No Dataset matches the given query."
@@ -203,8 +254,10 @@ def test_other_users_objects_are_404_and_shared_generators_are_read_only(alice, 
     # A shared generator: bob may use it, not change it.
     assert bob("GET", f"/api/generators/{generator['id']}/").status_code == 200
     assert bob("POST", f"/api/generators/{generator['id']}/generate/", json={"count": 1}).status_code == 202
-    for method, path, body in (("POST", f"/api/generators/{generator['id']}/share/", {"shared": False}),
-                               ("DELETE", f"/api/generators/{generator['id']}/", None)):
+    for method, path, body in (
+        ("POST", f"/api/generators/{generator['id']}/share/", {"shared": False}),
+        ("DELETE", f"/api/generators/{generator['id']}/", None),
+    ):
         response = bob(method, path, json=body)
         assert response.status_code == 403
         assert response.json() == {"detail": "Only the owner can change this generator."}
@@ -215,12 +268,14 @@ def test_other_users_objects_are_404_and_shared_generators_are_read_only(alice, 
 
 
 def test_cancel_an_active_run(alice, user):
-    from apps.datasets.services import create_dataset
     from django.core.files.uploadedfile import SimpleUploadedFile
 
+    from apps.datasets.services import create_dataset
+
     dataset = create_dataset(owner=user, name="d", files=[SimpleUploadedFile("a.png", png_bytes(1))])[0]
-    generator = Generator.objects.create(owner=user, name="g", kind="dcgan", resolution=32, dataset=dataset,
-                                         preset="quick")
+    generator = Generator.objects.create(
+        owner=user, name="g", kind="dcgan", resolution=32, dataset=dataset, preset="quick"
+    )
     run = TrainingRun.objects.create(generator=generator)  # queued: nothing picks it up here
     response = alice("POST", f"/api/runs/{run.pk}/cancel/")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"

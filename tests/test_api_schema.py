@@ -1,5 +1,6 @@
 """The OpenAPI schema: valid OpenAPI 3, every API route and method in it, errors documented; Swagger UI
 served from this server (drf-spectacular-sidecar), never from a CDN."""
+
 import re
 
 import pytest

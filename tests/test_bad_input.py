@@ -6,6 +6,7 @@ wizard (step 1 in the session, then the files posted to step 2 at ``/generators/
 CSRF checks on, as a browser without JavaScript does). A refused request is checked against a
 snapshot of the database rows and of every file under MEDIA_ROOT taken just before it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,8 +15,8 @@ import io
 import re
 import stat
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -68,7 +69,12 @@ def decompression_bomb_png(width: int = 20_000, height: int = 20_000) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 256)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 256))
+        + chunk(b"IEND", b"")
+    )
 
 
 def big_png() -> bytes:
@@ -82,7 +88,9 @@ def animated_gif() -> bytes:
 
 
 def svg() -> bytes:
-    return b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><circle r="9"/></svg>'
+    return (
+        b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><circle r="9"/></svg>'
+    )
 
 
 def zip_of(entries: list[tuple[str | zipfile.ZipInfo, bytes]]) -> bytes:
@@ -157,14 +165,22 @@ class WebWay:
     def __init__(self, user, step1: dict | None = None):
         self.client = Client(enforce_csrf_checks=True)
         self.client.force_login(user)
-        self.step1 = step1 or {"name": "catalogue", "kind": "dcgan", "resolution": "32", "preset": "quick", "shared": "on"}
+        self.step1 = step1 or {
+            "name": "catalogue",
+            "kind": "dcgan",
+            "resolution": "32",
+            "preset": "quick",
+            "shared": "on",
+        }
 
     def token(self, url: str) -> str:
         assert self.client.get(url).status_code == 200
         return self.client.cookies["csrftoken"].value
 
     def start(self) -> Outcome:
-        response = self.client.post("/generators/new/", {**self.step1, "csrfmiddlewaretoken": self.token("/generators/new/")})
+        response = self.client.post(
+            "/generators/new/", {**self.step1, "csrfmiddlewaretoken": self.token("/generators/new/")}
+        )
         return Outcome(response.status_code, page_feedback(response.content), response.get("Location", ""))
 
     def post_step2(self, body: dict) -> Outcome:
@@ -203,7 +219,9 @@ def media_files(settings) -> dict[str, str]:
     root = settings.MEDIA_ROOT
     if not root.exists():
         return {}
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
+    }
 
 
 @dataclass
@@ -215,7 +233,7 @@ class Snapshot:
     runs: int
 
     @classmethod
-    def take(cls, settings) -> "Snapshot":
+    def take(cls, settings) -> Snapshot:
         return cls(
             datasets=set(Dataset.objects.values_list("id", "owner_id", "name")),
             images=set(DatasetImage.objects.values_list("id", "dataset_id", "sha256", "original", "working")),
@@ -245,7 +263,9 @@ def assert_nothing_stored(before: Snapshot, settings) -> None:
 
 def assert_existing_untouched(existing: Dataset, before: Snapshot, settings) -> None:
     rows = {row for row in before.images if row[1] == existing.pk}
-    now = set(DatasetImage.objects.filter(dataset=existing).values_list("id", "dataset_id", "sha256", "original", "working"))
+    now = set(
+        DatasetImage.objects.filter(dataset=existing).values_list("id", "dataset_id", "sha256", "original", "working")
+    )
     assert now == rows and len(rows) == 4
     files = media_files(settings)
     for _, _, _, original, working in rows:
@@ -302,26 +322,52 @@ CASES = [
     Case("text-renamed-jpg", bad_file("notes.jpg", text_renamed_jpg), "notes.jpg looks like text"),
     Case("truncated-jpeg", bad_file("cut.jpg", truncated_jpeg), "truncated JPEG: cut.jpg"),
     # Django's form field refuses an empty file before the upload service sees it (see test below).
-    Case("empty-file", bad_file("empty.png", lambda: b""),
-         {"api": "empty file: empty.png has 0 bytes", "web": "The submitted file is empty"}),
+    Case(
+        "empty-file",
+        bad_file("empty.png", lambda: b""),
+        {"api": "empty file: empty.png has 0 bytes", "web": "The submitted file is empty"},
+    ),
     Case("decompression-bomb", bad_file("huge.png", decompression_bomb_png), "too large: huge.png has 400 MP"),
-    Case("over-size-limit", bad_file("big.png", big_png), "file over 1 MB: big.png",
-         settings={"SYNTHGEN_MAX_FILE_BYTES": 1 * MB}),
+    Case(
+        "over-size-limit",
+        bad_file("big.png", big_png),
+        "file over 1 MB: big.png",
+        settings={"SYNTHGEN_MAX_FILE_BYTES": 1 * MB},
+    ),
     Case("animated-gif", bad_file("moving.gif", animated_gif), "animated GIF: moving.gif has several frames"),
     Case("svg", bad_file("logo.svg", svg), "SVG is not accepted: logo.svg"),
     Case("zip-dotdot-path", bad_member(lambda: ("../../escape.png", png_bytes(60))), "path leaves the zip's folder"),
     Case("zip-absolute-path", bad_member(lambda: ("/tmp/abs.png", png_bytes(61))), "absolute path in the zip"),
     Case("zip-symlink", bad_member(lambda: symlink_member("photos/link.png")), "symbolic link"),
     Case("zip-in-zip", bad_member(nested_zip), "zip inside a zip"),
-    Case("zip-bomb", bad_archive(lambda good: zip_of([*good, zip_bomb_member()])), "zip bomb suspected: bomb.png",
-         per_file=False),
-    Case("zip-too-many-members", bad_archive(lambda good: zip_of([*good, *good_images(5, start=20)])),
-         "over the 3 limit", per_file=False, settings={"SYNTHGEN_MAX_ZIP_MEMBERS": 3}),
-    Case("zip-too-big-unpacked", bad_archive(lambda good: zip_of([(f"n{i}.png", encode(noise(60, 60, i), "PNG")) for i in range(3)])),
-         "zip unpacks to", per_file=False, settings={"SYNTHGEN_MAX_ZIP_TOTAL_BYTES": 20_000}),
+    Case(
+        "zip-bomb",
+        bad_archive(lambda good: zip_of([*good, zip_bomb_member()])),
+        "zip bomb suspected: bomb.png",
+        per_file=False,
+    ),
+    Case(
+        "zip-too-many-members",
+        bad_archive(lambda good: zip_of([*good, *good_images(5, start=20)])),
+        "over the 3 limit",
+        per_file=False,
+        settings={"SYNTHGEN_MAX_ZIP_MEMBERS": 3},
+    ),
+    Case(
+        "zip-too-big-unpacked",
+        bad_archive(lambda good: zip_of([(f"n{i}.png", encode(noise(60, 60, i), "PNG")) for i in range(3)])),
+        "zip unpacks to",
+        per_file=False,
+        settings={"SYNTHGEN_MAX_ZIP_TOTAL_BYTES": 20_000},
+    ),
     Case("archive-not-a-zip", bad_archive(lambda good: png_bytes(62)), "not a zip archive", per_file=False),
-    Case("files-over-per-request-cap", too_many_files(4), "4 files in one upload is over the limit of 3",
-         per_file=False, settings={"SYNTHGEN_MAX_FILES_PER_REQUEST": 3, "DATA_UPLOAD_MAX_NUMBER_FILES": 4}),
+    Case(
+        "files-over-per-request-cap",
+        too_many_files(4),
+        "4 files in one upload is over the limit of 3",
+        per_file=False,
+        settings={"SYNTHGEN_MAX_FILES_PER_REQUEST": 3, "DATA_UPLOAD_MAX_NUMBER_FILES": 4},
+    ),
 ]
 
 
@@ -415,8 +461,11 @@ def test_a_full_request_of_images_plus_a_zip_is_within_the_caps(api, settings):
     settings.SYNTHGEN_MAX_FILES_PER_REQUEST = 3
     settings.DATA_UPLOAD_MAX_NUMBER_FILES = 4  # what base.py derives from the cap
     archive = ("more.zip", zip_of(good_images(2, start=30)))
-    response = api.post("/api/datasets/", {"name": "full", "images": uploads(good_images(3)),
-                                           "archive": uploads([archive])[0]}, format="multipart")
+    response = api.post(
+        "/api/datasets/",
+        {"name": "full", "images": uploads(good_images(3)), "archive": uploads([archive])[0]},
+        format="multipart",
+    )
     assert response.status_code == 201, response.content
     assert response.json()["image_count"] == 5
 
@@ -499,8 +548,11 @@ def test_unusual_images_are_accepted_and_normalised(name, way, settings):
 def test_a_bad_zip_added_to_an_existing_dataset_leaves_it_as_it_was(api, existing, settings):
     before = Snapshot.take(settings)
     bomb = ("more.zip", zip_of([*good_images(2, start=40), zip_bomb_member()]))
-    response = api.post(f"/api/datasets/{existing.pk}/images/",
-                        {"images": uploads(good_images(2, start=45)), "archive": uploads([bomb])[0]}, format="multipart")
+    response = api.post(
+        f"/api/datasets/{existing.pk}/images/",
+        {"images": uploads(good_images(2, start=45)), "archive": uploads([bomb])[0]},
+        format="multipart",
+    )
     assert response.status_code == 400 and "zip bomb suspected" in response.json()["archive"][0]
     assert_nothing_stored(before, settings)
     assert_existing_untouched(existing, before, settings)
@@ -509,9 +561,11 @@ def test_a_bad_zip_added_to_an_existing_dataset_leaves_it_as_it_was(api, existin
 def test_duplicates_and_bad_files_added_to_an_existing_dataset_are_listed(api, existing, settings):
     before = Snapshot.take(settings)
     again = ("again.png", png_bytes(900))  # the same bytes as old0.png
-    response = api.post(f"/api/datasets/{existing.pk}/images/",
-                        {"images": uploads([again, ("notes.jpg", text_renamed_jpg()), *good_images(1, start=70)])},
-                        format="multipart")
+    response = api.post(
+        f"/api/datasets/{existing.pk}/images/",
+        {"images": uploads([again, ("notes.jpg", text_renamed_jpg()), *good_images(1, start=70)])},
+        format="multipart",
+    )
     assert response.status_code == 200, response.content
     reasons = {r["file"]: r["reason"] for r in response.json()["rejected"]}
     assert reasons.keys() == {"again.png", "notes.jpg"} and "duplicate" in reasons["again.png"]
@@ -524,7 +578,9 @@ def test_duplicates_and_bad_files_added_to_an_existing_dataset_are_listed(api, e
 
 def test_adding_to_someone_elses_dataset_is_a_404(other_api, existing, settings):
     before = Snapshot.take(settings)
-    response = other_api.post(f"/api/datasets/{existing.pk}/images/", {"images": uploads(good_images(1))}, format="multipart")
+    response = other_api.post(
+        f"/api/datasets/{existing.pk}/images/", {"images": uploads(good_images(1))}, format="multipart"
+    )
     assert response.status_code == 404
     assert_nothing_stored(before, settings)
 
@@ -597,8 +653,9 @@ def test_missing_or_foreign_dataset_ids_are_refused(dataset_id, api, user, other
 
 @pytest.fixture
 def ready_generator(user):
-    return Generator.objects.create(owner=user, name="ready", kind="dcgan", resolution=32, preset="quick",
-                                    status=Generator.Status.READY)
+    return Generator.objects.create(
+        owner=user, name="ready", kind="dcgan", resolution=32, preset="quick", status=Generator.Status.READY
+    )
 
 
 WEB_COUNT_ERRORS = {
@@ -618,16 +675,19 @@ def test_impossible_generation_counts_are_refused(count, api, user, ready_genera
     assert response.status_code == 400 and "count" in response.json(), response.content
     web = WebWay(user)
     page = f"/generators/{ready_generator.pk}/"
-    response = web.client.post(f"/jobs/new/{ready_generator.pk}/",
-                               {"count": "" if count is None else count, "csrfmiddlewaretoken": web.token(page)})
+    response = web.client.post(
+        f"/jobs/new/{ready_generator.pk}/",
+        {"count": "" if count is None else count, "csrfmiddlewaretoken": web.token(page)},
+    )
     assert response.status_code == 200, response.status_code  # the page again, with the form's error
     assert WEB_COUNT_ERRORS[str(count)] in page_feedback(response.content), page_feedback(response.content)
     assert not GenerationJob.objects.exists()
 
 
 def test_generation_from_a_generator_that_is_not_ready_is_refused(api, user):
-    training = Generator.objects.create(owner=user, name="busy", kind="dcgan", resolution=32, preset="quick",
-                                        status=Generator.Status.TRAINING)
+    training = Generator.objects.create(
+        owner=user, name="busy", kind="dcgan", resolution=32, preset="quick", status=Generator.Status.TRAINING
+    )
     response = api.post(f"/api/generators/{training.pk}/generate/", {"count": 5}, format="json")
     assert response.status_code == 400 and "only a ready generator" in response.json()["generator"][0]
     assert not GenerationJob.objects.exists()

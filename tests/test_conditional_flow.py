@@ -1,5 +1,6 @@
 """Balancing a labelled dataset with one class-conditional generator: upload an ImageFolder, train one DDIM on
 every class, generate per class (counts, balance_to, class + count, count alone), get an ImageFolder zip."""
+
 import io
 import zipfile
 
@@ -10,7 +11,7 @@ from torchvision.datasets import ImageFolder
 from apps.generators.models import Generator
 
 from .conftest import png_bytes
-from .realworker import real_broker, wait_for, worker  # noqa: F401 (fixtures)
+from .realworker import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -29,8 +30,9 @@ def labelled_zip() -> SimpleUploadedFile:
 
 
 def train_conditional(api, capture=None):
-    dataset = api.post("/api/datasets/", {"name": "shop", "labelled": "true", "archive": labelled_zip()},
-                       format="multipart")
+    dataset = api.post(
+        "/api/datasets/", {"name": "shop", "labelled": "true", "archive": labelled_zip()}, format="multipart"
+    )
     assert dataset.status_code == 201, dataset.content
     body = {"name": "shop", "dataset": dataset.json()["id"], "kind": "ddim", "resolution": 32, "preset": "quick"}
     if capture is None:
@@ -69,7 +71,9 @@ def test_one_generator_learns_every_class_and_balances_the_dataset(api, django_c
     assert quality["negatives"]["source"] == "the other classes of this dataset"
     balance = quality["dataset_usefulness"]  # 3 photos a class or more, under 40: no held-out photos to test with
     assert balance["credit"]["value"] is None and "held-out photos" in balance["credit"]["reason"]
-    assert balance["photo_equivalent"]["photos"] is None and balance["photo_equivalent"]["words"].startswith("no photo count")
+    assert balance["photo_equivalent"]["photos"] is None and balance["photo_equivalent"]["words"].startswith(
+        "no photo count"
+    )
 
     balanced = generate(api, generator["id"], django_capture_on_commit_callbacks, balance_to=6)
     assert balanced["status"] == "done", balanced
@@ -77,8 +81,9 @@ def test_one_generator_learns_every_class_and_balances_the_dataset(api, django_c
     folder = download(api, balanced, tmp_path)
     assert folder.classes == ["sandal"] and len(folder.samples) == 3  # only the short class is filled
 
-    chosen = generate(api, generator["id"], django_capture_on_commit_callbacks, counts={"bag": 2, "sandal": 1},
-                      guidance=3.0)
+    chosen = generate(
+        api, generator["id"], django_capture_on_commit_callbacks, counts={"bag": 2, "sandal": 1}, guidance=3.0
+    )
     folder = download(api, chosen, tmp_path)
     assert chosen["guidance"] == 3.0
     assert sorted(folder.classes[label] for _, label in folder.samples) == ["bag", "bag", "sandal"]
@@ -89,39 +94,53 @@ def test_one_generator_learns_every_class_and_balances_the_dataset(api, django_c
     assert one["counts"] == {"ankle boot": 0, "bag": 2, "sandal": 0}
     # The same seed and class give the same images.
     again = generate(api, generator["id"], django_capture_on_commit_callbacks, count=2, **{"class": "bag"})
-    first, second = (zipfile.ZipFile(io.BytesIO(b"".join(api.get(j["download_url"]).streaming_content)))
-                     for j in (one, again))
+    first, second = (
+        zipfile.ZipFile(io.BytesIO(b"".join(api.get(j["download_url"]).streaming_content))) for j in (one, again)
+    )
     png = lambda z: sorted(n for n in z.namelist() if n.endswith(".png"))  # noqa: E731
     assert [first.read(n) for n in png(first)] == [second.read(n) for n in png(second)]
 
 
-@pytest.mark.parametrize("body, field, words", [
-    ({"counts": {"shoe": 3}}, "counts", "No class 'shoe'"),
-    ({"counts": {"bag": 2}, "count": 2}, "count", "leave count out"),
-    ({"balance_to": 6, "class": "bag", "count": 1}, "class", "not balance_to and class"),
-    ({"balance_to": 3}, "balance_to", "already has 3 or more"),
-    ({"balance_to": 10_000_000}, "balance_to", "ask for between 1 and"),
-    ({"count": 2, "class": "shoe"}, "class", "No class 'shoe'"),
-    ({"class": "bag"}, "count", "how many images of the class"),
-    ({"count": 2, "guidance": 50.0}, "guidance", "less than or equal to 20"),
-])
+@pytest.mark.parametrize(
+    "body, field, words",
+    [
+        ({"counts": {"shoe": 3}}, "counts", "No class 'shoe'"),
+        ({"counts": {"bag": 2}, "count": 2}, "count", "leave count out"),
+        ({"balance_to": 6, "class": "bag", "count": 1}, "class", "not balance_to and class"),
+        ({"balance_to": 3}, "balance_to", "already has 3 or more"),
+        ({"balance_to": 10_000_000}, "balance_to", "ask for between 1 and"),
+        ({"count": 2, "class": "shoe"}, "class", "No class 'shoe'"),
+        ({"class": "bag"}, "count", "how many images of the class"),
+        ({"count": 2, "guidance": 50.0}, "guidance", "less than or equal to 20"),
+    ],
+)
 def test_impossible_class_requests_say_what_to_do(api, user, body, field, words):
-    generator = Generator.objects.create(owner=user, name="g", kind="ddim", resolution=32, preset="quick",
-                                         status="ready", classes=[{"name": n, "image_count": c} for n, c in CLASSES.items()])
+    generator = Generator.objects.create(
+        owner=user,
+        name="g",
+        kind="ddim",
+        resolution=32,
+        preset="quick",
+        status="ready",
+        classes=[{"name": n, "image_count": c} for n, c in CLASSES.items()],
+    )
     response = api.post(f"/api/generators/{generator.pk}/generate/", body, format="json")
     assert response.status_code == 400, response.content
     assert words in str(response.json()[field]), response.json()
 
 
 def test_class_options_on_a_one_class_generator_are_refused(api, user):
-    generator = Generator.objects.create(owner=user, name="g", kind="ddim", resolution=32, preset="quick", status="ready")
+    generator = Generator.objects.create(
+        owner=user, name="g", kind="ddim", resolution=32, preset="quick", status="ready"
+    )
     response = api.post(f"/api/generators/{generator.pk}/generate/", {"count": 2, "balance_to": 5}, format="json")
     assert response.status_code == 400 and "labelled dataset" in response.json()["balance_to"][0]
 
 
 def test_a_one_class_type_is_refused_for_a_labelled_dataset(api):
-    dataset = api.post("/api/datasets/", {"name": "shop", "labelled": "true", "archive": labelled_zip()},
-                       format="multipart").json()
+    dataset = api.post(
+        "/api/datasets/", {"name": "shop", "labelled": "true", "archive": labelled_zip()}, format="multipart"
+    ).json()
     response = api.post("/api/generators/", {"name": "x", "dataset": dataset["id"], "kind": "dcgan"}, format="json")
     assert response.status_code == 400 and "ddim" in response.json()["kind"][0]
     assert not Generator.objects.exists()
@@ -132,25 +151,33 @@ def test_a_one_class_type_is_refused_for_a_labelled_dataset(api):
 def test_a_labelled_set_through_a_real_worker(worker, api, tmp_path):
     response = train_conditional(api)
     assert response.status_code == 202, response.content
-    generator = wait_for(lambda: api.get(f"/api/generators/{response.json()['id']}/").json(),
-                         lambda g: g["status"] in ("ready", "failed"))
+    generator = wait_for(
+        lambda: api.get(f"/api/generators/{response.json()['id']}/").json(),
+        lambda g: g["status"] in ("ready", "failed"),
+    )
     assert generator["status"] == "ready", generator
     job = api.post(f"/api/generators/{generator['id']}/generate/", {"balance_to": 6, "filter": False}, format="json")
     assert job.status_code == 202, job.content
-    job = wait_for(lambda: api.get(f"/api/jobs/{job.json()['id']}/").json(), lambda j: j["status"] in ("done", "failed"))
+    job = wait_for(
+        lambda: api.get(f"/api/jobs/{job.json()['id']}/").json(), lambda j: j["status"] in ("done", "failed")
+    )
     assert job["status"] == "done", job
     folder = download(api, job, tmp_path)
     assert folder.classes == ["sandal"] and len(folder.samples) == 3
 
 
-def test_the_pages_show_the_classes_and_balance_them(client, admin_client, user, api,
-                                                     django_capture_on_commit_callbacks):
+def test_the_pages_show_the_classes_and_balance_them(
+    client, admin_client, user, api, django_capture_on_commit_callbacks
+):
     generator_id = train_conditional(api, django_capture_on_commit_callbacks).json()["id"]
     client.force_login(user)
     page = client.get(f"/generators/{generator_id}/").content.decode()
     assert 'id="classes">3: ankle boot (6 photos), bag (6 photos), sandal (3 photos)' in page
     assert 'id="class-verdicts"' in page and "your class with the fewest photos" in page
-    assert "For a classifier of all your classes, with generated images in every class: Usefulness was not measured" in page
+    assert (
+        "For a classifier of all your classes, with generated images in every class: Usefulness was not measured"
+        in page
+    )
     assert page.count('<span class="bar-real" style="width: ') == 3  # the bars of the photos per class
     assert 'name="balance_to"' in page and '<option value="sandal">sandal</option>' in page
     with django_capture_on_commit_callbacks(execute=True):
@@ -162,7 +189,9 @@ def test_the_pages_show_the_classes_and_balance_them(client, admin_client, user,
     assert results.count('alt="generated image sandal/') == 3  # the gallery shows the class folders' images
     image = client.get(response["Location"] + "images/sandal/000001.png")
     assert image.status_code == 200 and b"".join(image.streaming_content).startswith(b"\x89PNG")
-    assert "<td class=\"field-class_list\">ankle boot, bag, sandal</td>" in admin_client.get(
-        "/admin/generators/generator/").content.decode()  # the admin lists each generator's classes
+    assert (
+        '<td class="field-class_list">ankle boot, bag, sandal</td>'
+        in admin_client.get("/admin/generators/generator/").content.decode()
+    )  # the admin lists each generator's classes
     refused = client.post(f"/jobs/new/{generator_id}/", {"balance_to": 3, "filter_images": ""})
     assert refused.status_code == 200 and "Every class already has 3 or more photos" in refused.content.decode()

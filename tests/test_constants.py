@@ -1,4 +1,5 @@
 """Constants written once and read by everything that uses them: the generation count cap and the stage list."""
+
 import pytest
 
 from apps.generators.stages import STAGE_ORDER
@@ -8,9 +9,9 @@ pytestmark = pytest.mark.django_db
 
 def test_the_generation_count_cap_is_one_setting_read_by_api_schema_form_and_service(settings, api, user):
     from apps.core.errors import InvalidInput
-    from apps.generation.services import start_generation
     from apps.generation.api import GenerateSerializer
     from apps.generation.forms import GenerateForm
+    from apps.generation.services import start_generation
     from apps.generators.models import Generator
 
     settings.SYNTHGEN_MAX_GENERATION_COUNT = 7
@@ -23,8 +24,9 @@ def test_the_generation_count_cap_is_one_setting_read_by_api_schema_form_and_ser
     schema = api.get("/api/schema/?format=json").json()["components"]["schemas"]
     assert schema["GenerateRequest"]["properties"]["count"]["maximum"] == 7
     assert schema["FieldErrors"]["example"]["count"] == ["Ask for between 1 and 7 images."]
-    generator = Generator.objects.create(owner=user, name="g", kind="dcgan", resolution=32, preset="quick",
-                                         status="ready")
+    generator = Generator.objects.create(
+        owner=user, name="g", kind="dcgan", resolution=32, preset="quick", status="ready"
+    )
     with pytest.raises(InvalidInput) as refused:
         start_generation(owner=user, generator=generator, count=8)
     assert refused.value.errors == {"count": ["Ask for between 1 and 7 images."]}

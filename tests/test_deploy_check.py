@@ -1,5 +1,6 @@
 """Production settings (issue #6): ``manage.py check --deploy`` reports nothing, and secrets and
 hosts come only from the environment. Each check runs manage.py in a fresh process, as a deploy would."""
+
 from __future__ import annotations
 
 import json
@@ -78,5 +79,5 @@ def test_no_secret_is_written_in_the_settings_files():
     """The only secret-looking value in the settings is the test suite's throwaway key."""
     for path in (ROOT / "synthgen" / "settings").glob("*.py"):
         text = path.read_text()
-        assert "SECRET_KEY = \"" not in text or path.name == "test.py", path
+        assert 'SECRET_KEY = "' not in text or path.name == "test.py", path
         assert "django-insecure" not in text, path

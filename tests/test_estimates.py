@@ -1,6 +1,7 @@
 """Time before training (#21): a worker's measured cost per step predicts a real training's time; the wizard shows
 a time for each training length, where it comes from, and when no worker is up; the run page compares the
 estimate stored when training started with the time training took."""
+
 import pytest
 import torch
 from django.urls import reverse
@@ -12,7 +13,7 @@ from apps.generators.models import Generator, StepCost, TrainingRun, WorkerPrese
 from apps.ml import registry
 
 from .conftest import image_uploads
-from .realworker import Worker, real_broker, wait_for  # noqa: F401 (fixture)
+from .realworker import Worker, wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -24,9 +25,16 @@ def logged_in(client, user):
 
 
 def a_worker(queues=("default", "gpu"), device="cpu", **fields):
-    return WorkerPresence.objects.create(holder=f"host-{device}:123:abcd", host=f"host-{device}", queues=list(queues),
-                                         device=device, device_name="2 CPU threads", started_at=timezone.now(),
-                                         seen_at=timezone.now(), **fields)
+    return WorkerPresence.objects.create(
+        holder=f"host-{device}:123:abcd",
+        host=f"host-{device}",
+        queues=list(queues),
+        device=device,
+        device_name="2 CPU threads",
+        started_at=timezone.now(),
+        seen_at=timezone.now(),
+        **fields,
+    )
 
 
 # --- the measurement predicts a real training ----------------------------------------------------------------
@@ -62,7 +70,8 @@ def test_a_worker_measures_each_shape_once(settings):
     # The tiny recipes of the tests: one shape per type and size.
     shapes = estimates.measured_shapes("cpu")
     assert {(kind, config["resolution"]) for kind, config in shapes} == {
-        (kind, r) for kind in registry.all_types() for r in (32, 64, 128)}
+        (kind, r) for kind in registry.all_types() for r in (32, 64, 128)
+    }
     assert estimates.measure_next("cpu") is True
     assert StepCost.objects.count() == 1 and len(estimates.unmeasured_shapes("cpu")) == len(shapes) - 1
     cost = StepCost.objects.get()
@@ -78,19 +87,21 @@ def every_shape_costs(seconds_per_step: float, device: str = "cpu") -> None:
 
 
 def table(page: str, kind: str, resolution: int, device: str = "cpu") -> str:
-    start = page.index(f'<table class="times" data-kind="{kind}" data-resolution="{resolution}" data-device="{device}">')
-    return page[start:page.index("</table>", start)]
+    start = page.index(
+        f'<table class="times" data-kind="{kind}" data-resolution="{resolution}" data-device="{device}">'
+    )
+    return page[start : page.index("</table>", start)]
 
 
 def time_of(row_html: str) -> str:
     """The time a row gives, without its source."""
-    cell = row_html[row_html.index("<td>") + 4:]
+    cell = row_html[row_html.index("<td>") + 4 :]
     return cell.split("<", 1)[0].strip()
 
 
 def row(table_html: str, preset: str) -> str:
     start = table_html.index(f'<tr data-preset="{preset}">')
-    return table_html[start:table_html.index("</tr>", start)]
+    return table_html[start : table_html.index("</tr>", start)]
 
 
 def test_the_wizard_shows_the_time_of_each_training_length_on_the_worker_that_is_up(settings, logged_in):
@@ -124,16 +135,45 @@ def test_past_runs_of_the_same_shape_are_the_evidence_before_the_measurement(set
     every_shape_costs(0.1)
     config = estimates.recipe("dcgan", resolution=64, channels=3, preset="standard", image_count=131, device="cpu")
     for seconds in (0.2, 0.25, 0.3):  # the median is 0.25 s a step
-        generator = Generator.objects.create(owner=user, name="past", kind="dcgan", resolution=64, channels=3,
-                                             preset="standard", config=config, status=Generator.Status.READY)
-        TrainingRun.objects.create(generator=generator, status=TrainingRun.Status.DONE, device="cpu", step=5000,
-                                   total_steps=5000, train_seconds=seconds * 5000, finished_at=timezone.now())
+        generator = Generator.objects.create(
+            owner=user,
+            name="past",
+            kind="dcgan",
+            resolution=64,
+            channels=3,
+            preset="standard",
+            config=config,
+            status=Generator.Status.READY,
+        )
+        TrainingRun.objects.create(
+            generator=generator,
+            status=TrainingRun.Status.DONE,
+            device="cpu",
+            step=5000,
+            total_steps=5000,
+            train_seconds=seconds * 5000,
+            finished_at=timezone.now(),
+        )
     # Not evidence for it: a run on another kind of device, one of grey photos, one of another width.
     for device, channels, options in (("cuda:0", 3, {}), ("cpu", 1, {}), ("cpu", 3, {"ngf": 64})):
-        other = Generator.objects.create(owner=user, name="other", kind="dcgan", resolution=64, channels=channels,
-                                         preset="standard", config={**config, "channels": channels, **options})
-        TrainingRun.objects.create(generator=other, status=TrainingRun.Status.DONE, device=device, step=5000,
-                                   total_steps=5000, train_seconds=0.01 * 5000, finished_at=timezone.now())
+        other = Generator.objects.create(
+            owner=user,
+            name="other",
+            kind="dcgan",
+            resolution=64,
+            channels=channels,
+            preset="standard",
+            config={**config, "channels": channels, **options},
+        )
+        TrainingRun.objects.create(
+            generator=other,
+            status=TrainingRun.Status.DONE,
+            device=device,
+            step=5000,
+            total_steps=5000,
+            train_seconds=0.01 * 5000,
+            finished_at=timezone.now(),
+        )
     dcgan64 = table(logged_in.get(reverse("generators:wizard")).content.decode(), "dcgan", 64)
     assert "about 21 min (150 photos) to 28 min (1,000 photos)" in row(dcgan64, "standard")
     assert "from 3 past runs on this installation&#x27;s cpu workers" in row(dcgan64, "standard")
@@ -150,10 +190,22 @@ def test_no_worker_up_is_said_and_the_last_measurements_are_still_shown(settings
 
     # Gone workers: one stopped, one not seen for longer than a few beats, one that does not train.
     a_worker(stopped_at=timezone.now())
-    WorkerPresence.objects.create(holder="old:1:x", host="old", queues=["gpu"], device="cuda", started_at=timezone.now(),
-                                  seen_at=timezone.now() - timezone.timedelta(seconds=estimates.WORKER_GONE_SECONDS + 5))
-    WorkerPresence.objects.create(holder="web:1:x", host="web", queues=["default"], device="cpu",
-                                  started_at=timezone.now(), seen_at=timezone.now())
+    WorkerPresence.objects.create(
+        holder="old:1:x",
+        host="old",
+        queues=["gpu"],
+        device="cuda",
+        started_at=timezone.now(),
+        seen_at=timezone.now() - timezone.timedelta(seconds=estimates.WORKER_GONE_SECONDS + 5),
+    )
+    WorkerPresence.objects.create(
+        holder="web:1:x",
+        host="web",
+        queues=["default"],
+        device="cpu",
+        started_at=timezone.now(),
+        seen_at=timezone.now(),
+    )
     every_shape_costs(0.1)
     page = logged_in.get(reverse("generators:wizard")).content.decode()
     assert "No worker that trains is up (the 1 up takes no &#x27;gpu&#x27; queue): training will wait" in page
@@ -182,13 +234,15 @@ def test_a_worker_says_it_is_up_beats_and_stops():
 
 
 def test_the_run_page_compares_the_estimate_stored_at_the_start_with_the_time_training_took(
-        user, logged_in, api, django_capture_on_commit_callbacks):
+    user, logged_in, api, django_capture_on_commit_callbacks
+):
     config = estimates.recipe("dcgan", resolution=32, channels=3, preset="quick", image_count=6, device="cpu")
     estimates.record_step_cost("dcgan", config, "cpu", 20.0, steps=4, name="2 CPU threads")  # 6 tiny steps: 2 min
     dataset, _ = dataset_services.create_dataset(owner=user, name="ellipses", files=image_uploads(6), archive=None)
     with django_capture_on_commit_callbacks(execute=True):
-        generator = services.start_training(owner=user, name="ellipses", dataset=dataset, kind="dcgan", resolution=32,
-                                            preset="quick")
+        generator = services.start_training(
+            owner=user, name="ellipses", dataset=dataset, kind="dcgan", resolution=32, preset="quick"
+        )
     run = TrainingRun.objects.get(generator=generator)
     assert run.status == TrainingRun.Status.DONE
     assert run.estimated_seconds == 120.0 and run.estimate_source.startswith("measured on this installation's cpu")
@@ -211,15 +265,25 @@ def test_a_run_without_an_estimate_says_nothing_and_a_running_one_says_the_estim
     run = TrainingRun.objects.create(generator=generator)
     assert estimates.run_comparison(run) == ""
     run.estimated_seconds, run.estimate_source = 750, "from 2 past runs on this installation's cpu workers"
-    assert estimates.run_comparison(run) == \
-        "Training estimated 12 min (from 2 past runs on this installation's cpu workers)."
+    assert (
+        estimates.run_comparison(run)
+        == "Training estimated 12 min (from 2 past runs on this installation's cpu workers)."
+    )
     run.train_seconds = 5 * 3600 + 240
     assert estimates.run_comparison(run).endswith("; took 5 h 4 min.")
 
 
 def test_durations_in_words():
     assert [estimates.duration(s) for s in (0.2, 40, 89, 90, 720, 5340, 5400, 7200)] == [
-        "1 s", "40 s", "89 s", "2 min", "12 min", "89 min", "1 h 30 min", "2 h"]
+        "1 s",
+        "40 s",
+        "89 s",
+        "2 min",
+        "12 min",
+        "89 min",
+        "1 h 30 min",
+        "2 h",
+    ]
 
 
 # --- a real worker ---------------------------------------------------------------------------------------------
@@ -239,7 +303,9 @@ def test_a_real_worker_says_it_is_up_measures_its_step_costs_and_says_it_stopped
         assert present.device_name == "1 CPU thread" and present.stopped_at is None
         page = client.get(reverse("generators:wizard")).content.decode()
         assert "1 worker that trains is up" in page and "No worker is up" not in page
-        assert "Cost per step measured on this installation&#x27;s cpu worker (1 CPU thread)." in table(page, "ddim", 32)
+        assert "Cost per step measured on this installation&#x27;s cpu worker (1 CPU thread)." in table(
+            page, "ddim", 32
+        )
     finally:
         worker.stop()
         print(worker.logs())

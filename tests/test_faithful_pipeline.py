@@ -1,5 +1,6 @@
 """Faithful images (#18) through the app: the prepare stage records which way the photos face, the augment
 stage, the recipe and the report's classifier follow it, and the pages and the API say what it means."""
+
 import io
 
 import pytest
@@ -13,7 +14,6 @@ from apps.datasets.orientation import dataset_orientation
 from apps.generators import evaluation, pipeline
 from apps.generators.models import Generator, TrainingRun
 from apps.ml.checkpoint import load_tensors
-from apps.ml.ddim import DDIM
 
 from .ml.test_orientation import discs, facing_other_way, wedges
 from .test_pipeline_recipe import NoTraining
@@ -35,8 +35,9 @@ def trained_through_the_stages(user, monkeypatch, images: torch.Tensor, name: st
     training set the augment stage made (uint8)."""
     dataset, rejected = dataset_services.create_dataset(owner=user, name=name, files=uploads(images, name))
     assert len(rejected) < len(images) // 4  # a few drawn twice are duplicates
-    generator = Generator.objects.create(owner=user, name=name, kind="ddim", resolution=32, channels=1,
-                                         preset="quick", augment=True, dataset=dataset)
+    generator = Generator.objects.create(
+        owner=user, name=name, kind="ddim", resolution=32, channels=1, preset="quick", augment=True, dataset=dataset
+    )
     run = TrainingRun.objects.create(generator=generator, status=TrainingRun.Status.RUNNING, stage="prepare")
     with storage.scratch("prepare") as work:
         pipeline._prepare(TrainingRun.objects.get(pk=run.pk), work)
@@ -56,7 +57,7 @@ def test_one_way_photos_get_no_mirror_image_anywhere(user, monkeypatch, settings
     generator, training = trained_through_the_stages(user, monkeypatch, photos, "wedges")
     assert generator.orientation["mirrors"] is False and generator.orientation["images"] > 20
     prepared = training[: generator.orientation["images"]]
-    copies = training[generator.orientation["images"]:]
+    copies = training[generator.orientation["images"] :]
     assert len(copies) >= len(prepared)
     assert facing_other_way(copies, prepared) <= facing_other_way(prepared, prepared) + 0.05
     # The recipe: no plain flips; flips only through the conditioned augmentation the network is told about.
@@ -86,8 +87,7 @@ def test_the_pages_and_the_api_say_which_way_the_photos_face(user, monkeypatch, 
 
 
 def test_a_generator_trained_before_orientation_was_measured_says_nothing(user, api):
-    generator = Generator.objects.create(owner=user, name="old", kind="ddim", resolution=32, channels=1,
-                                         preset="quick")
+    generator = Generator.objects.create(owner=user, name="old", kind="ddim", resolution=32, channels=1, preset="quick")
     assert api.get(f"/api/generators/{generator.pk}/").json()["orientation"] is None
 
 

@@ -1,4 +1,5 @@
 """Faults: a killed worker, a lost queue, a cancel, a task delivered twice. Real worker, Redis, PostgreSQL."""
+
 import os
 import socket
 import subprocess
@@ -14,18 +15,29 @@ from apps.generators import pipeline, tasks
 from apps.generators.models import Generator, TrainingRun
 
 from .conftest import image_uploads
-from .realworker import REDIS_URL, Worker, real_broker, wait_for  # noqa: F401 (fixture)
+from .realworker import REDIS_URL, Worker, wait_for
 
-LONG_TINY_RUN = {"dcgan": {"total_steps": 1500, "batch_size": 8, "ngf": 4, "ndf": 4, "checkpoint_every": 50,
-                           "report_every": 10}}
+LONG_TINY_RUN = {
+    "dcgan": {"total_steps": 1500, "batch_size": 8, "ngf": 4, "ndf": 4, "checkpoint_every": 50, "report_every": 10}
+}
 STALE = {"SYNTHGEN_STALE_RUN_SECONDS": "2"}
 
 
 def start_run(api, augment=False) -> dict:
     dataset = api.post("/api/datasets/", {"name": "ellipses", "images": image_uploads(8)}, format="multipart")
     assert dataset.status_code == 201, dataset.content
-    response = api.post("/api/generators/", {"name": "ellipses", "dataset": dataset.json()["id"], "kind": "dcgan",
-                                             "resolution": 32, "augment": augment, "preset": "quick"}, format="json")
+    response = api.post(
+        "/api/generators/",
+        {
+            "name": "ellipses",
+            "dataset": dataset.json()["id"],
+            "kind": "dcgan",
+            "resolution": 32,
+            "augment": augment,
+            "preset": "quick",
+        },
+        format="json",
+    )
     assert response.status_code == 202, response.content
     return response.json()
 
@@ -42,7 +54,9 @@ def test_killed_worker_resumes_from_its_last_checkpoint(real_broker, api, settin
     worker = Worker(tmp_path).start()  # the stale timeout stays at 300 s: a restart here must not wait for it
     try:
         generator = start_run(api)
-        before = wait_for(lambda: run_of(api, generator), lambda r: r["progress"]["step"] >= 300, timeout=240, interval=0.2)
+        before = wait_for(
+            lambda: run_of(api, generator), lambda r: r["progress"]["step"] >= 300, timeout=240, interval=0.2
+        )
         worker.kill()
         killed_at = TrainingRun.objects.get(pk=before["id"])
         assert killed_at.status == "running" and killed_at.stage == "train"
@@ -85,7 +99,9 @@ def test_cancel_stops_training_and_frees_its_files(real_broker, api, settings, t
     worker = Worker(tmp_path).start()
     try:
         generator = start_run(api)
-        run = wait_for(lambda: run_of(api, generator), lambda r: r["progress"]["step"] >= 100, timeout=240, interval=0.2)
+        run = wait_for(
+            lambda: run_of(api, generator), lambda r: r["progress"]["step"] >= 100, timeout=240, interval=0.2
+        )
         assert api.post(f"/api/runs/{run['id']}/cancel/").status_code == 200
         cancelled = wait_for(lambda: run_of(api, generator), lambda r: r["status"] != "running", timeout=60)
         assert cancelled["status"] == "cancelled"
@@ -103,8 +119,14 @@ def test_a_stage_delivered_twice_does_nothing_the_second_time(api, django_captur
     run = TrainingRun.objects.get(generator_id=generator["id"])
     assert run.status == "done"
     ready = Generator.objects.get(pk=generator["id"])
-    for stage in (pipeline.prepare, pipeline.augment, pipeline.train, pipeline.evaluate, pipeline.register,
-                  pipeline.cleanup):
+    for stage in (
+        pipeline.prepare,
+        pipeline.augment,
+        pipeline.train,
+        pipeline.evaluate,
+        pipeline.register,
+        pipeline.cleanup,
+    ):
         assert stage(run.pk) is False
     assert Generator.objects.get(pk=generator["id"]).updated_at == ready.updated_at
     assert TrainingRun.objects.get(pk=run.pk).attempts == run.attempts
@@ -146,8 +168,13 @@ def test_a_starting_worker_takes_over_at_once_the_stages_of_dead_processes_on_it
         for name, holder in holders.items():
             generator = Generator.objects.create(owner=user, name=name, kind="dcgan", resolution=32, preset="quick")
             runs[name] = TrainingRun.objects.create(
-                generator=generator, status="running", stage="train", completed_stages=["prepare", "augment"],
-                heartbeat_at=timezone.now(), holder=holder)
+                generator=generator,
+                status="running",
+                stage="train",
+                completed_stages=["prepare", "augment"],
+                heartbeat_at=timezone.now(),
+                holder=holder,
+            )
         tasks._sweep_when_a_worker_starts()
         gone = sorted([runs["dead"].pk, runs["earlier process with this pid"].pk])
         assert sorted(requeued) == gone

@@ -1,6 +1,7 @@
 """Training from a base generator through the API (#20): the child starts from the base's weights with the
 fine-tuning recipe, the refusals create nothing, and the lineage survives deleting the base. Tiny models, CPU,
 the real pipeline (eager), PostgreSQL and files."""
+
 import io
 import zipfile
 
@@ -29,13 +30,19 @@ def labelled_zip(classes: dict[str, int], start: int = 0) -> SimpleUploadedFile:
     return SimpleUploadedFile("set.zip", buffer.getvalue(), content_type="application/zip")
 
 
-def upload(api, name: str, classes: dict[str, int] | None = None, *, count: int = 6, start: int = 0,
-           mode: str = "RGB") -> int:
+def upload(
+    api, name: str, classes: dict[str, int] | None = None, *, count: int = 6, start: int = 0, mode: str = "RGB"
+) -> int:
     if classes:
         body = {"name": name, "labelled": "true", "archive": labelled_zip(classes, start)}
     else:
-        body = {"name": name, "images": [SimpleUploadedFile(f"i{start + i}.png", png_bytes(start + i, mode=mode),
-                                                            content_type="image/png") for i in range(count)]}
+        body = {
+            "name": name,
+            "images": [
+                SimpleUploadedFile(f"i{start + i}.png", png_bytes(start + i, mode=mode), content_type="image/png")
+                for i in range(count)
+            ],
+        }
     response = api.post("/api/datasets/", body, format="multipart")
     assert response.status_code == 201, response.content
     return response.json()["id"]
@@ -74,12 +81,24 @@ def near(after: dict[str, torch.Tensor], before: dict[str, torch.Tensor], keys) 
 
 
 def test_a_conditional_ddim_fine_tuned_from_a_base_keeps_its_shape_and_says_where_it_came_from(
-        api, user, client, django_capture_on_commit_callbacks):
-    base = train(api, django_capture_on_commit_callbacks, name="shoes", kind="ddim",
-                 dataset=upload(api, "shoes", {"bag": 4, "sandal": 4}))
+    api, user, client, django_capture_on_commit_callbacks
+):
+    base = train(
+        api,
+        django_capture_on_commit_callbacks,
+        name="shoes",
+        kind="ddim",
+        dataset=upload(api, "shoes", {"bag": 4, "sandal": 4}),
+    )
     marked = mark_weights(base["id"])
-    child = train(api, django_capture_on_commit_callbacks, name="more shoes", kind="ddim",
-                  dataset=upload(api, "more", {"sandal": 4, "shirt": 4}, start=50), base_generator=base["id"])
+    child = train(
+        api,
+        django_capture_on_commit_callbacks,
+        name="more shoes",
+        kind="ddim",
+        dataset=upload(api, "more", {"sandal": 4, "shirt": 4}, start=50),
+        base_generator=base["id"],
+    )
     assert child["base_generator"] == {"id": base["id"], "name": "shoes"}
     assert base["base_generator"] is None
     for key in DDIMConfig.BASE_SHAPE:
@@ -109,23 +128,43 @@ def test_a_conditional_ddim_fine_tuned_from_a_base_keeps_its_shape_and_says_wher
 
 
 def test_every_refusal_names_the_mismatch_lists_what_fits_and_creates_nothing(
-        api, user, other_user, django_capture_on_commit_callbacks):
+    api, user, other_user, django_capture_on_commit_callbacks
+):
     base = train(api, django_capture_on_commit_callbacks, name="blobs", kind="ddim", dataset=upload(api, "blobs"))
     rgb = upload(api, "rgb", start=20)
     gray = upload(api, "gray", start=40, mode="L")
-    hidden = Generator.objects.create(owner=other_user, name="private", kind="ddim", resolution=32, channels=3,
-                                      preset="quick", shared=False, status=Generator.Status.READY)
-    queued = Generator.objects.create(owner=user, name="unfinished", kind="ddim", resolution=32, channels=3,
-                                      preset="quick", status=Generator.Status.TRAINING)
-    dcgan = Generator.objects.create(owner=user, name="gan", kind="dcgan", resolution=32, channels=3,
-                                     preset="quick", status=Generator.Status.READY)
+    hidden = Generator.objects.create(
+        owner=other_user,
+        name="private",
+        kind="ddim",
+        resolution=32,
+        channels=3,
+        preset="quick",
+        shared=False,
+        status=Generator.Status.READY,
+    )
+    queued = Generator.objects.create(
+        owner=user,
+        name="unfinished",
+        kind="ddim",
+        resolution=32,
+        channels=3,
+        preset="quick",
+        status=Generator.Status.TRAINING,
+    )
+    dcgan = Generator.objects.create(
+        owner=user, name="gan", kind="dcgan", resolution=32, channels=3, preset="quick", status=Generator.Status.READY
+    )
     fits = f"{base['id']} 'blobs'"
     cases = [
         (dict(dataset=rgb, kind="ddim", base_generator=hidden.pk), f"no generator {hidden.pk} that you can see"),
         (dict(dataset=rgb, kind="ddim", base_generator=999999), "no generator 999999 that you can see"),
         (dict(dataset=rgb, kind="ddim", base_generator=queued.pk), "is training, not ready"),
         (dict(dataset=rgb, kind="ddim", base_generator=dcgan.pk), "is a dcgan generator; this one is ddim"),
-        (dict(dataset=rgb, kind="ddim", resolution=64, base_generator=base["id"]), "makes 32 px images; this one 64 px"),
+        (
+            dict(dataset=rgb, kind="ddim", resolution=64, base_generator=base["id"]),
+            "makes 32 px images; this one 64 px",
+        ),
         (dict(dataset=gray, kind="ddim", base_generator=base["id"]), "makes colour images; this dataset is grayscale"),
     ]
     generators, runs = Generator.objects.count(), TrainingRun.objects.count()
@@ -147,28 +186,49 @@ def test_every_refusal_names_the_mismatch_lists_what_fits_and_creates_nothing(
     other = token_client(other_user)
     other_set = upload(other, "theirs", start=60)
     with django_capture_on_commit_callbacks(execute=False):
-        ok = other.post("/api/generators/", {"name": "theirs", "dataset": other_set, "kind": "ddim",
-                                             "base_generator": base["id"]}, format="json")
+        ok = other.post(
+            "/api/generators/",
+            {"name": "theirs", "dataset": other_set, "kind": "ddim", "base_generator": base["id"]},
+            format="json",
+        )
     assert ok.status_code == 202, ok.content
     assert ok.json()["resolution"] == 32  # left out: the base's
     api.post(f"/api/generators/{base['id']}/share/", {"shared": False}, format="json")
-    refused = other.post("/api/generators/", {"name": "theirs", "dataset": other_set, "kind": "ddim",
-                                              "base_generator": base["id"]}, format="json")
+    refused = other.post(
+        "/api/generators/",
+        {"name": "theirs", "dataset": other_set, "kind": "ddim", "base_generator": base["id"]},
+        format="json",
+    )
     assert refused.status_code == 400 and "that you can see" in refused.json()["base_generator"][0]
 
 
 def test_options_that_change_the_bases_shape_are_refused(api, django_capture_on_commit_callbacks):
     base = train(api, django_capture_on_commit_callbacks, name="blobs", kind="ddim", dataset=upload(api, "blobs"))
-    response = api.post("/api/generators/", {"name": "c", "dataset": upload(api, "c", start=30), "kind": "ddim",
-                                             "resolution": 32, "base_generator": base["id"],
-                                             "options": {"base_channels": 16}}, format="json")
+    response = api.post(
+        "/api/generators/",
+        {
+            "name": "c",
+            "dataset": upload(api, "c", start=30),
+            "kind": "ddim",
+            "resolution": 32,
+            "base_generator": base["id"],
+            "options": {"base_channels": 16},
+        },
+        format="json",
+    )
     assert response.status_code == 400 and "base_channels" in " ".join(response.json()["options"])
 
 
 def test_the_lineage_survives_deleting_the_base(api, user, client, admin_client, django_capture_on_commit_callbacks):
     base = train(api, django_capture_on_commit_callbacks, name="blobs", kind="dcgan", dataset=upload(api, "blobs"))
-    child = train(api, django_capture_on_commit_callbacks, name="child", kind="dcgan",
-                  dataset=upload(api, "child", start=30), base_generator=base["id"])
+    child = train(
+        api,
+        django_capture_on_commit_callbacks,
+        name="child",
+        kind="dcgan",
+        dataset=upload(api, "child", start=30),
+        base_generator=base["id"],
+    )
     assert child["config"]["freeze_d_blocks"] == 1  # FreezeD: the base saved its discriminator
     assert api.delete(f"/api/generators/{base['id']}/").status_code == 204
     after = api.get(f"/api/generators/{child['id']}/").json()
@@ -177,25 +237,34 @@ def test_the_lineage_survives_deleting_the_base(api, user, client, admin_client,
     assert [g["base_generator"] for g in listing] == [{"id": None, "name": "blobs"}]
     assert "fine-tuned from blobs" in admin_client.get("/admin/generators/generator/").content.decode()
     client.force_login(user)
-    assert "fine-tuned from blobs (no longer in this registry)" in client.get(f"/generators/{child['id']}/").content.decode()
+    assert (
+        "fine-tuned from blobs (no longer in this registry)"
+        in client.get(f"/generators/{child['id']}/").content.decode()
+    )
     with django_capture_on_commit_callbacks(execute=True):
-        job = api.post(f"/api/generators/{child['id']}/generate/", {"count": 2, "seed": 1, "filter": False},
-                       format="json")
+        job = api.post(
+            f"/api/generators/{child['id']}/generate/", {"count": 2, "seed": 1, "filter": False}, format="json"
+        )
     assert job.status_code == 202 and api.get(f"/api/jobs/{job.json()['id']}/").json()["status"] == "done"
 
 
 def test_the_wizard_offers_the_compatible_generators_to_start_from(
-        api, user, client, django_capture_on_commit_callbacks):
+    api, user, client, django_capture_on_commit_callbacks
+):
     base = train(api, django_capture_on_commit_callbacks, name="blobs", kind="ddim", dataset=upload(api, "blobs"))
     client.force_login(user)
     step1 = client.get("/generators/new/").content.decode()
     assert "<legend>Start from</legend>" in step1 and "nothing (train from scratch)" in step1
     assert "blobs — ddim, 32 px, colour; one class;" in step1 and "6 photos" in step1
-    wrong = client.post("/generators/new/", {"name": "c", "kind": "ddim", "resolution": 64, "preset": "quick",
-                                             "base_generator": base["id"]})
+    wrong = client.post(
+        "/generators/new/",
+        {"name": "c", "kind": "ddim", "resolution": 64, "preset": "quick", "base_generator": base["id"]},
+    )
     assert wrong.status_code == 200 and "makes 32 px images; this one 64 px" in wrong.content.decode()
-    right = client.post("/generators/new/", {"name": "c", "kind": "ddim", "resolution": 32, "preset": "quick",
-                                             "base_generator": base["id"]})
+    right = client.post(
+        "/generators/new/",
+        {"name": "c", "kind": "ddim", "resolution": 32, "preset": "quick", "base_generator": base["id"]},
+    )
     assert right.status_code == 302
     assert "fine-tuned from blobs" in client.get("/generators/new/images/").content.decode()
     with django_capture_on_commit_callbacks(execute=True):
@@ -206,13 +275,17 @@ def test_the_wizard_offers_the_compatible_generators_to_start_from(
 
 
 def test_a_child_asked_for_trains_from_its_copy_of_a_base_deleted_before_it_ran(
-        api, django_capture_on_commit_callbacks):
+    api, django_capture_on_commit_callbacks
+):
     base = train(api, django_capture_on_commit_callbacks, name="blobs", kind="ddim", dataset=upload(api, "blobs"))
     base_weights = mark_weights(base["id"])
     dataset = upload(api, "child", start=30)
     with django_capture_on_commit_callbacks(execute=False) as launches:
-        response = api.post("/api/generators/", {"name": "child", "dataset": dataset, "kind": "ddim",
-                                                 "base_generator": base["id"]}, format="json")
+        response = api.post(
+            "/api/generators/",
+            {"name": "child", "dataset": dataset, "kind": "ddim", "base_generator": base["id"]},
+            format="json",
+        )
     assert response.status_code == 202, response.content
     assert api.delete(f"/api/generators/{base['id']}/").status_code == 204
     assert not storage.walk(f"generators/{base['id']}")  # the base's own files are gone
@@ -228,7 +301,8 @@ def test_a_child_asked_for_trains_from_its_copy_of_a_base_deleted_before_it_ran(
 
 
 def test_a_storage_outage_while_copying_the_base_leaves_no_rows_and_no_partial_copy(
-        api, django_capture_on_commit_callbacks, monkeypatch):
+    api, django_capture_on_commit_callbacks, monkeypatch
+):
     base = train(api, django_capture_on_commit_callbacks, name="blobs", kind="ddim", dataset=upload(api, "blobs"))
     dataset = upload(api, "child", start=30)
     generators, runs = Generator.objects.count(), TrainingRun.objects.count()
@@ -242,8 +316,11 @@ def test_a_storage_outage_while_copying_the_base_leaves_no_rows_and_no_partial_c
         return write_bytes(name, data)
 
     monkeypatch.setattr(storage, "write_bytes", dies_after_the_first_file)
-    response = api.post("/api/generators/", {"name": "child", "dataset": dataset, "kind": "ddim",
-                                             "base_generator": base["id"]}, format="json")
+    response = api.post(
+        "/api/generators/",
+        {"name": "child", "dataset": dataset, "kind": "ddim", "base_generator": base["id"]},
+        format="json",
+    )
     assert response.status_code == 503, response.content
     assert copied and copied[0].startswith("runs/")  # one file of the base was copied before the outage
     assert (Generator.objects.count(), TrainingRun.objects.count()) == (generators, runs)
@@ -255,8 +332,11 @@ def test_a_base_that_lost_its_weights_is_refused_and_nothing_is_created(api, dja
     storage.delete(f"{Generator.objects.get(pk=base['id']).files_dir}/weights.safetensors")
     dataset = upload(api, "child", start=30)
     generators, runs = Generator.objects.count(), TrainingRun.objects.count()
-    response = api.post("/api/generators/", {"name": "child", "dataset": dataset, "kind": "ddim",
-                                             "base_generator": base["id"]}, format="json")
+    response = api.post(
+        "/api/generators/",
+        {"name": "child", "dataset": dataset, "kind": "ddim", "base_generator": base["id"]},
+        format="json",
+    )
     assert response.status_code == 400, response.content
     assert "has lost its model files (weights.safetensors)" in response.json()["base_generator"][0]
     assert (Generator.objects.count(), TrainingRun.objects.count()) == (generators, runs)

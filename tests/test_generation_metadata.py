@@ -1,5 +1,6 @@
 """Images that count (#19): a conditional generator's jobs drop images of the wrong class, score every image, and
 their zip carries metadata.jsonl that both torchvision's ImageFolder and Hugging Face's imagefolder read as it is."""
+
 import io
 import json
 import zipfile
@@ -42,15 +43,22 @@ def is_shape(image: torch.Tensor) -> bool:
 @pytest.fixture
 def generator(user, settings, monkeypatch):
     settings.SYNTHGEN_QUALITY_CLASSIFIER_STEPS = 80  # the class filter's classifier (the report's recipe)
-    generator = Generator.objects.create(owner=user, name="Shop shapes", kind="ddim", resolution=32, preset="quick",
-                                         status=Generator.Status.READY, files_dir="generators/shop",
-                                         classes=[{"name": c, "image_count": 42} for c in CLASSES])
+    generator = Generator.objects.create(
+        owner=user,
+        name="Shop shapes",
+        kind="ddim",
+        resolution=32,
+        preset="quick",
+        status=Generator.Status.READY,
+        files_dir="generators/shop",
+        classes=[{"name": c, "image_count": 42} for c in CLASSES],
+    )
     labels = lambda n: torch.cat([torch.zeros(n), torch.ones(n)]).long()  # noqa: E731
     with storage.scratch("reference") as folder:
-        for name, images, n in (("reference", [blobs(30, seed=1, size=32, channels=3),
-                                               shapes(30, seed=2, size=32, channels=3)], 30),
-                                ("heldout", [blobs(12, seed=3, size=32, channels=3),
-                                             shapes(12, seed=4, size=32, channels=3)], 12)):
+        for name, images, n in (
+            ("reference", [blobs(30, seed=1, size=32, channels=3), shapes(30, seed=2, size=32, channels=3)], 30),
+            ("heldout", [blobs(12, seed=3, size=32, channels=3), shapes(12, seed=4, size=32, channels=3)], 12),
+        ):
             save_tensors_atomic({"images": torch.cat(images), "labels": labels(n)}, folder / f"{name}.safetensors")
             storage.publish_file(folder / f"{name}.safetensors", f"generators/shop/{name}.safetensors")
     monkeypatch.setattr(services, "_load_model", lambda *args: OffClassModel())
@@ -60,8 +68,14 @@ def generator(user, settings, monkeypatch):
 
 
 def run_job(generator, counts, tmp_path, filter_images=True):
-    job = GenerationJob.objects.create(owner=generator.owner, generator=generator, count=sum(counts.values()),
-                                       seed=7, counts=counts, filter_images=filter_images)
+    job = GenerationJob.objects.create(
+        owner=generator.owner,
+        generator=generator,
+        count=sum(counts.values()),
+        seed=7,
+        counts=counts,
+        filter_images=filter_images,
+    )
     services.run_generation(job.pk)
     job.refresh_from_db()
     assert job.status == GenerationJob.Status.DONE, job.error
@@ -79,7 +93,10 @@ def test_off_class_images_are_dropped_and_every_image_is_listed_once_with_its_sc
     assert job.dropped >= manifest["filter"]["dropped"]["class"]
     assert set(manifest["filter"]["class"]["classes"]) == set(CLASSES)
     assert manifest["weight"]["value"] == export.GENERATED_WEIGHT and manifest["weight"]["provisional"]
-    assert manifest["weight"]["per_photo"] == 4 and "at most 4 generated images per real photo" in manifest["weight"]["recipe"]
+    assert (
+        manifest["weight"]["per_photo"] == 4
+        and "at most 4 generated images per real photo" in manifest["weight"]["recipe"]
+    )
     # torchvision's ImageFolder reads the zip as it is (metadata.jsonl and manifest.json are not images) ...
     folder = ImageFolder(str(root))
     assert folder.classes == CLASSES and len(folder) == 15

@@ -1,4 +1,5 @@
 """Labelled datasets: an ImageFolder zip (a folder per class) or files with a label each, through the API."""
+
 import io
 import unicodedata
 import zipfile
@@ -43,8 +44,11 @@ def test_an_image_folder_zip_becomes_one_dataset_with_its_classes(api, settings)
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["labelled"] is True and body["image_count"] == 7
-    assert body["classes"] == [{"name": "ankle boot", "image_count": 3}, {"name": "crème brûlée", "image_count": 2},
-                               {"name": "sandal", "image_count": 2}]
+    assert body["classes"] == [
+        {"name": "ankle boot", "image_count": 3},
+        {"name": "crème brûlée", "image_count": 2},
+        {"name": "sandal", "image_count": 2},
+    ]
     reasons = {r["file"]: r["reason"] for r in body["rejected"]}
     assert "not an image file type" in reasons["shop/notes.txt"]
     assert "fewer than 2 images" in reasons["lonely/"]
@@ -85,8 +89,9 @@ def test_files_with_a_label_each(api):
 def test_labels_that_do_not_match_the_files_say_what_to_do(api):
     response = upload(api, images=image_uploads(3), labels=["cat", "dog"])
     assert response.status_code == 400 and "one `labels` entry per image" in response.json()["labels"][0]
-    unlabelled = api.post("/api/datasets/", {"name": "x", "images": image_uploads(2), "labels": ["a", "b"]},
-                          format="multipart")
+    unlabelled = api.post(
+        "/api/datasets/", {"name": "x", "images": image_uploads(2), "labels": ["a", "b"]}, format="multipart"
+    )
     assert unlabelled.status_code == 400 and "labelled=true" in unlabelled.json()["labels"][0]
     assert not Dataset.objects.exists()
 

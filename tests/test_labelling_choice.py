@@ -4,6 +4,7 @@ The API warns when ``labelled`` was left out and the zip has class folders; a da
 changed after the upload (re-read from each image's path in the zip); the wizard does not train on a
 dataset whose labelling was not chosen; step 1's advanced box does not start with ``null`` in it.
 """
+
 import io
 import zipfile
 
@@ -64,7 +65,8 @@ def test_class_folder_zip_without_labelled_is_one_class_with_a_warning(api):
     assert body["labelled"] is False and body["image_count"] == 9 and body["classes"] == []
     assert body["warnings"] == [
         "the zip has 3 class folders (apple, banana, cherry) but labelled was not set: the images were taken as "
-        "one class; send labelled=true to keep the classes"]
+        "one class; send labelled=true to keep the classes"
+    ]
 
 
 def test_wrapped_class_folders_are_noticed_too(api):
@@ -72,10 +74,13 @@ def test_wrapped_class_folders_are_noticed_too(api):
     assert len(body["warnings"]) == 1 and "3 class folders (apple, banana, cherry)" in body["warnings"][0]
 
 
-@pytest.mark.parametrize("members", [
-    {f"photos/{i}.png": png_bytes(i) for i in range(4)},  # one folder
-    {f"{i}.png": png_bytes(i) for i in range(4)},  # no folder
-])
+@pytest.mark.parametrize(
+    "members",
+    [
+        {f"photos/{i}.png": png_bytes(i) for i in range(4)},  # one folder
+        {f"{i}.png": png_bytes(i) for i in range(4)},  # no folder
+    ],
+)
 def test_a_plain_zip_has_no_warning(api, members):
     body = post(api, zip_upload(members)).json()
     assert body["labelled"] is False and body["warnings"] == []
@@ -91,8 +96,9 @@ def test_no_warning_when_labelled_is_said_either_way(api):
 
 def test_adding_images_answers_warnings_too(api):
     dataset_id = post(api, zip_upload({f"{i}.png": png_bytes(i) for i in range(2)})).json()["id"]
-    response = api.post(f"/api/datasets/{dataset_id}/images/", {"images": image_uploads(1, start=50)},
-                        format="multipart")
+    response = api.post(
+        f"/api/datasets/{dataset_id}/images/", {"images": image_uploads(1, start=50)}, format="multipart"
+    )
     assert response.status_code == 200 and response.json()["warnings"] == []
 
 
@@ -109,7 +115,9 @@ def test_the_schema_documents_warnings(client):
 def test_relabel_reads_the_classes_from_the_zip_paths_and_back(user):
     dataset, _ = services.create_dataset(owner=user, name="fruit", archive=zip_upload(three_classes("fruit/")))
     assert dataset.labelled is False and set(dataset.images.values_list("label", flat=True)) == {""}
-    assert services.labelling_question(dataset).startswith("The zip has 3 class folders: apple (3), banana (2), cherry (4).")
+    assert services.labelling_question(dataset).startswith(
+        "The zip has 3 class folders: apple (3), banana (2), cherry (4)."
+    )
 
     assert services.relabel_dataset(dataset=dataset, labelled=True) == []
     dataset.refresh_from_db()
@@ -117,8 +125,9 @@ def test_relabel_reads_the_classes_from_the_zip_paths_and_back(user):
     assert dataset.class_counts() == {"apple": 3, "banana": 2, "cherry": 4}
     assert services.labelling_question(dataset) is None
     # The same as uploading it labelled in the first place.
-    fresh, _ = services.create_dataset(owner=user, name="again", archive=zip_upload(three_classes("fruit/")),
-                                       labelled=True)
+    fresh, _ = services.create_dataset(
+        owner=user, name="again", archive=zip_upload(three_classes("fruit/")), labelled=True
+    )
     assert fresh.class_counts() == dataset.class_counts()
 
     services.relabel_dataset(dataset=dataset, labelled=False)
@@ -188,9 +197,10 @@ def test_the_advanced_box_opens_empty_also_when_coming_back_from_step_two(logged
     assert "null" not in advanced_box(page)
     logged_in.post(reverse("generators:wizard"), {"name": "x", "kind": "dcgan", "resolution": 32})
     again = logged_in.get(reverse("generators:wizard")).content.decode()  # "Back to step 1"
-    assert advanced_box(again).strip() == "" and "<details class=\"advanced\" >" in again
-    logged_in.post(reverse("generators:wizard"), {"name": "x", "kind": "dcgan", "resolution": 32,
-                                                  "options": '{"total_steps": 5}'})
+    assert advanced_box(again).strip() == "" and '<details class="advanced" >' in again
+    logged_in.post(
+        reverse("generators:wizard"), {"name": "x", "kind": "dcgan", "resolution": 32, "options": '{"total_steps": 5}'}
+    )
     assert '{"total_steps": 5}' in advanced_box(logged_in.get(reverse("generators:wizard")).content.decode())
 
 
@@ -202,13 +212,20 @@ def test_start_page_and_step_one_describe_both_uses(logged_in):
     assert "Upload 150–1,000 photos of one thing —" not in logged_in.get("/").content.decode()
 
 
-def test_wizard_without_javascript_asks_before_training_a_class_folder_zip(logged_in, django_capture_on_commit_callbacks):
+def test_wizard_without_javascript_asks_before_training_a_class_folder_zip(
+    logged_in, django_capture_on_commit_callbacks
+):
     logged_in.post(reverse("generators:wizard"), {"name": "fruit", "kind": "ddim", "resolution": 32, "preset": "quick"})
     step2 = logged_in.get(reverse("generators:wizard-data")).content.decode()
     # The question comes before the drop zone, and nothing is chosen for the user.
     assert step2.index('name="labelling"') < step2.index('id="dropzone"')
-    assert 'name="labelling" value="one"' in step2 and "checked" not in step2.split('id="dropzone"')[0].split("labelling")[-1]
-    response = logged_in.post(reverse("generators:wizard-data"), {"archive": zip_upload(three_classes()), "augment": "on"})
+    assert (
+        'name="labelling" value="one"' in step2
+        and "checked" not in step2.split('id="dropzone"')[0].split("labelling")[-1]
+    )
+    response = logged_in.post(
+        reverse("generators:wizard-data"), {"archive": zip_upload(three_classes()), "augment": "on"}
+    )
     html = response.content.decode()
     assert response.status_code == 200 and not Generator.objects.exists()
     assert "The zip has 3 class folders: apple (3), banana (2), cherry (4)." in html
@@ -217,8 +234,9 @@ def test_wizard_without_javascript_asks_before_training_a_class_folder_zip(logge
     assert f'<option value="{dataset.pk}" selected>' in html  # the upload is kept; only the answer is missing
 
     with django_capture_on_commit_callbacks(execute=False):
-        started = logged_in.post(reverse("generators:wizard-data"),
-                                 {"dataset": dataset.pk, "labelling": "classes", "augment": "on"})
+        started = logged_in.post(
+            reverse("generators:wizard-data"), {"dataset": dataset.pk, "labelling": "classes", "augment": "on"}
+        )
     assert started.status_code == 302
     dataset.refresh_from_db()
     assert dataset.labelled is True and dataset.class_counts() == {"apple": 3, "banana": 2, "cherry": 4}
@@ -226,10 +244,14 @@ def test_wizard_without_javascript_asks_before_training_a_class_folder_zip(logge
 
 
 def test_wizard_without_javascript_takes_one_class_when_told_so(logged_in, django_capture_on_commit_callbacks):
-    logged_in.post(reverse("generators:wizard"), {"name": "fruit", "kind": "dcgan", "resolution": 32, "preset": "quick"})
+    logged_in.post(
+        reverse("generators:wizard"), {"name": "fruit", "kind": "dcgan", "resolution": 32, "preset": "quick"}
+    )
     with django_capture_on_commit_callbacks(execute=False):
-        response = logged_in.post(reverse("generators:wizard-data"),
-                                  {"archive": zip_upload(three_classes()), "labelling": "one", "augment": "on"})
+        response = logged_in.post(
+            reverse("generators:wizard-data"),
+            {"archive": zip_upload(three_classes()), "labelling": "one", "augment": "on"},
+        )
     assert response.status_code == 302
     assert Generator.objects.get().dataset.labelled is False
 

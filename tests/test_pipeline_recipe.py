@@ -1,14 +1,15 @@
 """The train stage chooses the recipe from the number of distinct photos, not photos plus augmented copies."""
+
 import pytest
 import torch
 
 from apps.core import storage
 from apps.generators import pipeline
+from apps.generators.models import Generator, TrainingRun
 from apps.ml import registry
 from apps.ml.base import TrainResult
 from apps.ml.checkpoint import save_tensors_atomic
 from apps.ml.ddim import DDIM
-from apps.generators.models import Generator, TrainingRun
 
 pytestmark = pytest.mark.django_db
 
@@ -28,14 +29,18 @@ class NoTraining(DDIM):
 
 def config_chosen(user, monkeypatch, *, augment: bool, photos: int = 150) -> tuple[dict, int]:
     """Run prepare's output through the augment and train stages; the config train chose, and the images it saw."""
-    generator = Generator.objects.create(owner=user, name="sandals", kind="ddim", resolution=32, channels=1,
-                                         preset="quick", augment=augment)
-    run = TrainingRun.objects.create(generator=generator, status=TrainingRun.Status.RUNNING, stage="augment",
-                                     image_count=photos)
+    generator = Generator.objects.create(
+        owner=user, name="sandals", kind="ddim", resolution=32, channels=1, preset="quick", augment=augment
+    )
+    run = TrainingRun.objects.create(
+        generator=generator, status=TrainingRun.Status.RUNNING, stage="augment", image_count=photos
+    )
     g = torch.Generator().manual_seed(0)
     with storage.scratch("prepared") as work:
-        save_tensors_atomic({"images": torch.randint(0, 256, (photos, 1, 32, 32), dtype=torch.uint8, generator=g)},
-                            work / pipeline.PREPARED)
+        save_tensors_atomic(
+            {"images": torch.randint(0, 256, (photos, 1, 32, 32), dtype=torch.uint8, generator=g)},
+            work / pipeline.PREPARED,
+        )
         storage.publish_file(work / pipeline.PREPARED, storage.run_file(run.pk, pipeline.PREPARED))
     with storage.scratch("augment") as work:
         pipeline._augment(run, work)
@@ -53,6 +58,7 @@ def test_150_augmented_photos_get_the_recipe_of_150_photos(user, monkeypatch, se
     assert augmented == plain
     assert plain["image_count"] == 150
     # Sensitive: the augmented count would have chosen another recipe (more steps, less dropout).
-    as_if_counted = registry.get("ddim").default_config(resolution=32, channels=1, preset="quick",
-                                                        image_count=augmented_seen, device="cpu")
+    as_if_counted = registry.get("ddim").default_config(
+        resolution=32, channels=1, preset="quick", image_count=augmented_seen, device="cpu"
+    )
     assert (as_if_counted["total_steps"], as_if_counted["dropout"]) != (plain["total_steps"], plain["dropout"])

@@ -1,5 +1,6 @@
 """Export a generator as one file and import it as a ready generator (#20): a round trip samples the same images;
 damaged, changed and foreign files are refused and create nothing. Tiny models, CPU, PostgreSQL, real files."""
+
 import hashlib
 import io
 import json
@@ -28,9 +29,11 @@ def export(api, generator_id: int) -> bytes:
 
 
 def import_file(api, data: bytes, **fields):
-    return api.post("/api/generators/import/",
-                    {"file": SimpleUploadedFile("g.synthgen.zip", data, content_type="application/zip"), **fields},
-                    format="multipart")
+    return api.post(
+        "/api/generators/import/",
+        {"file": SimpleUploadedFile("g.synthgen.zip", data, content_type="application/zip"), **fields},
+        format="multipart",
+    )
 
 
 def model_of(generator_id: int, tmp_path):
@@ -56,17 +59,24 @@ def set_manifest(**changes):
         manifest = json.loads(members["manifest.json"])
         manifest.update(changes)
         members["manifest.json"] = json.dumps(manifest).encode()
+
     return change
 
 
 @pytest.fixture
 def conditional(api, django_capture_on_commit_callbacks):
-    return train(api, django_capture_on_commit_callbacks, name="shoes", kind="ddim",
-                 dataset=upload(api, "shoes", {"bag": 4, "sandal": 4}))
+    return train(
+        api,
+        django_capture_on_commit_callbacks,
+        name="shoes",
+        kind="ddim",
+        dataset=upload(api, "shoes", {"bag": 4, "sandal": 4}),
+    )
 
 
 def test_an_export_imported_by_another_user_samples_the_same_images_for_the_same_seed(
-        api, other_user, conditional, tmp_path, django_capture_on_commit_callbacks):
+    api, other_user, conditional, tmp_path, django_capture_on_commit_callbacks
+):
     data = export(api, conditional["id"])
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         manifest = json.loads(archive.read("manifest.json"))
@@ -86,31 +96,49 @@ def test_an_export_imported_by_another_user_samples_the_same_images_for_the_same
     assert imported["quality"] == conditional["quality"] and imported["config"] == conditional["config"]
     original, copy = model_of(conditional["id"], tmp_path), model_of(imported["id"], tmp_path)
     for seed in (0, 7):
-        assert torch.equal(original.sample(4, seed=seed, labels=["bag", "sandal", "bag", "sandal"], steps=3),
-                           copy.sample(4, seed=seed, labels=["bag", "sandal", "bag", "sandal"], steps=3))
+        assert torch.equal(
+            original.sample(4, seed=seed, labels=["bag", "sandal", "bag", "sandal"], steps=3),
+            copy.sample(4, seed=seed, labels=["bag", "sandal", "bag", "sandal"], steps=3),
+        )
     # It generates like any generator of the importer (no training photos came with it: no filter).
     with django_capture_on_commit_callbacks(execute=True):
-        job = other.post(f"/api/generators/{imported['id']}/generate/", {"counts": {"sandal": 2}, "seed": 1},
-                         format="json")
+        job = other.post(
+            f"/api/generators/{imported['id']}/generate/", {"counts": {"sandal": 2}, "seed": 1}, format="json"
+        )
     assert job.status_code == 202, job.content
     assert other.get(f"/api/jobs/{job.json()['id']}/").json()["status"] == "done"
 
 
-def test_a_fine_tuned_dcgan_exports_its_lineage_and_its_discriminator(api, django_capture_on_commit_callbacks,
-                                                                       tmp_path):
+def test_a_fine_tuned_dcgan_exports_its_lineage_and_its_discriminator(
+    api, django_capture_on_commit_callbacks, tmp_path
+):
     base = train(api, django_capture_on_commit_callbacks, name="blobs", kind="dcgan", dataset=upload(api, "blobs"))
-    child = train(api, django_capture_on_commit_callbacks, name="child", kind="dcgan",
-                  dataset=upload(api, "child", start=30), base_generator=base["id"])
+    child = train(
+        api,
+        django_capture_on_commit_callbacks,
+        name="child",
+        kind="dcgan",
+        dataset=upload(api, "child", start=30),
+        base_generator=base["id"],
+    )
     data = export(api, child["id"])
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert "discriminator.safetensors" in archive.namelist()
     imported = import_file(api, data, name="child again", shared="true").json()
     assert imported["name"] == "child again" and imported["shared"] is True
     assert imported["base_generator"] == {"id": None, "name": "blobs"}
-    assert torch.equal(model_of(child["id"], tmp_path).sample(6, seed=3), model_of(imported["id"], tmp_path).sample(6, seed=3))
+    assert torch.equal(
+        model_of(child["id"], tmp_path).sample(6, seed=3), model_of(imported["id"], tmp_path).sample(6, seed=3)
+    )
     # The imported copy is a base like any other: fine-tuning from it starts from its discriminator too.
-    grandchild = train(api, django_capture_on_commit_callbacks, name="grandchild", kind="dcgan",
-                       dataset=upload(api, "gc", start=60), base_generator=imported["id"])
+    grandchild = train(
+        api,
+        django_capture_on_commit_callbacks,
+        name="grandchild",
+        kind="dcgan",
+        dataset=upload(api, "gc", start=60),
+        base_generator=imported["id"],
+    )
     assert grandchild["base_generator"] == {"id": imported["id"], "name": "child again"}
     assert grandchild["config"]["freeze_d_blocks"] == 1
 
@@ -176,8 +204,12 @@ def test_damaged_changed_and_foreign_files_are_refused_and_create_nothing(api, c
         "a newer architecture": (rewrite(data, set_manifest(architecture_version=99)), "architecture version 99"),
         "a newer format": (rewrite(data, set_manifest(format_version=2)), "format version 2"),
         "a missing file": (rewrite(data, lambda m: m.pop("weights.safetensors")), "lacks weights.safetensors"),
-        "a class count that is not a number": (rewrite(data, set_manifest(classes=[
-            {"name": c["name"], "image_count": "many"} for c in conditional["classes"]])), "not a list of"),
+        "a class count that is not a number": (
+            rewrite(
+                data, set_manifest(classes=[{"name": c["name"], "image_count": "many"} for c in conditional["classes"]])
+            ),
+            "not a list of",
+        ),
         "a manifest nested too deep": (rewrite(data, _deep_manifest), "can read (RecursionError)"),
     }
     generators = Generator.objects.count()
@@ -194,8 +226,15 @@ def test_damaged_changed_and_foreign_files_are_refused_and_create_nothing(api, c
 
 
 def test_only_a_visible_ready_generator_exports(api, other_api, conditional, user):
-    queued = Generator.objects.create(owner=user, name="unfinished", kind="ddim", resolution=32, channels=3,
-                                      preset="quick", status=Generator.Status.TRAINING)
+    queued = Generator.objects.create(
+        owner=user,
+        name="unfinished",
+        kind="ddim",
+        resolution=32,
+        channels=3,
+        preset="quick",
+        status=Generator.Status.TRAINING,
+    )
     refused = api.get(f"/api/generators/{queued.pk}/export/")
     assert refused.status_code == 400 and "only a ready one can be exported" in refused.json()["generator"][0]
     api.post(f"/api/generators/{conditional['id']}/share/", {"shared": False}, format="json")
@@ -203,18 +242,21 @@ def test_only_a_visible_ready_generator_exports(api, other_api, conditional, use
 
 
 def test_the_admin_exports_and_imports(api, admin_client, admin_user, conditional):
-    response = admin_client.post("/admin/generators/generator/",
-                                 {"action": "export", "_selected_action": [conditional["id"]]})
+    response = admin_client.post(
+        "/admin/generators/generator/", {"action": "export", "_selected_action": [conditional["id"]]}
+    )
     assert response.status_code == 200 and response["Content-Type"] == "application/zip"
     data = b"".join(response.streaming_content)
     assert admin_client.get("/admin/generators/generator/").content.decode().count("Import a generator") == 1
     generators = Generator.objects.count()
-    refused = admin_client.post("/admin/generators/generator/import/",
-                                {"file": SimpleUploadedFile("g.zip", data[:100]), "name": ""})
+    refused = admin_client.post(
+        "/admin/generators/generator/import/", {"file": SimpleUploadedFile("g.zip", data[:100]), "name": ""}
+    )
     assert refused.status_code == 200 and "not a complete zip" in refused.content.decode()
     assert Generator.objects.count() == generators
-    done = admin_client.post("/admin/generators/generator/import/",
-                             {"file": SimpleUploadedFile("g.zip", data), "name": "from the admin"})
+    done = admin_client.post(
+        "/admin/generators/generator/import/", {"file": SimpleUploadedFile("g.zip", data), "name": "from the admin"}
+    )
     imported = Generator.objects.get(name="from the admin")
     assert done.status_code == 302 and imported.owner == admin_user and imported.is_ready
 
@@ -222,6 +264,7 @@ def test_the_admin_exports_and_imports(api, admin_client, admin_user, conditiona
 def _config_changed(**changes):
     """config.json with ``changes`` (and the manifest's size fields alike), checksum made to match: the weights still
     fit, but the settings ask for what no request could (a schedule of a billion steps, a 4096 px image)."""
+
     def change(members):
         config = {**json.loads(members["config.json"]), **changes}
         members["config.json"] = json.dumps(config).encode()
@@ -229,6 +272,7 @@ def _config_changed(**changes):
         manifest.update({key: value for key, value in changes.items() if key in ("resolution", "channels")})
         manifest["files"]["config.json"]["sha256"] = hashlib.sha256(members["config.json"]).hexdigest()
         members["manifest.json"] = json.dumps(manifest).encode()
+
     return change
 
 
@@ -259,6 +303,7 @@ def test_a_manifest_or_config_larger_than_json_needs_is_refused_unread(api, cond
                 manifest = json.loads(members["manifest.json"])
                 manifest["files"][name]["sha256"] = hashlib.sha256(members[name]).hexdigest()
                 members["manifest.json"] = json.dumps(manifest).encode()
+
         return change
 
     generators = Generator.objects.count()
@@ -286,8 +331,10 @@ def test_a_quality_report_the_pages_cannot_read_is_left_out_with_a_warning(case,
     """A crafted file's report never breaks the generator page or the admin list: it is dropped and the generator
     says so; a readable report is kept as it is."""
     data = export(api, conditional["id"])
-    response = admin_client.post("/admin/generators/generator/import/", {
-        "file": SimpleUploadedFile("g.zip", rewrite(data, set_manifest(quality=ODD_REPORTS[case]))), "name": case})
+    response = admin_client.post(
+        "/admin/generators/generator/import/",
+        {"file": SimpleUploadedFile("g.zip", rewrite(data, set_manifest(quality=ODD_REPORTS[case]))), "name": case},
+    )
     assert response.status_code == 302, response.content
     odd = Generator.objects.get(name=case)
     assert odd.quality is None and any("quality report" in warning for warning in odd.warnings)

@@ -1,6 +1,7 @@
 """The processes started apart (README "Running on several machines"), each run as `make TARGET` with a
 deploy's environment: `make web` serves pages, the API and static files over HTTP with the production
 settings; `make worker QUEUES=gpu` consumes that queue only; `make beat` sends the stale-run sweep."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ from rest_framework.authtoken.models import Token
 
 from synthgen.celery import app as celery_app
 
-from .realworker import REDIS_URL, database_url, real_broker  # noqa: F401 (fixture)
+from .realworker import REDIS_URL, database_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -50,7 +51,11 @@ def make(target: str, env: dict[str, str], log: Path, *args: str) -> subprocess.
     venv = sys.prefix
     return subprocess.Popen(
         ["make", "--no-print-directory", f"VENV={venv}", "-o", f"{venv}/.installed", target, *args],
-        cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 

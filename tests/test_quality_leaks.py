@@ -1,17 +1,18 @@
 """The evaluate stage keeps the class's own photos out of its negatives, and samples like generation does."""
+
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from apps.core import storage
 from apps.datasets import services as dataset_services
-from apps.generation import services as generation_services
 from apps.datasets.imaging import stack_training_tensor
+from apps.generation import services as generation_services
 from apps.generators import evaluation
+from apps.generators.models import Generator
 from apps.ml import registry
 from apps.ml.checkpoint import save_tensors_atomic
-from apps.generators.models import Generator
-from apps.core import storage
 
 from .conftest import image_uploads
 
@@ -36,9 +37,17 @@ def keys(images: torch.Tensor) -> set[bytes]:
 
 def _ready_generator(owner, dataset, name, photos):
     """A registered generator whose reference images (its training photos) are on disk."""
-    generator = Generator.objects.create(owner=owner, name=name, kind="dcgan", resolution=32, dataset=dataset,
-                                         preset="quick", status=Generator.Status.READY, shared=True,
-                                         files_dir=f"generators/{name}")
+    generator = Generator.objects.create(
+        owner=owner,
+        name=name,
+        kind="dcgan",
+        resolution=32,
+        dataset=dataset,
+        preset="quick",
+        status=Generator.Status.READY,
+        shared=True,
+        files_dir=f"generators/{name}",
+    )
     with storage.scratch("reference") as folder:
         save_tensors_atomic({"images": photos}, folder / "reference.safetensors")
         storage.publish_file(folder / "reference.safetensors", f"generators/{name}/reference.safetensors")
@@ -49,8 +58,9 @@ def test_a_second_generator_on_the_same_dataset_never_uses_the_first_ones_photos
     dataset = dataset_services.create_dataset(owner=user, name="ellipses", files=image_uploads(12))[0]
     photos = _photos(dataset)
     first = _ready_generator(user, dataset, "first", photos)
-    second = Generator.objects.create(owner=user, name="second", kind="dcgan", resolution=32, dataset=dataset,
-                                      preset="quick")
+    second = Generator.objects.create(
+        owner=user, name="second", kind="dcgan", resolution=32, dataset=dataset, preset="quick"
+    )
     negatives, source = evaluation.negative_classes(second, photos)
     assert negatives == [] and source["classes"] == 0 and source["source"].startswith("none")
     # someone else's shared generator of another dataset is a fair negative class; the twin still is not
@@ -67,10 +77,12 @@ def test_a_second_generator_on_the_same_dataset_never_uses_the_first_ones_photos
 def test_the_same_photos_uploaded_again_under_another_name_are_not_negatives(user):
     dataset = dataset_services.create_dataset(owner=user, name="ellipses", files=image_uploads(12))[0]
     twin = dataset_services.create_dataset(owner=user, name="ellipses again", files=image_uploads(12))[0]
-    mixed = dataset_services.create_dataset(owner=user, name="half new",
-                                            files=image_uploads(6) + image_uploads(6, start=300))[0]
-    generator = Generator.objects.create(owner=user, name="g", kind="dcgan", resolution=32, dataset=dataset,
-                                         preset="quick")
+    mixed = dataset_services.create_dataset(
+        owner=user, name="half new", files=image_uploads(6) + image_uploads(6, start=300)
+    )[0]
+    generator = Generator.objects.create(
+        owner=user, name="g", kind="dcgan", resolution=32, dataset=dataset, preset="quick"
+    )
     negatives, source = evaluation.negative_classes(generator, _photos(dataset))
     assert source["dropped_as_duplicates"] == 12 + 6
     assert [len(n) for n in negatives] == [6]  # only the six new photos of "half new"
@@ -93,8 +105,9 @@ def test_heldout_split_keeps_near_duplicate_shots_together():
 
 @pytest.mark.parametrize("kind", ["dcgan", "ddim"])
 def test_the_report_samples_with_the_steps_generation_uses_by_default(user, kind, monkeypatch, tmp_path):
-    generator = Generator.objects.create(owner=user, name=kind, kind=kind, resolution=32, preset="quick",
-                                         status=Generator.Status.READY)
+    generator = Generator.objects.create(
+        owner=user, name=kind, kind=kind, resolution=32, preset="quick", status=Generator.Status.READY
+    )
     job = generation_services.start_generation(owner=user, generator=generator, count=4)  # steps left out
     asked = []
 
@@ -104,14 +117,21 @@ def test_the_report_samples_with_the_steps_generation_uses_by_default(user, kind
             return torch.zeros(n, 3, 32, 32, dtype=torch.uint8)
 
     real = registry.get(kind)
-    monkeypatch.setattr(registry, "get", lambda k: SimpleNamespace(
-        load=lambda folder, device: Recorder(), uses_sampling_steps=real.uses_sampling_steps,
-        default_sampling_steps=real.default_sampling_steps))
+    monkeypatch.setattr(
+        registry,
+        "get",
+        lambda k: SimpleNamespace(
+            load=lambda folder, device: Recorder(),
+            uses_sampling_steps=real.uses_sampling_steps,
+            default_sampling_steps=real.default_sampling_steps,
+        ),
+    )
     monkeypatch.setattr(evaluation, "negative_classes", lambda g, photos: ([], {}))
     monkeypatch.setattr(evaluation, "quality_report", lambda **kwargs: {"sampling": kwargs["sampling"]})
     photos = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
-    report = evaluation.evaluate(generator=generator, model_dir=tmp_path, train=photos, heldout=None,
-                                 copies_grid=tmp_path / "copies.png")
+    report = evaluation.evaluate(
+        generator=generator, model_dir=tmp_path, train=photos, heldout=None, copies_grid=tmp_path / "copies.png"
+    )
     assert asked == [job.steps] and report["sampling"]["steps"] == job.steps
     if kind == "ddim":
         assert isinstance(job.steps, int) and job.steps > 0  # not None == None

@@ -1,5 +1,6 @@
 """The registry is the one place generator types live: a type registered anywhere shows up in the
 training form, the admin filter and the API without any other change."""
+
 import pytest
 import torch
 
@@ -19,8 +20,15 @@ class ConstantType(GeneratorType):
 
     @classmethod
     def default_config(cls, *, resolution, channels, preset, image_count, device="cpu"):
-        return {"resolution": resolution, "channels": channels, "preset": preset, "total_steps": 1,
-                "batch_size": 1, "checkpoint_every": 1, "brightness": 1.0}
+        return {
+            "resolution": resolution,
+            "channels": channels,
+            "preset": preset,
+            "total_steps": 1,
+            "batch_size": 1,
+            "checkpoint_every": 1,
+            "brightness": 1.0,
+        }
 
     def train(self, images, *, checkpoint_dir, on_progress=None, should_stop=None):
         self.mean = images.mean(dim=(0, 2, 3))
@@ -54,13 +62,18 @@ def test_a_new_type_appears_in_the_form_the_api_and_the_admin(third_type, api, a
     choices = dict(GeneratorSettingsForm().fields["kind"].choices)
     assert "Constant (test only)" in choices["constant-test"] and {"dcgan", "ddim"} <= set(choices)
     types = {t["key"]: t for t in api.get("/api/generator-types/").json()}
-    assert types["constant-test"]["settings"] == {"total_steps": 1, "batch_size": 1, "checkpoint_every": 1,
-                                                   "brightness": 1.0}
+    assert types["constant-test"]["settings"] == {
+        "total_steps": 1,
+        "batch_size": 1,
+        "checkpoint_every": 1,
+        "brightness": 1.0,
+    }
     from .test_api_flow import upload
 
     dataset_id = upload(api).json()["id"]
-    accepted = api.post("/api/generators/", {"name": "c", "dataset": dataset_id, "kind": "constant-test"},
-                        format="json")
+    accepted = api.post(
+        "/api/generators/", {"name": "c", "dataset": dataset_id, "kind": "constant-test"}, format="json"
+    )
     assert accepted.status_code == 202, accepted.content
     assert b"Constant (test only)" in admin_client.get("/admin/generators/generator/").content
 
@@ -69,8 +82,9 @@ def test_unregistered_types_are_refused(api):
     from .test_api_flow import upload
 
     dataset_id = upload(api).json()["id"]
-    response = api.post("/api/generators/", {"name": "c", "dataset": dataset_id, "kind": "constant-test"},
-                        format="json")
+    response = api.post(
+        "/api/generators/", {"name": "c", "dataset": dataset_id, "kind": "constant-test"}, format="json"
+    )
     assert response.status_code == 400 and "kind" in response.json()
 
 
@@ -78,14 +92,32 @@ def test_advanced_settings_are_checked_and_used(api, django_capture_on_commit_ca
     from .test_api_flow import upload
 
     dataset_id = upload(api).json()["id"]
-    bad = api.post("/api/generators/", {"name": "g", "dataset": dataset_id, "kind": "dcgan", "resolution": 32,
-                                        "options": {"total_steps": 0, "nope": 1, "lr_g": "fast"}}, format="json")
+    bad = api.post(
+        "/api/generators/",
+        {
+            "name": "g",
+            "dataset": dataset_id,
+            "kind": "dcgan",
+            "resolution": 32,
+            "options": {"total_steps": 0, "nope": 1, "lr_g": "fast"},
+        },
+        format="json",
+    )
     assert bad.status_code == 400
     problems = " ".join(bad.json()["options"])
     assert "'nope' is not a setting" in problems and "'lr_g' must be like" in problems and "between 1" in problems
     with django_capture_on_commit_callbacks(execute=True):
-        good = api.post("/api/generators/", {"name": "g", "dataset": dataset_id, "kind": "dcgan", "resolution": 32,
-                                             "options": {"total_steps": 4, "lr_g": 0.001}}, format="json")
+        good = api.post(
+            "/api/generators/",
+            {
+                "name": "g",
+                "dataset": dataset_id,
+                "kind": "dcgan",
+                "resolution": 32,
+                "options": {"total_steps": 4, "lr_g": 0.001},
+            },
+            format="json",
+        )
     generator = api.get(f"/api/generators/{good.json()['id']}/").json()
     assert generator["status"] == "ready"
     assert generator["config"]["total_steps"] == 4 and generator["config"]["lr_g"] == 0.001

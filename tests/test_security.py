@@ -12,6 +12,7 @@ web pages alike, including the views that serve files.
 - CSRF is enforced on every web form and on the API under session authentication.
 - Uploads and generation are throttled (429) over their rate.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,7 +53,9 @@ def write_png(settings, relative: str) -> str:
 
 
 def uploads(count: int, start: int = 0) -> list[SimpleUploadedFile]:
-    return [SimpleUploadedFile(f"p{start + i}.png", png_bytes(start + i), content_type="image/png") for i in range(count)]
+    return [
+        SimpleUploadedFile(f"p{start + i}.png", png_bytes(start + i), content_type="image/png") for i in range(count)
+    ]
 
 
 @dataclass
@@ -78,8 +81,16 @@ def world(user, other_user, settings) -> World:
     dataset_services.create_dataset(owner=other_user, name="bob-own-dataset", files=uploads(2, start=10))
 
     def generator(name, shared, status):
-        made = Generator.objects.create(owner=user, name=name, kind="dcgan", resolution=32, preset="quick",
-                                        dataset=dataset, shared=shared, status=status)
+        made = Generator.objects.create(
+            owner=user,
+            name=name,
+            kind="dcgan",
+            resolution=32,
+            preset="quick",
+            dataset=dataset,
+            shared=shared,
+            status=status,
+        )
         made.sample_grid = write_png(settings, f"generators/{made.pk}/samples.png")
         made.files_dir = f"generators/{made.pk}"
         write_png(settings, f"generators/{made.pk}/copies.png")
@@ -102,8 +113,16 @@ def world(user, other_user, settings) -> World:
     with zipfile.ZipFile(Path(settings.MEDIA_ROOT) / job.archive, "w") as archive:
         archive.writestr("000001.png", png_bytes(5))
     job.save()
-    return World(dataset=dataset.pk, image=dataset.images.first().pk, private=private.pk, shared=shared.pk,
-                 training=training.pk, private_run=private_run.pk, shared_run=shared_run.pk, job=job.pk)
+    return World(
+        dataset=dataset.pk,
+        image=dataset.images.first().pk,
+        private=private.pk,
+        shared=shared.pk,
+        training=training.pk,
+        private_run=private_run.pk,
+        shared_run=shared_run.pk,
+        job=job.pk,
+    )
 
 
 def alices_state(user, settings) -> dict:
@@ -115,8 +134,9 @@ def alices_state(user, settings) -> dict:
         "generators": set(Generator.objects.filter(owner=user).values_list("id", "shared", "status", "name")),
         "runs": set(TrainingRun.objects.filter(generator__owner=user).values_list("id", "status", "cancel_requested")),
         "jobs": set(GenerationJob.objects.filter(owner=user).values_list("id", "status")),
-        "files": {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-                  for p in root.rglob("*") if p.is_file()},
+        "files": {
+            str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
+        },
     }
 
 
@@ -248,7 +268,11 @@ def route_names() -> set[str]:
     def walk(patterns, namespace=""):
         for pattern in patterns:
             if isinstance(pattern, URLResolver):
-                inner = f"{namespace}:{pattern.namespace}" if namespace and pattern.namespace else pattern.namespace or namespace
+                inner = (
+                    f"{namespace}:{pattern.namespace}"
+                    if namespace and pattern.namespace
+                    else pattern.namespace or namespace
+                )
                 yield from walk(pattern.url_patterns, inner or "")
             elif isinstance(pattern, URLPattern):
                 yield f"{namespace}:{pattern.name}" if namespace and pattern.name else pattern.name
@@ -496,8 +520,10 @@ def low_rates(settings, monkeypatch):
     from rest_framework.settings import api_settings
     from rest_framework.throttling import ScopedRateThrottle
 
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK,
-                               "DEFAULT_THROTTLE_RATES": {"uploads": "2/min", "generation": "2/min"}}
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"uploads": "2/min", "generation": "2/min"},
+    }
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", api_settings.DEFAULT_THROTTLE_RATES)
     cache.clear()
     yield
@@ -512,8 +538,10 @@ def test_the_write_endpoints_have_a_scoped_throttle():
     from apps.generation.api import GenerateView
     from apps.generators.api import GeneratorViewSet
 
-    views = [viewset(action=action, request=APIRequestFactory().post("/")) for viewset, action in
-             [(DatasetViewSet, "create"), (DatasetViewSet, "images"), (GeneratorViewSet, "create")]]
+    views = [
+        viewset(action=action, request=APIRequestFactory().post("/"))
+        for viewset, action in [(DatasetViewSet, "create"), (DatasetViewSet, "images"), (GeneratorViewSet, "create")]
+    ]
     for view, scope in zip([*views, GenerateView()], ["uploads", "uploads", "generation", "generation"]):
         throttles = view.get_throttles()
         assert any(isinstance(t, ScopedRateThrottle) for t in throttles), view
@@ -524,7 +552,10 @@ def test_the_write_endpoints_have_a_scoped_throttle():
 
 def test_uploads_over_the_rate_get_429_and_store_nothing(low_rates, api, other_api, settings):
     for i in range(2):
-        assert api.post("/api/datasets/", {"name": f"d{i}", "images": uploads(1, start=i)}, format="multipart").status_code == 201
+        assert (
+            api.post("/api/datasets/", {"name": f"d{i}", "images": uploads(1, start=i)}, format="multipart").status_code
+            == 201
+        )
     images_before = DatasetImage.objects.count()
     throttled = api.post("/api/datasets/", {"name": "d3", "images": uploads(1, start=9)}, format="multipart")
     assert throttled.status_code == 429 and int(throttled["Retry-After"]) > 0
@@ -534,7 +565,10 @@ def test_uploads_over_the_rate_get_429_and_store_nothing(low_rates, api, other_a
     assert more.status_code == 429  # adding images counts against the same rate
     assert Dataset.objects.count() == 2 and DatasetImage.objects.count() == images_before
     assert api.get("/api/datasets/").status_code == 200  # reading is not throttled
-    assert other_api.post("/api/datasets/", {"name": "b", "images": uploads(1, start=7)}, format="multipart").status_code == 201
+    assert (
+        other_api.post("/api/datasets/", {"name": "b", "images": uploads(1, start=7)}, format="multipart").status_code
+        == 201
+    )
 
 
 def test_generation_over_the_rate_gets_429_and_queues_nothing(low_rates, world, api, other_api):

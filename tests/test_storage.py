@@ -1,6 +1,7 @@
 """apps/core/storage.py against a local folder (file://) and a real S3 server (SeaweedFS, s3://); the
 SYNTHGEN_STORAGE_URL setting; a whole training + generation on S3 that writes nothing under the local
 media folder; and the fault rules (storage down, bucket missing)."""
+
 import io
 import zipfile
 
@@ -11,7 +12,6 @@ from apps.core import storage
 from synthgen.settings.base import storage_from_url
 
 from .conftest import image_uploads
-from .s3server import s3_storage, seaweedfs  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -49,7 +49,10 @@ def test_a_folder_is_published_and_fetched_whole(backend, tmp_path):
     fetched = storage.fetch("runs/7", tmp_path / "in")
     assert (fetched / "weights.safetensors").read_bytes() == b"w" * 100_000
     assert (fetched / "checkpoints" / "checkpoint.safetensors").read_bytes() == b"c"
-    assert sorted(p.name for p in fetched.rglob("*") if p.is_file()) == ["checkpoint.safetensors", "weights.safetensors"]
+    assert sorted(p.name for p in fetched.rglob("*") if p.is_file()) == [
+        "checkpoint.safetensors",
+        "weights.safetensors",
+    ]
     skipped = storage.fetch("runs/7", tmp_path / "in2", skip={"weights.safetensors"})
     assert not (skipped / "weights.safetensors").exists()
     assert list(storage.fetch("runs/8", tmp_path / "empty").iterdir()) == []
@@ -93,9 +96,17 @@ def test_storage_url_chooses_the_backend(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
     s3 = storage_from_url("s3://synthgen?endpoint=http://10.0.0.5:8333&region=eu-west-1&prefix=prod/")
-    assert s3 == {"BACKEND": "apps.core.storage_backends.S3Storage", "OPTIONS": {
-        "bucket_name": "synthgen", "endpoint_url": "http://10.0.0.5:8333", "region_name": "eu-west-1",
-        "location": "prod", "access_key": "key", "secret_key": "secret"}}
+    assert s3 == {
+        "BACKEND": "apps.core.storage_backends.S3Storage",
+        "OPTIONS": {
+            "bucket_name": "synthgen",
+            "endpoint_url": "http://10.0.0.5:8333",
+            "region_name": "eu-west-1",
+            "location": "prod",
+            "access_key": "key",
+            "secret_key": "secret",
+        },
+    }
     assert storage_from_url("s3://synthgen/some/prefix")["OPTIONS"]["location"] == "some/prefix"
     assert storage_from_url("s3://synthgen")["OPTIONS"]["endpoint_url"] is None  # AWS itself
     for bad in ("s3://?endpoint=http://x", "s3://b?endpont=http://x", "ftp://host/x"):
@@ -120,26 +131,41 @@ def _local_files(folder):
 
 @pytest.mark.django_db(transaction=True)
 def test_upload_train_generate_download_on_s3_writes_nothing_under_the_media_folder(
-        s3_storage, seaweedfs, api, settings):
+    s3_storage, seaweedfs, api, settings
+):
     dataset = api.post("/api/datasets/", {"name": "ellipses", "images": image_uploads(8)}, format="multipart")
     assert dataset.status_code == 201, dataset.content
-    response = api.post("/api/generators/", {"name": "ellipses", "dataset": dataset.json()["id"], "kind": "dcgan",
-                                             "resolution": 32, "augment": True, "preset": "quick"}, format="json")
+    response = api.post(
+        "/api/generators/",
+        {
+            "name": "ellipses",
+            "dataset": dataset.json()["id"],
+            "kind": "dcgan",
+            "resolution": 32,
+            "augment": True,
+            "preset": "quick",
+        },
+        format="json",
+    )
     assert response.status_code == 202, response.content
     generator = api.get(f"/api/generators/{response.json()['id']}/").json()
     assert generator["status"] == "ready", generator
     run = api.get(f"/api/runs/{generator['run']}/").json()
     assert run["status"] == "done"
 
-    job = api.post(f"/api/generators/{generator['id']}/generate/", {"count": 12, "seed": 3, "filter": False},
-                   format="json")
+    job = api.post(
+        f"/api/generators/{generator['id']}/generate/", {"count": 12, "seed": 3, "filter": False}, format="json"
+    )
     assert job.status_code == 202, job.content
     done = api.get(f"/api/jobs/{job.json()['id']}/").json()
     assert done["status"] == "done", done
     download = api.get(f"/api/jobs/{done['id']}/download/")
     assert download.status_code == 200
     archive = zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content)))
-    assert len([n for n in archive.namelist() if n.endswith(".png")]) == 12, (archive.namelist(), seaweedfs.keys(f"{s3_storage}/jobs"))
+    assert len([n for n in archive.namelist() if n.endswith(".png")]) == 12, (
+        archive.namelist(),
+        seaweedfs.keys(f"{s3_storage}/jobs"),
+    )
 
     assert _local_files(settings.MEDIA_ROOT) == []
     assert _local_files(settings.SYNTHGEN_WORK_DIR) == []  # every stage's scratch folder was removed
@@ -147,8 +173,10 @@ def test_upload_train_generate_download_on_s3_writes_nothing_under_the_media_fol
     folders = {key.split("/")[1] for key in keys}
     assert folders == {"datasets", "generators", "jobs"}, keys  # runs/<id>/ went with cleanup
     gid = generator["id"]
-    assert {f"{s3_storage}/generators/{gid}/{name}" for name in (
-        "weights.safetensors", "config.json", "reference.safetensors", "samples.png")} <= set(keys)
+    assert {
+        f"{s3_storage}/generators/{gid}/{name}"
+        for name in ("weights.safetensors", "config.json", "reference.safetensors", "samples.png")
+    } <= set(keys)
     assert f"{s3_storage}/generators/{gid}/progress.png" not in keys
 
 
@@ -165,8 +193,9 @@ def storage_down(seaweedfs, s3_storage):
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("fault", ["server down", "bucket missing"])
-def test_an_upload_the_storage_cannot_take_answers_503_and_keeps_nothing(fault, api, seaweedfs, s3_storage,
-                                                                         storage_down, settings):
+def test_an_upload_the_storage_cannot_take_answers_503_and_keeps_nothing(
+    fault, api, seaweedfs, s3_storage, storage_down, settings
+):
     from apps.datasets.models import Dataset, DatasetImage
 
     first = api.post("/api/datasets/", {"name": "kept", "images": image_uploads(3)}, format="multipart")
@@ -180,7 +209,9 @@ def test_an_upload_the_storage_cannot_take_answers_503_and_keeps_nothing(fault, 
 
     for response in (
         api.post("/api/datasets/", {"name": "lost", "images": image_uploads(2, start=10)}, format="multipart"),
-        api.post(f"/api/datasets/{first.json()['id']}/images/", {"images": image_uploads(2, start=20)}, format="multipart"),
+        api.post(
+            f"/api/datasets/{first.json()['id']}/images/", {"images": image_uploads(2, start=20)}, format="multipart"
+        ),
     ):
         assert response.status_code == 503, response.content
         detail = response.json()["detail"]
@@ -207,7 +238,9 @@ def test_the_wizard_says_when_the_storage_cannot_take_the_upload(client, user, s
     from apps.datasets.models import Dataset
 
     client.force_login(user)
-    client.post(reverse("generators:wizard"), {"name": "ellipses", "kind": "dcgan", "resolution": 32, "preset": "quick"})
+    client.post(
+        reverse("generators:wizard"), {"name": "ellipses", "kind": "dcgan", "resolution": 32, "preset": "quick"}
+    )
     settings.STORAGES = seaweedfs.storages(s3_storage, bucket="synthgen-no-such-bucket")
     response = client.post(reverse("generators:wizard-data"), {"images": image_uploads(6), "augment": "on"})
     html = response.content.decode()
@@ -222,15 +255,17 @@ def _untrained_run(user):
     from apps.generators import services as generator_services
 
     dataset = dataset_services.create_dataset(owner=user, name="ellipses", files=image_uploads(8))[0]
-    generator = generator_services.start_training(owner=user, name="ellipses", dataset=dataset, kind="dcgan",
-                                                  resolution=32, preset="quick")
+    generator = generator_services.start_training(
+        owner=user, name="ellipses", dataset=dataset, kind="dcgan", resolution=32, preset="quick"
+    )
     return generator.runs.get()
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("fault", ["server down", "bucket missing"])
-def test_a_stage_retries_then_the_run_fails_naming_the_storage(fault, user, seaweedfs, s3_storage, storage_down,
-                                                              settings, django_capture_on_commit_callbacks):
+def test_a_stage_retries_then_the_run_fails_naming_the_storage(
+    fault, user, seaweedfs, s3_storage, storage_down, settings, django_capture_on_commit_callbacks
+):
     from apps.generators import tasks
     from apps.generators.models import TrainingRun
 
@@ -255,8 +290,9 @@ def test_a_stage_retries_then_the_run_fails_naming_the_storage(fault, user, seaw
 
 
 @pytest.mark.django_db
-def test_a_stage_that_loses_the_storage_once_carries_on_at_the_retry(user, seaweedfs, s3_storage, settings, monkeypatch,
-                                                                   django_capture_on_commit_callbacks):
+def test_a_stage_that_loses_the_storage_once_carries_on_at_the_retry(
+    user, seaweedfs, s3_storage, settings, monkeypatch, django_capture_on_commit_callbacks
+):
     from apps.generators import pipeline, tasks
     from apps.generators.models import TrainingRun
 
@@ -278,12 +314,16 @@ def test_a_stage_that_loses_the_storage_once_carries_on_at_the_retry(user, seawe
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_job_whose_storage_is_down_fails_naming_it_and_nothing_stored_is_lost(api, seaweedfs, s3_storage,
-                                                                                storage_down, settings):
+def test_a_job_whose_storage_is_down_fails_naming_it_and_nothing_stored_is_lost(
+    api, seaweedfs, s3_storage, storage_down, settings
+):
     settings.SYNTHGEN_STORAGE_RETRIES = 1
     dataset = api.post("/api/datasets/", {"name": "ellipses", "images": image_uploads(8)}, format="multipart")
-    generator = api.post("/api/generators/", {"name": "ellipses", "dataset": dataset.json()["id"], "kind": "dcgan",
-                                              "resolution": 32, "preset": "quick"}, format="json").json()
+    generator = api.post(
+        "/api/generators/",
+        {"name": "ellipses", "dataset": dataset.json()["id"], "kind": "dcgan", "resolution": 32, "preset": "quick"},
+        format="json",
+    ).json()
     assert api.get(f"/api/generators/{generator['id']}/").json()["status"] == "ready"
     first = api.post(f"/api/generators/{generator['id']}/generate/", {"count": 4, "filter": False}, format="json")
     assert api.get(f"/api/jobs/{first.json()['id']}/").json()["status"] == "done"
@@ -306,15 +346,27 @@ def test_a_job_whose_storage_is_down_fails_naming_it_and_nothing_stored_is_lost(
     seaweedfs.start()
     assert seaweedfs.keys(f"{s3_storage}/") == stored
     download = api.get(f"/api/jobs/{first.json()['id']}/download/")
-    assert download.status_code == 200 and zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content))).testzip() is None
+    assert (
+        download.status_code == 200
+        and zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content))).testzip() is None
+    )
 
 
 @pytest.mark.django_db
 def test_the_schema_documents_503_where_files_are_stored_or_read(api):
     schema = api.get("/api/schema/", {"format": "json"}).json()
-    documented = sorted(f"{method.upper()} {path}" for path, operations in schema["paths"].items()
-                        for method, operation in operations.items() if "503" in operation["responses"])
-    assert documented == ["GET /api/generators/{id}/export/", "GET /api/jobs/{id}/download/", "POST /api/datasets/",
-                          "POST /api/datasets/{id}/images/", "POST /api/generators/import/"]
+    documented = sorted(
+        f"{method.upper()} {path}"
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if "503" in operation["responses"]
+    )
+    assert documented == [
+        "GET /api/generators/{id}/export/",
+        "GET /api/jobs/{id}/download/",
+        "POST /api/datasets/",
+        "POST /api/datasets/{id}/images/",
+        "POST /api/generators/import/",
+    ]
     answer = schema["paths"]["/api/datasets/"]["post"]["responses"]["503"]
     assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}

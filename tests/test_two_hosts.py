@@ -1,7 +1,9 @@
 """Two hosts on one machine: the web (this test process) and Celery workers that share nothing but
-PostgreSQL, the broker (Redis, and again RabbitMQ) and the S3 storage (a real SeaweedFS): each has its own SYNTHGEN_WORK_DIR and its own,
-empty, SYNTHGEN_MEDIA_ROOT; one consumes `default`, one `gpu`. The gpu worker is killed (SIGKILL) in the
-middle of training and a third worker, with a third work dir, resumes from the checkpoint in storage."""
+PostgreSQL, the broker (Redis, and again RabbitMQ) and the S3 storage (a real SeaweedFS): each has its own
+SYNTHGEN_WORK_DIR and its own, empty, SYNTHGEN_MEDIA_ROOT; one consumes `default`, one `gpu`. The gpu worker
+is killed (SIGKILL) in the middle of training and a third worker, with a third work dir, resumes from the
+checkpoint in storage."""
+
 import io
 import zipfile
 from pathlib import Path
@@ -12,8 +14,7 @@ from apps.core import storage
 from apps.generators.models import TrainingRun
 
 from .conftest import image_uploads
-from .realworker import AMQP_URL, REDIS_URL, Worker, real_broker, use_real_broker, wait_for  # noqa: F401 (fixture)
-from .s3server import s3_storage, seaweedfs  # noqa: F401 (fixtures)
+from .realworker import AMQP_URL, REDIS_URL, Worker, use_real_broker, wait_for
 from .test_faults import LONG_TINY_RUN, run_of
 
 
@@ -21,13 +22,21 @@ def _files(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
-def _host(tmp_path: Path, name: str, seaweedfs, prefix: str, queues: tuple[str, ...], broker: str = REDIS_URL
-          ) -> Worker:
+def _host(
+    tmp_path: Path, name: str, seaweedfs, prefix: str, queues: tuple[str, ...], broker: str = REDIS_URL
+) -> Worker:
     folder = tmp_path / name
     (folder / "logs").mkdir(parents=True)
-    return Worker(folder / "logs", {**seaweedfs.env(prefix), "SYNTHGEN_WORK_DIR": str(folder / "work"),
-                                    "SYNTHGEN_MEDIA_ROOT": str(folder / "media"), "CELERY_BROKER_URL": broker},
-                  queues=queues)
+    return Worker(
+        folder / "logs",
+        {
+            **seaweedfs.env(prefix),
+            "SYNTHGEN_WORK_DIR": str(folder / "work"),
+            "SYNTHGEN_MEDIA_ROOT": str(folder / "media"),
+            "CELERY_BROKER_URL": broker,
+        },
+        queues=queues,
+    )
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])
@@ -46,7 +55,8 @@ def _ran(worker: Worker, task: str) -> bool:
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_stages_run_on_two_hosts_through_s3_and_training_resumes_on_a_third(
-        any_broker, s3_storage, seaweedfs, api, settings, tmp_path):
+    any_broker, s3_storage, seaweedfs, api, settings, tmp_path
+):
     settings.SYNTHGEN_TRAINING_OVERRIDES = LONG_TINY_RUN
     cpu = _host(tmp_path, "cpu-host", seaweedfs, s3_storage, ("default",), any_broker).start()
     gpu = _host(tmp_path, "gpu-host", seaweedfs, s3_storage, ("gpu",), any_broker).start()
@@ -54,11 +64,21 @@ def test_stages_run_on_two_hosts_through_s3_and_training_resumes_on_a_third(
     try:
         dataset = api.post("/api/datasets/", {"name": "ellipses", "images": image_uploads(8)}, format="multipart")
         assert dataset.status_code == 201, dataset.content
-        generator = api.post("/api/generators/", {"name": "ellipses", "dataset": dataset.json()["id"], "kind": "dcgan",
-                                                  "resolution": 32, "augment": True, "preset": "quick"},
-                             format="json").json()
-        before = wait_for(lambda: run_of(api, generator), lambda r: r["progress"]["step"] >= 300, timeout=240,
-                          interval=0.2)
+        generator = api.post(
+            "/api/generators/",
+            {
+                "name": "ellipses",
+                "dataset": dataset.json()["id"],
+                "kind": "dcgan",
+                "resolution": 32,
+                "augment": True,
+                "preset": "quick",
+            },
+            format="json",
+        ).json()
+        before = wait_for(
+            lambda: run_of(api, generator), lambda r: r["progress"]["step"] >= 300, timeout=240, interval=0.2
+        )
         gpu.kill()
         run = TrainingRun.objects.get(pk=before["id"])
         assert run.status == "running" and run.stage == "train" and run.step < 1500
@@ -73,10 +93,14 @@ def test_stages_run_on_two_hosts_through_s3_and_training_resumes_on_a_third(
         steps = [point["step"] for point in run.losses]
         assert steps == sorted(set(steps)) and steps[-1] == 1500
 
-        job = api.post(f"/api/generators/{generator['id']}/generate/", {"count": 12, "seed": 1, "filter": False},
-                       format="json")
-        job = wait_for(lambda: api.get(f"/api/jobs/{job.json()['id']}/").json(), lambda j: j["status"] != "queued"
-                       and j["status"] != "running", timeout=120)
+        job = api.post(
+            f"/api/generators/{generator['id']}/generate/", {"count": 12, "seed": 1, "filter": False}, format="json"
+        )
+        job = wait_for(
+            lambda: api.get(f"/api/jobs/{job.json()['id']}/").json(),
+            lambda j: j["status"] != "queued" and j["status"] != "running",
+            timeout=120,
+        )
         assert job["status"] == "done", job
         archive = zipfile.ZipFile(io.BytesIO(b"".join(api.get(job["download_url"]).streaming_content)))
         assert len([n for n in archive.namelist() if n.endswith(".png")]) == 12
@@ -111,7 +135,8 @@ def test_stages_run_on_two_hosts_through_s3_and_training_resumes_on_a_third(
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_storage_down_in_the_middle_of_training_the_stage_retries_and_resumes(
-        real_broker, s3_storage, seaweedfs, api, settings, tmp_path):
+    real_broker, s3_storage, seaweedfs, api, settings, tmp_path
+):
     """SeaweedFS stops while a real worker trains: the next checkpoint cannot be published, the train task
     retries with back-off, and once the storage is back it resumes from the last stored checkpoint."""
     settings.SYNTHGEN_TRAINING_OVERRIDES = LONG_TINY_RUN
@@ -120,8 +145,11 @@ def test_storage_down_in_the_middle_of_training_the_stage_retries_and_resumes(
     worker.start()
     try:
         dataset = api.post("/api/datasets/", {"name": "ellipses", "images": image_uploads(8)}, format="multipart")
-        generator = api.post("/api/generators/", {"name": "ellipses", "dataset": dataset.json()["id"], "kind": "dcgan",
-                                                  "resolution": 32, "preset": "quick"}, format="json").json()
+        generator = api.post(
+            "/api/generators/",
+            {"name": "ellipses", "dataset": dataset.json()["id"], "kind": "dcgan", "resolution": 32, "preset": "quick"},
+            format="json",
+        ).json()
         wait_for(lambda: run_of(api, generator), lambda r: r["progress"]["step"] >= 200, timeout=240, interval=0.2)
         seaweedfs.stop()
         wait_for(worker.logs, lambda logs: "retrying in" in logs, timeout=60)

@@ -1,5 +1,6 @@
 """The upload service decodes on a pool of threads (issue #21): the same dataset as one file at a time,
 in the same order, with the same rejections, and never more than a few files held at once."""
+
 from __future__ import annotations
 
 import io
@@ -46,8 +47,10 @@ def ingest(user, settings, threads: int, name: str):
     settings.SYNTHGEN_INGEST_THREADS = threads
     files, archive = uploads()
     dataset, rejected = services.create_dataset(owner=user, name=name, files=files, archive=archive)
-    images = [(image.original_name, image.width, image.height, image.mode, image.sha256, image.working.read())
-              for image in dataset.images.order_by("pk")]
+    images = [
+        (image.original_name, image.width, image.height, image.mode, image.sha256, image.working.read())
+        for image in dataset.images.order_by("pk")
+    ]
     return images, rejected
 
 
@@ -58,7 +61,12 @@ def test_the_pool_stores_what_one_file_at_a_time_stores(user, settings):
     assert [row[0] for row in parallel] == [row[0] for row in serial]  # the order the files came in
     assert parallel == serial  # same facts, same working PNG bytes
     assert parallel_rejected == serial_rejected
-    assert [r["file"] for r in parallel_rejected] == ["notes.jpg", "again.jpg", "zipped/broken.png", "zipped/readme.txt"]
+    assert [r["file"] for r in parallel_rejected] == [
+        "notes.jpg",
+        "again.jpg",
+        "zipped/broken.png",
+        "zipped/readme.txt",
+    ]
     assert parallel_rejected[1]["reason"].startswith("duplicate")
 
 

@@ -1,6 +1,7 @@
 """The web pages through Django's test client (tasks run eagerly on tiny models): the wizard without
 JavaScript, the dataset review and augmentation preview, the generator page, sharing, the job page;
 and the plain helpers behind them (dataset warnings, quality summary)."""
+
 import io
 
 import pytest
@@ -10,9 +11,9 @@ from PIL import Image
 from apps.datasets import services as dataset_services
 from apps.datasets.review import ImageFacts, dataset_warnings
 from apps.generation.models import GenerationJob
-from apps.ml import registry
 from apps.generators.models import Generator, TrainingRun
 from apps.generators.presentation import quality_summary, stage_label
+from apps.ml import registry
 
 from .conftest import image_uploads, png_bytes
 
@@ -77,19 +78,24 @@ def test_quality_summary_of_a_report_and_of_none():
     report["filter"] = {"checked": 500, "kept": 480, "dropped": {"noise": 8, "blank": 2, "copy": 10}}
     assert quality_summary(report)["filtered"] == (
         "The filter kept 480 of 500 generated images; it left out 8 as mostly noise, 2 as blank, "
-        "10 as near-copies of your photos.")
+        "10 as near-copies of your photos."
+    )
     report["filter"]["dropped"] = {"noise": 0, "blank": 0, "copy": 0}
     assert quality_summary(report)["filtered"] == "The filter kept 480 of 500 generated images."
 
 
 def test_quality_summary_says_in_words_what_the_credit_interval_says():
-    from apps.ml.quality import POSITIVE_VERDICT
     from apps.generators import presentation
+    from apps.ml.quality import POSITIVE_VERDICT
 
     assert presentation.POSITIVE_VERDICT == POSITIVE_VERDICT
-    report = {"verdict": "not realistic yet", "explanation": "x", "advice": "Train longer.",
-              "usefulness": {"credit": {"value": 0.004, "reason": None, "low": -0.01, "high": 0.02, "verdict": "none"}},
-              "negatives": {"source": "your other datasets", "classes": 2, "images": 40, "dropped_as_duplicates": 3}}
+    report = {
+        "verdict": "not realistic yet",
+        "explanation": "x",
+        "advice": "Train longer.",
+        "usefulness": {"credit": {"value": 0.004, "reason": None, "low": -0.01, "high": 0.02, "verdict": "none"}},
+        "negatives": {"source": "your other datasets", "classes": 2, "images": 40, "dropped_as_duplicates": 3},
+    }
     summary = quality_summary(report)
     assert not summary["positive"] and summary["advice"] == "Train longer."
     assert summary["useful"].startswith("The generated images give no measurable gain beyond augmentation")
@@ -184,8 +190,10 @@ def test_wizard_without_javascript_uploads_trains_and_shows_the_generator(
 ):
     step1 = logged_in.get(reverse("generators:wizard")).content.decode()
     assert 'type="radio" name="kind" value="dcgan"' in step1 and "<legend>Generator type</legend>" in step1
-    response = logged_in.post(reverse("generators:wizard"), {"name": "ellipses", "kind": "dcgan", "resolution": 32,
-                                                              "preset": "quick", "shared": "on"})
+    response = logged_in.post(
+        reverse("generators:wizard"),
+        {"name": "ellipses", "kind": "dcgan", "resolution": 32, "preset": "quick", "shared": "on"},
+    )
     assert response.status_code == 302 and response["Location"] == reverse("generators:wizard-data")
     step2 = logged_in.get(response["Location"]).content.decode()
     assert "DCGAN (fast, GAN) · 32 × 32 px" in step2 and 'id="dropzone"' in step2
@@ -233,8 +241,9 @@ def ready_generator(user, dataset, django_capture_on_commit_callbacks):
     from apps.generators import services
 
     with django_capture_on_commit_callbacks(execute=True):
-        generator = services.start_training(owner=user, name="ellipses", dataset=dataset, kind="dcgan", resolution=32,
-                                            preset="quick")
+        generator = services.start_training(
+            owner=user, name="ellipses", dataset=dataset, kind="dcgan", resolution=32, preset="quick"
+        )
     generator.refresh_from_db()
     assert generator.is_ready
     return generator
@@ -248,21 +257,27 @@ def test_generate_form_errors_say_what_to_do(logged_in, ready_generator):
 
 
 def test_a_report_that_is_not_positive_is_never_green(logged_in, ready_generator):
-    Generator.objects.filter(pk=ready_generator.pk).update(quality={
-        "verdict": "not realistic yet", "explanation": "The generated images do not look like your photos yet.",
-        "advice": "Train longer (the standard or long preset).",
-    })
+    Generator.objects.filter(pk=ready_generator.pk).update(
+        quality={
+            "verdict": "not realistic yet",
+            "explanation": "The generated images do not look like your photos yet.",
+            "advice": "Train longer (the standard or long preset).",
+        }
+    )
     html = logged_in.get(reverse("generators:detail", args=[ready_generator.pk])).content.decode()
     assert '<p class="verdict message warning"><strong>Not realistic yet.</strong>' in html
     assert "Train longer (the standard or long preset)." in html
 
 
 def test_quality_report_is_shown_when_present(logged_in, ready_generator):
-    Generator.objects.filter(pk=ready_generator.pk).update(quality={
-        "verdict": "varied and new", "explanation": "The generated images are varied.",
-        "diversity": {"value": 0.93, "reason": None},
-        "filter": {"checked": 500, "kept": 497, "dropped": {"noise": 3, "blank": 0, "copy": 0}},
-    })
+    Generator.objects.filter(pk=ready_generator.pk).update(
+        quality={
+            "verdict": "varied and new",
+            "explanation": "The generated images are varied.",
+            "diversity": {"value": 0.93, "reason": None},
+            "filter": {"checked": 500, "kept": 497, "dropped": {"noise": 3, "blank": 0, "copy": 0}},
+        }
+    )
     html = logged_in.get(reverse("generators:detail", args=[ready_generator.pk])).content.decode()
     assert "Quality report" in html and "<strong>Varied and new.</strong>" in html and "0.93" in html
     assert "The filter kept 497 of 500 generated images; it left out 3 as mostly noise." in html
@@ -278,8 +293,9 @@ def test_the_closest_generated_and_training_pairs_are_shown_side_by_side(logged_
 
 def test_generation_job_page_gallery_and_zip(logged_in, ready_generator, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        response = logged_in.post(reverse("generation:start", args=[ready_generator.pk]),
-                                  {"count": 5, "seed": 7})  # the filter is off: tiny models make noise
+        response = logged_in.post(
+            reverse("generation:start", args=[ready_generator.pk]), {"count": 5, "seed": 7}
+        )  # the filter is off: tiny models make noise
     job = GenerationJob.objects.get()
     assert response["Location"] == reverse("generation:job", args=[job.pk])
     assert (job.status, job.seed) == ("done", 7)
@@ -293,8 +309,9 @@ def test_generation_job_page_gallery_and_zip(logged_in, ready_generator, django_
 
 
 def test_a_diffusion_generator_page_asks_for_sampling_steps(logged_in, user):
-    generator = Generator.objects.create(owner=user, name="noise", kind="ddim", resolution=32, preset="quick",
-                                         status=Generator.Status.READY)
+    generator = Generator.objects.create(
+        owner=user, name="noise", kind="ddim", resolution=32, preset="quick", status=Generator.Status.READY
+    )
     html = logged_in.get(reverse("generators:detail", args=[generator.pk])).content.decode()
     assert '<label for="id_steps">Sampling steps</label>' in html
     assert f'name="steps" value="{registry.get("ddim").default_sampling_steps}"' in html  # the type's default
@@ -306,7 +323,9 @@ def test_owner_deletes_a_generator(logged_in, ready_generator):
     assert not Generator.objects.exists()
 
 
-def test_wizard_advanced_settings_are_checked_and_reach_the_generator(logged_in, dataset, django_capture_on_commit_callbacks):
+def test_wizard_advanced_settings_are_checked_and_reach_the_generator(
+    logged_in, dataset, django_capture_on_commit_callbacks
+):
     step1 = {"name": "tuned", "kind": "dcgan", "resolution": 32, "preset": "quick", "shared": "on"}
     page = logged_in.get(reverse("generators:wizard")).content.decode()
     assert "Advanced settings" in page and "total_steps" in page  # each type's settings are listed

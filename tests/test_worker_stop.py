@@ -1,6 +1,7 @@
 """Stop promptly, lose nothing (issue #21): SIGINT/SIGTERM to a worker stops a running training at its next
 step, with a checkpoint; the task goes back to the queue (neither cancelled nor failed), the lease is given
 back, the worker exits within seconds, and the next worker carries on from the checkpoint."""
+
 from __future__ import annotations
 
 import json
@@ -24,12 +25,13 @@ from apps.generators import pipeline, shutdown, tasks
 from apps.generators.models import Generator, TrainingRun
 
 from .conftest import png_bytes
-from .realworker import REDIS_URL, Worker, database_url, real_broker, require_real_services, wait_for  # noqa: F401 (fixture)
+from .realworker import REDIS_URL, Worker, database_url, require_real_services, wait_for
 from .test_faults import start_run
 from .test_processes import free_port, make
 
-LONG_TINY_RUN = {"dcgan": {"total_steps": 1500, "batch_size": 8, "ngf": 4, "ndf": 4, "checkpoint_every": 50,
-                           "report_every": 10}}
+LONG_TINY_RUN = {
+    "dcgan": {"total_steps": 1500, "batch_size": 8, "ngf": 4, "ndf": 4, "checkpoint_every": 50, "report_every": 10}
+}
 
 
 @pytest.fixture
@@ -47,7 +49,9 @@ def prepared_run(api, monkeypatch) -> TrainingRun:
 
 
 @pytest.mark.django_db
-def test_a_stopping_worker_stops_training_at_a_checkpoint_and_gives_the_stage_back(api, settings, monkeypatch, stopping):
+def test_a_stopping_worker_stops_training_at_a_checkpoint_and_gives_the_stage_back(
+    api, settings, monkeypatch, stopping
+):
     settings.SYNTHGEN_TRAINING_OVERRIDES = {"dcgan": {**LONG_TINY_RUN["dcgan"], "total_steps": 200}}
     run = prepared_run(api, monkeypatch)
     steps, record = [], pipeline._ProgressRecorder.__call__
@@ -189,22 +193,40 @@ def test_ctrl_c_on_make_run_mid_training_stops_within_15_s_and_the_next_make_run
     try:
         wait(up, first, first_log, timeout=120)
         images = [("images", (f"img{i}.png", png_bytes(i), "image/png")) for i in range(8)]
-        dataset = requests.post(f"{base}/api/datasets/", data={"name": "ellipses"}, files=images, headers=auth, timeout=60)
+        dataset = requests.post(
+            f"{base}/api/datasets/", data={"name": "ellipses"}, files=images, headers=auth, timeout=60
+        )
         assert dataset.status_code == 201, dataset.text
-        created = requests.post(f"{base}/api/generators/", headers=auth, timeout=60, json={
-            "name": "ellipses", "dataset": dataset.json()["id"], "kind": "dcgan", "resolution": 32, "augment": False,
-            "preset": "quick"})
+        created = requests.post(
+            f"{base}/api/generators/",
+            headers=auth,
+            timeout=60,
+            json={
+                "name": "ellipses",
+                "dataset": dataset.json()["id"],
+                "kind": "dcgan",
+                "resolution": 32,
+                "augment": False,
+                "preset": "quick",
+            },
+        )
         assert created.status_code == 202, created.text
         generator_id = created.json()["id"]
-        run = wait(lambda: TrainingRun.objects.filter(generator_id=generator_id, step__gte=120).first(), first,
-                   first_log, timeout=240)
+        run = wait(
+            lambda: TrainingRun.objects.filter(generator_id=generator_id, step__gte=120).first(),
+            first,
+            first_log,
+            timeout=240,
+        )
 
         os.killpg(first.pid, signal.SIGINT)  # Ctrl-C
         sent = time.monotonic()
         while living(first.pid) and time.monotonic() - sent < 15:
             time.sleep(0.1)
         took = time.monotonic() - sent
-        assert not living(first.pid), f"still running 15 s after Ctrl-C:\n{ps(first.pid)}\n{first_log.read_text()[-4000:]}"
+        assert not living(first.pid), (
+            f"still running 15 s after Ctrl-C:\n{ps(first.pid)}\n{first_log.read_text()[-4000:]}"
+        )
         first.wait(timeout=5)
         log = first_log.read_text()
         assert "goes back to the queue and resumes from its checkpoint" in log, log[-4000:]
@@ -216,11 +238,17 @@ def test_ctrl_c_on_make_run_mid_training_stops_within_15_s_and_the_next_make_run
         assert storage.exists(storage.run_file(run.pk, "checkpoints/checkpoint.safetensors"))
 
         second = make("run", env, second_log)
-        resumed = wait(lambda: TrainingRun.objects.filter(pk=run.pk, resumed_step__gt=0).first(), second, second_log,
-                       timeout=120)
+        resumed = wait(
+            lambda: TrainingRun.objects.filter(pk=run.pk, resumed_step__gt=0).first(), second, second_log, timeout=120
+        )
         assert resumed.resumed_step >= 100, resumed.resumed_step  # from the checkpoint Ctrl-C wrote, not from 0
-        done = wait(lambda: TrainingRun.objects.filter(pk=run.pk).exclude(status="running").first(), second,
-                    second_log, timeout=400, interval=1)
+        done = wait(
+            lambda: TrainingRun.objects.filter(pk=run.pk).exclude(status="running").first(),
+            second,
+            second_log,
+            timeout=400,
+            interval=1,
+        )
         assert done.status == "done", f"{done.error}\n{second_log.read_text()[-4000:]}"
         steps = [point["step"] for point in done.losses]
         assert steps == sorted(set(steps)) and steps[0] <= 10 and steps[-1] == 1500  # one curve, not restarted
@@ -242,8 +270,12 @@ def test_sigterm_to_a_worker_on_redis_hands_the_training_to_the_next_worker(real
     first.start()
     try:
         generator = start_run(api)
-        run = wait_for(lambda: TrainingRun.objects.filter(generator_id=generator["id"], step__gte=120).first(),
-                       lambda r: r is not None, timeout=240, interval=0.2)
+        run = wait_for(
+            lambda: TrainingRun.objects.filter(generator_id=generator["id"], step__gte=120).first(),
+            lambda r: r is not None,
+            timeout=240,
+            interval=0.2,
+        )
         first.process.send_signal(signal.SIGTERM)
         sent = time.monotonic()
         first.process.wait(timeout=15)

@@ -5,6 +5,7 @@ FieldErrors). Serializer errors already look like that; service errors (InvalidI
 shape here, and so are the 400s DRF itself raises with ``{"detail": ...}`` (a body that is not valid
 JSON or multipart) or with a bare list, and nested field errors (a list or dict field's items).
 """
+
 from __future__ import annotations
 
 from rest_framework import status

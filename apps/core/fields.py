@@ -3,6 +3,7 @@
 DRF's fields also take other types and convert them: "5" or true for the integer 5, 5 for the string "5",
 "0" or 0 for false, "64" for the choice 64. A request the schema calls invalid would then be accepted.
 """
+
 from rest_framework import serializers
 
 

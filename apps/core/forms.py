@@ -1,4 +1,5 @@
 """A Form base for the web pages: labels without Django's trailing colon (the pages style labels themselves)."""
+
 from django import forms
 
 

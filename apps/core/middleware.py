@@ -5,6 +5,7 @@ error page: a path under /api/ that matches no endpoint (404), or an error raise
 (e.g. 400 for a bad Host header, 500). This middleware turns those into the API's documented error
 shape, ``{"detail": "..."}``, with the same status code.
 """
+
 from __future__ import annotations
 
 from http import HTTPStatus

@@ -1,4 +1,5 @@
 """Model bits shared by every app."""
+
 from django.db import models
 
 

@@ -4,6 +4,7 @@ DRF's PageNumberPagination also takes ``?page=`` (empty: page 1), ``?page=last``
 ``int()`` reads (`` 2``, ``+2``, ``٢``). Here a page is a whole number from 1 to the last page, written
 in ASCII digits; anything else is a 404 with DRF's message ("Invalid page."), as the schema documents.
 """
+
 from __future__ import annotations
 
 from rest_framework import pagination

@@ -12,6 +12,7 @@ It also writes what drf-spectacular cannot say from a serializer: a serializer t
 some optional fields says so with ``extend_schema_serializer(extensions={AT_LEAST_ONE_OF: [...]})``,
 and the schema gets ``anyOf`` of their ``required`` (a list: with at least one item).
 """
+
 from __future__ import annotations
 
 import copy
@@ -43,7 +44,10 @@ REFUSES_STATE = {"generators_export_retrieve"}
 
 
 def _response(description: str, schema: str) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
 
 
 def _template(path: str) -> str:
@@ -110,8 +114,9 @@ def _moves_files(operation, schemas: dict) -> bool:
     body = operation.get("requestBody", {}).get("content", {}).get("multipart/form-data", {}).get("schema", {})
     ref = body.get("$ref", "")
     fields = schemas.get(ref.rsplit("/", 1)[-1], {}).get("properties", {}) if ref else body.get("properties", {})
-    uploads = any(field.get("format") == "binary" or field.get("items", {}).get("format") == "binary"
-                  for field in fields.values())
+    uploads = any(
+        field.get("format") == "binary" or field.get("items", {}).get("format") == "binary" for field in fields.values()
+    )
     return uploads or "application/zip" in operation.get("responses", {}).get("200", {}).get("content", {})
 
 
@@ -128,22 +133,46 @@ def document_error_responses(result, generator, request, public):
             _require_body_that_needs_a_field(operation, schemas)
             responses = operation.setdefault("responses", {})
             view = _view(callbacks[(_template(path), method)], method)
-            if ("requestBody" in operation or _limited_query_parameter(operation)
-                    or operation.get("operationId") in REFUSES_STATE):
-                responses.setdefault("400", _response("Bad input: messages per field say what to change.", FIELD_ERRORS))
+            if (
+                "requestBody" in operation
+                or _limited_query_parameter(operation)
+                or operation.get("operationId") in REFUSES_STATE
+            ):
+                responses.setdefault(
+                    "400", _response("Bad input: messages per field say what to change.", FIELD_ERRORS)
+                )
             if _needs_token(view):
-                responses.setdefault("401", _response("No valid token or session: log in or send `Authorization: Token <key>`.", ERROR))
+                responses.setdefault(
+                    "401", _response("No valid token or session: log in or send `Authorization: Token <key>`.", ERROR)
+                )
             if operation.get("operationId") in OWNER_ONLY:
-                responses.setdefault("403", _response("A shared generator of another user: only its owner can change it.", ERROR))
+                responses.setdefault(
+                    "403", _response("A shared generator of another user: only its owner can change it.", ERROR)
+                )
             if "{" in path:
-                responses.setdefault("404", _response("No such object, or it belongs to another user and is not shared.", ERROR))
+                responses.setdefault(
+                    "404", _response("No such object, or it belongs to another user and is not shared.", ERROR)
+                )
             if _page_parameter(operation):
-                responses.setdefault("404", _response("No such page: `page` is past the last page (or not a page number).", ERROR))
+                responses.setdefault(
+                    "404", _response("No such page: `page` is past the last page (or not a page number).", ERROR)
+                )
             if "requestBody" in operation:
-                responses.setdefault("415", _response("The body is not of a media type this operation reads (see its request body).", ERROR))
+                responses.setdefault(
+                    "415",
+                    _response("The body is not of a media type this operation reads (see its request body).", ERROR),
+                )
             if _throttled(view):
-                responses.setdefault("429", _response("Too many requests: wait the seconds in the Retry-After header.", ERROR))
+                responses.setdefault(
+                    "429", _response("Too many requests: wait the seconds in the Retry-After header.", ERROR)
+                )
             if _moves_files(operation, schemas):
-                responses.setdefault("503", _response("The file storage cannot be reached (or its bucket is missing): "
-                                                      "nothing was stored. Try again in a few minutes.", ERROR))
+                responses.setdefault(
+                    "503",
+                    _response(
+                        "The file storage cannot be reached (or its bucket is missing): "
+                        "nothing was stored. Try again in a few minutes.",
+                        ERROR,
+                    ),
+                )
     return result

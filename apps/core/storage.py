@@ -16,6 +16,7 @@ its inputs into it, runs, and :func:`publish`\\ es what it made. Storage that ca
 :class:`StorageUnavailable` (its message names the storage); a name that is not there raises
 ``FileNotFoundError``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,9 +25,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from django.conf import settings
 from django.core.files import File
@@ -36,9 +37,29 @@ from django.core.files.storage import default_storage
 from .storage_backends import StorageUnavailable
 
 __all__ = [
-    "StorageUnavailable", "dataset_prefix", "run_prefix", "run_file", "generator_prefix", "generator_file",
-    "job_prefix", "GENERATOR_EXTRAS", "describe", "check", "exists", "read_bytes", "read_many", "write_bytes",
-    "open_stream", "walk", "fetch", "fetch_file", "publish", "publish_file", "delete", "remove_prefix", "scratch",
+    "StorageUnavailable",
+    "dataset_prefix",
+    "run_prefix",
+    "run_file",
+    "generator_prefix",
+    "generator_file",
+    "job_prefix",
+    "GENERATOR_EXTRAS",
+    "describe",
+    "check",
+    "exists",
+    "read_bytes",
+    "read_many",
+    "write_bytes",
+    "open_stream",
+    "walk",
+    "fetch",
+    "fetch_file",
+    "publish",
+    "publish_file",
+    "delete",
+    "remove_prefix",
+    "scratch",
     "remove_stale_scratch",
 ]
 
@@ -71,9 +92,17 @@ def generator_file(generator_id: int, name: str) -> str:
 
 
 # Files in a generator's folder that are not the model its type saved (loading the model skips them).
-GENERATOR_EXTRAS = frozenset({"reference.safetensors", "heldout.safetensors", "augmented.safetensors",
-                              "samples.png", "copies.png", "progress.png",
-                              "class_filter.safetensors"})  # the generation's class filter (apps.ml.class_filter)
+GENERATOR_EXTRAS = frozenset(
+    {
+        "reference.safetensors",
+        "heldout.safetensors",
+        "augmented.safetensors",
+        "samples.png",
+        "copies.png",
+        "progress.png",
+        "class_filter.safetensors",
+    }
+)  # the generation's class filter (apps.ml.class_filter)
 
 
 def job_prefix(job_id: int) -> str:
@@ -174,12 +203,14 @@ def fetch(prefix: str, into: Path | None = None, *, skip: Iterable[str] = ()) ->
 
     A prefix with no files gives an empty folder.
     """
-    into = Path(into) if into is not None else Path(tempfile.mkdtemp(prefix=f"fetch-p{os.getpid()}-", dir=_scratch_root()))
+    into = (
+        Path(into) if into is not None else Path(tempfile.mkdtemp(prefix=f"fetch-p{os.getpid()}-", dir=_scratch_root()))
+    )
     into.mkdir(parents=True, exist_ok=True)
     skip = set(skip)
     base = prefix.rstrip("/") + "/"
     names = [n for n in walk(prefix) if n.startswith(base) and n.rsplit("/", 1)[-1] not in skip]
-    _parallel(lambda name: fetch_file(name, into / name[len(base):]), names)
+    _parallel(lambda name: fetch_file(name, into / name[len(base) :]), names)
     return into
 
 

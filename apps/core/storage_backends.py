@@ -6,6 +6,7 @@ be reached, or refuses, into :class:`StorageUnavailable`; a name that is not the
 ``FileNotFoundError``. Code outside apps/core/storage.py reaches them through ``default_storage`` or
 that module.
 """
+
 from __future__ import annotations
 
 import errno
@@ -14,9 +15,9 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from functools import wraps
 from pathlib import Path
-from typing import Iterator
 
 from django.core.files.base import File
 from django.core.files.storage import FileSystemStorage
@@ -49,7 +50,9 @@ def _guarded(method):
             if self._is_storage_error(exc):
                 if _missing(exc):
                     raise FileNotFoundError(f"{args[0] if args else ''} is not in {self.describe()}") from exc
-                raise StorageUnavailable(f"The file storage ({self.describe()}) cannot be used: {_reason(exc)}") from exc
+                raise StorageUnavailable(
+                    f"The file storage ({self.describe()}) cannot be used: {_reason(exc)}"
+                ) from exc
             raise
 
     return call
@@ -114,8 +117,11 @@ class LocalStorage(FileSystemStorage):
         if not root.is_dir():
             return iter(())
         base = Path(self.location)
-        names = [str(p.relative_to(base)).replace(os.sep, "/") for p in root.rglob("*")
-                 if p.is_file() and not p.name.startswith(".")]
+        names = [
+            str(p.relative_to(base)).replace(os.sep, "/")
+            for p in root.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        ]
         return iter(sorted(names))
 
     @_guarded
@@ -207,7 +213,7 @@ class S3Storage(_BaseS3Storage):
         return self._normalize_name(clean_name(name))
 
     def _relative(self, key: str) -> str:
-        return key[len(self.location):].lstrip("/") if self.location else key
+        return key[len(self.location) :].lstrip("/") if self.location else key
 
     def _keys(self, prefix: str) -> list[str]:
         key = self._key(prefix).rstrip("/") + "/"
@@ -222,8 +228,10 @@ class S3Storage(_BaseS3Storage):
     def remove_prefix(self, prefix: str) -> None:
         keys = self._keys(prefix)
         for start in range(0, len(keys), 1000):
-            self._client().delete_objects(Bucket=self.bucket_name, Delete={
-                "Objects": [{"Key": key} for key in keys[start:start + 1000]], "Quiet": True})
+            self._client().delete_objects(
+                Bucket=self.bucket_name,
+                Delete={"Objects": [{"Key": key} for key in keys[start : start + 1000]], "Quiet": True},
+            )
 
     @_guarded
     def open_stream(self, name: str):
@@ -238,8 +246,12 @@ class S3Storage(_BaseS3Storage):
             self._client().upload_file(str(local), self.bucket_name, self._key(name))
             return
         with open(local, "rb") as body:
-            self._client().put_object(Bucket=self.bucket_name, Key=self._key(name), Body=body,
-                                      ContentType=mimetypes.guess_type(local.name)[0] or "application/octet-stream")
+            self._client().put_object(
+                Bucket=self.bucket_name,
+                Key=self._key(name),
+                Body=body,
+                ContentType=mimetypes.guess_type(local.name)[0] or "application/octet-stream",
+            )
 
     @_guarded
     def read_file(self, name: str, local: Path) -> None:

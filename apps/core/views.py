@@ -1,4 +1,5 @@
 """Start page, tutorial, and the one function that serves stored files after a permission check."""
+
 import mimetypes
 from pathlib import PurePosixPath
 
@@ -22,8 +23,12 @@ def serve_media_file(relative: str, as_attachment: bool = False) -> HttpResponse
     except storage.StorageUnavailable as exc:
         return HttpResponse(f"{exc} Try again in a few minutes.", status=503, content_type="text/plain")
     name = PurePosixPath(relative).name
-    response = FileResponse(stream, as_attachment=as_attachment, filename=name,
-                            content_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
+    response = FileResponse(
+        stream,
+        as_attachment=as_attachment,
+        filename=name,
+        content_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+    )
     response["Content-Length"] = str(size)
     return response
 

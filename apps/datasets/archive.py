@@ -21,14 +21,16 @@ type. Directories, ``__MACOSX/``, dotfiles (``.DS_Store``, ``._photo.jpg``), ``T
 ``desktop.ini`` are skipped silently. Whether a yielded member really is an image is
 ``imaging.decode_image``'s job.
 """
+
 from __future__ import annotations
 
 import stat
 import struct
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 MB = 1024 * 1024
 GB = 1024 * MB
@@ -114,7 +116,9 @@ def iter_zip_images(fileobj: BinaryIO, limits: ArchiveLimits = ArchiveLimits()) 
         fileobj.seek(0)
         archive = zipfile.ZipFile(fileobj)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, struct.error) as error:
-        raise ArchiveRejected(f"not a zip archive ({error}) - upload a .zip file made by your system's 'compress'") from None
+        raise ArchiveRejected(
+            f"not a zip archive ({error}) - upload a .zip file made by your system's 'compress'"
+        ) from None
     infos = archive.infolist()
     if len(infos) > limits.max_members:
         raise ArchiveRejected(_too_many(len(infos), limits))

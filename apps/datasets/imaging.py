@@ -28,14 +28,16 @@ levels on average (tests/datasets/test_imaging_draft.py). What is left of the ti
 decoding, which no scale avoids: the upload service decodes several files at once (Pillow releases
 the GIL while decoding, resizing and compressing).
 """
+
 from __future__ import annotations
 
 import io
 import math
 import re
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Iterable, Sequence
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
@@ -116,9 +118,7 @@ _SIGNATURES: tuple[tuple[re.Pattern[bytes], str], ...] = tuple(
 )
 
 
-def decode_image(
-    data_or_fileobj: bytes | BinaryIO, filename: str, limits: ImageLimits = ImageLimits()
-) -> DecodedImage:
+def decode_image(data_or_fileobj: bytes | BinaryIO, filename: str, limits: ImageLimits = ImageLimits()) -> DecodedImage:
     """Check and fully decode one upload; return its normalised working image.
 
     ``data_or_fileobj`` is the file's bytes or a binary file object (read from its current
@@ -271,8 +271,7 @@ def _check_size(width: int, height: int, name: str, limits: ImageLimits) -> None
         )
     if min(width, height) < limits.min_side:
         raise ImageRejected(
-            f"too small: {name} is {width}x{height} px - images need at least "
-            f"{limits.min_side} px on each side"
+            f"too small: {name} is {width}x{height} px - images need at least {limits.min_side} px on each side"
         )
 
 
@@ -353,8 +352,9 @@ def _shrink(image: Image.Image, working_size: int) -> Image.Image:
 def _is_gray(image: Image.Image, tolerance: int) -> bool:
     """Every pixel's channels within ``tolerance`` of each other (max - min = the largest pairwise difference)."""
     red, green, blue = image.split()
-    return all(ImageChops.difference(a, b).getextrema()[1] <= tolerance
-               for a, b in ((red, green), (green, blue), (red, blue)))
+    return all(
+        ImageChops.difference(a, b).getextrema()[1] <= tolerance for a, b in ((red, green), (green, blue), (red, blue))
+    )
 
 
 def _mb(n_bytes: int) -> str:

@@ -4,6 +4,7 @@ In a zip, a member's class is the first folder of its path. A zip made by compre
 folder wraps every class in one more folder (``flowers/tulip/1.jpg``): when every member sits at least
 two folders deep under the same first folder, that folder is the root and is dropped.
 """
+
 from __future__ import annotations
 
 import unicodedata

@@ -1,4 +1,5 @@
 """A dataset is a named set of one user's images, each stored once."""
+
 import uuid
 
 from django.conf import settings

@@ -5,6 +5,7 @@ asks for it after the images or their classes changed (an upload adds images in 
 measuring at every request would read the whole dataset again each time). The training pipeline
 measures its own training photos again in the prepare stage (the generator keeps that result).
 """
+
 from __future__ import annotations
 
 import hashlib

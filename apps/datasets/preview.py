@@ -4,6 +4,7 @@ One PNG grid: the first row holds a few of the dataset's images as the generator
 (resized and centre-cropped to its resolution); each row below holds one augmented copy of each,
 made by the same function the training pipeline uses (``ml.augment.augment_dataset``).
 """
+
 from __future__ import annotations
 
 import io
@@ -45,8 +46,9 @@ def _scale(resolution: int) -> int:
     return max(1, DISPLAY_SIZE // resolution)
 
 
-def augmentation_preview_png(dataset, resolution: int, *, count: int = PREVIEW_IMAGES,
-                             copies: int = PREVIEW_COPIES, seed: int = 0) -> bytes:
+def augmentation_preview_png(
+    dataset, resolution: int, *, count: int = PREVIEW_IMAGES, copies: int = PREVIEW_COPIES, seed: int = 0
+) -> bytes:
     """PNG bytes of the preview grid (module docstring). Raises ValueError for a dataset without images."""
     from apps.ml.augment import augment_dataset  # torch is loaded only when a preview is asked for
     from apps.ml.images import make_grid
@@ -62,8 +64,9 @@ def augmentation_preview_png(dataset, resolution: int, *, count: int = PREVIEW_I
     batch = stack_training_tensor(pictures, resolution, dataset.channels)  # as the generator will see them
     found = dataset_orientation(dataset)  # mirror images and turns only where the photos show them
     # originals, then copy 1 of each, copy 2 of each, ...
-    augmented = augment_dataset(batch, copies, seed, mirror=bool(found.get("mirrors")),
-                                quarter_turns=bool(found.get("rotations")))
+    augmented = augment_dataset(
+        batch, copies, seed, mirror=bool(found.get("mirrors")), quarter_turns=bool(found.get("rotations"))
+    )
     scale = _scale(resolution)
     if scale > 1:
         augmented = augmented.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)

@@ -3,12 +3,14 @@
 ``dataset_warnings`` is plain Python over (width, height, mode) facts, so it is easy to test;
 ``review_dataset`` reads those facts from the database. Every warning says what to do about it.
 """
+
 from __future__ import annotations
 
 import io
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 from django.conf import settings
 from PIL import Image

@@ -1,4 +1,5 @@
 """Reads of datasets, always scoped to their owner."""
+
 from django.db.models import Count, QuerySet
 
 from .models import Dataset

@@ -8,6 +8,7 @@ transaction). A bad file is rejected with a reason and the rest of the upload st
 behind: files written for a request that fails as a whole are removed again. When the storage
 cannot be written, the request fails as a whole with StorageUnavailable (the API answers 503).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,9 +16,10 @@ import logging
 import os
 import threading
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -31,7 +33,6 @@ from . import archive as zip_archive
 from . import imaging
 from . import labels as class_labels
 from .models import Dataset, DatasetImage
-
 
 # Stored originals are named by the server (a random name, see models._original_path) with the
 # extension of the format the content really has, never the one the uploader chose.
@@ -59,8 +60,9 @@ def zip_limits() -> zip_archive.ArchiveLimits:
     )
 
 
-def create_dataset(*, owner, name: str, files: Iterable = (), archive=None, labelled: bool = False,
-                   labels: list[str] | None = None) -> tuple[Dataset, list[dict]]:
+def create_dataset(
+    *, owner, name: str, files: Iterable = (), archive=None, labelled: bool = False, labels: list[str] | None = None
+) -> tuple[Dataset, list[dict]]:
     """Create a dataset from uploaded image files and/or one zip. Returns (dataset, rejected).
 
     ``labelled``: every image has a class - a zip's class is its top folder (an ImageFolder), a file's
@@ -85,11 +87,16 @@ def create_dataset(*, owner, name: str, files: Iterable = (), archive=None, labe
                 reasons = "; ".join(f"{r['file']}: {r['reason']}" for r in rejected[:5])
                 raise InvalidInput({"images": f"No usable image in this upload. {reasons}"})
             if labelled and len(dataset.class_counts()) < class_labels.MIN_CLASSES:
-                raise InvalidInput({"archive": (
-                    f"A labelled dataset needs at least {class_labels.MIN_CLASSES} classes with "
-                    f"{class_labels.MIN_CLASS_IMAGES} or more images each; this upload has "
-                    f"{_classes_in_words(dataset.class_counts())}. Put each class's images in a folder named "
-                    "after it, or upload without labelled=true for one class.")})
+                raise InvalidInput(
+                    {
+                        "archive": (
+                            f"A labelled dataset needs at least {class_labels.MIN_CLASSES} classes with "
+                            f"{class_labels.MIN_CLASS_IMAGES} or more images each; this upload has "
+                            f"{_classes_in_words(dataset.class_counts())}. Put each class's images in a folder named "
+                            "after it, or upload without labelled=true for one class."
+                        )
+                    }
+                )
     except BaseException:
         _delete_files(written)
         raise
@@ -119,8 +126,12 @@ def _file_labels(files: list, labels: list[str] | None, labelled: bool) -> list[
         return None
     labels = [class_labels.clean(label) for label in (labels or [])]
     if files and len(labels) != len(files):
-        raise InvalidInput({"labels": f"{len(files)} images came with {len(labels)} labels: send one `labels` "
-                                      "entry per image, in the same order (or a zip with a folder per class)."})
+        raise InvalidInput(
+            {
+                "labels": f"{len(files)} images came with {len(labels)} labels: send one `labels` "
+                "entry per image, in the same order (or a zip with a folder per class)."
+            }
+        )
     for label in labels:
         if problem := class_labels.name_problem(label):
             raise InvalidInput({"labels": f"'{label}': {problem}"})
@@ -136,9 +147,16 @@ def _drop_small_classes(dataset: Dataset) -> list[dict]:
     paths = [p for pair in doomed.values_list("original", "working") for p in pair]
     doomed.delete()
     transaction.on_commit(lambda: _delete_files(paths))
-    return [asdict(Rejected(f"{name}/", f"class '{name}' has fewer than {class_labels.MIN_CLASS_IMAGES} images - "
-                                          "add more of it, or leave its folder out"))
-            for name in small]
+    return [
+        asdict(
+            Rejected(
+                f"{name}/",
+                f"class '{name}' has fewer than {class_labels.MIN_CLASS_IMAGES} images - "
+                "add more of it, or leave its folder out",
+            )
+        )
+        for name in small
+    ]
 
 
 def _classes_in_words(counts: dict[str, int]) -> str:
@@ -155,7 +173,9 @@ def _check_file_count(files: list) -> None:
         )
 
 
-def _ingest(dataset: Dataset, files: list, archive, written: list[str], file_labels: list[str] | None = None) -> list[dict]:
+def _ingest(
+    dataset: Dataset, files: list, archive, written: list[str], file_labels: list[str] | None = None
+) -> list[dict]:
     rejected: list[Rejected] = []
     known = set(dataset.images.values_list("sha256", flat=True))
     limits = image_limits()
@@ -218,8 +238,9 @@ def _decode_pool() -> ThreadPoolExecutor:
         return _pool
 
 
-def _checked_in_order(items: Iterable[tuple[str, bytes | BinaryIO, str]],
-                      limits: imaging.ImageLimits) -> Iterator[tuple[str, str, _Checked]]:
+def _checked_in_order(
+    items: Iterable[tuple[str, bytes | BinaryIO, str]], limits: imaging.ImageLimits
+) -> Iterator[tuple[str, str, _Checked]]:
     """(name, label, checked) of every upload, in order, decoded on the pool a few files ahead.
 
     The files are read here, on the caller's thread (an archive's members come from one zip handle);
@@ -228,7 +249,11 @@ def _checked_in_order(items: Iterable[tuple[str, bytes | BinaryIO, str]],
     threads = ingest_threads()
     if threads == 1:
         for name, data, label in items:
-            yield name, label, _refused(data) if isinstance(data, _Refused) else _check(_raw_bytes(data, limits), name, limits)
+            yield (
+                name,
+                label,
+                _refused(data) if isinstance(data, _Refused) else _check(_raw_bytes(data, limits), name, limits),
+            )
         return
     pool, ahead = _decode_pool(), 2 * threads
     pending: deque[tuple[str, str, Future]] = deque()
@@ -259,13 +284,15 @@ def _raw_bytes(data: bytes | BinaryIO, limits: imaging.ImageLimits) -> bytes:
     return data if isinstance(data, bytes) else data.read(limits.max_file_bytes + 1)
 
 
-def _ingest_or_refuse(dataset: Dataset, files: list, archive, written: list[str],
-                      file_labels: list[str] | None = None) -> list[dict]:
+def _ingest_or_refuse(
+    dataset: Dataset, files: list, archive, written: list[str], file_labels: list[str] | None = None
+) -> list[dict]:
     try:
         return _ingest(dataset, files, archive, written, file_labels)
     except StorageUnavailable as exc:
-        raise StorageUnavailable(f"The images could not be stored, so nothing of this upload was kept. {exc} "
-                                 "Try again in a few minutes.") from exc
+        raise StorageUnavailable(
+            f"The images could not be stored, so nothing of this upload was kept. {exc} Try again in a few minutes."
+        ) from exc
 
 
 def _delete_files(paths: list[str]) -> None:
@@ -277,8 +304,9 @@ def _delete_files(paths: list[str]) -> None:
             log.warning("could not remove %s from storage after a failed upload", path)
 
 
-def _uploaded_items(files: list, archive, file_labels: list[str] | None,
-                    labelled: bool) -> Iterator[tuple[str, bytes | BinaryIO | _Refused, str]]:
+def _uploaded_items(
+    files: list, archive, file_labels: list[str] | None, labelled: bool
+) -> Iterator[tuple[str, bytes | BinaryIO | _Refused, str]]:
     """(name, bytes or file, class) of every upload; a labelled zip's members outside a usable class folder
     and the members the zip reader refused come as (name, _Refused(reason), ""), in their place."""
     for index, upload in enumerate(files):
@@ -301,8 +329,9 @@ def _uploaded_items(files: list, archive, file_labels: list[str] | None,
         yield refused.name, _Refused(refused.reason), ""
 
 
-def _add_one(dataset, name, checked: _Checked, known: set[str], rejected: list[Rejected], written: list[str],
-             label: str = "") -> None:
+def _add_one(
+    dataset, name, checked: _Checked, known: set[str], rejected: list[Rejected], written: list[str], label: str = ""
+) -> None:
     """Store one checked upload (original and working PNG) and record it; or say why it was left out."""
     if checked.rejected is not None:
         rejected.append(Rejected(name, checked.rejected))
@@ -349,8 +378,10 @@ def class_folder_warnings(dataset: Dataset) -> list[str]:
     counts = {} if dataset.labelled else folder_classes(dataset)
     if not counts:
         return []
-    return [f"the zip has {_folders_in_words(counts)} but labelled was not set: the images were taken as one "
-            "class; send labelled=true to keep the classes"]
+    return [
+        f"the zip has {_folders_in_words(counts)} but labelled was not set: the images were taken as one "
+        "class; send labelled=true to keep the classes"
+    ]
 
 
 def labelling_question(dataset: Dataset) -> str | None:
@@ -362,8 +393,10 @@ def labelling_question(dataset: Dataset) -> str | None:
     if not counts:
         return None
     listed = ", ".join(f"{name} ({n})" for name, n in counts.items())
-    return (f"The zip has {len(counts)} class folders: {listed}. Choose whether they are classes (a folder per "
-            "class) or one class, then start training.")
+    return (
+        f"The zip has {len(counts)} class folders: {listed}. Choose whether they are classes (a folder per "
+        "class) or one class, then start training."
+    )
 
 
 def relabel_dataset(*, dataset: Dataset, labelled: bool) -> list[dict]:
@@ -376,8 +409,12 @@ def relabel_dataset(*, dataset: Dataset, labelled: bool) -> list[dict]:
     if labelled == dataset.labelled:
         return []
     if dataset.generators.exists():
-        raise InvalidInput({"labelled": "A generator was already trained on this dataset as it is; upload the "
-                                        "images again as a new dataset to read them the other way."})
+        raise InvalidInput(
+            {
+                "labelled": "A generator was already trained on this dataset as it is; upload the "
+                "images again as a new dataset to read them the other way."
+            }
+        )
     before = dataset.labelled
     try:
         with transaction.atomic():
@@ -390,10 +427,15 @@ def relabel_dataset(*, dataset: Dataset, labelled: bool) -> list[dict]:
                 return []
             rejected = _drop_small_classes(dataset)
             if len(dataset.class_counts()) < class_labels.MIN_CLASSES:
-                raise InvalidInput({"labelled": (
-                    f"A labelled dataset needs at least {class_labels.MIN_CLASSES} classes with "
-                    f"{class_labels.MIN_CLASS_IMAGES} or more images each; these folders give "
-                    f"{_classes_in_words(dataset.class_counts())}.")})
+                raise InvalidInput(
+                    {
+                        "labelled": (
+                            f"A labelled dataset needs at least {class_labels.MIN_CLASSES} classes with "
+                            f"{class_labels.MIN_CLASS_IMAGES} or more images each; these folders give "
+                            f"{_classes_in_words(dataset.class_counts())}."
+                        )
+                    }
+                )
             return rejected
     except BaseException:
         dataset.labelled = before
@@ -415,9 +457,14 @@ def _set_labels(images: list[DatasetImage], labelled: bool) -> None:
         image.label = label or ""
     if outside:
         examples = ", ".join(outside[:3]) + (", ..." if len(outside) > 3 else "")
-        raise InvalidInput({"labelled": (
-            f"{len(outside)} of {len(images)} images are not in a usable class folder (e.g. {examples}), so this "
-            "dataset cannot be read as a folder per class: upload a zip with a folder per class.")})
+        raise InvalidInput(
+            {
+                "labelled": (
+                    f"{len(outside)} of {len(images)} images are not in a usable class folder (e.g. {examples}), "
+                    "so this dataset cannot be read as a folder per class: upload a zip with a folder per class."
+                )
+            }
+        )
 
 
 def delete_dataset(*, dataset: Dataset) -> None:

@@ -2,6 +2,7 @@
 
 The review fragment and the augmentation preview are also loaded by the training wizard's upload page.
 """
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
@@ -96,8 +97,12 @@ def dataset_labelling(request, pk: int):
             left_out = services.relabel_dataset(dataset=dataset, labelled=labelled == "true")
         except InvalidInput as exc:
             error = " ".join(message for messages_ in exc.errors.values() for message in messages_)
-    context = {**_review_context(dataset, _resolution(request), wizard=True), "left_out": left_out,
-               "labelling_error": error, "one_class_type": _one_class_type(request)}
+    context = {
+        **_review_context(dataset, _resolution(request), wizard=True),
+        "left_out": left_out,
+        "labelling_error": error,
+        "one_class_type": _one_class_type(request),
+    }
     return render(request, "datasets/_review.html", context, status=400 if error else 200)
 
 

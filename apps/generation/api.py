@@ -1,4 +1,5 @@
 """REST API for generation: starting a job from a generator, the job's status and its zip download."""
+
 from django.conf import settings
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -22,8 +23,23 @@ class JobSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = GenerationJob
-        fields = ["id", "generator", "status", "count", "counts", "guidance", "produced", "dropped", "seed", "steps",
-                  "filter_images", "download_url", "error", "created_at", "finished_at"]
+        fields = [
+            "id",
+            "generator",
+            "status",
+            "count",
+            "counts",
+            "guidance",
+            "produced",
+            "dropped",
+            "seed",
+            "steps",
+            "filter_images",
+            "download_url",
+            "error",
+            "created_at",
+            "finished_at",
+        ]
 
     def get_download_url(self, job) -> str | None:
         if job.status != GenerationJob.Status.DONE:
@@ -53,25 +69,45 @@ class GenerateSerializer(serializers.Serializer):
     count = json_fields.IntegerField(min_value=1)  # max_value: settings.SYNTHGEN_MAX_GENERATION_COUNT (__init__)
     seed = json_fields.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**63 - 1)
     steps = json_fields.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_SAMPLING_STEPS)
-    filter = json_fields.BooleanField(default=True, help_text="Drop noisy/blank images and near-copies of training images.")
-    counts = serializers.DictField(child=json_fields.IntegerField(min_value=0), required=False, help_text=(
-        "Conditional generators: images per class, e.g. {\"sandal\": 850} (leave count out)."))
-    balance_to = json_fields.IntegerField(required=False, min_value=1, help_text=(
-        "Conditional generators: fill every class up to this many images, counting its real photos "
-        "(a class that has as many already gets none; leave count out)."))
-    guidance = json_fields.FloatField(required=False, min_value=0.0, max_value=20.0, help_text=(
-        "Conditional generators: classifier-free guidance scale (1: none; higher: more typical of the class, "
-        "less varied). Left out: the generator's default."))
+    filter = json_fields.BooleanField(
+        default=True, help_text="Drop noisy/blank images and near-copies of training images."
+    )
+    counts = serializers.DictField(
+        child=json_fields.IntegerField(min_value=0),
+        required=False,
+        help_text=('Conditional generators: images per class, e.g. {"sandal": 850} (leave count out).'),
+    )
+    balance_to = json_fields.IntegerField(
+        required=False,
+        min_value=1,
+        help_text=(
+            "Conditional generators: fill every class up to this many images, counting its real photos "
+            "(a class that has as many already gets none; leave count out)."
+        ),
+    )
+    guidance = json_fields.FloatField(
+        required=False,
+        min_value=0.0,
+        max_value=20.0,
+        help_text=(
+            "Conditional generators: classifier-free guidance scale (1: none; higher: more typical of the class, "
+            "less varied). Left out: the generator's default."
+        ),
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # The cap is a setting, read at request time (and by the schema, the web form and the service).
         self.fields["count"] = json_fields.IntegerField(
-            min_value=1, max_value=settings.SYNTHGEN_MAX_GENERATION_COUNT, required=False,
+            min_value=1,
+            max_value=settings.SYNTHGEN_MAX_GENERATION_COUNT,
+            required=False,
             help_text="How many images. Required, except with counts or balance_to for a conditional generator "
-                      "(with class: how many of that class; alone: spread evenly over its classes).")
-        self.fields["class"] = json_fields.CharField(required=False, help_text=(
-            "Conditional generators: generate only this class (with count)."))
+            "(with class: how many of that class; alone: spread evenly over its classes).",
+        )
+        self.fields["class"] = json_fields.CharField(
+            required=False, help_text=("Conditional generators: generate only this class (with count).")
+        )
 
 
 class GenerateView(APIView):
@@ -80,8 +116,12 @@ class GenerateView(APIView):
     parser_classes = [JSONParser]  # bodies are JSON (other media types: 415)
     throttle_scope = "generation"
 
-    @extend_schema(operation_id="generators_generate_create", request=GenerateSerializer,
-                   responses={202: JobSerializer}, tags=["generators"])
+    @extend_schema(
+        operation_id="generators_generate_create",
+        request=GenerateSerializer,
+        responses={202: JobSerializer},
+        tags=["generators"],
+    )
     def post(self, request, pk: int):
         generator = get_object_or_404(generators_for(request.user), pk=pk)
         form = GenerateSerializer(data=request.data)

@@ -1,4 +1,5 @@
 """Writing generated images: a ready-to-train folder of PNGs, a manifest, and one zip."""
+
 from __future__ import annotations
 
 import json
@@ -32,16 +33,23 @@ def write_manifest(folder: Path, manifest: dict) -> Path:
 
 def weight_note() -> dict:
     """What manifest.json says about metadata.jsonl's ``weight``."""
-    return {"value": GENERATED_WEIGHT, "provisional": True, "per_photo": GENERATED_PER_PHOTO,
-            "meaning": "recommended loss weight of each generated image (a real photo weighs 1)",
-            "recipe": (f"weigh each generated image {GENERATED_WEIGHT:g}, add at most {GENERATED_PER_PHOTO} generated "
-                       "images per real photo of a class, and correct class imbalance (logit adjustment, "
-                       "class-balanced sampling) by your real photo counts, not counting generated images"),
-            "evidence": ("bench/longtail.py (Fashion-MNIST, 3 tails of 30 photos, 21,000 unseen test photos): with "
-                         "this recipe the generated images gave no measurable gain over the best real-only training; "
-                         "filling the tails to 500 with them cost 5 points. Check the generator's report and your "
-                         "own held-out photos before relying on them."),
-            }
+    return {
+        "value": GENERATED_WEIGHT,
+        "provisional": True,
+        "per_photo": GENERATED_PER_PHOTO,
+        "meaning": "recommended loss weight of each generated image (a real photo weighs 1)",
+        "recipe": (
+            f"weigh each generated image {GENERATED_WEIGHT:g}, add at most {GENERATED_PER_PHOTO} generated "
+            "images per real photo of a class, and correct class imbalance (logit adjustment, "
+            "class-balanced sampling) by your real photo counts, not counting generated images"
+        ),
+        "evidence": (
+            "bench/longtail.py (Fashion-MNIST, 3 tails of 30 photos, 21,000 unseen test photos): with "
+            "this recipe the generated images gave no measurable gain over the best real-only training; "
+            "filling the tails to 500 with them cost 5 points. Check the generator's report and your "
+            "own held-out photos before relying on them."
+        ),
+    }
 
 
 def metadata_row(file_name: str, label: str, score: float | None) -> dict:

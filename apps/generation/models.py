@@ -1,4 +1,5 @@
 """A generation job: N images from one generator, delivered as PNGs and one zip."""
+
 from django.conf import settings
 from django.db import models
 
@@ -24,7 +25,9 @@ class GenerationJob(TimeStamped):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
     produced = models.PositiveIntegerField(default=0)
     dropped = models.PositiveIntegerField(default=0)
-    output_dir = models.CharField(max_length=255, blank=True)  # its folder in storage (apps/core/storage.py): the gallery's PNGs + manifest
+    output_dir = models.CharField(
+        max_length=255, blank=True
+    )  # its folder in storage (apps/core/storage.py): the gallery's PNGs + manifest
     archive = models.CharField(max_length=255, blank=True)  # name in storage: the zip
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -1,4 +1,5 @@
 """What the generation pages show of a conditional generator: its classes' counts before and after, as bars."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,6 +23,13 @@ def class_bars(classes: list[dict], generated: dict[str, int] | None = None) -> 
     generated = generated or {}
     totals = [c["image_count"] + generated.get(c["name"], 0) for c in classes]
     longest = max(totals, default=0) or 1
-    return [ClassBar(c["name"], c["image_count"], generated.get(c["name"], 0),
-                     round(100 * c["image_count"] / longest, 1), round(100 * generated.get(c["name"], 0) / longest, 1))
-            for c in classes]
+    return [
+        ClassBar(
+            c["name"],
+            c["image_count"],
+            generated.get(c["name"], 0),
+            round(100 * c["image_count"] / longest, 1),
+            round(100 * generated.get(c["name"], 0) / longest, 1),
+        )
+        for c in classes
+    ]

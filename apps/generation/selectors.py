@@ -1,4 +1,5 @@
 """Reads of generation jobs, scoped to their owner."""
+
 from django.db.models import QuerySet
 
 from apps.datasets.selectors import is_signed_in

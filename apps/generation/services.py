@@ -1,4 +1,5 @@
 """Generation jobs: queue them, and run them (sample, write PNGs + manifest + zip)."""
+
 from __future__ import annotations
 
 import logging
@@ -9,17 +10,16 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
-
-from apps.core.errors import InvalidInput
-from apps.core import storage
-from apps.core.storage import StorageUnavailable
-from apps.ml import registry
-from apps.ml import filtering
-from apps.ml.class_filter import ClassFilter, train_class_filter
 from safetensors.torch import load as load_safetensors
-from apps.ml.base import MAX_SAMPLING_STEPS
-from apps.ml.device import pick_device
+
+from apps.core import storage
+from apps.core.errors import InvalidInput
+from apps.core.storage import StorageUnavailable
 from apps.generators.models import Generator
+from apps.ml import filtering, registry
+from apps.ml.base import MAX_SAMPLING_STEPS
+from apps.ml.class_filter import ClassFilter, train_class_filter
+from apps.ml.device import pick_device
 
 from . import export
 from .models import GenerationJob
@@ -40,8 +40,17 @@ def gallery_files(folder) -> list:
 
 
 def start_generation(
-    *, owner, generator: Generator, count=None, seed=None, steps=None, filter_images: bool = True,
-    counts: dict | None = None, balance_to=None, class_name: str | None = None, guidance=None,
+    *,
+    owner,
+    generator: Generator,
+    count=None,
+    seed=None,
+    steps=None,
+    filter_images: bool = True,
+    counts: dict | None = None,
+    balance_to=None,
+    class_name: str | None = None,
+    guidance=None,
 ) -> GenerationJob:
     """Queue a job. A conditional generator (one with classes) takes how many of each class in one of four
     ways: ``counts`` ({class: n}), ``balance_to`` (every class filled up to N from its real photos),
@@ -51,21 +60,33 @@ def start_generation(
     maximum = settings.SYNTHGEN_MAX_GENERATION_COUNT
     per_class = {}
     if generator.classes:
-        per_class, class_errors = class_counts(generator, count=count, counts=counts, balance_to=balance_to,
-                                               class_name=class_name)
+        per_class, class_errors = class_counts(
+            generator, count=count, counts=counts, balance_to=balance_to, class_name=class_name
+        )
         errors.update(class_errors)
         if per_class:
             count = sum(per_class.values())
-        if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, (int, float))
-                                     or not MIN_GUIDANCE <= guidance <= MAX_GUIDANCE):
-            errors["guidance"] = (f"Guidance must be a number from {MIN_GUIDANCE:g} to {MAX_GUIDANCE:g} "
-                                  "(1: no guidance; higher: more typical images of the class, less varied).")
+        if guidance is not None and (
+            isinstance(guidance, bool)
+            or not isinstance(guidance, (int, float))
+            or not MIN_GUIDANCE <= guidance <= MAX_GUIDANCE
+        ):
+            errors["guidance"] = (
+                f"Guidance must be a number from {MIN_GUIDANCE:g} to {MAX_GUIDANCE:g} "
+                "(1: no guidance; higher: more typical images of the class, less varied)."
+            )
     else:
-        for field, value in (("counts", counts), ("balance_to", balance_to), ("class", class_name),
-                             ("guidance", guidance)):
+        for field, value in (
+            ("counts", counts),
+            ("balance_to", balance_to),
+            ("class", class_name),
+            ("guidance", guidance),
+        ):
             if value is not None:
-                errors[field] = (f"'{field}' is for a generator trained on a labelled dataset (one with classes); "
-                                 "this one learned one class: leave it out.")
+                errors[field] = (
+                    f"'{field}' is for a generator trained on a labelled dataset (one with classes); "
+                    "this one learned one class: leave it out."
+                )
     if "count" not in errors and (not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= maximum):
         errors["count"] = f"Ask for between 1 and {maximum:,} images."
     if seed is not None and (not isinstance(seed, int) or not 0 <= seed < 2**63):
@@ -85,8 +106,14 @@ def start_generation(
     if steps is None and generator_type is not None and generator_type.uses_sampling_steps:
         steps = generator_type.default_sampling_steps
     job = GenerationJob.objects.create(
-        owner=owner, generator=generator, count=count, seed=seed, steps=steps, filter_images=filter_images,
-        counts=per_class, guidance=guidance,
+        owner=owner,
+        generator=generator,
+        count=count,
+        seed=seed,
+        steps=steps,
+        filter_images=filter_images,
+        counts=per_class,
+        guidance=guidance,
     )
     transaction.on_commit(lambda: _launch(job.pk))
     return job
@@ -95,12 +122,16 @@ def start_generation(
 MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 20.0
 
 
-def class_counts(generator: Generator, *, count=None, counts=None, balance_to=None, class_name=None
-                 ) -> tuple[dict[str, int], dict[str, str]]:
+def class_counts(
+    generator: Generator, *, count=None, counts=None, balance_to=None, class_name=None
+) -> tuple[dict[str, int], dict[str, str]]:
     """({class: images to generate} in the generator's class order, errors) for a conditional generator."""
     real = {c["name"]: c["image_count"] for c in generator.classes}
-    ways = [name for name, value in (("counts", counts), ("balance_to", balance_to), ("class", class_name))
-            if value is not None]
+    ways = [
+        name
+        for name, value in (("counts", counts), ("balance_to", balance_to), ("class", class_name))
+        if value is not None
+    ]
     if len(ways) > 1:
         return {}, {ways[1]: f"Give one of counts, balance_to or class (with count), not {' and '.join(ways)}."}
     if counts is not None:
@@ -110,8 +141,9 @@ def class_counts(generator: Generator, *, count=None, counts=None, balance_to=No
             return {}, {"counts": 'Give images per class as an object, e.g. {"sandal": 850}.'}
         unknown = [name for name in counts if name not in real]
         if unknown:
-            return {}, {"counts": f"No class {', '.join(map(repr, unknown))} in this generator; its classes: "
-                                  f"{', '.join(real)}."}
+            return {}, {
+                "counts": f"No class {', '.join(map(repr, unknown))} in this generator; its classes: {', '.join(real)}."
+            }
         if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in counts.values()):
             return {}, {"counts": "Each class's count must be a whole number, 0 or more."}
         wanted = {name: counts.get(name, 0) for name in real}
@@ -122,8 +154,10 @@ def class_counts(generator: Generator, *, count=None, counts=None, balance_to=No
             return {}, {"balance_to": "balance_to must be a whole number of images per class, 1 or more."}
         wanted = {name: max(0, balance_to - n) for name, n in real.items()}
         if not any(wanted.values()):
-            return {}, {"balance_to": f"Every class already has {balance_to} or more photos (the most: "
-                                      f"{max(real.values())}); choose a higher balance_to."}
+            return {}, {
+                "balance_to": f"Every class already has {balance_to} or more photos (the most: "
+                f"{max(real.values())}); choose a higher balance_to."
+            }
     elif class_name is not None:
         if class_name not in real:
             return {}, {"class": f"No class {class_name!r} in this generator; its classes: {', '.join(real)}."}
@@ -164,8 +198,9 @@ def _stored_tensors(name: str) -> dict | None:
 
 
 @lru_cache(maxsize=4)
-def _filter_references(generator_id: int, files_dir: str, version: str, classes: int
-                       ) -> dict[int | None, filtering.FilterReference] | None:
+def _filter_references(
+    generator_id: int, files_dir: str, version: str, classes: int
+) -> dict[int | None, filtering.FilterReference] | None:
     """Thresholds calibrated on the generator's real images (None for generators without them): one
     reference under the key None for a one-class generator, one per class index for a conditional one
     (copies are looked for among the image's own class's photos, by that class's thresholds)."""
@@ -176,10 +211,14 @@ def _filter_references(generator_id: int, files_dir: str, version: str, classes:
     augmented = _stored_tensors(f"{files_dir}/augmented.safetensors") or {}
     if classes and "labels" in train:
         return filtering.build_class_references(
-            train["images"], train["labels"].long(), classes,
-            heldout=heldout.get("images"), heldout_labels=heldout["labels"].long() if "labels" in heldout else None,
+            train["images"],
+            train["labels"].long(),
+            classes,
+            heldout=heldout.get("images"),
+            heldout_labels=heldout["labels"].long() if "labels" in heldout else None,
             augmented=augmented.get("images"),
-            augmented_labels=augmented["labels"].long() if "labels" in augmented else None)
+            augmented_labels=augmented["labels"].long() if "labels" in augmented else None,
+        )
     return {None: filtering.build_reference(train["images"], heldout.get("images"), augmented.get("images"))}
 
 
@@ -218,10 +257,14 @@ def _stored_or_trained_class_filter(generator: Generator) -> ClassFilter | None:
         return None
     heldout = _stored_tensors(f"{generator.files_dir}/heldout.safetensors") or {}
     try:
-        trained = train_class_filter(train["images"], train["labels"].long(), heldout.get("images"),
-                                     heldout["labels"].long() if "labels" in heldout else None,
-                                     classes=len(generator.classes),
-                                     settings=classifier_settings(generator, pick_device()))
+        trained = train_class_filter(
+            train["images"],
+            train["labels"].long(),
+            heldout.get("images"),
+            heldout["labels"].long() if "labels" in heldout else None,
+            classes=len(generator.classes),
+            settings=classifier_settings(generator, pick_device()),
+        )
     except ValueError:  # a class without training photos: nothing to learn it from
         log.warning("generator %s: no class filter (a class has no training photos)", generator.pk)
         return None
@@ -257,9 +300,14 @@ def run_generation(job_id: int) -> None:
         output_dir=folder_relative,
         archive=zip_relative,
         finished_at=timezone.now(),
-        error=(f"Only {produced} of {job.count} images passed the quality filter; the generator makes too many "
-               "noisy images or copies" + (", or images not recognisable as their class" if job.counts else "")
-               + ". Train longer, or turn the filter off." if shortfall else ""),
+        error=(
+            f"Only {produced} of {job.count} images passed the quality filter; the generator makes too many "
+            "noisy images or copies"
+            + (", or images not recognisable as their class" if job.counts else "")
+            + ". Train longer, or turn the filter off."
+            if shortfall
+            else ""
+        ),
     )
 
 
@@ -279,8 +327,11 @@ def _generate(job: GenerationJob, work) -> tuple[int, str, str]:
     storage.remove_prefix(storage.job_prefix(job.pk))  # a job delivered again starts its files over
     version = generator.updated_at.isoformat()
     model = _load_model(generator.pk, generator.kind, generator.files_dir, version)
-    references = (_filter_references(generator.pk, generator.files_dir, version, len(generator.classes))
-                  if job.filter_images else None)
+    references = (
+        _filter_references(generator.pk, generator.files_dir, version, len(generator.classes))
+        if job.filter_images
+        else None
+    )
     # Conditional generators: every image is scored by the class filter; with the filter on, images it
     # does not recognise as their class are dropped and replaced.
     classifier = class_filter(generator)
@@ -302,18 +353,25 @@ def _generate(job: GenerationJob, work) -> tuple[int, str, str]:
         target, written = (folder / class_name, 0) if class_name else (folder, produced)
         for start in range(0, class_count, CHUNK):
             wanted = min(CHUNK, class_count - start)
-            check = ((lambda images, label=label: classifier.check(images, label))
-                     if classifier is not None and label is not None else None)
-            batch = filtering.generate_filtered(sample, wanted, reference, seed=job.seed, chunk=chunk_index,
-                                                class_check=check)
+            check = (
+                (lambda images, label=label: classifier.check(images, label))
+                if classifier is not None and label is not None
+                else None
+            )
+            batch = filtering.generate_filtered(
+                sample, wanted, reference, seed=job.seed, chunk=chunk_index, class_check=check
+            )
             chunk_index += 1
             files = export.write_pngs(batch.images, target, written)
             prefix = f"{class_name}/" if class_name else ""
-            manifest_images += [{"file": prefix + name, **({"class": class_name} if class_name else {}),
-                                 "score": None, **scores}
-                                for name, scores in zip(files, batch.scores)]
-            metadata_rows += [export.metadata_row(prefix + name, class_name or dataset_name, scores.get("score"))
-                              for name, scores in zip(files, batch.scores)]
+            manifest_images += [
+                {"file": prefix + name, **({"class": class_name} if class_name else {}), "score": None, **scores}
+                for name, scores in zip(files, batch.scores)
+            ]
+            metadata_rows += [
+                export.metadata_row(prefix + name, class_name or dataset_name, scores.get("score"))
+                for name, scores in zip(files, batch.scores)
+            ]
             written += len(files)
             produced += len(files)
             for reason, n in batch.dropped.items():
@@ -322,13 +380,27 @@ def _generate(job: GenerationJob, work) -> tuple[int, str, str]:
     export.write_manifest(
         folder,
         {
-            "generator": {"id": generator.pk, "name": generator.name, "kind": generator.kind,
-                          "resolution": generator.resolution, "version": version},
-            "job": {"id": job.pk, "count": job.count, "produced": produced, "seed": job.seed,
-                    "steps": job.steps, "filtered": references is not None,
-                    **({"counts": job.counts, "guidance": job.guidance} if job.counts else {})},
-            "filter": {"dropped": dropped, "thresholds": _thresholds(references, names),
-                       "class": classifier.describe(names) if classifier is not None else None},
+            "generator": {
+                "id": generator.pk,
+                "name": generator.name,
+                "kind": generator.kind,
+                "resolution": generator.resolution,
+                "version": version,
+            },
+            "job": {
+                "id": job.pk,
+                "count": job.count,
+                "produced": produced,
+                "seed": job.seed,
+                "steps": job.steps,
+                "filtered": references is not None,
+                **({"counts": job.counts, "guidance": job.guidance} if job.counts else {}),
+            },
+            "filter": {
+                "dropped": dropped,
+                "thresholds": _thresholds(references, names),
+                "class": classifier.describe(names) if classifier is not None else None,
+            },
             "weight": export.weight_note(),
             "images": manifest_images,
         },

@@ -1,4 +1,5 @@
 """Celery task for generation jobs (routed to the gpu queue)."""
+
 from celery import shared_task
 
 from apps.generators.tasks import with_storage_retries
@@ -8,5 +9,8 @@ from . import services
 
 @shared_task(name="generation.generate", bind=True)
 def generate(self, job_id: int) -> None:
-    with_storage_retries(self, lambda: services.run_generation(job_id),
-                         lambda message: services.fail_job(job_id=job_id, message=f"Generation failed: {message}"))
+    with_storage_retries(
+        self,
+        lambda: services.run_generation(job_id),
+        lambda message: services.fail_job(job_id=job_id, message=f"Generation failed: {message}"),
+    )

@@ -1,4 +1,5 @@
 """Web pages for generation: starting a job from a generator's page; a job's live progress, gallery, zip download."""
+
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
@@ -13,8 +14,8 @@ from apps.ml import registry
 
 from . import selectors, services
 from .forms import GenerateForm
-from .presentation import class_bars
 from .models import GenerationJob
+from .presentation import class_bars
 
 GALLERY_SIZE = services.GALLERY_SIZE
 
@@ -25,13 +26,17 @@ def _gallery(job: GenerationJob) -> list[str]:
     if job.status != GenerationJob.Status.DONE or not job.output_dir:
         return []
     prefix = job.output_dir.rstrip("/") + "/"
-    names = [name[len(prefix):] for name in storage.walk(job.output_dir) if name.startswith(prefix)]
+    names = [name[len(prefix) :] for name in storage.walk(job.output_dir) if name.startswith(prefix)]
     return sorted(name for name in names if name.endswith(".png"))[:GALLERY_SIZE]
 
 
 def _context(job: GenerationJob) -> dict:
-    return {"job": job, "gallery": _gallery(job), "gallery_size": GALLERY_SIZE,
-            "class_bars": class_bars(job.generator.classes, job.counts)}
+    return {
+        "job": job,
+        "gallery": _gallery(job),
+        "gallery_size": GALLERY_SIZE,
+        "class_bars": class_bars(job.generator.classes, job.counts),
+    }
 
 
 @login_required
@@ -86,8 +91,9 @@ def start_job(request, generator_pk: int):
         except InvalidInput as exc:
             for field, errors in exc.errors.items():
                 for error in errors:
-                    form.add_error(_FORM_FIELDS.get(field, field) if _FORM_FIELDS.get(field, field) in form.fields
-                                   else None, error)
+                    form.add_error(
+                        _FORM_FIELDS.get(field, field) if _FORM_FIELDS.get(field, field) in form.fields else None, error
+                    )
         else:
             return redirect("generation:job", pk=job.pk)
     return render_generator_page(request, generator, generate_form=form)

@@ -7,11 +7,11 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from apps.core.errors import InvalidInput
+from apps.ml import registry
 
 from . import portable, services
-from .presentation import registry_columns
-from apps.ml import registry
 from .models import Generator, TrainingRun
+from .presentation import registry_columns
 
 
 class KindFilter(admin.SimpleListFilter):
@@ -43,35 +43,71 @@ class ImportForm(forms.Form):
 
 @admin.register(Generator)
 class GeneratorAdmin(admin.ModelAdmin):
-    list_display = ["name", "lineage", "kind", "resolution", "class_list", "status", "verdict", "usefulness", "photo_equivalent",
-                    "owner", "shared", "dataset", "created_at"]
+    list_display = [
+        "name",
+        "lineage",
+        "kind",
+        "resolution",
+        "class_list",
+        "status",
+        "verdict",
+        "usefulness",
+        "photo_equivalent",
+        "owner",
+        "shared",
+        "dataset",
+        "created_at",
+    ]
     list_filter = [KindFilter, "status", "shared", "resolution", "augment", "preset"]
     search_fields = ["name", "owner__username", "dataset__name"]
-    readonly_fields = ["kind", "resolution", "channels", "base_generator", "base_name", "classes", "config", "files_dir", "sample_grid_preview", "quality", "warnings"]
+    readonly_fields = [
+        "kind",
+        "resolution",
+        "channels",
+        "base_generator",
+        "base_name",
+        "classes",
+        "config",
+        "files_dir",
+        "sample_grid_preview",
+        "quality",
+        "warnings",
+    ]
     inlines = [TrainingRunInline]
     actions = ["share", "unshare", "export"]
     change_list_template = "admin/generators/generator/change_list.html"  # adds "Import a generator"
 
     def get_urls(self):
-        return [path("import/", self.admin_site.admin_view(self.import_view), name="generators_generator_import"),
-                *super().get_urls()]
+        return [
+            path("import/", self.admin_site.admin_view(self.import_view), name="generators_generator_import"),
+            *super().get_urls(),
+        ]
 
     def import_view(self, request):
         """Import an exported generator (apps.generators.portable) as a ready generator of the signed-in admin."""
         form = ImportForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             try:
-                generator = portable.import_generator(owner=request.user, file=form.cleaned_data["file"],
-                                                      name=form.cleaned_data["name"] or None,
-                                                      shared=form.cleaned_data["shared"])
+                generator = portable.import_generator(
+                    owner=request.user,
+                    file=form.cleaned_data["file"],
+                    name=form.cleaned_data["name"] or None,
+                    shared=form.cleaned_data["shared"],
+                )
             except InvalidInput as refused:
                 for problem in refused.errors.get("file", []):
                     form.add_error("file", problem)
             else:
-                self.message_user(request, f"Imported '{generator.name}' ({generator.kind}, {generator.resolution} px).")
+                self.message_user(
+                    request, f"Imported '{generator.name}' ({generator.kind}, {generator.resolution} px)."
+                )
                 return redirect("admin:generators_generator_change", generator.pk)
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "form": form,
-                   "title": "Import a generator"}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "form": form,
+            "title": "Import a generator",
+        }
         return TemplateResponse(request, "admin/generators/generator/import.html", context)
 
     @admin.action(description="Export (download one file)")
@@ -86,12 +122,13 @@ class GeneratorAdmin(admin.ModelAdmin):
         except InvalidInput as refused:
             self.message_user(request, " ".join(sum(refused.errors.values(), [])), level=messages.WARNING)
             return None
-        return FileResponse(file, as_attachment=True, filename=portable.export_filename(generator),
-                            content_type="application/zip")
+        return FileResponse(
+            file, as_attachment=True, filename=portable.export_filename(generator), content_type="application/zip"
+        )
 
     @admin.display(description="started from")
     def lineage(self, obj):
-        """"fine-tuned from <base>" (the name stays when the base is deleted); "—" when trained from scratch."""
+        """ "fine-tuned from <base>" (the name stays when the base is deleted); "—" when trained from scratch."""
         return obj.lineage or "—"
 
     @admin.display(description="classes")

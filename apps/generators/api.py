@@ -1,4 +1,5 @@
 """REST API for generators (the registry) and their training runs. Starting generation: apps.generation.api."""
+
 from django.http import FileResponse
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
@@ -11,11 +12,11 @@ from rest_framework.response import Response
 from apps.core import fields as json_fields
 from apps.datasets.api import ClassCountSerializer
 from apps.datasets.selectors import datasets_for
-
-from . import estimates, portable, selectors, services
 from apps.ml import registry
 from apps.ml.base import PRESETS, RESOLUTIONS
 from apps.ml.orientation import describe as describe_orientation
+
+from . import estimates, portable, selectors, services
 from .models import Generator, TrainingRun
 
 
@@ -31,9 +32,25 @@ class RunSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = TrainingRun
-        fields = ["id", "generator", "status", "stage", "progress", "losses", "warnings", "device",
-                  "image_count", "error", "started_at", "finished_at", "cancel_requested",
-                  "estimated_seconds", "estimate_source", "train_seconds", "estimate"]
+        fields = [
+            "id",
+            "generator",
+            "status",
+            "stage",
+            "progress",
+            "losses",
+            "warnings",
+            "device",
+            "image_count",
+            "error",
+            "started_at",
+            "finished_at",
+            "cancel_requested",
+            "estimated_seconds",
+            "estimate_source",
+            "train_seconds",
+            "estimate",
+        ]
 
     def get_estimate(self, run) -> str:
         """The training time expected when training started against the time it took, in words ("" without)."""
@@ -50,11 +67,15 @@ class OrientationSerializer(serializers.Serializer):
     images = serializers.IntegerField()
     mirrors = serializers.BooleanField(help_text="Mirror images are the same kind of photo: augmentation may add them.")
     rotations = serializers.BooleanField(help_text="Quarter turns are too (photos with no fixed way up).")
-    mirror_share = serializers.FloatField(allow_null=True, help_text=(
-        "Share of the photos closer to the mirrored mean image than to the mean (null: too few photos)."))
+    mirror_share = serializers.FloatField(
+        allow_null=True,
+        help_text=("Share of the photos closer to the mirrored mean image than to the mean (null: too few photos)."),
+    )
     turn_share = serializers.FloatField(allow_null=True)
-    asymmetry = serializers.FloatField(allow_null=True, help_text=(
-        "The mean image's mirror asymmetry over the photos' spread (largest class); below 0.1: mirrors."))
+    asymmetry = serializers.FloatField(
+        allow_null=True,
+        help_text=("The mean image's mirror asymmetry over the photos' spread (largest class); below 0.1: mirrors."),
+    )
     turn_asymmetry = serializers.FloatField(allow_null=True)
     classes = serializers.DictField(child=serializers.DictField(), help_text="The same per class (labelled datasets).")
     summary = serializers.CharField(help_text="What it means for the augmentation, in plain words.")
@@ -78,16 +99,43 @@ class GeneratorSerializer(serializers.ModelSerializer):
     sample_grid_url = serializers.SerializerMethodField()
     uses_sampling_steps = serializers.SerializerMethodField()
     orientation = serializers.SerializerMethodField()
-    classes = ClassCountSerializer(many=True, read_only=True, help_text=(
-        "A conditional generator's classes (label order) and the real photos of each it learned from; "
-        "empty for a one-class generator. Generate them with `counts`, `balance_to` or `class`."))
+    classes = ClassCountSerializer(
+        many=True,
+        read_only=True,
+        help_text=(
+            "A conditional generator's classes (label order) and the real photos of each it learned from; "
+            "empty for a one-class generator. Generate them with `counts`, `balance_to` or `class`."
+        ),
+    )
 
     class Meta:
         model = Generator
-        fields = ["id", "name", "kind", "resolution", "channels", "dataset", "augment", "preset", "shared",
-                  "owner", "status", "stage", "progress", "run", "error", "warnings", "sample_grid_url",
-                  "uses_sampling_steps", "classes", "orientation", "quality", "config", "base_generator",
-                  "created_at"]
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "resolution",
+            "channels",
+            "dataset",
+            "augment",
+            "preset",
+            "shared",
+            "owner",
+            "status",
+            "stage",
+            "progress",
+            "run",
+            "error",
+            "warnings",
+            "sample_grid_url",
+            "uses_sampling_steps",
+            "classes",
+            "orientation",
+            "quality",
+            "config",
+            "base_generator",
+            "created_at",
+        ]
 
     @extend_schema_field(BaseGeneratorSerializer(allow_null=True))
     def get_base_generator(self, generator) -> dict | None:
@@ -131,8 +179,10 @@ class GeneratorSerializer(serializers.ModelSerializer):
         if not generator.orientation:
             return None  # not prepared yet, or trained before orientation was measured
         keys = OrientationSerializer().fields
-        return {**{key: generator.orientation.get(key) for key in keys if key != "summary"},
-                "summary": describe_orientation(generator.orientation)}
+        return {
+            **{key: generator.orientation.get(key) for key in keys if key != "summary"},
+            "summary": describe_orientation(generator.orientation),
+        }
 
     def get_uses_sampling_steps(self, generator) -> bool:
         generator_type = registry.all_types().get(generator.kind)
@@ -142,24 +192,43 @@ class GeneratorSerializer(serializers.ModelSerializer):
 # The request bodies below are JSON (GeneratorViewSet.parser_classes), read with fields that take exactly
 # the JSON types the schema gives (apps/core/fields.py).
 
+
 class GeneratorCreateSerializer(serializers.Serializer):
     name = json_fields.CharField(max_length=120)
     dataset = json_fields.PrimaryKeyRelatedField(queryset=datasets_for(None).none())
     kind = json_fields.ChoiceField(choices=[])
-    resolution = json_fields.ChoiceField(choices=RESOLUTIONS, required=False, allow_null=True,
-                                    help_text="Left out: 64, or 32 when most images are smaller than 64 px.")
+    resolution = json_fields.ChoiceField(
+        choices=RESOLUTIONS,
+        required=False,
+        allow_null=True,
+        help_text="Left out: 64, or 32 when most images are smaller than 64 px.",
+    )
     augment = json_fields.BooleanField(default=False)
-    preset = json_fields.ChoiceField(choices=PRESETS, required=False, allow_null=True, allow_blank=True,
-                                help_text="Left out: chosen by dataset size.")
+    preset = json_fields.ChoiceField(
+        choices=PRESETS,
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        help_text="Left out: chosen by dataset size.",
+    )
     shared = json_fields.BooleanField(default=True)
-    options = serializers.DictField(required=False, help_text=(
-        "Advanced: settings over the preset, e.g. {\"total_steps\": 2000}; "
-        "GET /api/generator-types/ lists each type's settings."))
-    base_generator = json_fields.IntegerField(required=False, allow_null=True, help_text=(
-        "Fine-tune: the id of a ready generator you can see (yours or shared) of the same type, resolution and "
-        "channels; training starts from its weights with the fine-tuning recipe (a third of the preset's steps, "
-        "a lower learning rate) unless options set those. Another one: 400 naming the mismatch and listing the "
-        "generators that fit. Left out (or null): train from scratch."))
+    options = serializers.DictField(
+        required=False,
+        help_text=(
+            'Advanced: settings over the preset, e.g. {"total_steps": 2000}; '
+            "GET /api/generator-types/ lists each type's settings."
+        ),
+    )
+    base_generator = json_fields.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text=(
+            "Fine-tune: the id of a ready generator you can see (yours or shared) of the same type, resolution and "
+            "channels; training starts from its weights with the fine-tuning recipe (a third of the preset's steps, "
+            "a lower learning rate) unless options set those. Another one: 400 naming the mismatch and listing the "
+            "generators that fit. Left out (or null): train from scratch."
+        ),
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -189,8 +258,9 @@ class ShareSerializer(serializers.Serializer):
     shared = json_fields.BooleanField()
 
 
-class GeneratorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
-                       viewsets.GenericViewSet):
+class GeneratorViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
+):
     serializer_class = GeneratorSerializer
     parser_classes = [JSONParser]  # bodies are JSON (other media types: 415)
     throttle_scope = "generation"
@@ -206,10 +276,17 @@ class GeneratorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.
     def get_throttles(self):
         return super().get_throttles() if self.action in ("create", "import_export") else []
 
-    @extend_schema(parameters=[
-        OpenApiParameter("kind", str, description="Only generators of this type (a registry key, e.g. dcgan)."),
-        OpenApiParameter("status", str, enum=Generator.Status.values, description="Only generators in this state (another value: 400)."),
-    ])
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("kind", str, description="Only generators of this type (a registry key, e.g. dcgan)."),
+            OpenApiParameter(
+                "status",
+                str,
+                enum=Generator.Status.values,
+                description="Only generators in this state (another value: 400).",
+            ),
+        ]
+    )
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
@@ -235,7 +312,9 @@ class GeneratorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.
             options=data.get("options") or None,
             base_generator=data.get("base_generator"),
         )
-        return Response(GeneratorSerializer(generator, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
+        return Response(
+            GeneratorSerializer(generator, context={"request": request}).data, status=status.HTTP_202_ACCEPTED
+        )
 
     def perform_destroy(self, instance):
         services.delete_generator(generator=self._own(instance))
@@ -255,8 +334,12 @@ class GeneratorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.
         """One file with the generator's weights (safetensors), config, type and architecture version, classes,
         quality report and lineage, for POST /api/generators/import/ on this or another installation."""
         generator = self.get_object()
-        return FileResponse(portable.export_generator(generator=generator), as_attachment=True,
-                            filename=portable.export_filename(generator), content_type="application/zip")
+        return FileResponse(
+            portable.export_generator(generator=generator),
+            as_attachment=True,
+            filename=portable.export_filename(generator),
+            content_type="application/zip",
+        )
 
     @extend_schema(request={"multipart/form-data": ImportSerializer}, responses={201: GeneratorSerializer})
     @action(detail=False, methods=["post"], url_path="import", url_name="import", parser_classes=[MultiPartParser])
@@ -266,10 +349,12 @@ class GeneratorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.
         form = ImportSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        generator = portable.import_generator(owner=request.user, file=data["file"], name=data.get("name"),
-                                              shared=data["shared"])
-        return Response(GeneratorSerializer(generator, context={"request": request}).data,
-                        status=status.HTTP_201_CREATED)
+        generator = portable.import_generator(
+            owner=request.user, file=data["file"], name=data.get("name"), shared=data["shared"]
+        )
+        return Response(
+            GeneratorSerializer(generator, context={"request": request}).data, status=status.HTTP_201_CREATED
+        )
 
     @extend_schema(responses={(200, "image/png"): bytes})
     @action(detail=True, methods=["get"], url_path="sample-grid")

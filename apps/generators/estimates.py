@@ -13,6 +13,7 @@ step of its model shape on the device that trains it. That cost comes from, best
 Workers say they are up in :class:`WorkerPresence` (a row per worker process, beaten every
 :data:`WORKER_BEAT_SECONDS`), so the wizard can say when no worker is up, and which device the training will get.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,19 +48,51 @@ PAST_RUNS = 20  # the newest matching runs an estimate reads
 # Config keys that do not change what one training step costs: the length and schedule of the training, the
 # seeds, learning rates, the grids and sampling, the class names. Every other key (network width and depth,
 # batch size, regularisation, precision, compilation) is part of the shape: a change there is a new cost.
-COST_FREE_KEYS = frozenset({
-    "preset", "image_count", "total_steps", "checkpoint_every", "report_every", "seed", "ema_half_life_steps",
-    "dropout", "learning_rate", "lr_g", "lr_d", "beta1", "beta2", "warmup_steps", "final_lr_fraction",
-    "weight_decay", "ema_decay", "real_label", "min_snr_gamma", "min_snr_plus_one", "schedule_shift", "hflip",
-    "augment_flip", "grid_images", "grid_steps", "sampler", "sampling_steps", "guidance_scale",
-    "cpu_sampling_bf16", "classes", "num_classes", "class_balanced", "label_dropout", "grad_clip",
-})
+COST_FREE_KEYS = frozenset(
+    {
+        "preset",
+        "image_count",
+        "total_steps",
+        "checkpoint_every",
+        "report_every",
+        "seed",
+        "ema_half_life_steps",
+        "dropout",
+        "learning_rate",
+        "lr_g",
+        "lr_d",
+        "beta1",
+        "beta2",
+        "warmup_steps",
+        "final_lr_fraction",
+        "weight_decay",
+        "ema_decay",
+        "real_label",
+        "min_snr_gamma",
+        "min_snr_plus_one",
+        "schedule_shift",
+        "hflip",
+        "augment_flip",
+        "grid_images",
+        "grid_steps",
+        "sampler",
+        "sampling_steps",
+        "guidance_scale",
+        "cpu_sampling_bf16",
+        "classes",
+        "num_classes",
+        "class_balanced",
+        "label_dropout",
+        "grad_clip",
+    }
+)
 
 
 # ------------------------------------------------------------------------------------- shapes and recipes
 
+
 def device_class(device: str) -> str:
-    """"cuda" for any CUDA device ("cuda:1"), else "cpu"."""
+    """ "cuda" for any CUDA device ("cuda:1"), else "cpu"."""
     return "cuda" if str(device).split(":")[0] == "cuda" else "cpu"
 
 
@@ -76,9 +109,15 @@ def recipe(kind: str, *, resolution: int, channels: int, preset: str, image_coun
     overrides included), for ``image_count`` photos in the dataset (less the held-out ones, as training gets)."""
     from .evaluation import holdout_count
 
-    return build_config(registry.get(kind), resolution=resolution, channels=channels, preset=preset,
-                        image_count=max(image_count - holdout_count(image_count), 0), device=device,
-                        overrides=settings.SYNTHGEN_TRAINING_OVERRIDES.get(kind, {}))
+    return build_config(
+        registry.get(kind),
+        resolution=resolution,
+        channels=channels,
+        preset=preset,
+        image_count=max(image_count - holdout_count(image_count), 0),
+        device=device,
+        overrides=settings.SYNTHGEN_TRAINING_OVERRIDES.get(kind, {}),
+    )
 
 
 def measured_shapes(device: str) -> list[tuple[str, dict]]:
@@ -90,8 +129,9 @@ def measured_shapes(device: str) -> list[tuple[str, dict]]:
             for preset in PRESETS:
                 for count in WIZARD_IMAGE_COUNTS:
                     try:
-                        config = recipe(kind, resolution=resolution, channels=3, preset=preset, image_count=count,
-                                        device=device)
+                        config = recipe(
+                            kind, resolution=resolution, channels=3, preset=preset, image_count=count, device=device
+                        )
                     except (ConfigError, ValueError):
                         continue
                     shapes.setdefault((kind, resolution, shape_key(kind, config)), (kind, config))
@@ -100,12 +140,21 @@ def measured_shapes(device: str) -> list[tuple[str, dict]]:
 
 # ------------------------------------------------------------------------------------- measuring
 
+
 class _Enough(Exception):
     """Raised from the trainer's progress callback when the steps are timed: the run ends without its checkpoint."""
 
 
-def measure_step_cost(kind: str, config: dict, device: str, *, steps: int | None = None, warmup: int | None = None,
-                      budget: float | None = 2.0, should_stop=None) -> tuple[float, int] | None:
+def measure_step_cost(
+    kind: str,
+    config: dict,
+    device: str,
+    *,
+    steps: int | None = None,
+    warmup: int | None = None,
+    budget: float | None = 2.0,
+    should_stop=None,
+) -> tuple[float, int] | None:
     """Seconds per training step of ``config`` (a ``kind`` recipe) on ``device``, and the steps timed: random images
     through the real trainer (GeneratorType.train: its loop, reseeding, EMA, loss reads), timed between its
     progress reports after ``warmup`` steps (first calls, compilation). ``steps`` (default 4 on a CPU, 20 on a
@@ -118,11 +167,21 @@ def measure_step_cost(kind: str, config: dict, device: str, *, steps: int | None
     steps = steps or (20 if cuda else 4)
     warmup = warmup if warmup is not None else (3 if cuda else 1)
     total = warmup + steps + 1
-    model = registry.get(kind)({**config, "total_steps": total, "report_every": 1, "checkpoint_every": total},
-                               device=device)
+    model = registry.get(kind)(
+        {**config, "total_steps": total, "report_every": 1, "checkpoint_every": total}, device=device
+    )
     count = max(int(config["batch_size"]), 8)
-    images = torch.rand(count, config["channels"], config["resolution"], config["resolution"],
-                        generator=torch.Generator().manual_seed(0)) * 2 - 1
+    images = (
+        torch.rand(
+            count,
+            config["channels"],
+            config["resolution"],
+            config["resolution"],
+            generator=torch.Generator().manual_seed(0),
+        )
+        * 2
+        - 1
+    )
     times: dict[int, float] = {}
     stopped = []
 
@@ -158,24 +217,37 @@ def device_name(device: str) -> str:
     return f"{threads} CPU thread{'s' if threads != 1 else ''}"
 
 
-def record_step_cost(kind: str, config: dict, device: str, seconds_per_step: float, *, steps: int,
-                     name: str = "") -> StepCost:
+def record_step_cost(
+    kind: str, config: dict, device: str, seconds_per_step: float, *, steps: int, name: str = ""
+) -> StepCost:
     """Store a measured cost for ``config``'s shape on a ``device``-class worker (the newest replaces the older)."""
     cost, _ = StepCost.objects.update_or_create(
-        kind=kind, resolution=config["resolution"], channels=config["channels"],
-        device=device_class(device), shape=shape_key(kind, config),
-        defaults={"seconds_per_step": seconds_per_step, "steps": steps, "host": socket.gethostname(),
-                  "device_name": name, "measured_at": timezone.now()},
+        kind=kind,
+        resolution=config["resolution"],
+        channels=config["channels"],
+        device=device_class(device),
+        shape=shape_key(kind, config),
+        defaults={
+            "seconds_per_step": seconds_per_step,
+            "steps": steps,
+            "host": socket.gethostname(),
+            "device_name": name,
+            "measured_at": timezone.now(),
+        },
     )
     return cost
 
 
 def unmeasured_shapes(device: str) -> list[tuple[str, dict]]:
     """The shapes of :func:`measured_shapes` without a StepCost row for this device class."""
-    known = set(StepCost.objects.filter(device=device_class(device)).values_list("kind", "resolution", "channels",
-                                                                                "shape"))
-    return [(kind, config) for kind, config in measured_shapes(device_class(device))
-            if (kind, config["resolution"], config["channels"], shape_key(kind, config)) not in known]
+    known = set(
+        StepCost.objects.filter(device=device_class(device)).values_list("kind", "resolution", "channels", "shape")
+    )
+    return [
+        (kind, config)
+        for kind, config in measured_shapes(device_class(device))
+        if (kind, config["resolution"], config["channels"], shape_key(kind, config)) not in known
+    ]
 
 
 def measure_next(device: str, should_stop=None) -> bool:
@@ -191,18 +263,35 @@ def measure_next(device: str, should_stop=None) -> bool:
         return False
     seconds, steps = measured
     record_step_cost(kind, config, device, seconds, steps=steps, name=device_name(device))
-    log.info("measured %s %spx on %s: %.4f s per step (%s steps, in %.1f s)", kind, config["resolution"],
-             device, seconds, steps, time.perf_counter() - started)
+    log.info(
+        "measured %s %spx on %s: %.4f s per step (%s steps, in %.1f s)",
+        kind,
+        config["resolution"],
+        device,
+        seconds,
+        steps,
+        time.perf_counter() - started,
+    )
     return True
 
 
 # ------------------------------------------------------------------------------------- workers
 
+
 def worker_started(*, holder: str, queues: list[str], device: str, name: str = "") -> WorkerPresence:
     now = timezone.now()
     worker, _ = WorkerPresence.objects.update_or_create(
-        holder=holder, defaults={"host": holder.split(":")[0], "queues": sorted(queues), "device": device_class(device),
-                                 "device_name": name, "started_at": now, "seen_at": now, "stopped_at": None})
+        holder=holder,
+        defaults={
+            "host": holder.split(":")[0],
+            "queues": sorted(queues),
+            "device": device_class(device),
+            "device_name": name,
+            "started_at": now,
+            "seen_at": now,
+            "stopped_at": None,
+        },
+    )
     return worker
 
 
@@ -229,6 +318,7 @@ def training_workers() -> list[WorkerPresence]:
 
 # ------------------------------------------------------------------------------------- estimating
 
+
 @dataclass
 class Estimate:
     seconds: float
@@ -243,10 +333,19 @@ class Evidence:
 
     def __init__(self) -> None:
         self.runs: dict[tuple, list[float]] = {}
-        runs = (TrainingRun.objects.filter(train_seconds__isnull=False, step__gt=0)
-                .order_by("-finished_at", "-pk").values_list("generator__kind", "generator__resolution",
-                                                             "generator__channels", "device", "generator__config",
-                                                             "train_seconds", "step")[: self.RUNS_READ])
+        runs = (
+            TrainingRun.objects.filter(train_seconds__isnull=False, step__gt=0)
+            .order_by("-finished_at", "-pk")
+            .values_list(
+                "generator__kind",
+                "generator__resolution",
+                "generator__channels",
+                "device",
+                "generator__config",
+                "train_seconds",
+                "step",
+            )[: self.RUNS_READ]
+        )
         for kind, resolution, channels, device, config, seconds, step in runs:
             key = (kind, resolution, channels, device_class(device), shape_key(kind, config or {}))
             per_step = self.runs.setdefault(key, [])
@@ -263,10 +362,13 @@ class Evidence:
         per_step = self.runs.get((kind, config["resolution"], config["channels"], device, key))
         if per_step:
             word = "run" if len(per_step) == 1 else "runs"
-            return (statistics.median(per_step),
-                    f"from {len(per_step)} past {word} on this installation's {device} workers")
-        cost = (self.measured.get((kind, config["resolution"], config["channels"], device, key))
-                or self.measured.get((kind, config["resolution"], None, device, key)))  # grey costs about as RGB
+            return (
+                statistics.median(per_step),
+                f"from {len(per_step)} past {word} on this installation's {device} workers",
+            )
+        cost = self.measured.get((kind, config["resolution"], config["channels"], device, key)) or self.measured.get(
+            (kind, config["resolution"], None, device, key)
+        )  # grey costs about as RGB
         if cost is not None:
             on = f" ({cost.device_name})" if cost.device_name else ""
             return cost.seconds_per_step, f"measured on this installation's {device} worker{on}"
@@ -333,20 +435,30 @@ def wizard_times(*, channels: int = 3) -> WizardTimes:
     devices = sorted({worker.device for worker in workers}, key=lambda d: d != "cuda")
     if workers:
         names = "; ".join(sorted({f"{w.host} ({w.device_name or w.device})" for w in workers}))
-        status = f"{len(workers)} worker{'s' if len(workers) != 1 else ''} that train{'s' if len(workers) == 1 else ''} " \
-                 f"{'is' if len(workers) == 1 else 'are'} up: {names}."
+        status = (
+            f"{len(workers)} worker{'s' if len(workers) != 1 else ''} that train{'s' if len(workers) == 1 else ''} "
+            f"{'is' if len(workers) == 1 else 'are'} up: {names}."
+        )
     else:
         # No worker: the times of the device classes measured or trained on before, if any.
         seen = set(StepCost.objects.values_list("device", flat=True)) | {
-            device_class(d) for d in TrainingRun.objects.filter(train_seconds__isnull=False)
-            .order_by().values_list("device", flat=True).distinct()}
+            device_class(d)
+            for d in TrainingRun.objects.filter(train_seconds__isnull=False)
+            .order_by()
+            .values_list("device", flat=True)
+            .distinct()
+        }
         devices = sorted(seen, key=lambda d: d != "cuda")
         others = live_workers()
-        status = ("No worker is up" if not others else
-                  f"No worker that trains is up (the {len(others)} up take{'s' if len(others) == 1 else ''} no "
-                  f"'{TRAINING_QUEUE}' queue)")
-        status += (": training will wait in the queue until one starts (make run, or make worker). "
-                   + ("The times below are from the workers seen before." if devices else ""))
+        status = (
+            "No worker is up"
+            if not others
+            else f"No worker that trains is up (the {len(others)} up take{'s' if len(others) == 1 else ''} no "
+            f"'{TRAINING_QUEUE}' queue)"
+        )
+        status += ": training will wait in the queue until one starts (make run, or make worker). " + (
+            "The times below are from the workers seen before." if devices else ""
+        )
     tables = []
     evidence = Evidence()
     for device in devices:
@@ -357,8 +469,16 @@ def wizard_times(*, channels: int = 3) -> WizardTimes:
                     rows.append(_preset_time(kind, resolution, channels, preset, device, suggest_preset, evidence))
                 sources = {tuple(row.sources) for row in rows if row.sources}
                 common = " and ".join(sources.pop()) if len(sources) == 1 else ""  # said once under the table
-                tables.append({"kind": kind, "label": registry.get(kind).label, "resolution": resolution, "device": device,
-                               "rows": rows, "source": common})
+                tables.append(
+                    {
+                        "kind": kind,
+                        "label": registry.get(kind).label,
+                        "resolution": resolution,
+                        "device": device,
+                        "rows": rows,
+                        "source": common,
+                    }
+                )
     return WizardTimes(workers=workers, devices=devices, status=status, up=bool(workers), tables=tables)
 
 
@@ -366,8 +486,14 @@ def _preset_time(kind, resolution, channels, preset, device, suggest_preset, evi
     row = PresetTime(preset=preset, label=PRESET_NAMES.get(preset, preset), text="")
     for count in WIZARD_IMAGE_COUNTS:
         try:
-            config = recipe(kind, resolution=resolution, channels=channels, preset=preset or suggest_preset(count, kind),
-                            image_count=count, device=device)
+            config = recipe(
+                kind,
+                resolution=resolution,
+                channels=channels,
+                preset=preset or suggest_preset(count, kind),
+                image_count=count,
+                device=device,
+            )
         except (ConfigError, ValueError):
             continue
         found = estimate(kind, config, device, evidence)
@@ -384,12 +510,15 @@ def _preset_time(kind, resolution, channels, preset, device, suggest_preset, evi
     if duration(low) == duration(high):
         row.text = f"about {duration(low)}"
     else:
-        row.text = (f"about {duration(low)} ({WIZARD_IMAGE_COUNTS[0]:,} photos) to {duration(high)} "
-                    f"({WIZARD_IMAGE_COUNTS[-1]:,} photos)")
+        row.text = (
+            f"about {duration(low)} ({WIZARD_IMAGE_COUNTS[0]:,} photos) to {duration(high)} "
+            f"({WIZARD_IMAGE_COUNTS[-1]:,} photos)"
+        )
     return row
 
 
 # ------------------------------------------------------------------------------------- runs
+
 
 def store_run_estimate(run_id: int, kind: str, config: dict, device: str) -> None:
     """Called when training starts: the run's expected training time and its source, once (a resumed run keeps
@@ -397,7 +526,8 @@ def store_run_estimate(run_id: int, kind: str, config: dict, device: str) -> Non
     found = estimate(kind, config, device)
     if found is not None:
         TrainingRun.objects.filter(pk=run_id, estimated_seconds__isnull=True).update(
-            estimated_seconds=round(found.seconds, 1), estimate_source=found.source)
+            estimated_seconds=round(found.seconds, 1), estimate_source=found.source
+        )
 
 
 def run_comparison(run: TrainingRun) -> str:

@@ -9,6 +9,7 @@ never used, and any negative image that is a (near-)duplicate of one of the clas
 dropped (the same photos uploaded twice under two names). The held-out split keeps each group of
 near-duplicate shots on one side.
 """
+
 from __future__ import annotations
 
 import io
@@ -22,7 +23,6 @@ from safetensors.torch import load as load_safetensors
 from apps.core import storage
 from apps.datasets.imaging import stack_training_tensor
 from apps.datasets.models import Dataset
-
 from apps.ml import registry
 from apps.ml.dedupe import drop_matches, duplicate_groups, grouped_split
 from apps.ml.device import pick_device
@@ -30,6 +30,7 @@ from apps.ml.guidance import choose_guidance
 from apps.ml.images import save_grid
 from apps.ml.quality import quality_report
 from apps.ml.usefulness import ClassifierSettings, balance_test, match_format
+
 from .models import Generator
 
 QUALITY_SEED = 12345
@@ -50,8 +51,9 @@ def split_heldout(images: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.
     return images[train_index], images[held_index]
 
 
-def split_heldout_by_class(images: torch.Tensor, labels: torch.Tensor, seed: int
-                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def split_heldout_by_class(
+    images: torch.Tensor, labels: torch.Tensor, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train, train labels, heldout, heldout labels): :func:`split_heldout` within each class, so every class
     keeps its share of held-out photos (none for a class under 40)."""
     parts = {"train": [], "train_labels": [], "held": [], "held_labels": []}
@@ -71,8 +73,11 @@ GUIDANCE_SAMPLES = 64  # images per class and candidate scale when the guidance 
 def classifier_settings(generator: Generator, device) -> ClassifierSettings:
     """The report's classifier: mirror images in its augmentation only for photos that look alike
     mirrored (the prepare stage measured them: ``generator.orientation``)."""
-    return ClassifierSettings(steps=settings.SYNTHGEN_QUALITY_CLASSIFIER_STEPS, device=device,
-                              mirror=bool(generator.orientation.get("mirrors", False)))
+    return ClassifierSettings(
+        steps=settings.SYNTHGEN_QUALITY_CLASSIFIER_STEPS,
+        device=device,
+        mirror=bool(generator.orientation.get("mirrors", False)),
+    )
 
 
 def sampling_steps(kind: str) -> int | None:
@@ -81,8 +86,15 @@ def sampling_steps(kind: str) -> int | None:
     return generator_type.default_sampling_steps if generator_type.uses_sampling_steps else None
 
 
-def evaluate(*, generator: Generator, model_dir: Path, train: torch.Tensor, heldout: torch.Tensor | None,
-             copies_grid: Path, augmented: torch.Tensor | None = None) -> dict:
+def evaluate(
+    *,
+    generator: Generator,
+    model_dir: Path,
+    train: torch.Tensor,
+    heldout: torch.Tensor | None,
+    copies_grid: Path,
+    augmented: torch.Tensor | None = None,
+) -> dict:
     """The quality report of the model saved in ``model_dir``; also writes the worst-copies grid.
 
     ``augmented``: the augmented training set, when the generator trained on one.
@@ -117,9 +129,16 @@ def save_copies_grid(report: dict, generated: torch.Tensor, train: torch.Tensor,
         save_grid(side_by_side, path, columns=2)
 
 
-def evaluate_by_class(*, generator: Generator, model_dir: Path, train: torch.Tensor, heldout: torch.Tensor | None,
-                      copies_grid: Path, augmented: torch.Tensor | None = None,
-                      labels: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]) -> dict:
+def evaluate_by_class(
+    *,
+    generator: Generator,
+    model_dir: Path,
+    train: torch.Tensor,
+    heldout: torch.Tensor | None,
+    copies_grid: Path,
+    augmented: torch.Tensor | None = None,
+    labels: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+) -> dict:
     """A conditional generator's report: :func:`evaluate`'s report for every class, each class's generated
     images against its own photos, with the dataset's other classes as the "not this class" images.
 
@@ -136,8 +155,9 @@ def evaluate_by_class(*, generator: Generator, model_dir: Path, train: torch.Ten
     guidance = chosen_guidance(model, model_dir, train, train_labels, steps, classifier_settings(generator, device))
     reports, generated_by_class = {}, {}
     for index, name in enumerate(names):
-        generated = model.sample(settings.SYNTHGEN_QUALITY_SAMPLES, seed=QUALITY_SEED + index, steps=steps,
-                                 labels=index)
+        generated = model.sample(
+            settings.SYNTHGEN_QUALITY_SAMPLES, seed=QUALITY_SEED + index, steps=steps, labels=index
+        )
         generated_by_class[name] = generated
         others = [i for i in range(len(names)) if i != index and (train_labels == i).sum() >= 2]
         held = heldout[held_labels == index] if heldout is not None else None
@@ -148,19 +168,24 @@ def evaluate_by_class(*, generator: Generator, model_dir: Path, train: torch.Ten
             augmented=augmented[augmented_labels == index] if augmented is not None else None,
             negatives=[train[train_labels == i] for i in others],
             negatives_heldout=[heldout[held_labels == i] for i in others]
-            if heldout is not None and all((held_labels == i).sum() >= 2 for i in others) else None,
+            if heldout is not None and all((held_labels == i).sum() >= 2 for i in others)
+            else None,
             seeds=tuple(settings.SYNTHGEN_QUALITY_SEEDS),
             settings=classifier_settings(generator, device),
             sampling={"steps": steps, "seed": QUALITY_SEED + index, "count": len(generated), "class": name},
             measure_usefulness=False,  # the dataset-level test below, where every class gets generated images
         )
-        report["negatives"] = {"source": "the other classes of this dataset", "classes": len(others),
-                               "images": sum(int((train_labels == i).sum()) for i in others),
-                               "dropped_as_duplicates": 0}
+        report["negatives"] = {
+            "source": "the other classes of this dataset",
+            "classes": len(others),
+            "images": sum(int((train_labels == i).sum()) for i in others),
+            "dropped_as_duplicates": 0,
+        }
         reports[name] = report
     shortest = min(names, key=lambda name: (train_labels == names.index(name)).sum().item())
-    save_copies_grid(reports[shortest], generated_by_class[shortest], train[train_labels == names.index(shortest)],
-                     copies_grid)
+    save_copies_grid(
+        reports[shortest], generated_by_class[shortest], train[train_labels == names.index(shortest)], copies_grid
+    )
     balance = balance_test(
         real_train=[train[train_labels == i] for i in range(len(names))],
         real_test=[heldout[held_labels == i] if heldout is not None else train[:0] for i in range(len(names))],
@@ -169,18 +194,35 @@ def evaluate_by_class(*, generator: Generator, model_dir: Path, train: torch.Ten
         seeds=tuple(settings.SYNTHGEN_QUALITY_SEEDS),
         settings=classifier_settings(generator, device),
     )
-    return {**reports[shortest], "class": shortest, "classes": reports, "dataset_usefulness": balance,
-            "guidance": guidance}
+    return {
+        **reports[shortest],
+        "class": shortest,
+        "classes": reports,
+        "dataset_usefulness": balance,
+        "guidance": guidance,
+    }
 
 
-def chosen_guidance(model, model_dir: Path, train: torch.Tensor, train_labels: torch.Tensor, steps: int | None,
-                    classifier: ClassifierSettings) -> dict:
+def chosen_guidance(
+    model,
+    model_dir: Path,
+    train: torch.Tensor,
+    train_labels: torch.Tensor,
+    steps: int | None,
+    classifier: ClassifierSettings,
+) -> dict:
     """Choose the model's guidance scale on a validation split of its training photos (apps.ml.guidance; the
     held-out photos are the report's test set and never seen here) and save it into the model's config in
     ``model_dir``, so the report and every generation use it. Too few photos: the config's scale stays."""
     try:
-        choice = choose_guidance(model, train, train_labels, steps=steps, classifier_settings=classifier,
-                                 per_class=min(GUIDANCE_SAMPLES, settings.SYNTHGEN_QUALITY_SAMPLES))
+        choice = choose_guidance(
+            model,
+            train,
+            train_labels,
+            steps=steps,
+            classifier_settings=classifier,
+            per_class=min(GUIDANCE_SAMPLES, settings.SYNTHGEN_QUALITY_SAMPLES),
+        )
     except ValueError as exc:
         return {"guidance": model.config.guidance_scale, "reason": f"the default was kept: {exc}"}
     model.config.guidance_scale = choice["guidance"]
@@ -229,13 +271,20 @@ def negative_classes(generator: Generator, class_photos: torch.Tensor) -> tuple[
     """
     size, channels = class_photos.shape[-1], class_photos.shape[1]
     sources = (
-        ("your other datasets",
-         [lambda d=d: _dataset_images(d, size, channels) for d in _other_datasets(generator)[:MAX_NEGATIVE_CLASSES]]),
-        ("images of other generators in the registry",
-         [lambda g=g: _generator_images(g, size, channels) for g in _other_generators(generator)[:MAX_NEGATIVE_CLASSES]]),
+        (
+            "your other datasets",
+            [lambda d=d: _dataset_images(d, size, channels) for d in _other_datasets(generator)[:MAX_NEGATIVE_CLASSES]],
+        ),
+        (
+            "images of other generators in the registry",
+            [
+                lambda g=g: _generator_images(g, size, channels)
+                for g in _other_generators(generator)[:MAX_NEGATIVE_CLASSES]
+            ],
+        ),
     )
     classes, dropped = [], 0
-    for source, loaders in sources:
+    for _source, loaders in sources:
         for load in loaders:
             images = load()
             if images is None:
@@ -248,5 +297,9 @@ def negative_classes(generator: Generator, class_photos: torch.Tensor) -> tuple[
             break
     else:
         source = "none: no other dataset or generator to compare with"
-    return classes, {"source": source, "classes": len(classes), "images": sum(len(c) for c in classes),
-                     "dropped_as_duplicates": dropped}
+    return classes, {
+        "source": source,
+        "classes": len(classes),
+        "images": sum(len(c) for c in classes),
+        "dropped_as_duplicates": dropped,
+    }

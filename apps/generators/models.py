@@ -1,4 +1,5 @@
 """Generators (the shared registry users pick from) and the training runs that make them."""
+
 from django.conf import settings
 from django.db import models
 
@@ -29,7 +30,9 @@ class Generator(TimeStamped):
     config = models.JSONField(default=dict, blank=True)  # the full config training used
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
     shared = models.BooleanField(default=True, help_text="Shared generators can be used by every user.")
-    files_dir = models.CharField(max_length=255, blank=True)  # its folder in storage (apps/core/storage.py); weights + config
+    files_dir = models.CharField(
+        max_length=255, blank=True
+    )  # its folder in storage (apps/core/storage.py); weights + config
     sample_grid = models.CharField(max_length=255, blank=True)  # name in storage
     quality = models.JSONField(null=True, blank=True)
     # A conditional generator's classes in label order, with the real photos of each it learned from:
@@ -42,8 +45,9 @@ class Generator(TimeStamped):
     # Lineage: the generator this one was fine-tuned from (apps.generators.transfer). Its weights are the child's
     # own, so deleting the base only clears the link; ``base_name`` keeps saying what it was fine-tuned from
     # (also for an imported generator whose base lives on another installation).
-    base_generator = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
-                                       related_name="fine_tuned")
+    base_generator = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="fine_tuned"
+    )
     base_name = models.CharField(max_length=120, blank=True)
 
     class Meta:
@@ -54,7 +58,7 @@ class Generator(TimeStamped):
 
     @property
     def lineage(self) -> str:
-        """"fine-tuned from <name>", or "" for a generator trained from scratch."""
+        """ "fine-tuned from <name>", or "" for a generator trained from scratch."""
         return f"fine-tuned from {self.base_name}" if self.base_name else ""
 
     @property
@@ -126,8 +130,11 @@ class StepCost(models.Model):
     measured_at = models.DateTimeField()
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["kind", "resolution", "channels", "device", "shape"],
-                                               name="one_step_cost_per_shape")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "resolution", "channels", "device", "shape"], name="one_step_cost_per_shape"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.resolution}px/{self.channels} on {self.device}: {self.seconds_per_step:.4f} s/step"

@@ -10,38 +10,39 @@ Training publishes each checkpoint, so a train stage delivered again on another 
 the last one. Storage that cannot be reached raises StorageUnavailable: the stage gives its lease
 back and the task retries it (tasks.py); only when the retries run out does the run fail.
 """
+
 from __future__ import annotations
 
-import logging
 import io
+import logging
 import os
 import socket
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
+import torch
 from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
-import torch
 from PIL import Image
 
 from apps.core import storage
 from apps.core.storage import StorageUnavailable
 from apps.datasets.imaging import dataset_channels, stack_training_tensor
-
-from . import estimates, evaluation, shutdown, transfer
 from apps.ml import registry
 from apps.ml.augment import augment_dataset, augmentation_copies
 from apps.ml.base import TrainProgress
-from apps.ml.config import build_config
 from apps.ml.checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
+from apps.ml.config import build_config
 from apps.ml.device import pick_device
 from apps.ml.images import save_grid
 from apps.ml.orientation import measure as measure_orientation
 from apps.ml.transfer import read_base, start_from
+
+from . import estimates, evaluation, shutdown, transfer
 from .models import Generator, TrainingRun
 from .services import generator_files_dir, mark_cancelled
 from .stages import STAGE_ORDER
@@ -122,8 +123,10 @@ def run_stage(run_id: int, stage: str, body: Callable[[TrainingRun, Path], None]
             return False
         run.attempts = run.attempts + 1 if run.stage == stage else 1
         if run.attempts > MAX_STAGE_ATTEMPTS:
-            message = (f"The {stage} stage was started {MAX_STAGE_ATTEMPTS} times and its worker stopped each "
-                       "time (out of memory?). Try a smaller image size or preset.")
+            message = (
+                f"The {stage} stage was started {MAX_STAGE_ATTEMPTS} times and its worker stopped each "
+                "time (out of memory?). Try a smaller image size or preset."
+            )
             run.save(update_fields=["attempts"])
             transaction.on_commit(lambda: fail_run(run_id=run_id, stage=stage, message=message))
             return False
@@ -133,8 +136,18 @@ def run_stage(run_id: int, stage: str, body: Callable[[TrainingRun, Path], None]
         run.heartbeat_at = now
         run.holder = lease_holder()
         run.requeued_at = None  # a re-queued run has been picked up: the sweeper may re-queue it again
-        run.save(update_fields=["status", "stage", "attempts", "started_at", "heartbeat_at", "holder", "requeued_at",
-                                "updated_at"])
+        run.save(
+            update_fields=[
+                "status",
+                "stage",
+                "attempts",
+                "started_at",
+                "heartbeat_at",
+                "holder",
+                "requeued_at",
+                "updated_at",
+            ]
+        )
         if run.generator.status == Generator.Status.QUEUED:
             Generator.objects.filter(pk=run.generator_id).update(status=Generator.Status.TRAINING)
     try:
@@ -145,8 +158,9 @@ def run_stage(run_id: int, stage: str, body: Callable[[TrainingRun, Path], None]
     except shutdown.StageInterrupted:
         # The worker is stopping (SIGINT/SIGTERM) and the stage stopped at a checkpoint: neither cancelled nor
         # failed. Give the lease and the attempt back, so that the next worker takes the stage over at once.
-        log.warning("run %s: the worker is stopping; %s goes back to the queue and resumes from its checkpoint",
-                    run_id, stage)
+        log.warning(
+            "run %s: the worker is stopping; %s goes back to the queue and resumes from its checkpoint", run_id, stage
+        )
         _release_lease(run_id, stage, run.holder)
         raise
     except StorageUnavailable:
@@ -154,12 +168,14 @@ def run_stage(run_id: int, stage: str, body: Callable[[TrainingRun, Path], None]
         # worker or another, starts the stage again at once. tasks.py fails the run when retries run out.
         log.warning("run %s: storage unavailable in stage %s; the task will retry", run_id, stage)
         TrainingRun.objects.filter(pk=run_id, stage=stage, holder=run.holder).update(
-            heartbeat_at=None, attempts=models.F("attempts") - 1)
+            heartbeat_at=None, attempts=models.F("attempts") - 1
+        )
         raise
     except Exception as exc:
         if shutdown.requested():  # raised into the stage by the worker's shutdown (e.g. Celery's cold shutdown)
-            log.warning("run %s: %s stopped while the worker was stopping (%s); it goes back to the queue",
-                        run_id, stage, exc)
+            log.warning(
+                "run %s: %s stopped while the worker was stopping (%s); it goes back to the queue", run_id, stage, exc
+            )
             _release_lease(run_id, stage, run.holder)
             raise shutdown.StageInterrupted() from exc
         log.exception("run %s failed in stage %s", run_id, stage)
@@ -177,8 +193,8 @@ def _release_lease(run_id: int, stage: str, holder: str) -> None:
     """A stage that stopped because its worker is stopping: the attempt does not count, and its heartbeat reads as
     stale, so any worker takes the stage over at once, and any sweep re-queues it if its message were lost."""
     TrainingRun.objects.filter(pk=run_id, stage=stage, holder=holder).update(
-        heartbeat_at=timezone.now() - timezone.timedelta(seconds=stale_after() + 1),
-        attempts=models.F("attempts") - 1)
+        heartbeat_at=timezone.now() - timezone.timedelta(seconds=stale_after() + 1), attempts=models.F("attempts") - 1
+    )
 
 
 def sweep_stale_runs() -> list[int]:
@@ -224,6 +240,7 @@ def fail_run(*, run_id: int, stage: str, message: str) -> None:
 
 # --- prepare -----------------------------------------------------------------------------------
 
+
 def prepare(run_id: int) -> bool:
     return run_stage(run_id, "prepare", _prepare)
 
@@ -262,6 +279,7 @@ def _prepare(run: TrainingRun, work: Path) -> None:
 
 # --- augment -----------------------------------------------------------------------------------
 
+
 def augment(run_id: int) -> bool:
     return run_stage(run_id, "augment", _augment)
 
@@ -273,8 +291,13 @@ def _augment(run: TrainingRun, work: Path) -> None:
     if run.generator.augment:
         copies = augmentation_copies(len(images))
         found = run.generator.orientation  # mirror images and turns only where the photos show them
-        images = augment_dataset(images, copies=copies, seed=run.pk, mirror=bool(found.get("mirrors")),
-                                 quarter_turns=bool(found.get("rotations")))
+        images = augment_dataset(
+            images,
+            copies=copies,
+            seed=run.pk,
+            mirror=bool(found.get("mirrors")),
+            quarter_turns=bool(found.get("rotations")),
+        )
         labels = labels.repeat(1 + copies) if labels is not None else None  # copy k of image i keeps its class
     save_tensors_atomic({"images": images, **({"labels": labels} if labels is not None else {})}, work / TRAINING)
     _publish(run, work, TRAINING)
@@ -282,6 +305,7 @@ def _augment(run: TrainingRun, work: Path) -> None:
 
 
 # --- train -------------------------------------------------------------------------------------
+
 
 def train(run_id: int) -> bool:
     return run_stage(run_id, "train", _train)
@@ -398,7 +422,8 @@ def _train(run: TrainingRun, work: Path) -> None:
         classes=[c["name"] for c in generator.classes] or None,
         # The training length follows the shortest class's photos (the ones the model trains on).
         class_counts=prepared["labels"].bincount(minlength=len(generator.classes)).tolist()
-        if generator.classes else None,
+        if generator.classes
+        else None,
         orientation=generator.orientation or None,
         # Fine-tuning: the base's model shape and the fine-tuning recipe, before the user's options.
         base=base.recipe_config() if base is not None else None,
@@ -411,13 +436,16 @@ def _train(run: TrainingRun, work: Path) -> None:
         resumed_step=run.step,
         train_started_at=timezone.now(),
     )
-    estimates.store_run_estimate(run.pk, generator.kind, config, device)  # the time expected, for the run page's comparison
+    estimates.store_run_estimate(
+        run.pk, generator.kind, config, device
+    )  # the time expected, for the run page's comparison
     recorder = _ProgressRecorder(run, checkpoint_dir=work / CHECKPOINTS)
     model = generator_type(config, device=device)
     if base is not None:  # the networks start from the base's weights (a checkpoint, when resuming, over them)
         start_from(model, base)
-    result = model.train(images, labels=labels, checkpoint_dir=work / CHECKPOINTS, on_progress=recorder,
-                         should_stop=recorder.should_stop)
+    result = model.train(
+        images, labels=labels, checkpoint_dir=work / CHECKPOINTS, on_progress=recorder, should_stop=recorder.should_stop
+    )
     if result.stopped_early:
         if recorder.interrupted:  # the worker is stopping: the last checkpoint is published, the task is re-queued
             raise shutdown.StageInterrupted()
@@ -426,12 +454,14 @@ def _train(run: TrainingRun, work: Path) -> None:
     model.save(work / FINAL)
     storage.publish(work / FINAL, storage.run_file(run.pk, FINAL))
     TrainingRun.objects.filter(pk=run.pk).update(
-        step=result.steps, warnings=sorted(set(recorder.warnings) | set(result.warnings)),
+        step=result.steps,
+        warnings=sorted(set(recorder.warnings) | set(result.warnings)),
         train_seconds=round(result.seconds, 1),
     )
 
 
 # --- evaluate ----------------------------------------------------------------------------------
+
 
 def evaluate(run_id: int) -> bool:
     return run_stage(run_id, "evaluate", _evaluate)
@@ -442,8 +472,14 @@ def _evaluate(run: TrainingRun, work: Path) -> None:
     storage.fetch(storage.run_file(run.pk, FINAL), work / FINAL)
     prepared, heldout = load_tensors(work / PREPARED), load_tensors(work / HELDOUT)
     augmented = load_tensors(work / TRAINING) if run.generator.augment else None
-    common = dict(generator=run.generator, model_dir=work / FINAL, train=prepared["images"], heldout=heldout["images"],
-                  copies_grid=work / COPIES_GRID, augmented=augmented["images"] if augmented is not None else None)
+    common = dict(
+        generator=run.generator,
+        model_dir=work / FINAL,
+        train=prepared["images"],
+        heldout=heldout["images"],
+        copies_grid=work / COPIES_GRID,
+        augmented=augmented["images"] if augmented is not None else None,
+    )
     if run.generator.classes:  # a conditional generator: a report per class, and one for the whole dataset
         labels = (prepared["labels"], heldout["labels"], augmented["labels"] if augmented is not None else None)
         report = evaluation.evaluate_by_class(**common, labels=labels)
@@ -458,6 +494,7 @@ def _evaluate(run: TrainingRun, work: Path) -> None:
 
 
 # --- register ----------------------------------------------------------------------------------
+
 
 def register(run_id: int) -> bool:
     return run_stage(run_id, "register", _register)
@@ -500,6 +537,7 @@ def _register(run: TrainingRun, work: Path) -> None:
 
 # --- cleanup -----------------------------------------------------------------------------------
 
+
 def cleanup(run_id: int) -> bool:
     done = run_stage(run_id, "cleanup", _cleanup)
     if done:
@@ -514,5 +552,3 @@ def _cleanup(run: TrainingRun, work: Path) -> None:
     storage.remove_prefix(storage.run_prefix(run.pk))
     storage.delete(storage.generator_file(run.generator_id, "progress.png"))
     TrainingRun.objects.filter(pk=run.pk).update(latest_grid=f"{generator_files_dir(run.generator_id)}/samples.png")
-
-

@@ -5,6 +5,7 @@ An imported generator belongs to the importing user, is private until they share
 ("fine-tuned from ...") and its quality report, and has no training photos here: its jobs generate without the
 copy and class filters (their manifests say ``filtered: false``).
 """
+
 from __future__ import annotations
 
 import json
@@ -31,28 +32,51 @@ def export_filename(generator: Generator) -> str:
 def export_generator(*, generator: Generator):
     """The export of a ready ``generator`` as a temporary file (read from the start), for a download."""
     if not generator.is_ready:
-        raise InvalidInput({"generator": f"Generator {generator.pk} is {generator.status}: only a ready one can be exported."})
+        raise InvalidInput(
+            {"generator": f"Generator {generator.pk} is {generator.status}: only a ready one can be exported."}
+        )
     out = tempfile.TemporaryFile()
     with storage.scratch(f"export{generator.pk}") as folder:
         for name in MODEL_FILES:
             source = f"{generator.files_dir}/{name}"
             if storage.exists(source):
                 storage.fetch_file(source, folder / name)
-        extras = {name: storage.read_bytes(f"{generator.files_dir}/{name}") for name in EXTRA_FILES
-                  if storage.exists(f"{generator.files_dir}/{name}")}
+        extras = {
+            name: storage.read_bytes(f"{generator.files_dir}/{name}")
+            for name in EXTRA_FILES
+            if storage.exists(f"{generator.files_dir}/{name}")
+        }
         missing = [name for name in REQUIRED if not (folder / name).exists()]
         if missing:
             out.close()
-            raise InvalidInput({"generator": f"Generator {generator.pk}'s model files ({', '.join(missing)}) are "
-                                            "missing from storage, so it cannot be exported; train it again."})
-        write_package(out, model_dir=folder, extras=extras, manifest={
-            "kind": generator.kind, "name": generator.name, "resolution": generator.resolution,
-            "channels": generator.channels, "classes": generator.classes, "config": generator.config,
-            "quality": generator.quality, "orientation": generator.orientation, "warnings": generator.warnings,
-            "preset": generator.preset, "augment": generator.augment,
-            "lineage": {"base_name": generator.base_name,
-                        "exported_from": {"id": generator.pk, "name": generator.name}},
-        })
+            raise InvalidInput(
+                {
+                    "generator": f"Generator {generator.pk}'s model files ({', '.join(missing)}) are "
+                    "missing from storage, so it cannot be exported; train it again."
+                }
+            )
+        write_package(
+            out,
+            model_dir=folder,
+            extras=extras,
+            manifest={
+                "kind": generator.kind,
+                "name": generator.name,
+                "resolution": generator.resolution,
+                "channels": generator.channels,
+                "classes": generator.classes,
+                "config": generator.config,
+                "quality": generator.quality,
+                "orientation": generator.orientation,
+                "warnings": generator.warnings,
+                "preset": generator.preset,
+                "augment": generator.augment,
+                "lineage": {
+                    "base_name": generator.base_name,
+                    "exported_from": {"id": generator.pk, "name": generator.name},
+                },
+            },
+        )
     out.seek(0)
     return out
 
@@ -70,16 +94,25 @@ def import_generator(*, owner, file, name: str | None = None, shared: bool = Fal
         warnings = [str(w) for w in _of(manifest, "warnings", list, [])]
         if not readable_report(quality):
             quality = None
-            warnings.append("The quality report in the imported file could not be read and was left out: generate "
-                            "a few images and look at them before you rely on this generator.")
+            warnings.append(
+                "The quality report in the imported file could not be read and was left out: generate "
+                "a few images and look at them before you rely on this generator."
+            )
         with transaction.atomic():
             generator = Generator.objects.create(
-                owner=owner, name=(name or manifest["name"]).strip()[:120] or "imported generator",
-                kind=manifest["kind"], resolution=manifest["resolution"], channels=manifest["channels"],
-                preset=str(manifest.get("preset") or "")[:20], augment=bool(manifest.get("augment")),
-                config=json.loads((model / "config.json").read_text()), quality=quality,
-                classes=manifest["classes"], orientation=_of(manifest, "orientation", dict, {}),
-                warnings=warnings, shared=shared,
+                owner=owner,
+                name=(name or manifest["name"]).strip()[:120] or "imported generator",
+                kind=manifest["kind"],
+                resolution=manifest["resolution"],
+                channels=manifest["channels"],
+                preset=str(manifest.get("preset") or "")[:20],
+                augment=bool(manifest.get("augment")),
+                config=json.loads((model / "config.json").read_text()),
+                quality=quality,
+                classes=manifest["classes"],
+                orientation=_of(manifest, "orientation", dict, {}),
+                warnings=warnings,
+                shared=shared,
                 status=Generator.Status.READY,
                 base_name=str((manifest.get("lineage") or {}).get("base_name") or "")[:120],
             )

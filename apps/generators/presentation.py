@@ -4,6 +4,7 @@ The quality report (``Generator.quality``, written by ``ml.quality.quality_repor
 dict of ``{"value": x, "reason": why-not, "reference": y, ...}`` numbers; ``quality_summary`` turns
 it into a verdict and table rows, and copes with any key being absent.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,18 +46,39 @@ class QualityRow:
 
 # (key in the report, label, format, how to read it)
 _MEASURES = (
-    ("precision", "Realism (precision)", "percent",
-     "Share of generated images that fall among real photos of this thing; higher is better."),
-    ("coverage", "Coverage", "percent", "Share of the real photos' variety the generated images reach; higher is better."),
+    (
+        "precision",
+        "Realism (precision)",
+        "percent",
+        "Share of generated images that fall among real photos of this thing; higher is better.",
+    ),
+    (
+        "coverage",
+        "Coverage",
+        "percent",
+        "Share of the real photos' variety the generated images reach; higher is better.",
+    ),
     ("recall", "Recall", "percent", "Share of real photos the generated images come close to; higher is better."),
     ("density", "Density", "ratio", "About 1.00 for real photos; far below means unrealistic images."),
-    ("diversity", "Pixel variety", "ratio",
-     "Pixel differences between generated images relative to your photos' (1.00 = as varied); "
-     "it cannot see left-out kinds of images (coverage can), and noise scores high."),
-    ("copy_share", "Near-copies of your photos", "percent",
-     "Counting mirror images, augmented copies and small shifts; lower is better: near-copies add nothing new."),
-    ("memorisation", "Data-copying test (z)", "number",
-     "About 0: as far from your photos as new photos are; strongly negative: memorised."),
+    (
+        "diversity",
+        "Pixel variety",
+        "ratio",
+        "Pixel differences between generated images relative to your photos' (1.00 = as varied); "
+        "it cannot see left-out kinds of images (coverage can), and noise scores high.",
+    ),
+    (
+        "copy_share",
+        "Near-copies of your photos",
+        "percent",
+        "Counting mirror images, augmented copies and small shifts; lower is better: near-copies add nothing new.",
+    ),
+    (
+        "memorisation",
+        "Data-copying test (z)",
+        "number",
+        "About 0: as far from your photos as new photos are; strongly negative: memorised.",
+    ),
     ("noise_share", "Noise or blank", "percent", "Lower is better."),
     ("fid", "FID", "number", "Distance to your photos in image features; lower is closer."),
     ("kid", "KID", "number", "Like FID, unbiased for small sets; lower is closer."),
@@ -71,6 +93,7 @@ _USEFULNESS = (
     ("mixed", "…on your photos plus generated images", "percent"),
     ("gqi", "Generated-image quality index (0 = chance, 100 = as good as your photos)", "number"),
 )
+
 
 def _text(number: dict | float | None, fmt: str) -> str:
     value = number.get("value") if isinstance(number, dict) else number
@@ -114,12 +137,18 @@ def usefulness_text(usefulness: dict) -> str:
     if not words:
         return ""
     unscored = [name for name in usefulness.get("unscored") or [] if isinstance(name, str)]
-    left_out = (f" Not scored: {', '.join(unscored)} (no unseen photos were kept back of "
-                f"{'it' if len(unscored) == 1 else 'them'}); nothing is claimed for "
-                f"{'it' if len(unscored) == 1 else 'them'}." if unscored else "")
-    return (f"{words}: a classifier trained on your photos plus them, against one trained on your photos with the "
-            f"same plain augmentation, scored {credit['value'] * 100:+.1f} points on photos it never saw "
-            f"(95 % interval {credit['low'] * 100:+.1f} to {credit['high'] * 100:+.1f}).{left_out}")
+    left_out = (
+        f" Not scored: {', '.join(unscored)} (no unseen photos were kept back of "
+        f"{'it' if len(unscored) == 1 else 'them'}); nothing is claimed for "
+        f"{'it' if len(unscored) == 1 else 'them'}."
+        if unscored
+        else ""
+    )
+    return (
+        f"{words}: a classifier trained on your photos plus them, against one trained on your photos with the "
+        f"same plain augmentation, scored {credit['value'] * 100:+.1f} points on photos it never saw "
+        f"(95 % interval {credit['low'] * 100:+.1f} to {credit['high'] * 100:+.1f}).{left_out}"
+    )
 
 
 def photo_equivalent_text(usefulness: dict | None) -> str:
@@ -181,8 +210,14 @@ def quality_summary(quality: dict | None) -> dict | None:
         "positive": quality.get("verdict") == POSITIVE_VERDICT,
         "explanation": quality.get("explanation", ""),
         "advice": quality.get("advice", ""),
-        "useful": (("For a classifier of all your classes, with generated images in every class: "
-                    if "dataset_usefulness" in quality else "") + usefulness_text(usefulness)),
+        "useful": (
+            (
+                "For a classifier of all your classes, with generated images in every class: "
+                if "dataset_usefulness" in quality
+                else ""
+            )
+            + usefulness_text(usefulness)
+        ),
         "photo_equivalent": photo_equivalent_text(quality.get("dataset_usefulness")),
         "negatives": _negatives_text(negatives),
         "rows": rows,
@@ -190,8 +225,10 @@ def quality_summary(quality: dict | None) -> dict | None:
         "filtered": _filter_text(quality.get("filter")),
         # A conditional generator: the report above is its shortest class's; every class's verdict in a line.
         "shown_class": quality.get("class", ""),
-        "classes": [(name, report.get("verdict", ""), report.get("verdict") == POSITIVE_VERDICT)
-                    for name, report in (quality.get("classes") or {}).items()],
+        "classes": [
+            (name, report.get("verdict", ""), report.get("verdict") == POSITIVE_VERDICT)
+            for name, report in (quality.get("classes") or {}).items()
+        ],
     }
 
 
@@ -199,9 +236,12 @@ def _negatives_text(negatives: dict) -> str:
     if not negatives.get("source"):
         return ""
     dropped = negatives.get("dropped_as_duplicates") or 0
-    return (f"Images of other things for the usefulness test: {negatives['source']} ({negatives.get('images', 0)} "
-            f"images in {negatives.get('classes', 0)} sets"
-            + (f"; {dropped} left out as duplicates of your own photos" if dropped else "") + ").")
+    return (
+        f"Images of other things for the usefulness test: {negatives['source']} ({negatives.get('images', 0)} "
+        f"images in {negatives.get('classes', 0)} sets"
+        + (f"; {dropped} left out as duplicates of your own photos" if dropped else "")
+        + ")."
+    )
 
 
 _DROP_WORDS = {"noise": "mostly noise", "blank": "blank", "copy": "near-copies of your photos"}
@@ -211,6 +251,9 @@ def _filter_text(report_filter: dict | None) -> str:
     """One sentence on what the generation filter kept of the report's images ("" without a filter record)."""
     if not report_filter or "checked" not in report_filter:
         return ""
-    drops = [f"{n} as {_DROP_WORDS.get(reason, reason)}" for reason, n in (report_filter.get("dropped") or {}).items() if n]
-    return (f"The filter kept {report_filter.get('kept', 0)} of {report_filter['checked']} generated images"
-            + (f"; it left out {', '.join(drops)}." if drops else "."))
+    drops = [
+        f"{n} as {_DROP_WORDS.get(reason, reason)}" for reason, n in (report_filter.get("dropped") or {}).items() if n
+    ]
+    return f"The filter kept {report_filter.get('kept', 0)} of {report_filter['checked']} generated images" + (
+        f"; it left out {', '.join(drops)}." if drops else "."
+    )

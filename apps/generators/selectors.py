@@ -1,4 +1,5 @@
 """Reads of generators and runs, scoped to what a user may see."""
+
 from django.db.models import Q, QuerySet
 
 from apps.datasets.selectors import is_signed_in

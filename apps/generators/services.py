@@ -1,22 +1,22 @@
 """Starting, cancelling, sharing and deleting generators. Keyword-only functions that write."""
+
 from __future__ import annotations
 
 import contextlib
+import logging
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from apps.core.errors import InvalidInput
-import logging
-
 from apps.core import storage
+from apps.core.errors import InvalidInput
 from apps.datasets.models import Dataset
-
 from apps.ml import registry
 from apps.ml.base import PRESETS, RESOLUTIONS
 from apps.ml.config import ConfigError, build_config, settings_of
 from apps.ml.device import device_class
+
 from . import transfer
 from .models import Generator, TrainingRun
 from .selectors import generators_for
@@ -94,19 +94,28 @@ def start_training(
         errors["name"] = "Give the generator a name."
     if dataset.labelled and "kind" not in errors and not registry.get(kind).supports_labels:
         learners = ", ".join(key for key, cls in registry.all_types().items() if cls.supports_labels)
-        errors["kind"] = (f"{kind} generators learn one class; this dataset has classes. Choose {learners} (one "
-                          "model learns every class), or upload each class as its own dataset.")
+        errors["kind"] = (
+            f"{kind} generators learn one class; this dataset has classes. Choose {learners} (one "
+            "model learns every class), or upload each class as its own dataset."
+        )
     if base_generator is not None and not errors.keys() & {"kind", "resolution"}:
         try:
-            base = transfer.check_base(user=owner, base_id=base_generator, kind=kind, resolution=resolution,
-                                       channels=dataset.channels)
+            base = transfer.check_base(
+                user=owner, base_id=base_generator, kind=kind, resolution=resolution, channels=dataset.channels
+            )
         except InvalidInput as refused:
             errors.update(refused.errors)
     if options and not errors.keys() & {"kind", "resolution", "preset", "base_generator"}:
         # Checked against the config the train stage will build for this very request.
-        if problems := option_errors(kind, options, resolution=resolution, channels=dataset.channels,
-                                     preset=preset or suggest_preset(image_count, kind), image_count=image_count,
-                                     base=base.config if base is not None else None):
+        if problems := option_errors(
+            kind,
+            options,
+            resolution=resolution,
+            channels=dataset.channels,
+            preset=preset or suggest_preset(image_count, kind),
+            image_count=image_count,
+            base=base.config if base is not None else None,
+        ):
             errors["options"] = problems
     if errors:
         raise InvalidInput(errors)
@@ -146,8 +155,16 @@ def tunable_settings(kind: str) -> dict:
     return settings_of(registry.get(kind))
 
 
-def option_errors(kind: str, options, *, resolution: int, channels: int = 3, preset: str = "standard",
-                  image_count: int = 500, base: dict | None = None) -> list[str]:
+def option_errors(
+    kind: str,
+    options,
+    *,
+    resolution: int,
+    channels: int = 3,
+    preset: str = "standard",
+    image_count: int = 500,
+    base: dict | None = None,
+) -> list[str]:
     """What is wrong with advanced settings (unknown keys, wrong types, values out of range), checked
     against the config the train stage will build: the same request and this machine's device class.
 
@@ -157,9 +174,17 @@ def option_errors(kind: str, options, *, resolution: int, channels: int = 3, pre
     from .evaluation import holdout_count
 
     try:
-        build_config(registry.get(kind), resolution=resolution, channels=channels, preset=preset,
-                     image_count=max(image_count - holdout_count(image_count), 0), device=device_class(),
-                     overrides=settings.SYNTHGEN_TRAINING_OVERRIDES.get(kind, {}), options=options, base=base)
+        build_config(
+            registry.get(kind),
+            resolution=resolution,
+            channels=channels,
+            preset=preset,
+            image_count=max(image_count - holdout_count(image_count), 0),
+            device=device_class(),
+            overrides=settings.SYNTHGEN_TRAINING_OVERRIDES.get(kind, {}),
+            options=options,
+            base=base,
+        )
     except ConfigError as error:
         return error.problems
     return []

@@ -10,6 +10,7 @@ tasks.py connects Celery's ``worker_shutting_down`` signal to :func:`request`; t
 ``should_stop`` reads :func:`requested`; run_stage turns :class:`StageInterrupted` into a released lease.
 Plain module state: a worker process runs one stage at a time (the solo pool), in its main thread.
 """
+
 from __future__ import annotations
 
 _requested = False

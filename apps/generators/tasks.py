@@ -1,4 +1,5 @@
 """Celery tasks: thin callers of the pipeline stages, chained by run id."""
+
 import logging
 import os
 import threading
@@ -22,8 +23,13 @@ def _run(task, stage: str, run_id: int) -> None:
     if shutdown.requested():  # delivered (again) to a worker that is stopping: straight back to the queue
         raise Reject("the worker is stopping", requeue=True)
     try:
-        with_storage_retries(task, lambda: getattr(pipeline, stage)(run_id), lambda message: pipeline.fail_run(
-            run_id=run_id, stage=stage, message=f"The {stage} stage failed: {message}"))
+        with_storage_retries(
+            task,
+            lambda: getattr(pipeline, stage)(run_id),
+            lambda message: pipeline.fail_run(
+                run_id=run_id, stage=stage, message=f"The {stage} stage failed: {message}"
+            ),
+        )
     except shutdown.StageInterrupted:
         # Not acknowledged: the message goes back to the queue (with the rest of the chain), so the next worker -
         # this one started again, or another - resumes the stage from its checkpoint at once.
@@ -48,7 +54,7 @@ def with_storage_retries(task, work, fail) -> None:
                 continue
             delay = min(300, settings.SYNTHGEN_STORAGE_RETRY_SECONDS * 2**retries)
             logging.getLogger(__name__).warning("%s: %s; retrying in %s s", task.name, exc, delay)
-            raise task.retry(exc=exc, countdown=delay, max_retries=settings.SYNTHGEN_STORAGE_RETRIES)
+            raise task.retry(exc=exc, countdown=delay, max_retries=settings.SYNTHGEN_STORAGE_RETRIES) from exc
 
 
 @shared_task(name="generators.prepare", bind=True)
@@ -83,7 +89,9 @@ def cleanup(self, run_id: int) -> None:
 
 def stage_tasks() -> dict:
     """The task of each stage (named "generators.<stage>"), in STAGE_ORDER."""
-    tasks = {task.name.removeprefix("generators."): task for task in (prepare, augment, train, evaluate, register, cleanup)}
+    tasks = {
+        task.name.removeprefix("generators."): task for task in (prepare, augment, train, evaluate, register, cleanup)
+    }
     return {stage: tasks[stage] for stage in STAGE_ORDER}
 
 
@@ -158,11 +166,15 @@ def _say_the_worker_is_up(sender=None, **kwargs) -> None:
         device = pick_device()
         holder = pipeline.lease_holder()
         estimates.worker_started(holder=holder, queues=queues, device=device, name=estimates.device_name(device))
-        _presence_thread[0] = threading.Thread(target=_beat_presence, args=(holder,), name="synthgen-presence",
-                                               daemon=True)
+        _presence_thread[0] = threading.Thread(
+            target=_beat_presence, args=(holder,), name="synthgen-presence", daemon=True
+        )
         _presence_thread[0].start()
-        if (estimates.TRAINING_QUEUE in queues and settings.SYNTHGEN_MEASURE_STEP_COSTS
-                and estimates.unmeasured_shapes(device)):
+        if (
+            estimates.TRAINING_QUEUE in queues
+            and settings.SYNTHGEN_MEASURE_STEP_COSTS
+            and estimates.unmeasured_shapes(device)
+        ):
             measure_step_costs.apply_async(queue=estimates.TRAINING_QUEUE)
     except Exception:  # never keep a worker from starting
         logging.getLogger(__name__).exception("could not record the worker's presence")

@@ -1,21 +1,22 @@
 """Web pages: the two-step training wizard, the generator list and page, the live run page."""
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponseForbidden
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST, require_safe
 
-from apps.core.errors import InvalidInput
 from apps.core import storage
+from apps.core.errors import InvalidInput
 from apps.core.views import serve_media_file
 from apps.datasets import services as dataset_services
 from apps.datasets.forms import ImagesForm, chosen_labelled
 from apps.datasets.selectors import datasets_for
+from apps.ml import registry
+from apps.ml.orientation import describe as describe_orientation
 
 from . import estimates, selectors, services
 from .forms import PRESET_HELP, GeneratorSettingsForm, TrainingDataForm, type_settings
-from apps.ml import registry
-from apps.ml.orientation import describe as describe_orientation
 from .presentation import STAGE_LABELS, quality_summary, stage_label
 
 WIZARD_KEY = "training_wizard"
@@ -29,9 +30,11 @@ def wizard_settings(request):
         request.session[WIZARD_KEY] = form.cleaned_data
         return redirect("generators:wizard-data")
     learners = ", ".join(cls.label for cls in registry.all_types().values() if cls.supports_labels)
-    return render(request, "generators/wizard_settings.html",
-                  {"form": form, "type_settings": type_settings(), "label_learners": learners,
-                   "times": estimates.wizard_times()})
+    return render(
+        request,
+        "generators/wizard_settings.html",
+        {"form": form, "type_settings": type_settings(), "label_learners": learners, "times": estimates.wizard_times()},
+    )
 
 
 @login_required
@@ -70,7 +73,9 @@ def wizard_data(request):
         except InvalidInput as exc:
             for field, errors in exc.errors.items():
                 for error in errors:
-                    images_form.add_error(None, f"{field}: {error}" if field not in ("images", "dataset", "archive") else error)
+                    images_form.add_error(
+                        None, f"{field}: {error}" if field not in ("images", "dataset", "archive") else error
+                    )
         except storage.StorageUnavailable as exc:
             images_form.add_error(None, str(exc))
         else:
@@ -90,8 +95,12 @@ def wizard_data(request):
             "settings": settings_data,
             "kind_label": generator_type.label if generator_type else settings_data["kind"],
             "preset_label": PRESET_HELP.get(settings_data.get("preset") or "", ""),
-            "base_name": selectors.generators_for(request.user).filter(pk=settings_data.get("base_generator"))
-            .values_list("name", flat=True).first() if settings_data.get("base_generator") else "",
+            "base_name": selectors.generators_for(request.user)
+            .filter(pk=settings_data.get("base_generator"))
+            .values_list("name", flat=True)
+            .first()
+            if settings_data.get("base_generator")
+            else "",
         },
     )
 
@@ -111,7 +120,11 @@ def _dataset_from_step(request, images_form, datasets, settings_data, rejected):
             rejected.extend(dataset_services.relabel_dataset(dataset=dataset, labelled=labelled))
         return dataset
     dataset, rejected_files = dataset_services.create_dataset(
-        owner=request.user, name=settings_data["name"], files=files, archive=archive, labelled=bool(labelled),
+        owner=request.user,
+        name=settings_data["name"],
+        files=files,
+        archive=archive,
+        labelled=bool(labelled),
     )
     rejected.extend(rejected_files)
     return dataset
@@ -155,8 +168,8 @@ def render_generator_page(request, generator, *, generate_form=None):
             "has_copies_grid": bool(generator.files_dir) and storage.exists(f"{generator.files_dir}/copies.png"),
             "orientation_summary": describe_orientation(generator.orientation),
             # The base it was fine-tuned from, linked when this user can still see it.
-            "base_visible": bool(generator.base_generator_id) and selectors.generators_for(request.user)
-            .filter(pk=generator.base_generator_id).exists(),
+            "base_visible": bool(generator.base_generator_id)
+            and selectors.generators_for(request.user).filter(pk=generator.base_generator_id).exists(),
         },
     )
 
@@ -199,10 +212,15 @@ def run_detail(request, pk: int):
     return render(
         request,
         "generators/run.html",
-        {"run": run, "generator": run.generator, "stage_label": stage_label(run.status, run.stage),
-         "stage_labels": STAGE_LABELS, "eta": selectors.eta_seconds(run),
-         "estimate": estimates.run_comparison(run),
-         "type_label": generator_type.label if generator_type else run.generator.kind},
+        {
+            "run": run,
+            "generator": run.generator,
+            "stage_label": stage_label(run.status, run.stage),
+            "stage_labels": STAGE_LABELS,
+            "eta": selectors.eta_seconds(run),
+            "estimate": estimates.run_comparison(run),
+            "type_label": generator_type.label if generator_type else run.generator.kind,
+        },
     )
 
 

@@ -24,6 +24,7 @@ Three different tools live here:
   augmented"), so the augmentations, even ones that are not in the data (a sandal upside down),
   do not leak into the generated images while the network still sees many more distinct inputs.
 """
+
 from __future__ import annotations
 
 import math
@@ -86,8 +87,11 @@ def augment_dataset(
     out = [unit]
     turns = quarter_turns and images.shape[-1] == images.shape[-2]
     for _ in range(copies):
-        out.append(torch.stack([_augment_one(img, generator, mirror=mirror, quarter_turns=turns, resample=resample)
-                                for img in unit]))
+        out.append(
+            torch.stack(
+                [_augment_one(img, generator, mirror=mirror, quarter_turns=turns, resample=resample) for img in unit]
+            )
+        )
     return _from_unit(torch.cat(out), images.dtype, value_range, images.device)
 
 
@@ -127,8 +131,14 @@ def _rotate(image: torch.Tensor, angle: float) -> torch.Tensor:
     return TF.rotate(image - background, angle, interpolation=InterpolationMode.BILINEAR) + background
 
 
-def _augment_one(image: torch.Tensor, generator: torch.Generator, *, mirror: bool = True,
-                 quarter_turns: bool = False, resample: bool = False) -> torch.Tensor:
+def _augment_one(
+    image: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    mirror: bool = True,
+    quarter_turns: bool = False,
+    resample: bool = False,
+) -> torch.Tensor:
     """One float [C, H, W] image in [0, 1] -> one moderately changed copy (see :func:`augment_dataset`). The
     random draws are the same with and without ``resample``, so the colour changes stay the same."""
     channels, height, width = image.shape
@@ -169,7 +179,9 @@ TRANSLATION_RATIO = 1 / 8  # largest shift, as a share of the image side
 CUTOUT_RATIO = 1 / 2  # side of the erased square, as a share of the image side
 
 
-def diff_augment(x: torch.Tensor, policy: str = DEFAULT_POLICY, generator: torch.Generator | None = None) -> torch.Tensor:
+def diff_augment(
+    x: torch.Tensor, policy: str = DEFAULT_POLICY, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """DiffAugment: the same random transform family for real and fake batches.
 
     ``x``: float [N, C, H, W] in [-1, 1] (gradients flow through). ``policy``
@@ -241,8 +253,9 @@ AUGMENT_DIM = 5
 AUGMENT_TRANSLATION = 1 / 8  # largest shift, as a share of the image side
 
 
-def conditioned_augment(x: torch.Tensor, p: float, generator: torch.Generator | None = None, *,
-                        flip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def conditioned_augment(
+    x: torch.Tensor, p: float, generator: torch.Generator | None = None, *, flip: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Geometric augmentation whose parameters the network is conditioned on (see the module notes).
 
     ``x``: float [N, C, H, W]. Each image, independently, is flipped left-right with probability
@@ -285,8 +298,7 @@ def conditioned_augment(x: torch.Tensor, p: float, generator: torch.Generator | 
 
     cos = torch.tensor([1.0, 0.0, -1.0, 0.0], device=device, dtype=x.dtype)[quarter_turns]  # exact, no rounding
     sin = torch.tensor([0.0, 1.0, 0.0, -1.0], device=device, dtype=x.dtype)[quarter_turns]
-    vectors = torch.stack([flipped.to(x.dtype), cos - 1, sin,
-                           dx.to(x.dtype) / w, dy.to(x.dtype) / h], dim=1)
+    vectors = torch.stack([flipped.to(x.dtype), cos - 1, sin, dx.to(x.dtype) / w, dy.to(x.dtype) / h], dim=1)
     return x, vectors
 
 

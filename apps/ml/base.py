@@ -18,12 +18,14 @@ A type with ``supports_labels`` learns classes: its config has ``num_classes`` (
 their names), it trains on ``train(images, labels=...)`` (int [N], one class index per image) and
 samples with ``sample(n, ..., labels=...)``. The other types refuse labels.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
@@ -97,8 +99,9 @@ class GeneratorType(ABC):
         """
         if cls.config_class is None:
             raise NotImplementedError(f"{cls.__name__} has no config_class; define default_config")
-        return cls.config_class.from_preset(resolution=resolution, channels=channels, preset=preset,
-                                            image_count=image_count, device=device).to_dict()
+        return cls.config_class.from_preset(
+            resolution=resolution, channels=channels, preset=preset, image_count=image_count, device=device
+        ).to_dict()
 
     def train(
         self,
@@ -112,15 +115,16 @@ class GeneratorType(ABC):
         """Train on ``images`` (float32 [N,C,H,W] in [-1,1], or uint8) with the shared trainer.
 
         ``labels`` (a type with ``supports_labels`` and ``num_classes`` > 0 only): int [N], the
-        class index in [0, num_classes) of each image. Resumes from the checkpoint in ``checkpoint_dir`` when there is one;
-        writes a checkpoint (atomically) and a sample grid every
+        class index in [0, num_classes) of each image. Resumes from the checkpoint in
+        ``checkpoint_dir`` when there is one; writes a checkpoint (atomically) and a sample grid every
         ``config["checkpoint_every"]`` steps. Returns early, after a final
         checkpoint, when ``should_stop()`` turns true (it is called before every step).
         """
         from .trainer import Trainer
 
-        return Trainer(self, Path(checkpoint_dir)).run(images, labels=labels, on_progress=on_progress,
-                                                       should_stop=should_stop)
+        return Trainer(self, Path(checkpoint_dir)).run(
+            images, labels=labels, on_progress=on_progress, should_stop=should_stop
+        )
 
     # ------------------------------------------------------------ hooks of the shared trainer
     # A type that trains through :meth:`train` implements training_parts, training_step and
@@ -141,8 +145,9 @@ class GeneratorType(ABC):
 
         if labels is not None:
             raise ValueError(f"{type(self).__name__} learns no classes: it trains on images without labels")
-        return prepare_images(images, channels=self.config["channels"], resolution=self.config["resolution"],
-                              device=self.device)
+        return prepare_images(
+            images, channels=self.config["channels"], resolution=self.config["resolution"], device=self.device
+        )
 
     @classmethod
     def architecture_version_of(cls, config: dict) -> int:
@@ -160,21 +165,22 @@ class GeneratorType(ABC):
         if self.start_weights and name in self.start_weights:
             network.load_state_dict(self.start_weights[name])
 
-    def training_parts(self) -> "TrainingParts":
+    def training_parts(self) -> TrainingParts:
         """Fresh networks, optimizers and EMA for a run (initialised from the config's seed)."""
         raise NotImplementedError(f"{type(self).__name__} does not train with the shared trainer")
 
-    def training_step(self, parts: "TrainingParts", data: torch.Tensor, step: int,
-                      rng: torch.Generator) -> dict[str, torch.Tensor]:
+    def training_step(
+        self, parts: TrainingParts, data: torch.Tensor, step: int, rng: torch.Generator
+    ) -> dict[str, torch.Tensor]:
         """One optimizer step (0-based ``step``) drawing all randomness from ``rng``; returns its
         losses as detached 0-d tensors left on the device (the trainer reads them at reports only)."""
         raise NotImplementedError(f"{type(self).__name__} does not train with the shared trainer")
 
-    def grid_samples(self, parts: "TrainingParts", step: int) -> torch.Tensor:
+    def grid_samples(self, parts: TrainingParts, step: int) -> torch.Tensor:
         """The images of a checkpoint's sample grid, uint8 [N,C,H,W] (fixed noise: grids compare over time)."""
         raise NotImplementedError(f"{type(self).__name__} does not train with the shared trainer")
 
-    def check_samples(self, parts: "TrainingParts", step: int, samples: torch.Tensor) -> list[str]:
+    def check_samples(self, parts: TrainingParts, step: int, samples: torch.Tensor) -> list[str]:
         """Warnings about a checkpoint's grid images (e.g. mode collapse); saved with the checkpoint."""
         return []
 
@@ -182,7 +188,8 @@ class GeneratorType(ABC):
         """The warnings a finished run returns: by default those of its newest check."""
         return list(latest)
 
-    def finish_training(self, parts: "TrainingParts", step: int) -> None:
+    @abstractmethod
+    def finish_training(self, parts: TrainingParts, step: int) -> None:
         """Take the trained networks over for sampling and saving; called when training returns,
         after ``step`` steps in all."""
 
@@ -201,5 +208,5 @@ class GeneratorType(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, directory: Path, device: str | torch.device = "cpu") -> "GeneratorType":
+    def load(cls, directory: Path, device: str | torch.device = "cpu") -> GeneratorType:
         """Read what :meth:`save` wrote."""

@@ -1,4 +1,5 @@
 """Crash-safe files: write to a temporary file, fsync, then rename into place."""
+
 from __future__ import annotations
 
 import json

@@ -22,6 +22,7 @@ An image is kept when ``score >= threshold[its class]``. The filter is trained o
 stored as bytes (:meth:`ClassFilter.to_bytes`, a safetensors file whose metadata holds the thresholds).
 Nothing here knows about Django.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,20 +74,30 @@ class ClassFilter:
     def describe(self, names: list[str] | None = None) -> dict:
         """JSON-serialisable thresholds and their calibration, keyed by class name (or index)."""
         names = names or [str(i) for i in range(self.classes)]
-        return {"quantile": QUANTILE, "ceiling": CEILING, "min_heldout": MIN_HELDOUT,
-                "classes": {names[i]: {"threshold": round(t, 6), **self.calibration[i]}
-                            for i, t in enumerate(self.thresholds)}}
+        return {
+            "quantile": QUANTILE,
+            "ceiling": CEILING,
+            "min_heldout": MIN_HELDOUT,
+            "classes": {
+                names[i]: {"threshold": round(t, 6), **self.calibration[i]} for i, t in enumerate(self.thresholds)
+            },
+        }
 
     def to_bytes(self) -> bytes:
         model = self.model.to("cpu")
-        meta = {"format": FORMAT, "thresholds": self.thresholds, "image_size": self.image_size,
-                "calibration": self.calibration, "channels": model.body[0].in_channels,
-                "width": model.body[0].out_channels}
+        meta = {
+            "format": FORMAT,
+            "thresholds": self.thresholds,
+            "image_size": self.image_size,
+            "calibration": self.calibration,
+            "channels": model.body[0].in_channels,
+            "width": model.body[0].out_channels,
+        }
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         return save_safetensors(state, metadata={"class_filter": json.dumps(meta)})
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "ClassFilter | None":
+    def from_bytes(cls, data: bytes) -> ClassFilter | None:
         """The stored filter, or None when it was stored in another :data:`FORMAT` (train it again)."""
         state = load_safetensors(data)
         meta = json.loads(_metadata(data)["class_filter"])
@@ -95,8 +106,9 @@ class ClassFilter:
         model = SmallCNN(meta["channels"], len(meta["thresholds"]), meta["width"])
         model.load_state_dict(state)
         model.eval()
-        return cls(model=model, thresholds=meta["thresholds"], image_size=meta["image_size"],
-                   calibration=meta["calibration"])
+        return cls(
+            model=model, thresholds=meta["thresholds"], image_size=meta["image_size"], calibration=meta["calibration"]
+        )
 
 
 def _labels(labels: torch.Tensor | int, n: int) -> torch.Tensor:
@@ -150,9 +162,13 @@ def train_class_filter(
     model = train_classifier(per_class, seed=seed, settings=s)
     held = []
     for c in range(classes):
-        images = heldout_images[heldout_labels == c] if heldout_images is not None and len(heldout_images) \
+        images = (
+            heldout_images[heldout_labels == c]
+            if heldout_images is not None and len(heldout_images)
             else train_images[:0]
+        )
         held.append(predict_proba(model, images, image_size=s.image_size)[:, c] if len(images) else torch.empty(0))
     thresholds, calibration = calibrate(held)
-    return ClassFilter(model=model.to("cpu").eval(), thresholds=thresholds, image_size=s.image_size,
-                       calibration=calibration)
+    return ClassFilter(
+        model=model.to("cpu").eval(), thresholds=thresholds, image_size=s.image_size, calibration=calibration
+    )

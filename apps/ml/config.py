@@ -10,14 +10,15 @@ Declare a setting with :func:`setting` to give it a range or a list of choices. 
 config as a dict (``config["total_steps"]``, ``config.get("seed", 0)``) keeps working: a config
 is also a mapping of its settings.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import types
 import typing
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 from .base import PRESETS, RESOLUTIONS
 
@@ -32,8 +33,13 @@ class ConfigError(ValueError):
         self.problems = problems
 
 
-def setting(default: Any = dataclasses.MISSING, *, low: float | None = None, high: float | None = None,
-            choices: tuple | None = None) -> Any:
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple | None = None,
+) -> Any:
     """A config field with an optional inclusive range (``low``, ``high``) or a list of ``choices``."""
     metadata = {"low": low, "high": high, "choices": choices}
     if isinstance(default, list):
@@ -68,8 +74,9 @@ class TrainingConfig(MutableMapping):
     # ------------------------------------------------------------ building
 
     @classmethod
-    def from_preset(cls: type[Self], *, resolution: int, channels: int, preset: str, image_count: int,
-                    device: str = "cpu") -> Self:
+    def from_preset(
+        cls: type[Self], *, resolution: int, channels: int, preset: str, image_count: int, device: str = "cpu"
+    ) -> Self:
         """The recipe for a preset, resolution, dataset size and device."""
         raise NotImplementedError
 
@@ -96,9 +103,12 @@ class TrainingConfig(MutableMapping):
 
     def base_problems(self, base: dict) -> list[str]:
         """Why this config cannot start from the weights of ``base`` (a setting that shapes them differs)."""
-        return [f"'{key}' is {getattr(self, key)!r} but the base generator's is {base[key]!r}: a fine-tuned model "
-                f"keeps its base's shape; leave '{key}' out." for key in self.BASE_SHAPE
-                if key in base and _plain(getattr(self, key)) != base[key]]
+        return [
+            f"'{key}' is {getattr(self, key)!r} but the base generator's is {base[key]!r}: a fine-tuned model "
+            f"keeps its base's shape; leave '{key}' out."
+            for key in self.BASE_SHAPE
+            if key in base and _plain(getattr(self, key)) != base[key]
+        ]
 
     @staticmethod
     def check_request(*, resolution: int, channels: int, preset: str) -> None:
@@ -167,8 +177,14 @@ class TrainingConfig(MutableMapping):
             data = data.to_dict()
         names = {f.name for f in dataclasses.fields(cls)} - {"extras"}
         known = {k: v for k, v in data.items() if k in names}
-        missing = [f.name for f in dataclasses.fields(cls) if f.name in names and f.name not in known
-                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name in names
+            and f.name not in known
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
         if missing:
             raise ValueError(f"config lacks {', '.join(missing)}")
         return cls(**known, extras={k: v for k, v in data.items() if k not in names})
@@ -272,10 +288,21 @@ def settings_of(generator_type) -> dict:
     return {key: value for key, value in defaults.items() if key not in TrainingConfig.FIXED}
 
 
-def build_config(generator_type, *, resolution: int, channels: int, preset: str, image_count: int, device: str,
-                 overrides: dict | None = None, options: dict | None = None,
-                 classes: list[str] | None = None, class_counts: list[int] | None = None,
-                 orientation: dict | None = None, base: dict | None = None) -> dict:
+def build_config(
+    generator_type,
+    *,
+    resolution: int,
+    channels: int,
+    preset: str,
+    image_count: int,
+    device: str,
+    overrides: dict | None = None,
+    options: dict | None = None,
+    classes: list[str] | None = None,
+    class_counts: list[int] | None = None,
+    orientation: dict | None = None,
+    base: dict | None = None,
+) -> dict:
     """The config a run trains with, as JSON: the preset's recipe for this data and device, adapted to
     which way the photos face (``orientation``, :meth:`TrainingConfig.for_photos`), then the
     operator's ``overrides``, then the user's ``options``. Raises :class:`ConfigError` listing every
@@ -313,8 +340,13 @@ def build_config(generator_type, *, resolution: int, channels: int, preset: str,
         except ValueError as error:
             raise ConfigError([str(error)]) from None
     if base is None and (only := [key for key in config.BASE_ONLY if key in (options or {})]):
-        raise ConfigError([f"'{key}' applies only when fine-tuning from a base generator (base_generator); leave it "
-                           "out to train from scratch." for key in only])
+        raise ConfigError(
+            [
+                f"'{key}' applies only when fine-tuning from a base generator (base_generator); leave it "
+                "out to train from scratch."
+                for key in only
+            ]
+        )
     config = config.replace(**(options or {}))
     if base is not None and (problems := config.base_problems(base)):
         raise ConfigError(problems)
@@ -325,8 +357,10 @@ def _class_problems(generator_type, classes: list[str] | None) -> list[str]:
     if not classes:
         return []
     if not getattr(generator_type, "supports_labels", False):
-        return [f"{generator_type.key} learns no classes: train it on one class, or pick a type that learns "
-                f"a labelled dataset's classes."]
+        return [
+            f"{generator_type.key} learns no classes: train it on one class, or pick a type that learns "
+            f"a labelled dataset's classes."
+        ]
     if not isinstance(classes, (list, tuple)) or not all(isinstance(name, str) and name for name in classes):
         return ["Classes must be a list of non-empty names."]
     if len(set(classes)) != len(classes):

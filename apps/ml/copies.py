@@ -36,6 +36,7 @@ distances. Its z is about 0 for a generator whose images are as far from the
 training photos as new real photos are, strongly negative when they are closer
 (memorisation), positive when they are farther (not there yet).
 """
+
 from __future__ import annotations
 
 import math
@@ -116,8 +117,9 @@ def _coarse_distances(q: torch.Tensor, ref: torch.Tensor, border: int) -> torch.
     return best / math.sqrt(target.shape[1])
 
 
-def nearest_photos(query: torch.Tensor, reference: CopyReference, *, exclude: torch.Tensor | None = None,
-                   shift: int = SHIFT) -> Nearest:
+def nearest_photos(
+    query: torch.Tensor, reference: CopyReference, *, exclude: torch.Tensor | None = None, shift: int = SHIFT
+) -> Nearest:
     """Each query image's nearest photo (over mirrors, augmented copies and shifts); see the module docstring.
 
     ``exclude``: optional bool [len(query), photos]; True = that photo may not be the match
@@ -139,7 +141,8 @@ def nearest_photos(query: torch.Tensor, reference: CopyReference, *, exclude: to
         if exclude is not None:
             coarse[exclude[start : start + len(q)][:, owner]] = float("inf")
         per_photo = torch.full((len(q), reference.photos), float("inf")).scatter_reduce(
-            1, owner.expand(len(q), -1), coarse, reduce="amin")
+            1, owner.expand(len(q), -1), coarse, reduce="amin"
+        )
         k = min(CANDIDATES, coarse.shape[1])
         cand_d, cand = coarse.topk(k, dim=1, largest=False)
         targets = ref_windows[cand].flatten(2)  # [n, k, D]
@@ -169,7 +172,9 @@ def nearest_photos(query: torch.Tensor, reference: CopyReference, *, exclude: to
         others = per_photo.scatter(1, photo[:, None], float("inf"))
         m = min(NEIGHBOURS, max(1, reference.photos - 1))
         next_mean = others.topk(m, dim=1, largest=False).values.mean(dim=1)
-        ratio = torch.where(torch.isfinite(next_mean) & (next_mean > 0), distance / next_mean, torch.ones_like(distance))
+        ratio = torch.where(
+            torch.isfinite(next_mean) & (next_mean > 0), distance / next_mean, torch.ones_like(distance)
+        )
         out_d.append(distance)
         out_p.append(photo)
         out_r.append(ratio)
@@ -205,20 +210,28 @@ class CopyThresholds:
     calibration_images: int
 
     def as_dict(self) -> dict:
-        return {"copy": round(self.distance, 6), "copy_ratio": round(self.ratio, 6),
-                "copy_source": "every real photo against the training photos (leave-one-out), mirrors and 2-px shifts",
-                "copy_calibration_images": self.calibration_images}
+        return {
+            "copy": round(self.distance, 6),
+            "copy_ratio": round(self.ratio, 6),
+            "copy_source": "every real photo against the training photos (leave-one-out), mirrors and 2-px shifts",
+            "copy_calibration_images": self.calibration_images,
+        }
 
 
-def calibrate(train: torch.Tensor, heldout: torch.Tensor | None = None,
-              groups: torch.Tensor | None = None, augmented: torch.Tensor | None = None) -> CopyThresholds:
+def calibrate(
+    train: torch.Tensor,
+    heldout: torch.Tensor | None = None,
+    groups: torch.Tensor | None = None,
+    augmented: torch.Tensor | None = None,
+) -> CopyThresholds:
     """Thresholds from every real photo measured against the training photos (leave-one-out).
 
     Each photo, training and held-out alike, is measured against the training photos, their
     mirrors and (``augmented``) their augmented copies, leaving out its own near-duplicate group
     and all its copies: the same pool a generated image is measured against, so the 1 % quantile
-    means what it says (a denser pool, e.g. with augmented copies, brings every image closer). ``groups``: [N] near-duplicate
-    group per photo of ``train`` then ``heldout`` (:func:`dedupe.duplicate_groups`); default: each its own.
+    means what it says (a denser pool, e.g. with augmented copies, brings every image closer).
+    ``groups``: [N] near-duplicate group per photo of ``train`` then ``heldout``
+    (:func:`dedupe.duplicate_groups`); default: each its own.
     """
     real = train if heldout is None or not len(heldout) else torch.cat([train, heldout])
     if len(real) < 2 or len(train) < 1:
@@ -239,8 +252,14 @@ def is_copy(found: Nearest, thresholds: CopyThresholds) -> torch.Tensor:
     return (found.distance < thresholds.distance) | (found.ratio < thresholds.ratio)
 
 
-def detect(generated: torch.Tensor, reference: CopyReference, thresholds: CopyThresholds, *, worst: int = 8,
-           found: Nearest | None = None) -> dict:
+def detect(
+    generated: torch.Tensor,
+    reference: CopyReference,
+    thresholds: CopyThresholds,
+    *,
+    worst: int = 8,
+    found: Nearest | None = None,
+) -> dict:
     """Near-copies among ``generated`` (``found``: :func:`nearest_photos` already computed for them).
 
     Returns ``{"share", "count", "distances", "nearest", "ratios", "is_copy", "worst"}``;
@@ -257,8 +276,10 @@ def detect(generated: torch.Tensor, reference: CopyReference, thresholds: CopyTh
         "nearest": found.photo.tolist(),
         "ratios": found.ratio.tolist(),
         "is_copy": flags.tolist(),
-        "worst": [{"generated": int(i), "train": int(found.photo[i]), "distance": round(float(found.distance[i]), 6)}
-                  for i in order],
+        "worst": [
+            {"generated": int(i), "train": int(found.photo[i]), "distance": round(float(found.distance[i]), 6)}
+            for i in order
+        ],
     }
 
 
@@ -290,6 +311,9 @@ def memorisation_test(generated_distances: torch.Tensor, heldout_distances: torc
     the training photos as new real photos are.
     """
     z = mann_whitney_z(generated_distances, heldout_distances)
-    return {"z": z, "p_value": 0.5 * math.erfc(-z / math.sqrt(2)),
-            "generated_median": generated_distances.median().item(),
-            "heldout_median": heldout_distances.median().item()}
+    return {
+        "z": z,
+        "p_value": 0.5 * math.erfc(-z / math.sqrt(2)),
+        "generated_median": generated_distances.median().item(),
+        "heldout_median": heldout_distances.median().item(),
+    }

@@ -17,6 +17,7 @@ sample sets: distinct Fashion-MNIST sandals and shirts are at least 0.03 apart
 (Perceptual hashes such as dHash were tried first: on photos with a plain
 background they called hundreds of distinct pairs duplicates.)
 """
+
 from __future__ import annotations
 
 import torch
@@ -79,8 +80,9 @@ def grouped_split(groups: torch.Tensor, count: int, seed: int) -> tuple[torch.Te
     return torch.nonzero(~held).flatten(), torch.nonzero(held).flatten()
 
 
-def drop_matches(candidates: torch.Tensor, reference: torch.Tensor, *,
-                 max_rms: float = NEAR_DUPLICATE_RMS) -> tuple[torch.Tensor, int]:
+def drop_matches(
+    candidates: torch.Tensor, reference: torch.Tensor, *, max_rms: float = NEAR_DUPLICATE_RMS
+) -> tuple[torch.Tensor, int]:
     """(the candidates that are near-duplicates of no reference image or its mirror, how many were dropped).
 
     Both tensors uint8 [N, C, H, W] of one channel count and size.

@@ -1,4 +1,5 @@
 """Which torch device the generators run on."""
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 Used to spot mode collapse during GAN training (the fixed-noise samples start
 to look alike) and by the quality report (generated vs. real diversity).
 """
+
 from __future__ import annotations
 
 import torch

@@ -5,6 +5,7 @@ Generators sample far better from averaged weights than from the raw ones. The d
 weights. Buffers (e.g. BatchNorm statistics) are copied, not averaged; a type that needs other
 statistics for its averaged network (the DCGAN generator) recomputes them before sampling.
 """
+
 from __future__ import annotations
 
 import copy

@@ -23,14 +23,14 @@ images in :func:`build_reference`:
 Each sampling call gets its own seed, derived from (job seed, chunk, round) by
 :func:`stream_seed`, so jobs with different seeds never share an image.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
-
-import torch
 
 import numpy as np
+import torch
 
 from . import copies
 from .dedupe import duplicate_groups
@@ -62,7 +62,8 @@ class FilterReference:
 
     ``copy_reference``: the generator's training photos, their mirrors and augmented copies,
     for the copy check (``train``: the photos alone); for a conditional generator, one class's
-    (:func:`build_class_references`), ``photo_index`` then giving each photo's index among all. The thresholds are in the units of
+    (:func:`build_class_references`), ``photo_index`` then giving each photo's index among all.
+    The thresholds are in the units of
     :func:`noise_scores`, :func:`contrast` and :mod:`copies`; ``calibration`` says how
     they were obtained.
     """
@@ -100,8 +101,9 @@ def _noise_and_blank(real: torch.Tensor) -> tuple[float, float, float]:
     return noise, blank, q99
 
 
-def build_reference(train: torch.Tensor, heldout: torch.Tensor | None = None,
-                    augmented: torch.Tensor | None = None) -> FilterReference:
+def build_reference(
+    train: torch.Tensor, heldout: torch.Tensor | None = None, augmented: torch.Tensor | None = None
+) -> FilterReference:
     """Calibrate the thresholds on the real photos (training and held-out; see the module docstring).
 
     ``augmented``: the augmented training set (:func:`augment.augment_dataset`'s layout), when
@@ -114,15 +116,23 @@ def build_reference(train: torch.Tensor, heldout: torch.Tensor | None = None,
         noise_threshold=noise,
         blank_threshold=blank,
         copy_thresholds=copies.calibrate(train, heldout, duplicate_groups(real), augmented),
-        calibration={"real_noise_q99": round(q99, 6),
-                     "copy_reference_images": len(train) * 2 + (0 if augmented is None else len(augmented) - len(train))},
+        calibration={
+            "real_noise_q99": round(q99, 6),
+            "copy_reference_images": len(train) * 2 + (0 if augmented is None else len(augmented) - len(train)),
+        },
     )
 
 
-def build_class_references(train: torch.Tensor, labels: torch.Tensor, classes: int, *,
-                           heldout: torch.Tensor | None = None, heldout_labels: torch.Tensor | None = None,
-                           augmented: torch.Tensor | None = None, augmented_labels: torch.Tensor | None = None,
-                           ) -> dict[int, FilterReference]:
+def build_class_references(
+    train: torch.Tensor,
+    labels: torch.Tensor,
+    classes: int,
+    *,
+    heldout: torch.Tensor | None = None,
+    heldout_labels: torch.Tensor | None = None,
+    augmented: torch.Tensor | None = None,
+    augmented_labels: torch.Tensor | None = None,
+) -> dict[int, FilterReference]:
     """A conditional generator's filter: one reference per class index, ``0 .. classes - 1``.
 
     A generated image of a class is a near-copy only of that class's photos (and their mirrors and
@@ -142,14 +152,15 @@ def build_class_references(train: torch.Tensor, labels: torch.Tensor, classes: i
         own = labels == label
         photos = train[own]
         held = heldout[heldout_labels == label] if have_heldout else None
-        copied = augmented[augmented_labels == label] if augmented is not None and augmented_labels is not None else None
+        copied = (
+            augmented[augmented_labels == label] if augmented is not None and augmented_labels is not None else None
+        )
         class_real = photos if held is None else torch.cat([photos, held])
         if len(photos) and len(class_real) >= 2:
             thresholds = copies.calibrate(photos, held, duplicate_groups(class_real), copied)
             source = "the class's own photos"
         else:
-            pooled = pooled or copies.calibrate(train, heldout if have_heldout else None,
-                                                duplicate_groups(real), None)
+            pooled = pooled or copies.calibrate(train, heldout if have_heldout else None, duplicate_groups(real), None)
             thresholds, source = pooled, "every class's photos (this class has too few to calibrate on)"
         reference_photos = photos if len(photos) else train
         references[label] = FilterReference(
@@ -157,9 +168,12 @@ def build_class_references(train: torch.Tensor, labels: torch.Tensor, classes: i
             noise_threshold=noise,
             blank_threshold=blank,
             copy_thresholds=thresholds,
-            calibration={"real_noise_q99": round(q99, 6), "copy_calibrated_on": source,
-                         "copy_reference_images": len(reference_photos) * 2
-                         + (0 if copied is None or not len(photos) else len(copied) - len(photos))},
+            calibration={
+                "real_noise_q99": round(q99, 6),
+                "copy_calibrated_on": source,
+                "copy_reference_images": len(reference_photos) * 2
+                + (0 if copied is None or not len(photos) else len(copied) - len(photos)),
+            },
             photo_index=own.nonzero().flatten() if len(photos) else None,
         )
     return references
@@ -169,8 +183,11 @@ def class_thresholds(references: dict[int, FilterReference], names: list[str]) -
     """The manifest's ``thresholds`` of a conditional generator: the shared noise and blank limits, and
     each class's copy limits (``by_class``, by class name)."""
     first = next(iter(references.values()))
-    shared = {"noise": round(first.noise_threshold, 6), "blank": round(first.blank_threshold, 6),
-              "real_noise_q99": first.calibration["real_noise_q99"]}
+    shared = {
+        "noise": round(first.noise_threshold, 6),
+        "blank": round(first.blank_threshold, 6),
+        "real_noise_q99": first.calibration["real_noise_q99"],
+    }
     by_class = {}
     for label, reference in references.items():
         limits = reference.thresholds()
@@ -192,8 +209,9 @@ class FilterResult:
     dropped: dict[str, int]
 
 
-def score_images(images: torch.Tensor, reference: FilterReference, *, drop_copies: bool = True,
-                 found: copies.Nearest | None = None) -> FilterResult:
+def score_images(
+    images: torch.Tensor, reference: FilterReference, *, drop_copies: bool = True, found: copies.Nearest | None = None
+) -> FilterResult:
     """Score uint8 images and decide which to keep; the first failing check names the reason.
 
     ``found``: :func:`copies.nearest_photos` of these images, when the caller has it already."""
@@ -214,15 +232,18 @@ def score_images(images: torch.Tensor, reference: FilterReference, *, drop_copie
         if reason:
             dropped[reason] += 1
         keep.append(reason is None)
-        scores.append({
-            "noise": round(float(noise[i]), 6),
-            "contrast": round(float(spread[i]), 6),
-            "copy_distance": round(float(found.distance[i]), 6),
-            "copy_ratio": round(float(found.ratio[i]), 6),
-            "nearest_train": int(found.photo[i] if reference.photo_index is None
-                                 else reference.photo_index[found.photo[i]]),
-            "dropped": reason,
-        })
+        scores.append(
+            {
+                "noise": round(float(noise[i]), 6),
+                "contrast": round(float(spread[i]), 6),
+                "copy_distance": round(float(found.distance[i]), 6),
+                "copy_ratio": round(float(found.ratio[i]), 6),
+                "nearest_train": int(
+                    found.photo[i] if reference.photo_index is None else reference.photo_index[found.photo[i]]
+                ),
+                "dropped": reason,
+            }
+        )
     return FilterResult(keep=torch.tensor(keep, dtype=torch.bool), scores=scores, dropped=dropped)
 
 
@@ -314,5 +335,6 @@ def generate_filtered(
             kept_scores.append({**scores[i], "seed": round_seed, "batch_size": len(images), "index": i})
             have += 1
     images = torch.stack(kept) if kept else torch.empty(0, dtype=torch.uint8)
-    return FilteredBatch(images=images, scores=kept_scores, dropped=dropped, generated=generated,
-                         shortfall=count - have)
+    return FilteredBatch(
+        images=images, scores=kept_scores, dropped=dropped, generated=generated, shortfall=count - have
+    )

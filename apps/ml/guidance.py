@@ -20,6 +20,7 @@ the test split would flatter the report):
 
 Django-free. :func:`choose_guidance` returns the scale and every candidate's score.
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,8 +34,9 @@ MIN_CLASS_PHOTOS = 4  # two to fit on, two to compare with
 VARIETY_FLOOR = 0.7  # the quality report's "repeats itself" alarm (apps.ml.quality.DIVERSITY_ALARM)
 
 
-def validation_split(photos: torch.Tensor, labels: torch.Tensor, *, seed: int = 0,
-                     share: float = VALIDATION_SHARE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def validation_split(
+    photos: torch.Tensor, labels: torch.Tensor, *, seed: int = 0, share: float = VALIDATION_SHARE
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(fit, fit labels, validation, validation labels): ``share`` of each class's photos (at least two,
     and at least two left to fit on) go to validation, drawn with ``seed``."""
     gen = torch.Generator().manual_seed(seed)
@@ -43,8 +45,10 @@ def validation_split(photos: torch.Tensor, labels: torch.Tensor, *, seed: int = 
         members = torch.nonzero(labels == c).flatten()
         members = members[torch.randperm(len(members), generator=gen)]
         if len(members) < MIN_CLASS_PHOTOS:
-            raise ValueError(f"a class has {len(members)} training photos; choosing a guidance scale needs "
-                             f"{MIN_CLASS_PHOTOS} in every class")
+            raise ValueError(
+                f"a class has {len(members)} training photos; choosing a guidance scale needs "
+                f"{MIN_CLASS_PHOTOS} in every class"
+            )
         n_val = min(max(2, round(len(members) * share)), len(members) - 2)
         val.append(members[:n_val])
         fit.append(members[n_val:])
@@ -52,9 +56,17 @@ def validation_split(photos: torch.Tensor, labels: torch.Tensor, *, seed: int = 
     return photos[fit_index], labels[fit_index], photos[val_index], labels[val_index]
 
 
-def choose_guidance(model, photos: torch.Tensor, labels: torch.Tensor, *, candidates=CANDIDATES,
-                    per_class: int = 64, steps: int | None = None, seed: int = 0,
-                    classifier_settings: ClassifierSettings | None = None) -> dict:
+def choose_guidance(
+    model,
+    photos: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    candidates=CANDIDATES,
+    per_class: int = 64,
+    steps: int | None = None,
+    seed: int = 0,
+    classifier_settings: ClassifierSettings | None = None,
+) -> dict:
     """The guidance scale for ``model`` (a conditional generator type) chosen on its training ``photos``
     (uint8 [N, C, H, W]) and their ``labels`` (int [N]) - see the module notes.
 
@@ -80,7 +92,12 @@ def choose_guidance(model, photos: torch.Tensor, labels: torch.Tensor, *, candid
         variety[float(scale)] = min(ratios)
     varied = [scale for scale in scores if variety[scale] >= VARIETY_FLOOR] or list(scores)
     best = min(varied, key=lambda scale: (scores[scale], scale))
-    return {"guidance": best, "scores": {f"{k:g}": round(v, 6) for k, v in scores.items()},
-            "variety": {f"{k:g}": round(v, 4) for k, v in variety.items()},
-            "candidates": [float(c) for c in candidates], "validation_photos": len(val), "per_class": per_class,
-            "against": "a validation split of the training photos"}
+    return {
+        "guidance": best,
+        "scores": {f"{k:g}": round(v, 6) for k, v in scores.items()},
+        "variety": {f"{k:g}": round(v, 4) for k, v in variety.items()},
+        "candidates": [float(c) for c in candidates],
+        "validation_photos": len(val),
+        "per_class": per_class,
+        "against": "a validation split of the training photos",
+    }

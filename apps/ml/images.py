@@ -1,4 +1,5 @@
 """Tensor <-> image helpers shared by the generator types."""
+
 from __future__ import annotations
 
 import math

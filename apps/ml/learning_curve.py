@@ -25,10 +25,11 @@ the fitted curve. A gain whose interval reaches down to 0 photos is reported wit
 
 Nothing here knows about Django; inputs are plain lists of floats.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -124,20 +125,26 @@ def photo_equivalent(
         gains[d] = _extra_photos(boot_mixed[d], boot_means[-1, d], full_n, b_intercept, b_slope)
     low, high = _quantile(gains, 0.025), _quantile(gains, 0.975)
     half_width = (_quantile(differences, 0.975) - _quantile(differences, 0.025)) / 2
-    detectable_photos = (photos_at(full + half_width, intercept, slope) - full_n
-                         if slope > 0 and half_width > 0 else math.inf)
+    detectable_photos = (
+        photos_at(full + half_width, intercept, slope) - full_n if slope > 0 and half_width > 0 else math.inf
+    )
     detectable = {"accuracy": round(half_width, 6), "photos": _finite(detectable_photos)}
     verdict = "gain" if low > 0 else "none"
     if point == 0:
-        words = (f"no gain: the mixed arm is not above the accuracy of all {full_n:g} photos; the test could have "
-                 f"seen a gain of about {half_width:.3f} accuracy"
-                 + (f", about {detectable_photos:.0f} more real photos" if math.isfinite(detectable_photos) else ""))
+        words = (
+            f"no gain: the mixed arm is not above the accuracy of all {full_n:g} photos; the test could have "
+            f"seen a gain of about {half_width:.3f} accuracy"
+            + (f", about {detectable_photos:.0f} more real photos" if math.isfinite(detectable_photos) else "")
+        )
     elif not math.isfinite(point):
         words = "the real photos' accuracy does not rise with more photos: no photo count to compare with"
     else:
         interval = f"95 % interval {low:.0f}-" + (f"{high:.0f}" if math.isfinite(high) else "unbounded")
-        words = (f"worth about {point:.0f} more real photos ({interval})" if verdict == "gain" else
-                 f"no measurable gain: worth about {point:.0f} more real photos, but the {interval} holds 0")
+        words = (
+            f"worth about {point:.0f} more real photos ({interval})"
+            if verdict == "gain"
+            else f"no measurable gain: worth about {point:.0f} more real photos, but the {interval} holds 0"
+        )
     return {
         "photos": _finite(point),
         "low": _finite(low),
@@ -145,8 +152,12 @@ def photo_equivalent(
         "verdict": verdict,
         "accuracy_gain": round(mixed_mean - full, 6),
         "detectable": detectable,
-        "fit": {"model": "accuracy = intercept + slope * ln(photos)", "intercept": round(intercept, 6),
-                "slope_per_doubling": round(slope * math.log(2), 6), "r2": None if r2 is None else round(r2, 4)},
+        "fit": {
+            "model": "accuracy = intercept + slope * ln(photos)",
+            "intercept": round(intercept, 6),
+            "slope_per_doubling": round(slope * math.log(2), 6),
+            "r2": None if r2 is None else round(r2, 4),
+        },
         "words": words,
         "draws": draws,
     }

@@ -14,6 +14,7 @@ generator's resolution and need no downloaded model:
 
 Near-copies are found by :mod:`copies`; realism and coverage by :mod:`realism`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -164,8 +165,9 @@ class FeatureNet:
         self.model.eval()
         device = next(self.model.parameters()).device
         x = classifier_input(images, self.image_size)
-        return torch.cat([self.model.features(x[i : i + batch_size].to(device)).cpu()
-                          for i in range(0, len(x), batch_size)]).double()
+        return torch.cat(
+            [self.model.features(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+        ).double()
 
 
 def train_feature_net(
@@ -204,7 +206,9 @@ def frechet_distance(fa: torch.Tensor, fb: torch.Tensor) -> float:
     return max(0.0, value.item())
 
 
-def kernel_distance(fa: torch.Tensor, fb: torch.Tensor, *, subset: int = 100, subsets: int = 20, seed: int = 0) -> float:
+def kernel_distance(
+    fa: torch.Tensor, fb: torch.Tensor, *, subset: int = 100, subsets: int = 20, seed: int = 0
+) -> float:
     """Kernel Inception Distance formula (unbiased MMD^2, cubic polynomial kernel) in these features.
 
     Averaged over ``subsets`` random subsets of ``subset`` images per set
@@ -225,6 +229,5 @@ def kernel_distance(fa: torch.Tensor, fb: torch.Tensor, *, subset: int = 100, su
         kbb = (b @ b.T / dim + 1) ** 3
         kab = (a @ b.T / dim + 1) ** 3
         off = m * (m - 1)
-        total += ((kaa.sum() - kaa.diag().sum()) / off + (kbb.sum() - kbb.diag().sum()) / off
-                  - 2 * kab.mean()).item()
+        total += ((kaa.sum() - kaa.diag().sum()) / off + (kbb.sum() - kbb.diag().sum()) / off - 2 * kab.mean()).item()
     return total / subsets

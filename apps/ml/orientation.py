@@ -23,6 +23,7 @@ more) get no turned copies; textures and top-down pictures, whose mean looks the
 
 Django-free; :func:`measure` returns :class:`Orientation`, stored as JSON (``as_dict``).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -57,7 +58,7 @@ class Orientation:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> "Orientation | None":
+    def from_dict(cls, data: dict | None) -> Orientation | None:
         if not data:
             return None
         keys = ("images", "mirror_share", "turn_share", "asymmetry", "turn_asymmetry", "mirrors", "rotations")
@@ -77,15 +78,21 @@ def describe(data: dict | None) -> str:
     if data["mirrors"]:
         mirror = "Your photos look alike mirrored (or face both ways), so mirror images may be added."
     else:
-        mirror = (f"Your photos face one way (only {data['mirror_share']:.0%} face the other), "
-                  "so no mirror images are added.")
+        mirror = (
+            f"Your photos face one way (only {data['mirror_share']:.0%} face the other), so no mirror images are added."
+        )
         classes = data.get("classes") or {}
         one_way = sorted(name for name, c in classes.items() if not c.get("mirrors"))
         if classes and len(one_way) < len(classes):
-            mirror = (f"Some classes face one way ({', '.join(one_way)}), so no mirror images are added "
-                      f"(mirror images are added only when every class looks alike mirrored).")
-    turn = ("Turned copies (90 degrees) may be added: your photos have no fixed way up."
-            if data.get("rotations") else "No turned copies are added: your photos stand one way up.")
+            mirror = (
+                f"Some classes face one way ({', '.join(one_way)}), so no mirror images are added "
+                f"(mirror images are added only when every class looks alike mirrored)."
+            )
+    turn = (
+        "Turned copies (90 degrees) may be added: your photos have no fixed way up."
+        if data.get("rotations")
+        else "No turned copies are added: your photos stand one way up."
+    )
     return f"{mirror} {turn}"
 
 
@@ -107,9 +114,12 @@ def _class_measures(x: torch.Tensor, square: bool) -> dict:
     to_mean = (flat - mean.flatten(1)).pow(2).sum(1)
     spread = float(to_mean.mean()) or 1e-12
     to_mirror = (flat - mean.flip(-1).flatten(1)).pow(2).sum(1)
-    out = {"mirror_share": float((to_mirror < to_mean).float().mean()),
-           "asymmetry": float((mean - mean.flip(-1)).pow(2).sum()) / spread,
-           "turn_share": None, "turn_asymmetry": None}
+    out = {
+        "mirror_share": float((to_mirror < to_mean).float().mean()),
+        "asymmetry": float((mean - mean.flip(-1)).pow(2).sum()) / spread,
+        "turn_share": None,
+        "turn_asymmetry": None,
+    }
     if square:
         turned = [mean.rot90(k, dims=(2, 3)) for k in (1, 2, 3)]
         to_turned = torch.stack([(flat - t.flatten(1)).pow(2).sum(1) for t in turned])
@@ -118,16 +128,20 @@ def _class_measures(x: torch.Tensor, square: bool) -> dict:
     return out
 
 
-def measure(images: torch.Tensor, labels: torch.Tensor | None = None,
-            class_names: list[str] | None = None) -> Orientation:
+def measure(
+    images: torch.Tensor, labels: torch.Tensor | None = None, class_names: list[str] | None = None
+) -> Orientation:
     """Measure ``images`` (uint8 or [-1, 1] float [N, C, H, W]); with ``labels`` (int [N]) each
     image is compared with the mean of its own class, and ``class_names`` names them."""
     if images.ndim != 4:
         raise ValueError(f"expected [N, C, H, W] images, got shape {tuple(images.shape)}")
     square = images.shape[-1] == images.shape[-2]
     x = _unit(images)
-    groups = [(None, x)] if labels is None else [
-        (class_names[i] if class_names else str(i), x[labels.cpu() == i]) for i in sorted(set(labels.tolist()))]
+    groups = (
+        [(None, x)]
+        if labels is None
+        else [(class_names[i] if class_names else str(i), x[labels.cpu() == i]) for i in sorted(set(labels.tolist()))]
+    )
     classes, found = {}, []
     for name, members in groups:
         m = _class_measures(members, square)
@@ -135,8 +149,10 @@ def measure(images: torch.Tensor, labels: torch.Tensor | None = None,
         m["rotations"] = m["turn_asymmetry"] is not None and m["turn_asymmetry"] < SYMMETRIC
         found.append((len(members), m))
         if name is not None:
-            classes[name] = {"images": len(members), **{k: _round(v) if isinstance(v, float) else v
-                                                        for k, v in m.items()}}
+            classes[name] = {
+                "images": len(members),
+                **{k: _round(v) if isinstance(v, float) else v for k, v in m.items()},
+            }
     measured = [(n, m) for n, m in found if m["asymmetry"] is not None]
     counted = sum(n for n, _ in measured)
 
@@ -148,11 +164,16 @@ def measure(images: torch.Tensor, labels: torch.Tensor | None = None,
         values = [m[key] for _, m in measured if m[key] is not None]
         return _round(max(values)) if values else None
 
-    return Orientation(images=len(x), mirror_share=pooled("mirror_share") if counted else None,
-                       turn_share=pooled("turn_share"), asymmetry=largest("asymmetry"),
-                       turn_asymmetry=largest("turn_asymmetry"),
-                       mirrors=all(m["mirrors"] for _, m in found), rotations=all(m["rotations"] for _, m in found),
-                       classes=classes)
+    return Orientation(
+        images=len(x),
+        mirror_share=pooled("mirror_share") if counted else None,
+        turn_share=pooled("turn_share"),
+        asymmetry=largest("asymmetry"),
+        turn_asymmetry=largest("turn_asymmetry"),
+        mirrors=all(m["mirrors"] for _, m in found),
+        rotations=all(m["rotations"] for _, m in found),
+        classes=classes,
+    )
 
 
 def _round(value: float | None) -> float | None:

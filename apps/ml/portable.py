@@ -17,6 +17,7 @@ format, a known type and an architecture version this code knows, every listed f
 changed byte is refused), tensors that parse as safetensors (never unpickled), and a model that the type loads with
 them. It raises :class:`PackageError`, whose message says what is wrong.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -66,7 +67,9 @@ def write_package(out: BinaryIO, *, model_dir: Path, manifest: dict, extras: dic
     config = json.loads(files["config.json"])
     generator_type = registry.get(manifest["kind"])
     manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, **manifest,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        **manifest,
         "architecture_version": generator_type.architecture_version_of(config),
         "files": {name: {"sha256": _sha256(data), "bytes": len(data)} for name, data in files.items()},
     }
@@ -97,8 +100,9 @@ def read_package(source: BinaryIO | bytes, into: Path, *, max_bytes: int = 2 * 1
             raise PackageError("not a generator export: too many or too large files")
         for member in members:
             if member.filename.endswith(".json") and member.file_size > MAX_JSON_BYTES:
-                raise PackageError(f"{member.filename} is larger than {MAX_JSON_BYTES // 1024**2} MB: not a generator "
-                                   "export")
+                raise PackageError(
+                    f"{member.filename} is larger than {MAX_JSON_BYTES // 1024**2} MB: not a generator export"
+                )
         manifest = _unexpected_is_refused(_manifest, _read(archive, MANIFEST))
         listed = manifest["files"]
         unknown = [name for name in listed if name not in MODEL_FILES + EXTRA_FILES]
@@ -113,8 +117,10 @@ def read_package(source: BinaryIO | bytes, into: Path, *, max_bytes: int = 2 * 1
                 raise PackageError(f"the export lacks {name}, which its manifest lists")
             data = _read(archive, name)
             if not isinstance(expected, dict) or _sha256(data) != expected.get("sha256"):
-                raise PackageError(f"{name} is not the file that was exported (its checksum differs): the export "
-                                   "was changed or damaged")
+                raise PackageError(
+                    f"{name} is not the file that was exported (its checksum differs): the export "
+                    "was changed or damaged"
+                )
             contents[name] = data
     into = Path(into)
     into.mkdir(parents=True, exist_ok=True)
@@ -160,8 +166,10 @@ def _manifest(data: bytes) -> dict:
         raise PackageError(f"not a generator export: {MANIFEST} is not a {FORMAT} manifest")
     version = manifest.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise PackageError(f"this export is of format version {version!r}; this installation reads up to "
-                           f"{FORMAT_VERSION}: update SynthGen to import it")
+        raise PackageError(
+            f"this export is of format version {version!r}; this installation reads up to "
+            f"{FORMAT_VERSION}: update SynthGen to import it"
+        )
     kind = manifest.get("kind")
     known = registry.all_types()
     if kind not in known:
@@ -171,8 +179,10 @@ def _manifest(data: bytes) -> dict:
     if not isinstance(architecture, int) or isinstance(architecture, bool) or architecture < 1:
         raise PackageError("the export's architecture_version is missing or not a positive integer")
     if architecture > newest:
-        raise PackageError(f"this {kind} generator has architecture version {architecture}; this installation knows "
-                           f"up to {newest}: update SynthGen to import it")
+        raise PackageError(
+            f"this {kind} generator has architecture version {architecture}; this installation knows "
+            f"up to {newest}: update SynthGen to import it"
+        )
     for key, kind_of in (("name", str), ("resolution", int), ("channels", int), ("classes", list), ("files", dict)):
         if not isinstance(manifest.get(key), kind_of) or isinstance(manifest.get(key), bool):
             raise PackageError(f"the export's manifest has no valid '{key}'")
@@ -194,15 +204,23 @@ def _check_model(manifest: dict, contents: dict[str, bytes], folder: Path) -> No
     if problems := _config_problems(registry.get(manifest["kind"]), config):
         raise PackageError(f"config.json asks for settings no request could: {problems[0]}")
     classes = manifest["classes"]
-    if not all(isinstance(c, dict) and isinstance(c.get("name"), str) and type(c.get("image_count", 0)) is int
-               and c.get("image_count", 0) >= 0 for c in classes):
+    if not all(
+        isinstance(c, dict)
+        and isinstance(c.get("name"), str)
+        and type(c.get("image_count", 0)) is int
+        and c.get("image_count", 0) >= 0
+        for c in classes
+    ):
         raise PackageError("the manifest's classes are not a list of {name, image_count}")
-    if [c["name"] for c in classes] != list(config.get("classes") or []) or len(classes) != int(config.get("num_classes") or 0):
+    if [c["name"] for c in classes] != list(config.get("classes") or []) or len(classes) != int(
+        config.get("num_classes") or 0
+    ):
         raise PackageError("the manifest's classes are not the ones config.json's model learnt")
     version = registry.get(manifest["kind"]).architecture_version_of(config)
     if version != manifest["architecture_version"]:
-        raise PackageError(f"config.json's architecture version ({version}) is not the manifest's "
-                           f"({manifest['architecture_version']})")
+        raise PackageError(
+            f"config.json's architecture version ({version}) is not the manifest's ({manifest['architecture_version']})"
+        )
     shapes = {name: _safetensors_shapes(folder / name) for name in contents if name.endswith(".safetensors")}
     # The network the config describes, built on the "meta" device (no memory): its tensors must be the weights',
     # name for name and shape for shape, before a real one is built (a config may not ask for a network the
@@ -214,7 +232,8 @@ def _check_model(manifest: dict, contents: dict[str, bytes], folder: Path) -> No
         raise PackageError(f"config.json does not describe a model this installation builds: {error}") from None
     weights = shapes["weights.safetensors"]
     mismatched = sorted(set(wanted) ^ set(weights)) or sorted(
-        key for key in wanted if tuple(wanted[key].shape) != weights[key])
+        key for key in wanted if tuple(wanted[key].shape) != weights[key]
+    )
     if mismatched:
         raise PackageError(f"the weights do not fit the model the config describes (e.g. {mismatched[0]})")
 

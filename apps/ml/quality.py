@@ -47,6 +47,7 @@ Top-level keys:
   ``j`` index the ``generated`` and ``train`` tensors passed in.
 - ``thresholds``: the alarm levels the verdict used; ``counts``: images used.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -74,7 +75,7 @@ ADVICE = {
     "mostly noise": "Train longer (the standard or long preset) or with more images.",
     "copies your photos": "Use fewer training steps (the quick preset), turn augmentation on, or add more images.",
     "not realistic yet": "Train longer (the standard or long preset), turn augmentation on, or add more images; "
-                         "a diffusion model (ddim) often does better on small sets.",
+    "a diffusion model (ddim) often does better on small sets.",
     "repeats itself": "Train again with augmentation on or more images; for a GAN try the standard preset or ddim.",
     POSITIVE_VERDICT: "",
 }
@@ -95,9 +96,16 @@ def _texture_ratio(swd: dict) -> float | None:
     return levels[0] / reference[0]
 
 
-def verdict(*, noise_share: float, copy_share: float, diversity: float | None, memorisation: float | None = None,
-            precision_ratio: float | None = None, texture_ratio: float | None = None,
-            coverage_ratio: float | None = None) -> tuple[str, str]:
+def verdict(
+    *,
+    noise_share: float,
+    copy_share: float,
+    diversity: float | None,
+    memorisation: float | None = None,
+    precision_ratio: float | None = None,
+    texture_ratio: float | None = None,
+    coverage_ratio: float | None = None,
+) -> tuple[str, str]:
     """(verdict, one-sentence explanation), worst problem first.
 
     Order: noise, near-copies, a collapse onto a few realistic pictures (high precision, low
@@ -120,8 +128,12 @@ def verdict(*, noise_share: float, copy_share: float, diversity: float | None, m
         )
     # Realistic images that cover little: a collapse. Checked before the texture test, which a
     # handful of repeated pictures fails too (their patches are few, not unreal).
-    if (coverage_ratio is not None and coverage_ratio < COVERAGE_ALARM
-            and precision_ratio is not None and precision_ratio >= REALISTIC):
+    if (
+        coverage_ratio is not None
+        and coverage_ratio < COVERAGE_ALARM
+        and precision_ratio is not None
+        and precision_ratio >= REALISTIC
+    ):
         return "repeats itself", (
             f"The generated images look real but reach only {coverage_ratio:.0%} of the variety new photos of this "
             "thing show: the generator keeps making a few pictures."
@@ -178,8 +190,13 @@ def _matched_distance(distance, base, generated, fresh, seed: int) -> dict:
         references.append(distance(base, fresh[:n] if n < len(fresh) else fresh, seed + r))
     std = lambda v: _round(statistics.stdev(v)) if len(v) > 1 else 0.0  # noqa: E731
     means, ref_means = [statistics.fmean(v) for v in values], [statistics.fmean(v) for v in references]
-    out = metric(statistics.fmean(means), std=std(means), reference=_round(statistics.fmean(ref_means)),
-                 reference_std=std(ref_means), images=n)
+    out = metric(
+        statistics.fmean(means),
+        std=std(means),
+        reference=_round(statistics.fmean(ref_means)),
+        reference_std=std(ref_means),
+        images=n,
+    )
     if len(values[0]) > 1:
         out["levels"] = [_round(statistics.fmean(v[i] for v in values)) for i in range(len(values[0]))]
         out["reference_levels"] = [_round(statistics.fmean(v[i] for v in references)) for i in range(len(values[0]))]
@@ -217,14 +234,22 @@ def _fidelity(generated, base, fresh, negatives, seed, settings) -> dict:
     f_fresh = net(fresh)
     out["fid"] = _matched_distance(lambda a, b, s: [metrics.frechet_distance(a, b)], f_base, f_gen, f_fresh, seed)
     out["fid"]["features"] = net.task
-    out["kid"] = metric(metrics.kernel_distance(f_base, f_gen, seed=seed), features=net.task,
-                        reference=_round(metrics.kernel_distance(f_base, f_fresh, seed=seed)))
+    out["kid"] = metric(
+        metrics.kernel_distance(f_base, f_gen, seed=seed),
+        features=net.task,
+        reference=_round(metrics.kernel_distance(f_base, f_fresh, seed=seed)),
+    )
     # Realism and coverage in self-supervised features of the class's own photos (which way up is
     # a picture): a net trained against other classes may ignore what makes a picture realistic.
     own = net if net.task == "rotation" else metrics.train_feature_net(base, None, seed=seed, settings=settings)
     for name, values in realism.matched(own(fresh), own(generated), own(base), seed=seed).items():
-        out[name] = metric(values["value"], std=_round(values["std"]), reference=_round(values["reference"]),
-                           reference_std=_round(values["reference_std"]), images=values["images"])
+        out[name] = metric(
+            values["value"],
+            std=_round(values["std"]),
+            reference=_round(values["reference"]),
+            reference_std=_round(values["reference_std"]),
+            images=values["images"],
+        )
     return out
 
 
@@ -276,56 +301,95 @@ def quality_report(
     if heldout is not None and len(heldout) >= MIN_FRESH:
         held = copies.nearest_photos(heldout, reference.copy_reference).distance
         test = copies.memorisation_test(torch.tensor(found["distances"]), held)
-        memorisation = metric(test["z"], p_value=_round(test["p_value"]),
-                              generated_median=_round(test["generated_median"]),
-                              heldout_median=_round(test["heldout_median"]))
+        memorisation = metric(
+            test["z"],
+            p_value=_round(test["p_value"]),
+            generated_median=_round(test["generated_median"]),
+            heldout_median=_round(test["heldout_median"]),
+        )
     else:
         memorisation = metric(None, "needs at least six held-out photos")
 
     base, fresh, against = _fresh_split(train, heldout, seeds[0])
     fidelity = _fidelity(generated, base, fresh, negatives, seeds[0], settings)
     name, explanation = verdict(
-        noise_share=noise_share, copy_share=found["share"], diversity=diversity,
-        memorisation=memorisation["value"], precision_ratio=_ratio(fidelity["precision"]),
-        texture_ratio=_texture_ratio(fidelity["swd"]), coverage_ratio=_ratio(fidelity["coverage"]),
+        noise_share=noise_share,
+        copy_share=found["share"],
+        diversity=diversity,
+        memorisation=memorisation["value"],
+        precision_ratio=_ratio(fidelity["precision"]),
+        texture_ratio=_texture_ratio(fidelity["swd"]),
+        coverage_ratio=_ratio(fidelity["coverage"]),
     )
-    report: dict = {"verdict": name, "explanation": explanation, "advice": ADVICE[name],
-                    "realism_against": against or None}
+    report: dict = {
+        "verdict": name,
+        "explanation": explanation,
+        "advice": ADVICE[name],
+        "realism_against": against or None,
+    }
     report |= {k: fidelity[k] for k in realism.NAMES}
     report["diversity"] = metric(diversity, "needs at least two generated images")
-    report["copy_share"] = metric(found["share"], threshold=_round(reference.copy_threshold),
-                                  ratio_threshold=_round(reference.copy_thresholds.ratio))
+    report["copy_share"] = metric(
+        found["share"],
+        threshold=_round(reference.copy_threshold),
+        ratio_threshold=_round(reference.copy_thresholds.ratio),
+    )
     report["memorisation"] = memorisation
     report["noise_share"] = metric(noise_share)
     report |= {k: fidelity[k] for k in ("swd", "fid", "kid")}
 
     if not measure_usefulness or heldout is None:
-        reason = ("the usefulness test was turned off" if not measure_usefulness
-                  else "no held-out real images of this class to test on")
+        reason = (
+            "the usefulness test was turned off"
+            if not measure_usefulness
+            else "no held-out real images of this class to test on"
+        )
         report["usefulness"] = {k: metric(None, reason) for k in (*ARMS, "gqi", "credit")}
     else:
         report["usefulness"] = usefulness_test(
-            real_train=train, real_test=heldout, synthetic=kept, negatives_train=negatives,
-            negatives_test=negatives_heldout, extra_real=extra_real, seeds=seeds, settings=settings,
+            real_train=train,
+            real_test=heldout,
+            synthetic=kept,
+            negatives_train=negatives,
+            negatives_test=negatives_heldout,
+            extra_real=extra_real,
+            seeds=seeds,
+            settings=settings,
         )
 
     report["sampling"] = sampling or {}
     report["delivered"] = {
         "count": len(kept),
-        "diversity": metric(metrics.diversity_ratio(kept, train) if len(kept) >= 2 else None,
-                            "fewer than two images pass the filter"),
-        "copy_share": metric(statistics.fmean(c for c, k in zip(found["is_copy"], checked.keep.tolist()) if k)
-                             if len(kept) else None, "no image passes the filter"),
+        "diversity": metric(
+            metrics.diversity_ratio(kept, train) if len(kept) >= 2 else None, "fewer than two images pass the filter"
+        ),
+        "copy_share": metric(
+            statistics.fmean(c for c, k in zip(found["is_copy"], checked.keep.tolist()) if k) if len(kept) else None,
+            "no image passes the filter",
+        ),
     }
-    report["filter"] = {"checked": len(generated), "kept": len(kept), "dropped": checked.dropped,
-                        "thresholds": reference.thresholds()}
+    report["filter"] = {
+        "checked": len(generated),
+        "kept": len(kept),
+        "dropped": checked.dropped,
+        "thresholds": reference.thresholds(),
+    }
     report["worst_copies"] = [{**pair, "is_copy": bool(found["is_copy"][pair["generated"]])} for pair in found["worst"]]
-    report["thresholds"] = {"noise_alarm": NOISE_ALARM, "copy_alarm": COPY_ALARM,
-                            "memorisation_alarm": MEMORISATION_ALARM, "realism_alarm": REALISM_ALARM,
-                            "texture_alarm": TEXTURE_ALARM, "realistic": REALISTIC,
-                            "coverage_alarm": COVERAGE_ALARM,
-                            "diversity_alarm": DIVERSITY_ALARM}
-    report["counts"] = {"generated": len(generated), "train": len(train),
-                        "heldout": 0 if heldout is None else len(heldout),
-                        "negative_classes": len(negatives), "seeds": list(seeds)}
+    report["thresholds"] = {
+        "noise_alarm": NOISE_ALARM,
+        "copy_alarm": COPY_ALARM,
+        "memorisation_alarm": MEMORISATION_ALARM,
+        "realism_alarm": REALISM_ALARM,
+        "texture_alarm": TEXTURE_ALARM,
+        "realistic": REALISTIC,
+        "coverage_alarm": COVERAGE_ALARM,
+        "diversity_alarm": DIVERSITY_ALARM,
+    }
+    report["counts"] = {
+        "generated": len(generated),
+        "train": len(train),
+        "heldout": 0 if heldout is None else len(heldout),
+        "negative_classes": len(negatives),
+        "seeds": list(seeds),
+    }
     return report

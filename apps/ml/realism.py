@@ -19,6 +19,7 @@ like: the generated images are subsampled to the size of the real side, and the
 ``reference`` (what genuinely new real photos score) is measured with real photos
 subsampled to the same size, each repeated; both come as mean +- std.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -54,8 +55,9 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def matched(real: torch.Tensor, generated: torch.Tensor, reference: torch.Tensor, *,
-            repeats: int = REPEATS, seed: int = 0) -> dict[str, dict]:
+def matched(
+    real: torch.Tensor, generated: torch.Tensor, reference: torch.Tensor, *, repeats: int = REPEATS, seed: int = 0
+) -> dict[str, dict]:
     """:func:`prdc` of ``generated`` and of ``reference`` (other real photos) against ``real``, at one size.
 
     Each repeat draws ``len(real)`` images (or all there are) from ``generated`` and from
@@ -76,6 +78,11 @@ def matched(real: torch.Tensor, generated: torch.Tensor, reference: torch.Tensor
     for name in NAMES:
         value, std = _mean_std(runs[name])
         ref, ref_std = _mean_std(runs[f"{name}_ref"])
-        out[name] = {"value": value, "std": std, "reference": ref, "reference_std": ref_std,
-                     "images": min(n, len(generated))}
+        out[name] = {
+            "value": value,
+            "std": std,
+            "reference": ref,
+            "reference_std": ref_std,
+            "images": min(n, len(generated)),
+        }
     return out

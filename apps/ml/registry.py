@@ -1,4 +1,5 @@
 """The one place generator types are registered and looked up."""
+
 from __future__ import annotations
 
 from .base import GeneratorType

@@ -20,6 +20,7 @@ architecture keys and the images of a sample grid (the hooks of
   ``training_data``, which returns :class:`LabelledImages` for its ``training_step`` (a type that
   learns no classes refuses labels). Nothing else in the loop changes.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,13 +49,20 @@ def grid_path(checkpoint_dir: Path, step: int) -> Path:
     return Path(checkpoint_dir) / SAMPLES_DIR / f"step_{step:06d}.png"
 
 
-def prepare_images(images: torch.Tensor, *, channels: int, resolution: int,
-                   device: torch.device, memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+def prepare_images(
+    images: torch.Tensor,
+    *,
+    channels: int,
+    resolution: int,
+    device: torch.device,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
     """Training images checked for shape, as float [-1, 1] on ``device`` (uint8 [0, 255] is scaled)."""
     expected = (channels, resolution, resolution)
     if images.ndim != 4 or tuple(images.shape[1:]) != expected:
-        raise ValueError(f"expected images shaped [N, {channels}, {resolution}, {resolution}], "
-                         f"got {tuple(images.shape)}")
+        raise ValueError(
+            f"expected images shaped [N, {channels}, {resolution}, {resolution}], got {tuple(images.shape)}"
+        )
     if images.shape[0] == 0:
         raise ValueError("no training images")
     data = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
@@ -79,8 +87,10 @@ def prepare_labels(labels, *, count: int, num_classes: int, device: torch.device
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"labels must be integer class indices, got {labels.dtype}")
     if count and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"labels must lie in [0, {num_classes}) (num_classes {num_classes}); "
-                         f"got {int(labels.min())}..{int(labels.max())}")
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}) (num_classes {num_classes}); "
+            f"got {int(labels.min())}..{int(labels.max())}"
+        )
     return labels.to(device=device, dtype=torch.long)
 
 
@@ -135,8 +145,14 @@ class Trainer:
 
     # ------------------------------------------------------------ the loop
 
-    def run(self, images: torch.Tensor, *, labels: torch.Tensor | None = None,
-            on_progress: ProgressCallback | None = None, should_stop: StopCheck | None = None) -> TrainResult:
+    def run(
+        self,
+        images: torch.Tensor,
+        *,
+        labels: torch.Tensor | None = None,
+        on_progress: ProgressCallback | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> TrainResult:
         """Train on ``images`` (and, for a type that learns classes, their ``labels``: int [N])."""
         # The type turns images (and labels) into what its training_step draws batches from.
         data = self.type.training_data(images) if labels is None else self.type.training_data(images, labels=labels)
@@ -189,14 +205,16 @@ class Trainer:
     def _report(self, state: RunState, grid: Path | None) -> None:
         if self.on_progress is None:
             return
-        self.on_progress(TrainProgress(
-            step=state.step,
-            total_steps=self.total,
-            losses=dict(state.losses),
-            sample_grid=grid,
-            checkpointed=grid is not None,
-            warnings=list(state.latest_warnings) if grid is not None else [],
-        ))
+        self.on_progress(
+            TrainProgress(
+                step=state.step,
+                total_steps=self.total,
+                losses=dict(state.losses),
+                sample_grid=grid,
+                checkpointed=grid is not None,
+                warnings=list(state.latest_warnings) if grid is not None else [],
+            )
+        )
 
     # ------------------------------------------------------------ randomness
 
@@ -305,7 +323,7 @@ def _as_json(value):
 def _section(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The entries of a flattened checkpoint under ``prefix.``, with the prefix removed."""
     head = prefix + "."
-    return {key[len(head):]: value for key, value in tensors.items() if key.startswith(head)}
+    return {key[len(head) :]: value for key, value in tensors.items() if key.startswith(head)}
 
 
 def _load_optimizer(optimizer: torch.optim.Optimizer, flat: dict[str, torch.Tensor]) -> None:

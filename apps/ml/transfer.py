@@ -17,6 +17,7 @@ Weight surgery lives here:
   unconditional prediction).
 * :func:`freeze_blocks`: FreezeD (Mo et al. 2020): the discriminator's first blocks keep the base's weights.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -55,8 +56,11 @@ def read_base(directory: Path) -> Base:
     ``discriminator.safetensors`` where it was saved)."""
     directory = Path(directory)
     discriminator = directory / DISCRIMINATOR_FILE
-    return Base(config=load_json(directory / CONFIG_FILE), weights=load_tensors(directory / WEIGHTS_FILE),
-                discriminator=load_tensors(discriminator) if discriminator.exists() else None)
+    return Base(
+        config=load_json(directory / CONFIG_FILE),
+        weights=load_tensors(directory / WEIGHTS_FILE),
+        discriminator=load_tensors(discriminator) if discriminator.exists() else None,
+    )
 
 
 def start_from(model, base: Base) -> dict[str, dict[str, torch.Tensor]]:
@@ -71,8 +75,9 @@ def start_from(model, base: Base) -> dict[str, dict[str, torch.Tensor]]:
 # ---------------------------------------------------------------- DDIM: class rows
 
 
-def remap_class_rows(state: dict[str, torch.Tensor], *, base_classes: list[str], base_num_classes: int,
-                     classes: list[str]) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
+def remap_class_rows(
+    state: dict[str, torch.Tensor], *, base_classes: list[str], base_num_classes: int, classes: list[str]
+) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
     """A DDIM U-Net's state dict for the classes ``classes`` (the child's, label order) from a base that
     learnt ``base_num_classes`` classes named ``base_classes`` (may be empty: names unknown, every class is new).
 
@@ -80,8 +85,10 @@ def remap_class_rows(state: dict[str, torch.Tensor], *, base_classes: list[str],
     state = dict(state)
     has_rows = LABEL_EMBED in state
     if bool(has_rows) != bool(base_num_classes):
-        raise ValueError(f"the base's weights {'have' if has_rows else 'lack'} a class embedding, but its config "
-                         f"says {base_num_classes} classes")
+        raise ValueError(
+            f"the base's weights {'have' if has_rows else 'lack'} a class embedding, but its config "
+            f"says {base_num_classes} classes"
+        )
     kept: list[str] = []
     new: list[str] = []
     if not classes:  # an unconditional child

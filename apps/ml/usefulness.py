@@ -42,6 +42,7 @@ and small enough to run on a CPU inside the pipeline.
 
 Result values share one shape, see :func:`metric`.
 """
+
 from __future__ import annotations
 
 import math
@@ -107,8 +108,13 @@ def classifier_input(images: torch.Tensor, image_size: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     if max(h, w) > image_size:
         scale = image_size / max(h, w)
-        x = F.interpolate(x, size=(max(1, round(h * scale)), max(1, round(w * scale))),
-                          mode="bilinear", antialias=True, align_corners=False)
+        x = F.interpolate(
+            x,
+            size=(max(1, round(h * scale)), max(1, round(w * scale))),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
     return x
 
 
@@ -126,10 +132,19 @@ class SmallCNN(nn.Module):
         super().__init__()
         w = width
         self.body = nn.Sequential(
-            nn.Conv2d(channels, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.BatchNorm2d(4 * w), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(channels, w, 3, padding=1),
+            nn.BatchNorm2d(w),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1),
+            nn.BatchNorm2d(2 * w),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1),
+            nn.BatchNorm2d(4 * w),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.head = nn.Linear(4 * w, num_classes)
         self.feature_dim = 4 * w
@@ -177,14 +192,20 @@ def _shift(x: torch.Tensor, pixels: int, gen: torch.Generator) -> torch.Tensor:
     padded = F.pad(x, (pixels,) * 4, mode="replicate")
     dy = torch.randint(0, 2 * pixels + 1, (n,), generator=gen).to(x.device)
     dx = torch.randint(0, 2 * pixels + 1, (n,), generator=gen).to(x.device)
-    rows = (dy.view(n, 1) + torch.arange(h, device=x.device).view(1, h)).view(n, 1, h, 1).expand(-1, x.shape[1], -1, w + 2 * pixels)
+    rows = (
+        (dy.view(n, 1) + torch.arange(h, device=x.device).view(1, h))
+        .view(n, 1, h, 1)
+        .expand(-1, x.shape[1], -1, w + 2 * pixels)
+    )
     out = padded.gather(2, rows)
     cols = (dx.view(n, 1) + torch.arange(w, device=x.device).view(1, w)).view(n, 1, 1, w).expand(-1, x.shape[1], h, -1)
     return out.gather(3, cols)
 
 
-AUGMENTATION = ("horizontal flip (only for photos that look alike mirrored), rotation up to 10 degrees, crop keeping "
-                "85-100 % of the area, brightness and contrast +-10 %")
+AUGMENTATION = (
+    "horizontal flip (only for photos that look alike mirrored), rotation up to 10 degrees, crop keeping "
+    "85-100 % of the area, brightness and contrast +-10 %"
+)
 MAX_ROTATION = math.radians(10)
 CROP_AREA = (0.85, 1.0)
 JITTER = 0.1
@@ -210,8 +231,12 @@ def _augment(x: torch.Tensor, gen: torch.Generator, mirror: bool = True) -> torc
 
 
 def train_classifier(
-    class_images: list[torch.Tensor], *, seed: int, settings: ClassifierSettings | None = None,
-    weights: list[torch.Tensor] | None = None, validation: list[torch.Tensor] | None = None,
+    class_images: list[torch.Tensor],
+    *,
+    seed: int,
+    settings: ClassifierSettings | None = None,
+    weights: list[torch.Tensor] | None = None,
+    validation: list[torch.Tensor] | None = None,
     class_counts: list[int] | None = None,
 ) -> SmallCNN:
     """Train a :class:`SmallCNN` on uint8 images, one tensor per class (label = list index).
@@ -293,8 +318,9 @@ def train_classifier(
 
 
 @torch.no_grad()
-def predict_proba(model: SmallCNN, images: torch.Tensor, *, image_size: int = 32, batch_size: int = 512
-                  ) -> torch.Tensor:
+def predict_proba(
+    model: SmallCNN, images: torch.Tensor, *, image_size: int = 32, batch_size: int = 512
+) -> torch.Tensor:
     """[N, classes] softmax probabilities per uint8 image (on the CPU, float32)."""
     model.eval()
     device = next(model.parameters()).device
@@ -324,8 +350,11 @@ def balanced_accuracy(class_images: list[torch.Tensor], model: SmallCNN, *, imag
 ARMS = ("real", "synthetic", "mixed", "real_aug", "mixed_aug", "oracle")
 AUGMENTED_ARMS = ("real_aug", "mixed_aug", "oracle")
 BOOTSTRAP = 2000
-CREDIT_WORDS = {"gain": "adds accuracy beyond augmentation", "none": "no measurable gain beyond augmentation",
-                "loss": "hurts"}
+CREDIT_WORDS = {
+    "gain": "adds accuracy beyond augmentation",
+    "none": "no measurable gain beyond augmentation",
+    "loss": "hurts",
+}
 
 
 def _summary(values: list[float], reason: str | None = None) -> dict:
@@ -358,8 +387,14 @@ def _bootstrap_accuracies(correct: list[list[torch.Tensor]], draws: int, seed: i
     return torch.stack(recalls).mean(dim=0)
 
 
-def credit(correct_with: list[list[torch.Tensor]], correct_without: list[list[torch.Tensor]],
-           point: list[float], *, draws: int = BOOTSTRAP, seed: int = 0) -> dict:
+def credit(
+    correct_with: list[list[torch.Tensor]],
+    correct_without: list[list[torch.Tensor]],
+    point: list[float],
+    *,
+    draws: int = BOOTSTRAP,
+    seed: int = 0,
+) -> dict:
     """The accuracy one arm adds over another: mean paired difference with a 95 % bootstrap interval.
 
     ``point``: the per-seed differences (the value is their mean). Adds ``low`` / ``high`` (the
@@ -368,8 +403,13 @@ def credit(correct_with: list[list[torch.Tensor]], correct_without: list[list[to
     diff = _bootstrap_accuracies(correct_with, draws, seed) - _bootstrap_accuracies(correct_without, draws, seed)
     low, high = torch.quantile(diff, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
     word = "gain" if low > 0 else "loss" if high < 0 else "none"
-    return _summary(point) | {"low": round(low, 6), "high": round(high, 6), "verdict": word,
-                              "words": CREDIT_WORDS[word], "draws": draws}
+    return _summary(point) | {
+        "low": round(low, 6),
+        "high": round(high, 6),
+        "verdict": word,
+        "words": CREDIT_WORDS[word],
+        "draws": draws,
+    }
 
 
 def _null_result(reason: str, classes: int) -> dict:
@@ -416,8 +456,11 @@ def usefulness_test(
     chance = 1 / len(test_classes)
     positives = {"real": real_train, "real_aug": real_train}
     if len(synthetic):
-        positives |= {"synthetic": synthetic, "mixed": torch.cat([real_train, synthetic]),
-                      "mixed_aug": torch.cat([real_train, synthetic])}
+        positives |= {
+            "synthetic": synthetic,
+            "mixed": torch.cat([real_train, synthetic]),
+            "mixed_aug": torch.cat([real_train, synthetic]),
+        }
     if extra is not None:
         positives["oracle"] = torch.cat([real_train, extra])
 
@@ -427,8 +470,9 @@ def usefulness_test(
     plain, augmented = replace(s, augment=False), replace(s, augment=True)
     for seed in seeds:
         for name, pos in positives.items():
-            model = train_classifier([pos, *negatives_train], seed=seed,
-                                     settings=augmented if name in AUGMENTED_ARMS else plain)
+            model = train_classifier(
+                [pos, *negatives_train], seed=seed, settings=augmented if name in AUGMENTED_ARMS else plain
+            )
             hits = _correct(model, test_classes, s.image_size)
             correct[name].append(hits)
             scores[name].append(statistics.fmean(h.double().mean().item() for h in hits))
@@ -438,14 +482,20 @@ def usefulness_test(
     no_synth = "no generated images left to test"
     out = {name: _summary(scores[name], no_synth) for name in ARMS}
     out["oracle"] = _summary(scores["oracle"], "no further real images of this class were available")
-    out["gqi"] = _summary(gqi, no_synth if not scores["synthetic"] else
-                          "the classifier trained on your photos did no better than chance")
-    out["credit"] = (credit(correct["mixed_aug"], correct["real_aug"],
-                            [m - r for m, r in zip(scores["mixed_aug"], scores["real_aug"])])
-                     if scores["mixed_aug"] else metric(None, no_synth))
+    out["gqi"] = _summary(
+        gqi, no_synth if not scores["synthetic"] else "the classifier trained on your photos did no better than chance"
+    )
+    out["credit"] = (
+        credit(
+            correct["mixed_aug"], correct["real_aug"], [m - r for m, r in zip(scores["mixed_aug"], scores["real_aug"])]
+        )
+        if scores["mixed_aug"]
+        else metric(None, no_synth)
+    )
     if scores["oracle"]:
-        out["oracle_credit"] = credit(correct["oracle"], correct["real_aug"],
-                                      [o - r for o, r in zip(scores["oracle"], scores["real_aug"])])
+        out["oracle_credit"] = credit(
+            correct["oracle"], correct["real_aug"], [o - r for o, r in zip(scores["oracle"], scores["real_aug"])]
+        )
     return out | {
         "counts": {
             "real_train": n,
@@ -491,20 +541,28 @@ def _names(names: list[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
-def _photo_equivalent_skipped(short: list[int], real_train: list[torch.Tensor], real_test: list[torch.Tensor],
-                              class_names: list[str]) -> str | None:
+def _photo_equivalent_skipped(
+    short: list[int], real_train: list[torch.Tensor], real_test: list[torch.Tensor], class_names: list[str]
+) -> str | None:
     """Why the dataset is too small for a photo count to mean something (None: it is not)."""
     if not short:
         return "every class has as many photos as the largest: there is no short class to count photos for"
     held = sum(len(real_test[i]) for i in short)
     if held < MIN_SHORT_HELDOUT:
-        return (f"too few unseen photos of the short classes to count photos: {held}, under {MIN_SHORT_HELDOUT} "
-                "(the interval would be too wide to mean anything)")
-    small = [class_names[i] for i in short
-             if len(subsample(real_train[i], min(PHOTO_FRACTIONS.values()), seed=0)) < MIN_SUBSAMPLE]
+        return (
+            f"too few unseen photos of the short classes to count photos: {held}, under {MIN_SHORT_HELDOUT} "
+            "(the interval would be too wide to mean anything)"
+        )
+    small = [
+        class_names[i]
+        for i in short
+        if len(subsample(real_train[i], min(PHOTO_FRACTIONS.values()), seed=0)) < MIN_SUBSAMPLE
+    ]
     if small:
-        return (f"too few photos to count photos: 25 % of the photos of {', '.join(small)} is under "
-                f"{MIN_SUBSAMPLE} photos a class, too few for a learning curve")
+        return (
+            f"too few photos to count photos: 25 % of the photos of {', '.join(small)} is under "
+            f"{MIN_SUBSAMPLE} photos a class, too few for a learning curve"
+        )
     return None
 
 
@@ -512,26 +570,40 @@ def _photo_words(pe: dict, credit_: dict) -> str:
     """The photo equivalent in words, from its interval and the credit's (never a gain that the
     credit's interval does not show)."""
     ends = ["unbounded" if pe[end] is None else f"{pe[end]:.0f}" for end in ("low", "high")]
-    interval = f"95 % interval {ends[0]}–{ends[1]}" if "unbounded" not in ends else f"95 % interval {ends[0]} to {ends[1]}"
+    interval = (
+        f"95 % interval {ends[0]}–{ends[1]}" if "unbounded" not in ends else f"95 % interval {ends[0]} to {ends[1]}"
+    )
     if pe["verdict"] == "gain":
-        return f"the generated images are worth about {pe['photos']:.0f} more real photos of the short classes ({interval})"
+        photos = f"{pe['photos']:.0f}"
+        return f"the generated images are worth about {photos} more real photos of the short classes ({interval})"
     seen = pe["detectable"]
-    could = (f"; the test could have seen a gain of about {seen['photos']:.0f} more real photos "
-             f"({seen['accuracy'] * 100:.1f} points of accuracy)" if seen.get("photos") is not None else
-             f"; the test could have seen a gain of about {seen['accuracy'] * 100:.1f} points of accuracy")
+    could = (
+        f"; the test could have seen a gain of about {seen['photos']:.0f} more real photos "
+        f"({seen['accuracy'] * 100:.1f} points of accuracy)"
+        if seen.get("photos") is not None
+        else f"; the test could have seen a gain of about {seen['accuracy'] * 100:.1f} points of accuracy"
+    )
     if credit_.get("verdict") == "loss":
-        return ("no gain: the generated images lower the classifier's accuracy (their credit's 95 % interval is "
-                "below 0), so they are worth no real photos")
+        return (
+            "no gain: the generated images lower the classifier's accuracy (their credit's 95 % interval is "
+            "below 0), so they are worth no real photos"
+        )
     if pe["photos"] is None:
-        return ("no photo count: the classifier's accuracy does not rise with more photos of the short classes, "
-                "so there is no learning curve to read the generated images on")
+        return (
+            "no photo count: the classifier's accuracy does not rise with more photos of the short classes, "
+            "so there is no learning curve to read the generated images on"
+        )
     if pe["photos"] == 0:
         return "no gain: the generated images are worth no more real photos of the short classes" + could
     if pe["curve_verdict"] == "gain":  # the curve reads a gain, the credit's interval holds 0
-        return (f"no measurable gain: the generated images read as about {pe['photos']:.0f} more real photos of the "
-                f"short classes ({interval}), but their credit's 95 % interval holds 0" + could)
-    return (f"no measurable gain: the generated images read as about {pe['photos']:.0f} more real photos of the "
-            f"short classes, but the {interval} holds 0" + could)
+        return (
+            f"no measurable gain: the generated images read as about {pe['photos']:.0f} more real photos of the "
+            f"short classes ({interval}), but their credit's 95 % interval holds 0" + could
+        )
+    return (
+        f"no measurable gain: the generated images read as about {pe['photos']:.0f} more real photos of the "
+        f"short classes, but the {interval} holds 0" + could
+    )
 
 
 def _photo_equivalent(correct: dict, scores: dict, sizes: list[int], credit_: dict) -> dict:
@@ -541,15 +613,18 @@ def _photo_equivalent(correct: dict, scores: dict, sizes: list[int], credit_: di
 
     arms = ("real_aug_25", "real_aug_50", "real_aug")
     boot = [_bootstrap_accuracies(correct[name], BOOTSTRAP, 0).numpy() for name in (*arms, "mixed_aug")]
-    pe = photo_equivalent(sizes, [scores[name] for name in arms], scores["mixed_aug"],
-                          resampled=(boot[:3], boot[3]))
+    pe = photo_equivalent(sizes, [scores[name] for name in arms], scores["mixed_aug"], resampled=(boot[:3], boot[3]))
     curve_verdict = pe["verdict"]
     # A gain needs the credit's interval above 0 too, and a number to name (a flat curve has none).
     if curve_verdict == "gain" and (credit_.get("verdict") != "gain" or pe["photos"] is None or pe["low"] is None):
         pe["verdict"] = "none"
-    pe |= {"curve_verdict": curve_verdict, "sizes": dict(zip((*arms,), sizes)),
-           "accuracy": {name: round(statistics.fmean(scores[name]), 6) for name in (*arms, "mixed_aug")},
-           "accuracy_is": "balanced accuracy on every class's unseen photos (as credit)", "reason": None}
+    pe |= {
+        "curve_verdict": curve_verdict,
+        "sizes": dict(zip((*arms,), sizes)),
+        "accuracy": {name: round(statistics.fmean(scores[name]), 6) for name in (*arms, "mixed_aug")},
+        "accuracy_is": "balanced accuracy on every class's unseen photos (as credit)",
+        "reason": None,
+    }
     pe["curve_words"] = pe.pop("words")
     pe["words"] = _photo_words(pe, credit_)
     return pe
@@ -605,17 +680,31 @@ def balance_test(
     elif short_classes and len(unscored_short) == len(short_classes):
         # The images are for the short classes; scoring only the others would credit them with what they do to
         # classes they were not made for (a tail of 30 keeps no photo back, see evaluation.holdout_count).
-        reason = (f"{_names(unscored_short)}, the classes the generated images are for, kept no unseen photos to "
-                  "test on (a class keeps photos back from 40 photos on): nothing is claimed for them")
+        reason = (
+            f"{_names(unscored_short)}, the classes the generated images are for, kept no unseen photos to "
+            "test on (a class keeps photos back from 40 photos on): nothing is claimed for them"
+        )
     if reason:
         return {name: metric(None, reason) for name in (*BALANCE_ARMS, "credit")} | {
-            "classes_scored": len(scored), "unscored": unscored,
-            "photo_equivalent": {"photos": None, "low": None, "high": None, "verdict": "not measured",
-                                 "reason": reason, "words": f"no photo count: {reason}"}}
-    fill = [generated[i][: max(1, min(largest - len(real_train[i]), GENERATED_PER_PHOTO * len(real_train[i])))]
-            for i in range(len(real_train))]
-    mixed_weights = [torch.cat([torch.ones(len(real)), torch.full((len(extra),), float(generated_weight))])
-                     for real, extra in zip(real_train, fill)]  # the photos weigh 1, generated images the recipe's
+            "classes_scored": len(scored),
+            "unscored": unscored,
+            "photo_equivalent": {
+                "photos": None,
+                "low": None,
+                "high": None,
+                "verdict": "not measured",
+                "reason": reason,
+                "words": f"no photo count: {reason}",
+            },
+        }
+    fill = [
+        generated[i][: max(1, min(largest - len(real_train[i]), GENERATED_PER_PHOTO * len(real_train[i])))]
+        for i in range(len(real_train))
+    ]
+    mixed_weights = [
+        torch.cat([torch.ones(len(real)), torch.full((len(extra),), float(generated_weight))])
+        for real, extra in zip(real_train, fill)
+    ]  # the photos weigh 1, generated images the recipe's
     arms = {
         "real_aug": real_train,
         "mixed_aug": [torch.cat([real, extra]) for real, extra in zip(real_train, fill)],
@@ -633,39 +722,61 @@ def balance_test(
     for seed in seeds:
         for name, classes in arms.items():
             if name in PHOTO_FRACTIONS:
-                classes = [subsample(t, PHOTO_FRACTIONS[name], seed=seed, salt=i) if i in short_classes else t
-                           for i, t in enumerate(real_train)]
-            model = train_classifier(classes, seed=seed, settings=plain if name == "synthetic" else augmented,
-                                     weights=mixed_weights if name == "mixed_aug" else None)
+                classes = [
+                    subsample(t, PHOTO_FRACTIONS[name], seed=seed, salt=i) if i in short_classes else t
+                    for i, t in enumerate(real_train)
+                ]
+            model = train_classifier(
+                classes,
+                seed=seed,
+                settings=plain if name == "synthetic" else augmented,
+                weights=mixed_weights if name == "mixed_aug" else None,
+            )
             hits = [predict(model, real_test[i], image_size=s.image_size) == i for i in scored]
             correct[name].append(hits)
             scores[name].append(statistics.fmean(h.double().mean().item() for h in hits))
     out = {name: _summary(scores.get(name, []), "a class has no generated images") for name in BALANCE_ARMS}
-    out["credit"] = credit(correct["mixed_aug"], correct["real_aug"],
-                           [m - r for m, r in zip(scores["mixed_aug"], scores["real_aug"])])
+    out["credit"] = credit(
+        correct["mixed_aug"], correct["real_aug"], [m - r for m, r in zip(scores["mixed_aug"], scores["real_aug"])]
+    )
     if unscored_short:
-        out["credit"]["words"] += (f" (measured without {_names(unscored_short)}, which kept no unseen photos: "
-                                   "nothing is claimed for them)")
+        out["credit"]["words"] += (
+            f" (measured without {_names(unscored_short)}, which kept no unseen photos: nothing is claimed for them)"
+        )
     if skipped is None:
         for name in PHOTO_FRACTIONS:
             out[name] = _summary(scores[name])
-        sizes = [sum(len(subsample(real_train[i], fraction, seed=0)) for i in short_classes)
-                 for fraction in PHOTO_FRACTIONS.values()] + [sum(len(real_train[i]) for i in short_classes)]
+        sizes = [
+            sum(len(subsample(real_train[i], fraction, seed=0)) for i in short_classes)
+            for fraction in PHOTO_FRACTIONS.values()
+        ] + [sum(len(real_train[i]) for i in short_classes)]
         out["photo_equivalent"] = _photo_equivalent(correct, scores, sizes, out["credit"])
     else:
-        out["photo_equivalent"] = {"photos": None, "low": None, "high": None, "verdict": "not measured",
-                                   "reason": skipped, "words": f"no photo count: {skipped}"}
+        out["photo_equivalent"] = {
+            "photos": None,
+            "low": None,
+            "high": None,
+            "verdict": "not measured",
+            "reason": skipped,
+            "words": f"no photo count: {skipped}",
+        }
     out["short_classes"] = {
-        class_names[scored[j]]: {name: round(statistics.fmean(hits[j].double().mean().item() for hits in correct[name]), 6)
-                                 for name in arms}
+        class_names[scored[j]]: {
+            name: round(statistics.fmean(hits[j].double().mean().item() for hits in correct[name]), 6) for name in arms
+        }
         for j in short
     }
-    counts = {name: {class_names[i]: len(t) for i, t in enumerate(classes)} for name, classes in arms.items()
-              if classes is not None}
+    counts = {
+        name: {class_names[i]: len(t) for i, t in enumerate(classes)}
+        for name, classes in arms.items()
+        if classes is not None
+    }
     for name, fraction in PHOTO_FRACTIONS.items():
         if name in arms:
-            counts[name] = {class_names[i]: len(subsample(t, fraction, seed=0)) if i in short_classes else len(t)
-                            for i, t in enumerate(real_train)}
+            counts[name] = {
+                class_names[i]: len(subsample(t, fraction, seed=0)) if i in short_classes else len(t)
+                for i, t in enumerate(real_train)
+            }
     return out | {
         "counts": counts,
         "classes_scored": len(scored),

@@ -1,7 +1,8 @@
 """SynthGen settings shared by every environment. Every knob comes from an environment variable."""
-from pathlib import Path
+
 import json
 import os
+from pathlib import Path
 
 import dj_database_url
 
@@ -131,8 +132,9 @@ def storage_from_url(url: str) -> dict:
             raise ImproperlyConfigured(f"SYNTHGEN_STORAGE_URL={url!r} names no bucket: s3://BUCKET?endpoint=...")
         unknown = set(query) - {"endpoint", "region", "prefix"}
         if unknown:
-            raise ImproperlyConfigured(f"SYNTHGEN_STORAGE_URL: unknown parameters {sorted(unknown)} "
-                                       "(known: endpoint, region, prefix)")
+            raise ImproperlyConfigured(
+                f"SYNTHGEN_STORAGE_URL: unknown parameters {sorted(unknown)} (known: endpoint, region, prefix)"
+            )
         options = {
             "bucket_name": parts.netloc,
             "endpoint_url": query.get("endpoint") or None,
@@ -170,7 +172,9 @@ DATA_UPLOAD_MAX_NUMBER_FILES = SYNTHGEN_MAX_FILES_PER_REQUEST + 1
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 SYNTHGEN_MAX_FILE_BYTES = env_int("SYNTHGEN_MAX_FILE_BYTES", 30 * 1024 * 1024)
-SYNTHGEN_INGEST_THREADS = env_int("SYNTHGEN_INGEST_THREADS", 0)  # threads that decode uploads; 0: one per CPU core (at most 8)
+SYNTHGEN_INGEST_THREADS = env_int(
+    "SYNTHGEN_INGEST_THREADS", 0
+)  # threads that decode uploads; 0: one per CPU core (at most 8)
 SYNTHGEN_MAX_IMAGE_PIXELS = env_int("SYNTHGEN_MAX_IMAGE_PIXELS", 50_000_000)
 SYNTHGEN_MAX_ZIP_MEMBERS = env_int("SYNTHGEN_MAX_ZIP_MEMBERS", 5000)
 SYNTHGEN_MAX_ZIP_TOTAL_BYTES = env_int("SYNTHGEN_MAX_ZIP_TOTAL_BYTES", 2 * 1024**3)

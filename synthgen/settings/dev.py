@@ -1,4 +1,5 @@
 """The embedded default: SQLite, local files, a broker with no server. For one machine."""
+
 import os
 
 from .base import *  # noqa: F401,F403

@@ -1,4 +1,5 @@
 """Production: DEBUG off, secrets and hosts from the environment, secure cookies, HSTS."""
+
 import os
 
 from django.core.exceptions import ImproperlyConfigured

@@ -1,4 +1,5 @@
 """Settings for the test suite: fast hashing, media and scratch in a temp folder."""
+
 import os
 import tempfile
 from pathlib import Path

@@ -3,6 +3,7 @@
 No browser is downloaded: Playwright launches /usr/bin/chromium (`make test` installs it). Every page
 a test visits can be saved with ``shot(page, name)`` under test-artifacts/screenshots/ (git-ignored).
 """
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,14 @@ ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = os.environ.get("SYNTHGEN_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
@@ -47,7 +54,10 @@ class Watch:
         self.errors: list[str] = []
         self.foreign: list[str] = []
         page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
-        page.on("console", lambda msg: msg.type == "error" and self.errors.append(f"console: {msg.text} ({msg.location.get('url')})"))
+        page.on(
+            "console",
+            lambda msg: msg.type == "error" and self.errors.append(f"console: {msg.text} ({msg.location.get('url')})"),
+        )
         page.on("request", lambda request: self._request(request.url, origin))
 
     def problems(self) -> list[str]:

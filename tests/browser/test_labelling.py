@@ -5,6 +5,7 @@ classes it found with their counts and ask, keep Start training off until answer
 stored dataset when the answer changes. Also: step 1's advanced box is empty, and the run page's loss
 legend never says "loss loss".
 """
+
 from __future__ import annotations
 
 import io
@@ -17,7 +18,6 @@ from apps.datasets.models import Dataset
 from apps.generators.models import Generator, TrainingRun
 
 from ..conftest import png_bytes
-from ..realworker import real_broker  # noqa: F401 (fixture)
 from .conftest import log_in, shot
 from .test_web_flow import PASSWORD, drop
 
@@ -104,7 +104,9 @@ def test_a_class_folder_zip_chosen_first_is_asked_about_then_trained_labelled(pa
     legend = page.locator("#loss-chart text", has_text="—")
     legend.first.wait_for()
     assert legend.all_text_contents() == ["— loss"]
-    TrainingRun.objects.filter(pk=run.pk).update(losses=[{"step": 1, "d": 1.2, "g": 0.8}, {"step": 2, "d": 1.1, "g": 0.9}])
+    TrainingRun.objects.filter(pk=run.pk).update(
+        losses=[{"step": 1, "d": 1.2, "g": 0.8}, {"step": 2, "d": 1.1, "g": 0.9}]
+    )
     page.locator("#loss-chart text", has_text="discriminator").wait_for()
     assert legend.all_text_contents() == ["— discriminator loss", "— generator loss"]
     assert "loss loss" not in page.locator("#loss-chart").inner_html()

@@ -5,6 +5,7 @@ start a tiny run, watch the run page reach done without reloading, generate on t
 download the zip and check it. Every page is saved under test-artifacts/screenshots/, also at
 phone width (390 px), where no page may scroll sideways.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,7 +21,6 @@ from apps.datasets import services as dataset_services
 from apps.generators.models import Generator, TrainingRun
 
 from ..conftest import image_uploads, png_bytes
-from ..realworker import real_broker, worker  # noqa: F401 (fixtures)
 from .conftest import PHONE, Watch, log_in, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -50,7 +50,9 @@ def wait_for_images(page, selector: str) -> None:
     """Wait until every image matching ``selector`` has loaded (and is a real picture)."""
     page.wait_for_function(
         "(s) => { const all = Array.from(document.querySelectorAll(s));"
-        " return all.length > 0 && all.every((i) => i.complete && i.naturalWidth > 0); }", arg=selector)
+        " return all.length > 0 && all.every((i) => i.complete && i.naturalWidth > 0); }",
+        arg=selector,
+    )
 
 
 def no_sideways_scroll(page) -> bool:
@@ -76,8 +78,10 @@ def test_train_watch_generate_and_download_in_the_browser(page, browser_context,
     # Step 2: drop ten images, choose one bad file; each gets a progress bar and a verdict.
     good = [(f"ellipse{i}.png", png_bytes(i), "image/png") for i in range(10)]
     drop(page, "#dropzone", good)
-    page.set_input_files("input[name=images]", files=[{"name": "notes.png", "mimeType": "image/png",
-                                                       "buffer": b"meeting notes, not a picture\n" * 10}])
+    page.set_input_files(
+        "input[name=images]",
+        files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"meeting notes, not a picture\n" * 10}],
+    )
     summary = page.locator("#upload-summary")
     summary.filter(has_text="Upload finished").wait_for()
     assert summary.inner_text() == "Upload finished: 10 images added, 1 not used (reasons below)."
@@ -154,13 +158,24 @@ def test_train_watch_generate_and_download_in_the_browser(page, browser_context,
     assert page.watch.problems() == []  # no JavaScript error, nothing loaded from a CDN
 
     # Phone width: every page fits, nothing scrolls sideways.
-    phone = chromium.new_context(viewport=PHONE, storage_state=browser_context.storage_state(),
-                                 base_url=live_server.url, is_mobile=True, has_touch=True)
+    phone = chromium.new_context(
+        viewport=PHONE,
+        storage_state=browser_context.storage_state(),
+        base_url=live_server.url,
+        is_mobile=True,
+        has_touch=True,
+    )
     phone_page = phone.new_page()
     watch = Watch(phone_page, live_server.url)
-    pages = {"home": "/", "wizard": "/generators/new/", "run": f"/generators/runs/{run.pk}/",
-             "generator": f"/generators/{run.generator_id}/", "job": job_path,
-             "datasets": "/datasets/", "generators": "/generators/"}
+    pages = {
+        "home": "/",
+        "wizard": "/generators/new/",
+        "run": f"/generators/runs/{run.pk}/",
+        "generator": f"/generators/{run.generator_id}/",
+        "job": job_path,
+        "datasets": "/datasets/",
+        "generators": "/generators/",
+    }
     for name, url in pages.items():
         phone_page.goto(url)
         phone_page.wait_for_load_state("networkidle")
@@ -209,8 +224,11 @@ def test_upload_of_only_unusable_files_says_why_and_blocks_training(page, live_s
     page.get_by_label("Name", exact=True).fill("nothing good")
     page.get_by_role("button", name="Next: images").click()
     page.wait_for_url("**/generators/new/images/")
-    drop(page, "#dropzone", [("scan.svg", b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml"),
-                             ("empty.png", b"", "image/png")])
+    drop(
+        page,
+        "#dropzone",
+        [("scan.svg", b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml"), ("empty.png", b"", "image/png")],
+    )
     page.locator("#upload-summary", has_text="Upload finished").wait_for()
     rows = page.locator(".upload-item.rejected")
     assert rows.count() == 2
@@ -255,8 +273,10 @@ def test_progress_bar_moves_while_a_large_file_uploads(page, live_server, user):
     page.wait_for_url("**/generators/new/images/")
     cdp = page.context.new_cdp_session(page)
     cdp.send("Network.enable")
-    cdp.send("Network.emulateNetworkConditions",
-             {"offline": False, "latency": 20, "downloadThroughput": -1, "uploadThroughput": 400 * 1024})
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 20, "downloadThroughput": -1, "uploadThroughput": 400 * 1024},
+    )
     drop(page, "#dropzone", [("noise.png", buffer.getvalue(), "image/png")])
     seen = set()
     for _ in range(200):

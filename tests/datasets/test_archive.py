@@ -1,4 +1,5 @@
 """iter_zip_images on zips built in memory: safe members are read, unsafe ones refused (no Django)."""
+
 from __future__ import annotations
 
 import io
@@ -34,7 +35,8 @@ def make_zip(entries: list[tuple[str | zipfile.ZipInfo, bytes]], method: int = z
     return buffer
 
 
-def read_all(fileobj, limits: ArchiveLimits = ArchiveLimits()):
+def read_all(fileobj, limits: ArchiveLimits | None = None):
+    limits = limits or ArchiveLimits()
     images = iter_zip_images(fileobj, limits)
     members = list(images)
     return [name for name, _ in members], {r.name: r.reason for r in images.rejected}, members
@@ -60,7 +62,9 @@ def test_images_are_read_and_junk_is_skipped_silently():
 
 
 def test_parent_paths_are_refused_and_the_rest_is_read():
-    names, rejected, _ = read_all(make_zip([("../../etc/evil.png", png()), ("ok/../../x.png", png()), ("good.png", png())]))
+    names, rejected, _ = read_all(
+        make_zip([("../../etc/evil.png", png()), ("ok/../../x.png", png()), ("good.png", png())])
+    )
     assert names == ["good.png"]
     assert set(rejected) == {"../../etc/evil.png", "ok/../../x.png"}
     assert all("'../'" in reason for reason in rejected.values())
@@ -68,7 +72,9 @@ def test_parent_paths_are_refused_and_the_rest_is_read():
 
 def test_absolute_paths_are_refused():
     names, rejected, _ = read_all(
-        make_zip([(zipfile.ZipInfo("/tmp/abs.png"), png()), (zipfile.ZipInfo("C:/abs.png"), png()), ("good.png", png())])
+        make_zip(
+            [(zipfile.ZipInfo("/tmp/abs.png"), png()), (zipfile.ZipInfo("C:/abs.png"), png()), ("good.png", png())]
+        )
     )
     assert names == ["good.png"]
     assert rejected["/tmp/abs.png"].startswith("absolute path")
@@ -86,7 +92,9 @@ def test_symlinks_are_refused():
 
 def test_zip_inside_a_zip_is_refused_by_extension_and_by_content():
     inner = make_zip([("a.png", png())]).getvalue()
-    names, rejected, _ = read_all(make_zip([("inner.zip", inner), ("disguised.png", inner), ("b.tar.gz", b"x"), ("good.png", png())]))
+    names, rejected, _ = read_all(
+        make_zip([("inner.zip", inner), ("disguised.png", inner), ("b.tar.gz", b"x"), ("good.png", png())])
+    )
     assert names == ["good.png"]
     assert rejected["inner.zip"].startswith("zip inside a zip")
     assert rejected["disguised.png"].startswith("zip inside a zip")
@@ -104,7 +112,9 @@ def directory_entry(buffer: bytes, name: str) -> int:
 
 
 def test_non_image_and_encrypted_members_are_refused():
-    buffer = make_zip([("notes.txt", b"hello"), ("README", b"hi"), ("secret.png", png()), ("good.png", png())]).getvalue()
+    buffer = make_zip(
+        [("notes.txt", b"hello"), ("README", b"hi"), ("secret.png", png()), ("good.png", png())]
+    ).getvalue()
     patched = bytearray(buffer)
     patched[directory_entry(buffer, "secret.png") + 8] |= 0x1  # general-purpose flag: encrypted
     names, rejected, _ = read_all(io.BytesIO(bytes(patched)))

@@ -1,4 +1,5 @@
 """decode_image and the training-tensor helpers, on files built in memory (no Django)."""
+
 from __future__ import annotations
 
 import io
@@ -45,10 +46,16 @@ def png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
-def rejected(data, name: str = "x.jpg", limits: ImageLimits = ImageLimits()) -> str:
+def rejected(data, name: str = "x.jpg", limits: ImageLimits | None = None) -> str:
+    limits = limits or ImageLimits()
     with pytest.raises(ImageRejected) as caught:
         decode_image(data, name, limits)
     return caught.value.reason

@@ -3,6 +3,7 @@
 The full decode is decode_image itself with draft mode switched off, so both go through the same
 orientation, mode conversion and Lanczos resize; only the decode's scale differs. No Django.
 """
+
 from __future__ import annotations
 
 import io
@@ -58,7 +59,9 @@ def decoded_size(data: bytes, monkeypatch) -> tuple[int, int]:
     """The size of the decoded picture that decode_image normalises (before its resize)."""
     sizes = []
     normalise = imaging._normalise
-    monkeypatch.setattr(imaging, "_normalise", lambda image, limits: (sizes.append(image.size), normalise(image, limits))[1])
+    monkeypatch.setattr(
+        imaging, "_normalise", lambda image, limits: (sizes.append(image.size), normalise(image, limits))[1]
+    )
     decode_image(data, "x.jpg")
     monkeypatch.setattr(imaging, "_normalise", normalise)
     return sizes[0]

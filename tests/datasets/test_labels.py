@@ -1,4 +1,5 @@
 """Class names from an ImageFolder zip's paths (plain Python, no database)."""
+
 import unicodedata
 
 from apps.datasets import labels

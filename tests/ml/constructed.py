@@ -1,4 +1,5 @@
 """Constructed images with known properties, shared by the metric, filter and report tests."""
+
 import torch
 
 
@@ -8,7 +9,7 @@ def blobs(n: int, seed: int, size: int = 16, channels: int = 1) -> torch.Tensor:
     yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
     img = torch.zeros(n, 1, size, size)
     for _ in range(2):
-        cy, cx = (torch.rand(2, n, 1, 1, generator=g) * (size - 6) + 3)
+        cy, cx = torch.rand(2, n, 1, 1, generator=g) * (size - 6) + 3
         sigma = torch.rand(n, 1, 1, generator=g) * 2 + 1.5
         amp = torch.rand(n, 1, 1, generator=g) * 0.5 + 0.5
         img[:, 0] += amp * torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
@@ -17,8 +18,9 @@ def blobs(n: int, seed: int, size: int = 16, channels: int = 1) -> torch.Tensor:
 
 def noise(n: int, seed: int, size: int = 16, channels: int = 1) -> torch.Tensor:
     """n uint8 images of uniform white noise."""
-    return torch.randint(0, 256, (n, channels, size, size), generator=torch.Generator().manual_seed(seed),
-                         dtype=torch.uint8)
+    return torch.randint(
+        0, 256, (n, channels, size, size), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8
+    )
 
 
 def shapes(n: int, seed: int, size: int = 16, channels: int = 1) -> torch.Tensor:

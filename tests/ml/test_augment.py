@@ -1,9 +1,9 @@
 """Offline dataset augmentation and DiffAugment (pure PyTorch, no Django)."""
+
 import pytest
 import torch
 
 from apps.ml.augment import augment_dataset, diff_augment
-
 
 
 def _object_on_white(n: int = 6, size: int = 32, channels: int = 3) -> torch.Tensor:
@@ -131,7 +131,9 @@ def test_empty_policy_is_identity_and_unknown_op_raises():
 def _fine_detail(images: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference between neighbouring pixels, per image: the energy of the finest detail."""
     x = images.float()
-    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean(dim=(1, 2, 3)) + (x[..., :, 1:] - x[..., :, :-1]).abs().mean(dim=(1, 2, 3))
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean(dim=(1, 2, 3)) + (x[..., :, 1:] - x[..., :, :-1]).abs().mean(
+        dim=(1, 2, 3)
+    )
 
 
 def test_copies_keep_fine_detail_exactly_where_resampling_blurred_it():

@@ -1,5 +1,6 @@
 """Checkpoints are written to a temporary file, fsynced and renamed: a full disk or a crash mid-write
 leaves the previous checkpoint intact."""
+
 import errno
 
 import pytest

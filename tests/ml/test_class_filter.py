@@ -1,4 +1,5 @@
 """The class filter: a classifier of the generator's classes drops generated images of the wrong class."""
+
 import json
 
 import pytest
@@ -41,8 +42,9 @@ def test_the_filter_replaces_dropped_images_and_scores_every_kept_one(trained):
         return torch.stack([right[i] if i % 2 == 0 else wrong[i] for i in range(n)])
 
     reference = filtering.build_reference(blobs(30, seed=1), blobs(12, seed=3))
-    out = filtering.generate_filtered(sample, 10, reference, seed=3,
-                                      class_check=lambda images: trained.check(images, 0))
+    out = filtering.generate_filtered(
+        sample, 10, reference, seed=3, class_check=lambda images: trained.check(images, 0)
+    )
     assert len(out.images) == 10 and out.shortfall == 0
     assert out.dropped["class"] >= 5 and out.generated >= 15
     kept_again, scores = trained.check(out.images, 0)
@@ -62,8 +64,9 @@ def test_the_stored_filter_scores_like_the_trained_one(trained):
     assert torch.allclose(again.scores(images, 0), trained.scores(images, 0))
     json.dumps(again.describe(["blob", "shape"]))
     assert again.describe(["blob", "shape"])["classes"]["shape"]["source"] == "heldout"
-    other_format = class_filter.ClassFilter(model=trained.model, thresholds=trained.thresholds,
-                                            calibration=trained.calibration)
+    other_format = class_filter.ClassFilter(
+        model=trained.model, thresholds=trained.thresholds, calibration=trained.calibration
+    )
     old = class_filter.FORMAT
     try:
         class_filter.FORMAT = old + 1

@@ -1,6 +1,7 @@
 """train_classifier's long-tail options: per-image loss weights, logit adjustment, early stopping.
 
 Each case is built so that the option changes the answer: without it the classifier says otherwise."""
+
 import pytest
 import torch
 
@@ -34,8 +35,12 @@ def test_images_weighted_zero_teach_nothing_and_weighted_one_do():
 
 def test_weights_must_match_the_images():
     with pytest.raises(ValueError, match="one value per image"):
-        train_classifier([halves(4, "left", 0), halves(4, "right", 1)], seed=0, settings=SMALL,
-                         weights=[torch.ones(4), torch.ones(3)])
+        train_classifier(
+            [halves(4, "left", 0), halves(4, "right", 1)],
+            seed=0,
+            settings=SMALL,
+            weights=[torch.ones(4), torch.ones(3)],
+        )
 
 
 def test_logit_adjustment_stops_the_prior_from_deciding():
@@ -47,8 +52,9 @@ def test_logit_adjustment_stops_the_prior_from_deciding():
     assert predict_proba(plain, probe, image_size=8)[:, 0].mean() < 0.25  # the majority class wins
     assert 0.3 < predict_proba(adjusted, probe, image_size=8)[:, 0].mean() < 0.7  # no class is favoured
     # Told the classes are equally common (e.g. generated images fill the small one), it adjusts nothing.
-    told = train_classifier(classes, seed=0, settings=ClassifierSettings(**{**SMALL.__dict__, "logit_adjust": 1.0}),
-                            class_counts=[50, 50])
+    told = train_classifier(
+        classes, seed=0, settings=ClassifierSettings(**{**SMALL.__dict__, "logit_adjust": 1.0}), class_counts=[50, 50]
+    )
     assert predict_proba(told, probe, image_size=8)[:, 0].mean() < 0.25
 
 
@@ -60,7 +66,9 @@ def test_early_stopping_stops_when_validation_stops_improving_and_keeps_the_best
     # An easy task: validation accuracy reaches its ceiling within a few checks, so training stops long
     # before step 2000.
     assert model.steps_run < 200 and model.best_step <= model.steps_run and model.best_step % 10 == 0
-    assert (predict(model, validation[0], image_size=8) == 0).all() and (predict(model, validation[1], image_size=8) == 1).all()
+    assert (predict(model, validation[0], image_size=8) == 0).all() and (
+        predict(model, validation[1], image_size=8) == 1
+    ).all()
     # Without validation photos every step runs.
     full = train_classifier(classes, seed=0, settings=ClassifierSettings(**{**SMALL.__dict__, "steps": 50}))
     assert full.steps_run == 50 and full.best_step == 50
@@ -68,5 +76,6 @@ def test_early_stopping_stops_when_validation_stops_improving_and_keeps_the_best
 
 def test_validation_needs_a_tensor_per_class():
     with pytest.raises(ValueError, match="one tensor per class"):
-        train_classifier([halves(4, "left", 0), halves(4, "right", 1)], seed=0, settings=SMALL,
-                         validation=[halves(2, "left", 2)])
+        train_classifier(
+            [halves(4, "left", 0), halves(4, "right", 1)], seed=0, settings=SMALL, validation=[halves(2, "left", 2)]
+        )

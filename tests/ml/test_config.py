@@ -1,4 +1,5 @@
 """Typed configs: built from a preset, changed only through checked settings, saved as JSON."""
+
 import json
 
 import pytest

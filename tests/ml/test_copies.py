@@ -1,5 +1,6 @@
 """Near-copies through mirrors, augmentation and shifts; leave-one-out calibration; the data-copying test;
 near-duplicate grouping; realism and coverage at matched sizes."""
+
 import math
 
 import pytest

@@ -1,6 +1,7 @@
 """credit(): the accuracy one arm adds over another, where one arm is truly better or truly worse.
 
 Each test fails if the arguments are swapped, in credit() itself or where the usefulness test calls it."""
+
 import pytest
 import torch
 
@@ -40,9 +41,14 @@ def test_a_truly_better_arm_gets_a_gain_and_a_truly_worse_one_a_loss():
 def two_kinds():
     """The class shows two kinds of picture (soft blobs and bars); its training photos show only the blobs.
     The other class: hollow rectangles."""
-    return dict(real_train=blobs(20, seed=1), real_test=torch.cat([blobs(15, seed=2), bars(15, seed=3)]),
-                negatives_train=[shapes(30, seed=4)], negatives_test=[shapes(30, seed=5)], seeds=(0, 1, 2),
-                settings=TINY)
+    return dict(
+        real_train=blobs(20, seed=1),
+        real_test=torch.cat([blobs(15, seed=2), bars(15, seed=3)]),
+        negatives_train=[shapes(30, seed=4)],
+        negatives_test=[shapes(30, seed=5)],
+        seeds=(0, 1, 2),
+        settings=TINY,
+    )
 
 
 def test_generated_images_of_the_missing_kind_are_credited_with_a_gain(two_kinds):
@@ -56,10 +62,15 @@ def test_generated_images_of_the_other_class_are_credited_with_a_loss():
     # The class: blobs, fully shown by its photos. The other class: hollow rectangles and a few bars. The
     # "generated" images are bars: they teach the classifier that bars are this class, and the other
     # class's bars at test time are then taken for it.
-    out = usefulness_test(real_train=blobs(20, seed=1), real_test=blobs(30, seed=2),
-                          negatives_train=[torch.cat([shapes(30, seed=4), bars(6, seed=8)])],
-                          negatives_test=[torch.cat([shapes(15, seed=5), bars(15, seed=9)])],
-                          synthetic=bars(20, seed=7), seeds=(0, 1, 2), settings=TINY)
+    out = usefulness_test(
+        real_train=blobs(20, seed=1),
+        real_test=blobs(30, seed=2),
+        negatives_train=[torch.cat([shapes(30, seed=4), bars(6, seed=8)])],
+        negatives_test=[torch.cat([shapes(15, seed=5), bars(15, seed=9)])],
+        synthetic=bars(20, seed=7),
+        seeds=(0, 1, 2),
+        settings=TINY,
+    )
     assert out["mixed_aug"]["value"] < out["real_aug"]["value"] - 0.1
     assert out["credit"]["verdict"] == "loss" and out["credit"]["high"] < 0
     assert out["credit"]["words"] == "hurts"

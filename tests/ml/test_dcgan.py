@@ -1,4 +1,5 @@
 """The DCGAN generator type with tiny models (pure PyTorch, no Django)."""
+
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,6 @@ from apps.ml.dcgan import DCGAN
 from apps.ml.dcgan.model import Discriminator, Generator
 from apps.ml.device import pick_device
 from apps.ml.diversity import mean_pairwise_distance, mode_collapse_warning
-
 
 
 def tiny_config(**changes) -> dict:
@@ -76,7 +76,9 @@ def test_plain_config_is_the_tutorial_dcgan():
 
 @pytest.mark.parametrize("data_efficient", [True, False])
 def test_training_reduces_the_discriminator_loss(tmp_path, data_efficient):
-    config = tiny_config(total_steps=40, ngf=8, ndf=8, report_every=1, checkpoint_every=40, data_efficient=data_efficient)
+    config = tiny_config(
+        total_steps=40, ngf=8, ndf=8, report_every=1, checkpoint_every=40, data_efficient=data_efficient
+    )
     reports = []
     result = DCGAN(config).train(blobs(), checkpoint_dir=tmp_path, on_progress=reports.append)
     d_losses = [p.losses["d"] for p in reports]
@@ -142,8 +144,11 @@ def test_save_then_load_gives_identical_samples(tmp_path):
     model.train(blobs(), checkpoint_dir=tmp_path / "run")
     model.save(tmp_path / "model")
     # The trained discriminator too: what a generator fine-tuned from this one starts from (FreezeD).
-    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["config.json", "discriminator.safetensors",
-                                                                     "weights.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
+        "config.json",
+        "discriminator.safetensors",
+        "weights.safetensors",
+    ]
     loaded = DCGAN.load(tmp_path / "model")
     assert loaded.config == model.config
     assert torch.equal(loaded.sample(8, seed=11), model.sample(8, seed=11))

@@ -1,4 +1,5 @@
 """DDIM generator type: schedule and sampler maths, training, checkpoints (tiny models, CPU)."""
+
 from __future__ import annotations
 
 import math
@@ -11,8 +12,7 @@ from apps.ml.config import ConfigError
 from apps.ml.ddim import DDIM
 from apps.ml.ddim.config import DDIMConfig
 from apps.ml.ddim.sampler import ddim_sample, ddim_step, ddim_timesteps, dpmpp_2m_sample
-from apps.ml.ddim.schedule import (CosineSchedule, add_noise, loss_weight, predict_x0_eps,
-                                              training_target)
+from apps.ml.ddim.schedule import CosineSchedule, add_noise, loss_weight, predict_x0_eps, training_target
 from apps.ml.ddim.unet import UNet
 
 torch.set_num_threads(1)
@@ -21,9 +21,24 @@ torch.set_num_threads(1)
 def tiny_config(**overrides) -> dict:
     config = DDIM.default_config(resolution=32, channels=1, preset="quick", image_count=150, device="cpu")
     config.update(
-        resolution=8, base_channels=8, channel_mults=[1, 2], num_res_blocks=1, attention_resolutions=[4],
-        head_channels=8, groups=4, patch_size=1, dropout=0.0, batch_size=16, total_steps=8, warmup_steps=2,
-        learning_rate=2e-3, checkpoint_every=4, report_every=2, grid_images=4, grid_steps=3, sampling_steps=4,
+        resolution=8,
+        base_channels=8,
+        channel_mults=[1, 2],
+        num_res_blocks=1,
+        attention_resolutions=[4],
+        head_channels=8,
+        groups=4,
+        patch_size=1,
+        dropout=0.0,
+        batch_size=16,
+        total_steps=8,
+        warmup_steps=2,
+        learning_rate=2e-3,
+        checkpoint_every=4,
+        report_every=2,
+        grid_images=4,
+        grid_steps=3,
+        sampling_steps=4,
         ema_decay=0.9,
     )
     config.update(overrides)
@@ -56,7 +71,10 @@ def test_cosine_schedule_runs_from_signal_to_noise():
 @pytest.mark.parametrize("objective", ["v", "eps"])
 def test_prediction_recovers_x0_and_eps_from_the_true_target(objective):
     g = torch.Generator().manual_seed(1)
-    x0, eps = torch.randn(4, 1, 8, 8, generator=g, dtype=torch.float64), torch.randn(4, 1, 8, 8, generator=g, dtype=torch.float64)
+    x0, eps = (
+        torch.randn(4, 1, 8, 8, generator=g, dtype=torch.float64),
+        torch.randn(4, 1, 8, 8, generator=g, dtype=torch.float64),
+    )
     alpha = torch.tensor([0.9, 0.5, 0.1, 0.01], dtype=torch.float64)
     x_t = add_noise(x0, eps, alpha)
     got_x0, got_eps = predict_x0_eps(x_t, training_target(x0, eps, alpha, objective), alpha, objective)
@@ -116,8 +134,9 @@ def test_deterministic_ddim_with_the_exact_denoiser_returns_the_data_point(objec
         eps = (x_t - a.sqrt() * target) / (1 - a).sqrt()
         return eps if objective == "eps" else a.sqrt() * eps - (1 - a).sqrt() * target
 
-    out = ddim_sample(exact, schedule, (5, 1, 4, 4), steps=steps, objective=objective,
-                      generator=torch.Generator().manual_seed(0))
+    out = ddim_sample(
+        exact, schedule, (5, 1, 4, 4), steps=steps, objective=objective, generator=torch.Generator().manual_seed(0)
+    )
     torch.testing.assert_close(out, target.expand(5, -1, -1, -1), atol=1e-4, rtol=0)
 
 
@@ -125,8 +144,9 @@ def test_v_loss_weights():
     """Min-SNR-gamma for v: the paper's min(snr, gamma) / (snr + 1), or min(snr + 1, gamma) / (snr + 1)."""
     snr = torch.tensor([1e-9, 0.5, 4.0, 9.0, 1e4])
     torch.testing.assert_close(loss_weight(snr, "v", 5.0), torch.minimum(snr, torch.tensor(5.0)) / (snr + 1))
-    torch.testing.assert_close(loss_weight(snr, "v", 5.0, plus_one=True),
-                               torch.tensor([1.0, 1.0, 1.0, 0.5, 5 / (1e4 + 1)]))
+    torch.testing.assert_close(
+        loss_weight(snr, "v", 5.0, plus_one=True), torch.tensor([1.0, 1.0, 1.0, 0.5, 5 / (1e4 + 1)])
+    )
     torch.testing.assert_close(loss_weight(snr, "v", None), torch.ones(5))
 
 
@@ -141,8 +161,9 @@ def test_dpmpp_2m_with_the_exact_denoiser_returns_the_data_point(objective, step
         eps = (x_t - a.sqrt() * target) / (1 - a).sqrt()
         return eps if objective == "eps" else a.sqrt() * eps - (1 - a).sqrt() * target
 
-    out = dpmpp_2m_sample(exact, schedule, (5, 1, 4, 4), steps=steps, objective=objective,
-                          generator=torch.Generator().manual_seed(0))
+    out = dpmpp_2m_sample(
+        exact, schedule, (5, 1, 4, 4), steps=steps, objective=objective, generator=torch.Generator().manual_seed(0)
+    )
     torch.testing.assert_close(out, target.expand(5, -1, -1, -1), atol=1e-4, rtol=0)
 
 
@@ -169,8 +190,9 @@ def test_dpmpp_2m_solves_the_ode_more_accurately_than_ddim_at_few_steps():
     exact = solution(torch.randn(shape, generator=torch.Generator().manual_seed(0)))
 
     def error(sampler, steps):
-        out = sampler(ideal, schedule, shape, steps=steps, objective="v", generator=torch.Generator().manual_seed(0),
-                      clip=False)
+        out = sampler(
+            ideal, schedule, shape, steps=steps, objective="v", generator=torch.Generator().manual_seed(0), clip=False
+        )
         return float((out - exact).abs().mean())
 
     for steps in (10, 20):
@@ -181,8 +203,17 @@ def test_dpmpp_2m_solves_the_ode_more_accurately_than_ddim_at_few_steps():
 
 def test_dpmpp_2m_equals_ddim_for_two_steps():
     """Its first step is a DDIM step and the last one returns x0: with two steps they agree exactly."""
-    net = UNet(image_channels=1, resolution=8, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
-               attention_resolutions=(4,), head_channels=8, groups=4, patch_size=1).eval()
+    net = UNet(
+        image_channels=1,
+        resolution=8,
+        base_channels=8,
+        channel_mults=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(4,),
+        head_channels=8,
+        groups=4,
+        patch_size=1,
+    ).eval()
     with torch.no_grad():
         for p in net.parameters():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.05)
@@ -198,8 +229,17 @@ def test_dpmpp_2m_equals_ddim_for_two_steps():
 
 @pytest.mark.parametrize("channels,resolution,patch", [(1, 8, 1), (3, 16, 1), (3, 16, 2)])
 def test_unet_keeps_shape(channels, resolution, patch):
-    net = UNet(image_channels=channels, resolution=resolution, base_channels=8, channel_mults=(1, 2),
-               num_res_blocks=1, attention_resolutions=(8, 4), head_channels=8, groups=4, patch_size=patch)
+    net = UNet(
+        image_channels=channels,
+        resolution=resolution,
+        base_channels=8,
+        channel_mults=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(8, 4),
+        head_channels=8,
+        groups=4,
+        patch_size=patch,
+    )
     x = torch.randn(2, channels, resolution, resolution)
     assert net(x, torch.tensor([0.0, 500.0])).shape == x.shape
 
@@ -211,9 +251,16 @@ def test_presets_build_for_every_resolution(resolution):
         for key in ("resolution", "channels", "preset", "total_steps", "batch_size", "checkpoint_every"):
             assert key in config
         assert config["total_steps"] > 0
-    net = UNet(image_channels=3, resolution=resolution, base_channels=8,
-               channel_mults=tuple(config["channel_mults"]), num_res_blocks=1,
-               attention_resolutions=tuple(config["attention_resolutions"]), head_channels=8, groups=4)
+    net = UNet(
+        image_channels=3,
+        resolution=resolution,
+        base_channels=8,
+        channel_mults=tuple(config["channel_mults"]),
+        num_res_blocks=1,
+        attention_resolutions=tuple(config["attention_resolutions"]),
+        head_channels=8,
+        groups=4,
+    )
     x = torch.randn(1, 3, resolution, resolution)
     assert net(x, torch.tensor([10.0])).shape == x.shape
 
@@ -319,8 +366,9 @@ def test_training_is_reproducible_for_a_seed_with_dropout(tmp_path):
 
     def run(name: str, seed: int, stop_at: int | None = None, gen: DDIM | None = None) -> DDIM:
         gen = gen or DDIM({**config, "seed": seed}, device="cpu")
-        gen.train(images, checkpoint_dir=tmp_path / name,
-                  should_stop=(lambda: gen.step >= stop_at) if stop_at else None)
+        gen.train(
+            images, checkpoint_dir=tmp_path / name, should_stop=(lambda: gen.step >= stop_at) if stop_at else None
+        )
         return gen
 
     torch.manual_seed(123)

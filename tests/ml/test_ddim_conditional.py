@@ -1,5 +1,6 @@
 """Class-conditional DDIM (label embedding, label dropout, classifier-free guidance) and non-leaking
 augmentation (tiny models, CPU). An unconditional config must stay exactly what it was."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,17 @@ def tiny_labels(n: int = 16) -> torch.Tensor:
 
 
 def tiny_unet(**kwargs) -> UNet:
-    net = UNet(image_channels=1, resolution=8, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
-               attention_resolutions=(4,), head_channels=8, groups=4, **kwargs).eval()
+    net = UNet(
+        image_channels=1,
+        resolution=8,
+        base_channels=8,
+        channel_mults=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(4,),
+        head_channels=8,
+        groups=4,
+        **kwargs,
+    ).eval()
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in net.parameters():  # the zero-initialised output layers would hide every condition
@@ -51,8 +61,12 @@ class ForwardSpy:
 
     def _hook(self, module, args, kwargs):
         named = dict(zip(("x", "t", "labels", "augment"), args), **kwargs)
-        self.calls.append({key: (None if named.get(key) is None else named[key].detach().clone())
-                           for key in ("x", "labels", "augment")})
+        self.calls.append(
+            {
+                key: (None if named.get(key) is None else named[key].detach().clone())
+                for key in ("x", "labels", "augment")
+            }
+        )
 
 
 # ---------------------------------------------------------------- unconditional: unchanged
@@ -64,8 +78,16 @@ def version_one_config(**changes) -> dict:
 
 
 def test_an_unconditional_config_builds_the_network_it_always_did():
-    plain = UNet(image_channels=1, resolution=8, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
-                 attention_resolutions=(4,), head_channels=8, groups=4)
+    plain = UNet(
+        image_channels=1,
+        resolution=8,
+        base_channels=8,
+        channel_mults=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(4,),
+        head_channels=8,
+        groups=4,
+    )
     gen = DDIM(version_one_config(), device="cpu")
     keys = list(gen.model.state_dict())
     assert keys == list(plain.state_dict())
@@ -74,9 +96,20 @@ def test_an_unconditional_config_builds_the_network_it_always_did():
     # Its resume check compares the same keys as before conditioning existed.
     assert gen.architecture() == {key: gen.config.get(key) for key in DDIM.architecture_keys}
     # A config saved before conditioning existed loads as unconditional, without augmentation.
-    older = {k: v for k, v in version_one_config().items()
-             if k not in ("num_classes", "classes", "label_dropout", "guidance_scale", "augment_p",
-                          "architecture_version", "augment_flip")}
+    older = {
+        k: v
+        for k, v in version_one_config().items()
+        if k
+        not in (
+            "num_classes",
+            "classes",
+            "label_dropout",
+            "guidance_scale",
+            "augment_p",
+            "architecture_version",
+            "augment_flip",
+        )
+    }
     loaded = DDIM(older, device="cpu")
     assert list(loaded.model.state_dict()) == keys and loaded.config.num_classes == 0
     assert all(torch.equal(a, b) for a, b in zip(loaded.model.state_dict().values(), gen.model.state_dict().values()))
@@ -177,11 +210,15 @@ def test_sampling_with_labels_has_the_shape_is_deterministic_and_follows_the_lab
     # Names, one class for all, and a tensor are the same labels.
     names = gen.sample(6, seed=3, steps=4, batch_size=4, labels=[CLASSES[i] for i in labels], sampler=sampler)
     assert torch.equal(a, names)
-    assert torch.equal(gen.sample(3, seed=3, steps=4, labels="shirt", sampler=sampler),
-                       gen.sample(3, seed=3, steps=4, labels=torch.tensor([1, 1, 1]), sampler=sampler))
+    assert torch.equal(
+        gen.sample(3, seed=3, steps=4, labels="shirt", sampler=sampler),
+        gen.sample(3, seed=3, steps=4, labels=torch.tensor([1, 1, 1]), sampler=sampler),
+    )
     # Other labels, other guidance, no labels: other images.
     assert not torch.equal(a, gen.sample(6, seed=3, steps=4, batch_size=4, labels=[1, 2, 0, 1, 2, 0], sampler=sampler))
-    assert not torch.equal(a, gen.sample(6, seed=3, steps=4, batch_size=4, labels=labels, guidance=1.0, sampler=sampler))
+    assert not torch.equal(
+        a, gen.sample(6, seed=3, steps=4, batch_size=4, labels=labels, guidance=1.0, sampler=sampler)
+    )
     assert gen.sample(2, seed=3, steps=4, sampler=sampler).shape == (2, 1, 8, 8)  # unconditional: "no label"
 
 
@@ -193,8 +230,10 @@ def test_the_default_guidance_comes_from_the_config():
     assert torch.equal(default, gen.sample(3, seed=1, steps=3, labels=[0, 1, 2], guidance=DEFAULT_GUIDANCE))
     other = DDIM({**gen.config, "guidance_scale": 1.0}, device="cpu")
     other.ema.load_state_dict(gen.ema.state_dict())
-    assert torch.equal(other.sample(3, seed=1, steps=3, labels=[0, 1, 2]),
-                       gen.sample(3, seed=1, steps=3, labels=[0, 1, 2], guidance=1.0))
+    assert torch.equal(
+        other.sample(3, seed=1, steps=3, labels=[0, 1, 2]),
+        gen.sample(3, seed=1, steps=3, labels=[0, 1, 2], guidance=1.0),
+    )
 
 
 def test_bad_sampling_labels_are_refused():
@@ -220,8 +259,12 @@ def test_conditional_training_needs_labels_and_resumes_to_the_same_weights(tmp_p
 
     def run(name: str, stop_at: int | None = None) -> DDIM:
         gen = DDIM(config, device="cpu")
-        gen.train(images, labels=labels, checkpoint_dir=tmp_path / name,
-                  should_stop=(lambda: gen.step >= stop_at) if stop_at else None)
+        gen.train(
+            images,
+            labels=labels,
+            checkpoint_dir=tmp_path / name,
+            should_stop=(lambda: gen.step >= stop_at) if stop_at else None,
+        )
         return gen
 
     whole = run("whole")
@@ -229,26 +272,36 @@ def test_conditional_training_needs_labels_and_resumes_to_the_same_weights(tmp_p
     resumed = run("parts")
     assert whole.step == resumed.step == 8
     assert all(torch.equal(x, y) for x, y in zip(_weights(whole), _weights(resumed)))
-    assert torch.equal(whole.sample(3, seed=0, steps=3, labels=[0, 1, 2]),
-                       resumed.sample(3, seed=0, steps=3, labels=[0, 1, 2]))
+    assert torch.equal(
+        whole.sample(3, seed=0, steps=3, labels=[0, 1, 2]), resumed.sample(3, seed=0, steps=3, labels=[0, 1, 2])
+    )
     assert (tmp_path / "whole" / "samples" / "step_000008.png").exists()  # the grid runs through the classes
     with pytest.raises(ValueError, match="train it with labels"):
         DDIM(config, device="cpu").train(images, checkpoint_dir=tmp_path / "unlabelled")
     # The classes and the augmentation are part of the architecture a checkpoint is resumed with.
     with pytest.raises(ValueError, match="another architecture"):
         DDIM(tiny_config(dropout=0.2, total_steps=12, augment_p=0.5), device="cpu").train(
-            images, checkpoint_dir=tmp_path / "whole")
+            images, checkpoint_dir=tmp_path / "whole"
+        )
     with pytest.raises(ValueError, match="another architecture"):
         DDIM({**config, "total_steps": 12, "augment_p": 0.0}, device="cpu").train(
-            images, labels=labels, checkpoint_dir=tmp_path / "whole")
+            images, labels=labels, checkpoint_dir=tmp_path / "whole"
+        )
 
 
 def test_conditional_training_learns_the_labels(tmp_path):
     """Two classes, a dark and a bright image: the conditional prediction must tell them apart."""
     dark, bright = torch.full((8, 1, 8, 8), -0.8), torch.full((8, 1, 8, 8), 0.8)
     images, labels = torch.cat([dark, bright]), torch.tensor([0] * 8 + [1] * 8)
-    config = tiny_config(num_classes=2, hflip=False, total_steps=80, warmup_steps=5, checkpoint_every=1000,
-                         report_every=1000, learning_rate=5e-3)
+    config = tiny_config(
+        num_classes=2,
+        hflip=False,
+        total_steps=80,
+        warmup_steps=5,
+        checkpoint_every=1000,
+        report_every=1000,
+        learning_rate=5e-3,
+    )
     gen = DDIM(config, device="cpu")
     gen.train(images, labels=labels, checkpoint_dir=tmp_path)
     out = gen.sample(8, seed=0, steps=8, labels=[0] * 4 + [1] * 4, guidance=1.0).float()
@@ -263,30 +316,47 @@ def test_save_and_load_keep_the_classes(tmp_path):
     assert saved["num_classes"] == 3 and saved["classes"] == CLASSES and saved["augment_p"] == 0.3
     loaded = registry.get("ddim").load(tmp_path / "gen")
     assert loaded.config.num_classes == 3 and loaded.config.classes == CLASSES
-    assert torch.equal(gen.sample(3, seed=5, steps=3, labels=["bag", "shirt", "sandal"]),
-                       loaded.sample(3, seed=5, steps=3, labels=[2, 1, 0]))
+    assert torch.equal(
+        gen.sample(3, seed=5, steps=3, labels=["bag", "shirt", "sandal"]),
+        loaded.sample(3, seed=5, steps=3, labels=[2, 1, 0]),
+    )
 
 
 def test_configs_round_trip_the_classes_and_build_config_sets_them():
     config = DDIMConfig.from_dict(conditional_config())
     assert DDIMConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    built = build_config(DDIM, resolution=32, channels=1, preset="quick", image_count=150, device="cpu",
-                         classes=CLASSES, options={"guidance_scale": 1.5, "augment_p": 0.2})
-    assert (built["num_classes"], built["classes"], built["guidance_scale"], built["augment_p"]) == (3, CLASSES, 1.5, 0.2)
+    built = build_config(
+        DDIM,
+        resolution=32,
+        channels=1,
+        preset="quick",
+        image_count=150,
+        device="cpu",
+        classes=CLASSES,
+        options={"guidance_scale": 1.5, "augment_p": 0.2},
+    )
+    assert (built["num_classes"], built["classes"], built["guidance_scale"], built["augment_p"]) == (
+        3,
+        CLASSES,
+        1.5,
+        0.2,
+    )
     plain = build_config(DDIM, resolution=32, channels=1, preset="quick", image_count=150, device="cpu")
     # New configs get the preset's non-leaking augmentation (#18); one saved without it stays without.
     assert plain["num_classes"] == 0 and plain["classes"] == [] and plain["augment_p"] == AUGMENT_P
     # The longer presets get stronger non-leaking augmentation: at 0.15 the standard preset copied 150 photos.
     for preset in ("standard", "long"):
-        assert build_config(DDIM, resolution=32, channels=1, preset=preset, image_count=150,
-                            device="cpu")["augment_p"] == AUGMENT_P_LONGER > AUGMENT_P
+        assert (
+            build_config(DDIM, resolution=32, channels=1, preset=preset, image_count=150, device="cpu")["augment_p"]
+            == AUGMENT_P_LONGER
+            > AUGMENT_P
+        )
     assert "num_classes" not in DDIMConfig.settings() and "classes" not in DDIMConfig.settings()  # the dataset's
     assert {"label_dropout", "guidance_scale", "augment_p"} <= set(DDIMConfig.settings())
     with pytest.raises(ConfigError, match="'num_classes' is not a setting"):
         config.replace(num_classes=4)
     with pytest.raises(ConfigError, match="unique"):
-        build_config(DDIM, resolution=32, channels=1, preset="quick", image_count=150, device="cpu",
-                     classes=["a", "a"])
+        build_config(DDIM, resolution=32, channels=1, preset="quick", image_count=150, device="cpu", classes=["a", "a"])
     with pytest.raises(ValueError, match="classes names 2 classes but num_classes is 3"):
         DDIM(tiny_config(num_classes=3, classes=["a", "b"]), device="cpu")
 
@@ -298,8 +368,9 @@ def test_dcgan_learns_no_classes():
     with pytest.raises(ValueError, match="DCGAN learns no classes"):
         DCGAN({**config, "num_classes": 3})
     with pytest.raises(ValueError, match="DCGAN learns no classes"):
-        DCGAN(config).train(torch.zeros(4, 1, 32, 32), labels=torch.zeros(4, dtype=torch.long),
-                            checkpoint_dir="/nonexistent")
+        DCGAN(config).train(
+            torch.zeros(4, 1, 32, 32), labels=torch.zeros(4, dtype=torch.long), checkpoint_dir="/nonexistent"
+        )
     assert not DCGAN.supports_labels and DDIM.supports_labels
 
 
@@ -320,8 +391,10 @@ def _undo_is_original(original: torch.Tensor, augmented: torch.Tensor, vector: t
             i = -i if i < 0 else 2 * (size - 1) - i
         return i
 
-    expected = torch.stack([torch.stack([image[:, mirror(r - dy, h), mirror(c - dx, w)] for c in range(w)], dim=1)
-                            for r in range(h)], dim=1)
+    expected = torch.stack(
+        [torch.stack([image[:, mirror(r - dy, h), mirror(c - dx, w)] for c in range(w)], dim=1) for r in range(h)],
+        dim=1,
+    )
     torch.testing.assert_close(augmented, expected, rtol=0, atol=0)
 
 
@@ -396,23 +469,32 @@ def test_a_conditional_model_trains_as_long_as_its_shortest_class_needs():
     one_class = build_config(DDIM, **request, image_count=30)["total_steps"]
     # Heads of 500 and three tails of 30: each class gets the passes a one-class model of 30 photos gets.
     counts = [500] * 7 + [30] * 3
-    built = build_config(DDIM, **request, image_count=sum(counts), classes=[f"c{i}" for i in range(10)],
-                         class_counts=counts)
+    built = build_config(
+        DDIM, **request, image_count=sum(counts), classes=[f"c{i}" for i in range(10)], class_counts=counts
+    )
     assert built["total_steps"] == one_class * 10 and built["class_balanced"] is True
     assert built["checkpoint_every"] == built["total_steps"] // 10
     # Not from the total count (which would cap it at 2x the preset's steps).
     assert built["total_steps"] > 2 * build_config(DDIM, **request, image_count=sum(counts))["total_steps"]
     # The user's options still win; without counts the preset's length stays.
-    assert build_config(DDIM, **request, image_count=sum(counts), classes=["a", "b"], class_counts=[400, 3550],
-                        options={"total_steps": 700})["total_steps"] == 700
+    assert (
+        build_config(
+            DDIM,
+            **request,
+            image_count=sum(counts),
+            classes=["a", "b"],
+            class_counts=[400, 3550],
+            options={"total_steps": 700},
+        )["total_steps"]
+        == 700
+    )
     assert build_config(DDIM, **request, image_count=150, classes=["a", "b"])["total_steps"] == one_class
 
 
 def test_class_balanced_batches_show_the_short_class_as_often_as_the_long_one():
     labels = torch.tensor([0] * 300 + [1] * 10)
     images = tiny_images(310)
-    gen = DDIM(tiny_config(num_classes=2, classes=["big", "small"], class_balanced=True, batch_size=4000),
-               device="cpu")
+    gen = DDIM(tiny_config(num_classes=2, classes=["big", "small"], class_balanced=True, batch_size=4000), device="cpu")
     gen.training_parts()
     data = gen.training_data(images, labels=labels)
     _, drawn = gen._batch(data, torch.Generator().manual_seed(0))

@@ -1,4 +1,5 @@
 """The generation filter: noise, blank images and planted copies are dropped, good images kept."""
+
 import json
 
 import pytest
@@ -105,8 +106,12 @@ def test_jobs_with_seeds_5_and_6_that_needed_refills_share_no_image():
 
     def sample(n, seed):
         """Like a real generator: image i depends on (seed, i) only; every other one is noise (dropped)."""
-        return torch.cat([noise(1, seed=(seed * 7919 + i) % 2**31) if i % 2 else blobs(1, seed=(seed * 7919 + i) % 2**31)
-                          for i in range(n)])
+        return torch.cat(
+            [
+                noise(1, seed=(seed * 7919 + i) % 2**31) if i % 2 else blobs(1, seed=(seed * 7919 + i) % 2**31)
+                for i in range(n)
+            ]
+        )
 
     five = filtering.generate_filtered(sample, 12, reference, seed=5)
     six = filtering.generate_filtered(sample, 12, reference, seed=6)
@@ -133,10 +138,14 @@ def long_tail():
     head, tail = centre + _smooth(300, 0.08, g), centre + _smooth(12, 0.2, g)
     sources = torch.arange(40) % 10
     return {
-        "train": _u8(torch.cat([head[:250], tail[:10]])), "labels": torch.tensor([0] * 250 + [1] * 10),
-        "heldout": _u8(torch.cat([head[250:], tail[10:]])), "heldout_labels": torch.tensor([0] * 50 + [1] * 2),
-        "tail_copies": _u8(tail[sources] + _smooth(40, 0.12, g)), "sources": 250 + sources,
-        "new_tail": _u8(centre + _smooth(40, 0.2, g)), "new_head": _u8(centre + _smooth(40, 0.08, g)),
+        "train": _u8(torch.cat([head[:250], tail[:10]])),
+        "labels": torch.tensor([0] * 250 + [1] * 10),
+        "heldout": _u8(torch.cat([head[250:], tail[10:]])),
+        "heldout_labels": torch.tensor([0] * 50 + [1] * 2),
+        "tail_copies": _u8(tail[sources] + _smooth(40, 0.12, g)),
+        "sources": 250 + sources,
+        "new_tail": _u8(centre + _smooth(40, 0.2, g)),
+        "new_head": _u8(centre + _smooth(40, 0.08, g)),
     }
 
 
@@ -144,9 +153,13 @@ def test_a_conditional_generators_copies_of_a_small_class_are_caught_by_its_own_
     """Thresholds calibrated on every class together are set by the dense head and let most copies of the
     tail's photos through; the tail's own thresholds catch them, and keep new photos of both classes."""
     pooled = filtering.build_reference(long_tail["train"], long_tail["heldout"])
-    by_class = filtering.build_class_references(long_tail["train"], long_tail["labels"], 2,
-                                                heldout=long_tail["heldout"],
-                                                heldout_labels=long_tail["heldout_labels"])
+    by_class = filtering.build_class_references(
+        long_tail["train"],
+        long_tail["labels"],
+        2,
+        heldout=long_tail["heldout"],
+        heldout_labels=long_tail["heldout_labels"],
+    )
     assert filtering.score_images(long_tail["tail_copies"], pooled).dropped["copy"] <= 10  # the defect
     caught = filtering.score_images(long_tail["tail_copies"], by_class[1])
     assert caught.dropped["copy"] >= 28

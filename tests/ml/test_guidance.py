@@ -1,4 +1,5 @@
 """Choosing the guidance scale on a validation split of the training photos (#18)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Placing a mixed arm on the real photos' learning curve: synthetic curves with known answers."""
+
 import json
 import math
 

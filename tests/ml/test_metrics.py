@@ -1,4 +1,5 @@
 """Metrics on constructed cases with known answers (tiny 16 px images, no Django)."""
+
 import math
 
 import pytest
@@ -49,7 +50,8 @@ def test_frechet_distance_known_values():
     assert metrics.frechet_distance(a, a + 1.0) == pytest.approx(4.0, rel=1e-6)  # ||shift||^2, same covariance
     # N(0, I) vs N(0, 4I): tr(I + 4I - 2*2I) = d
     assert metrics.frechet_distance(a, 2 * torch.randn(4000, 4, generator=g, dtype=torch.float64)) == pytest.approx(
-        4.0, rel=0.1)
+        4.0, rel=0.1
+    )
 
 
 def test_kernel_distance_same_distribution_near_zero():

@@ -1,4 +1,5 @@
 """Faithful images (#18): which way the photos face, and every place that augments asks first."""
+
 from __future__ import annotations
 
 import torch
@@ -22,7 +23,10 @@ def wedges(n: int = 40, size: int = 16, seed: int = 0, both_ways: bool = False) 
     ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
     for i in range(n):
         length = int(torch.randint(size // 2, size - 2, (), generator=g))
-        left, middle = int(torch.randint(0, size - length, (), generator=g)), size // 2 + int(torch.randint(-2, 3, (), generator=g))
+        left, middle = (
+            int(torch.randint(0, size - length, (), generator=g)),
+            size // 2 + int(torch.randint(-2, 3, (), generator=g)),
+        )
         along = (xs - left).float() / length  # 0 at the wide end, 1 at the tip
         inside = (along >= 0) & (along <= 1) & ((ys - middle).abs().float() <= (1 - along) * size / 3)
         images[i, 0][inside] = 255
@@ -90,19 +94,23 @@ def test_too_few_photos_cannot_tell_and_take_the_safe_side():
 def test_the_offline_stage_adds_no_mirror_image_of_one_way_photos():
     photos = wedges()
     own = facing_other_way(photos, photos)  # a few small wedges sit right of centre
-    copies = augment_dataset(photos, copies=3, seed=0, mirror=False)[len(photos):]
+    copies = augment_dataset(photos, copies=3, seed=0, mirror=False)[len(photos) :]
     assert facing_other_way(copies, photos) <= own + 0.05
     # With mirror images allowed, about half of the copies face the other way: the test can see it.
-    assert facing_other_way(augment_dataset(photos, copies=3, seed=0)[len(photos):], photos) > own + 0.25
+    assert facing_other_way(augment_dataset(photos, copies=3, seed=0)[len(photos) :], photos) > own + 0.25
 
 
 def test_quarter_turns_only_when_asked_for():
     photos = wedges()
-    upright = augment_dataset(photos, copies=2, seed=0, mirror=False)[len(photos):]
-    turned = augment_dataset(photos, copies=2, seed=0, mirror=False, quarter_turns=True)[len(photos):]
+    upright = augment_dataset(photos, copies=2, seed=0, mirror=False)[len(photos) :]
+    turned = augment_dataset(photos, copies=2, seed=0, mirror=False, quarter_turns=True)[len(photos) :]
     mean = photos.float().mean(0)
-    closer_to_turned = lambda x: float(((x.float().flatten(1) - mean.rot90(1, dims=(1, 2)).flatten()).pow(2).sum(1)  # noqa: E731
-                                        < (x.float().flatten(1) - mean.flatten()).pow(2).sum(1)).float().mean())
+
+    def closer_to_turned(x):
+        flat = x.float().flatten(1)
+        to_turned = (flat - mean.rot90(1, dims=(1, 2)).flatten()).pow(2).sum(1)
+        return float((to_turned < (flat - mean.flatten()).pow(2).sum(1)).float().mean())
+
     assert closer_to_turned(turned) > closer_to_turned(upright) + 0.1
 
 
@@ -133,8 +141,11 @@ def test_one_way_photos_train_with_conditioned_flips_and_sample_with_the_flip_bi
     assert 0 < int(flipped.sum()) < 64  # some images were flipped, and the network was told which
     # Every image the network saw flipped was told so: batch rows equal a mirrored photo only with the bit set.
     photos = images.flatten(1)
-    mirrored_unflagged = [(row.flatten() - photos.flip(-1)).abs().amax(1).min() < 1e-6 and not bit
-                          for row, bit, vec in zip(call["x"], flipped, call["augment"]) if not vec[1:].any()]
+    mirrored_unflagged = [
+        (row.flatten() - photos.flip(-1)).abs().amax(1).min() < 1e-6 and not bit
+        for row, bit, vec in zip(call["x"], flipped, call["augment"])
+        if not vec[1:].any()
+    ]
     assert not any(mirrored_unflagged)
     _perturb(gen)
     sample_spy = ForwardSpy(gen.ema.model)

@@ -1,4 +1,5 @@
 """Usefulness test and the quality report on constructed cases where the verdict is known."""
+
 import json
 
 import pytest
@@ -7,8 +8,7 @@ import torch.nn.functional as F
 
 from apps.ml import quality
 from apps.ml.metrics import blur
-from apps.ml.usefulness import (ClassifierSettings, balance_test, match_format, split, train_classifier,
-                                usefulness_test)
+from apps.ml.usefulness import ClassifierSettings, balance_test, match_format, split, train_classifier, usefulness_test
 
 from .constructed import blobs, noise, shapes
 
@@ -27,8 +27,14 @@ def bars(n: int, seed: int, size: int = 16) -> torch.Tensor:
 
 
 def test_usefulness_balanced_accuracy_on_a_separable_toy_problem():
-    args = dict(real_train=blobs(30, seed=1), real_test=blobs(20, seed=2),
-                negatives_train=[bars(30, seed=3)], negatives_test=[bars(20, seed=4)], seeds=(0, 1), settings=TINY)
+    args = dict(
+        real_train=blobs(30, seed=1),
+        real_test=blobs(20, seed=2),
+        negatives_train=[bars(30, seed=3)],
+        negatives_test=[bars(20, seed=4)],
+        seeds=(0, 1),
+        settings=TINY,
+    )
     good = usefulness_test(synthetic=blobs(30, seed=5), extra_real=blobs(30, seed=6), **args)
     for arm in ("real", "synthetic", "mixed", "real_aug", "mixed_aug", "oracle"):
         assert good[arm]["value"] >= 0.95, arm
@@ -49,8 +55,14 @@ def test_usefulness_balanced_accuracy_on_a_separable_toy_problem():
 def test_balance_test_gives_every_class_generated_images_and_scores_the_short_ones():
     real_train = [blobs(30, seed=1), bars(6, seed=3)]  # bars is the short class
     real_test = [blobs(20, seed=2), bars(20, seed=4)]
-    good = balance_test(real_train=real_train, real_test=real_test, generated=[blobs(40, seed=5), bars(40, seed=6)],
-                        class_names=["blob", "bar"], seeds=(0, 1), settings=TINY)
+    good = balance_test(
+        real_train=real_train,
+        real_test=real_test,
+        generated=[blobs(40, seed=5), bars(40, seed=6)],
+        class_names=["blob", "bar"],
+        seeds=(0, 1),
+        settings=TINY,
+    )
     assert good["counts"]["mixed_aug"] == {"blob": 31, "bar": 30}  # filled to the largest class, one extra at least
     assert good["counts"]["synthetic"] == {"blob": 40, "bar": 40}
     for arm in ("real_aug", "mixed_aug", "synthetic"):
@@ -58,12 +70,24 @@ def test_balance_test_gives_every_class_generated_images_and_scores_the_short_on
     assert good["credit"]["low"] <= 0 <= good["credit"]["high"]  # a solved problem: nothing to gain
     assert set(good["short_classes"]) == {"bar"} and good["short_classes"]["bar"]["synthetic"] >= 0.9
     # Generated images of the wrong kind: generated-only training does no better than guessing one class.
-    wrong = balance_test(real_train=real_train, real_test=real_test, generated=[bars(40, seed=7), blobs(40, seed=8)],
-                         class_names=["blob", "bar"], seeds=(0,), settings=TINY)
+    wrong = balance_test(
+        real_train=real_train,
+        real_test=real_test,
+        generated=[bars(40, seed=7), blobs(40, seed=8)],
+        class_names=["blob", "bar"],
+        seeds=(0,),
+        settings=TINY,
+    )
     assert wrong["synthetic"]["value"] <= 0.6
     json.dumps(good)
-    one = balance_test(real_train=real_train, real_test=[real_test[0], bars(0, seed=1)], generated=real_train,
-                       class_names=["blob", "bar"], seeds=(0,), settings=TINY)
+    one = balance_test(
+        real_train=real_train,
+        real_test=[real_test[0], bars(0, seed=1)],
+        generated=real_train,
+        class_names=["blob", "bar"],
+        seeds=(0,),
+        settings=TINY,
+    )
     assert one["credit"]["value"] is None and one["classes_scored"] == 1
 
 
@@ -91,18 +115,29 @@ def test_usefulness_classifier_draws_classes_uniformly_or_at_their_natural_frequ
     share = {}
     for balanced in (True, False):
         drawn.clear()
-        train_classifier(classes, seed=0, settings=ClassifierSettings(steps=20, batch_size=32, width=4,
-                                                                      class_balanced=balanced))
+        train_classifier(
+            classes, seed=0, settings=ClassifierSettings(steps=20, batch_size=32, width=4, class_balanced=balanced)
+        )
         share[balanced] = (torch.cat(drawn) == 0).float().mean().item()
     assert 0.4 < share[True] < 0.6 and share[False] < 0.2
-    a, b = (train_classifier(classes, seed=3, settings=ClassifierSettings(steps=5, batch_size=8, width=4,
-                                                                          class_balanced=False)) for _ in range(2))
+    a, b = (
+        train_classifier(
+            classes, seed=3, settings=ClassifierSettings(steps=5, batch_size=8, width=4, class_balanced=False)
+        )
+        for _ in range(2)
+    )
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 def test_usefulness_without_other_classes_is_null_with_reason():
-    result = usefulness_test(real_train=blobs(10, seed=1), real_test=blobs(5, seed=2), synthetic=blobs(10, seed=3),
-                             negatives_train=[], negatives_test=[], settings=TINY)
+    result = usefulness_test(
+        real_train=blobs(10, seed=1),
+        real_test=blobs(5, seed=2),
+        synthetic=blobs(10, seed=3),
+        negatives_train=[],
+        negatives_test=[],
+        settings=TINY,
+    )
     assert result["gqi"]["value"] is None and "other classes" in result["gqi"]["reason"]
 
 
@@ -122,8 +157,16 @@ def real():
 
 
 def report(real, generated, **kw):
-    out = quality.quality_report(generated=generated, train=real["train"], heldout=real["heldout"],
-                                 negatives=[bars(60, seed=5)], seeds=(0,), settings=TINY, measure_usefulness=False, **kw)
+    out = quality.quality_report(
+        generated=generated,
+        train=real["train"],
+        heldout=real["heldout"],
+        negatives=[bars(60, seed=5)],
+        seeds=(0,),
+        settings=TINY,
+        measure_usefulness=False,
+        **kw,
+    )
     json.dumps(out)
     return out
 
@@ -142,9 +185,15 @@ def test_report_varied_and_new(real):
 
 def test_real_heldout_photos_scored_as_generated_get_the_positive_verdict_and_no_credit():
     train, heldout, fresh = blobs(60, seed=1), blobs(30, seed=2), blobs(60, seed=3)
-    out = quality.quality_report(generated=fresh, train=train, heldout=heldout,
-                                 negatives=[bars(60, seed=5)], negatives_heldout=[bars(30, seed=6)],
-                                 seeds=(0, 1), settings=TINY)
+    out = quality.quality_report(
+        generated=fresh,
+        train=train,
+        heldout=heldout,
+        negatives=[bars(60, seed=5)],
+        negatives_heldout=[bars(30, seed=6)],
+        seeds=(0, 1),
+        settings=TINY,
+    )
     assert out["verdict"] == "varied and new", out["explanation"]
     assert abs(out["memorisation"]["value"]) < 3
     credit = out["usefulness"]["credit"]
@@ -181,8 +230,9 @@ def test_report_copies_your_photos_also_mirrored(real):
         assert out["delivered"]["count"] == 0 and out["filter"]["dropped"]["copy"] == 30
         worst = out["worst_copies"][0]
         assert worst["distance"] == 0.0 and worst["is_copy"]
-        assert torch.equal(copies[worst["generated"]], real["train"][worst["train"]].flip(-1)) or \
-            torch.equal(copies[worst["generated"]], real["train"][worst["train"]])
+        assert torch.equal(copies[worst["generated"]], real["train"][worst["train"]].flip(-1)) or torch.equal(
+            copies[worst["generated"]], real["train"][worst["train"]]
+        )
 
 
 def test_report_mostly_noise(real):
@@ -204,14 +254,23 @@ def _smooth_noise(n: int, seed: int) -> torch.Tensor:
     return (F.interpolate(coarse, size=16, mode="bilinear") * 255).round().to(torch.uint8)
 
 
-@pytest.mark.parametrize("make", [lambda: _blurred(shapes(60, seed=4), 4), lambda: blobs(60, seed=4),
-                                  lambda: _smooth_noise(60, seed=4)],
-                         ids=["blurred shapes", "blobs", "smooth noise"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: _blurred(shapes(60, seed=4), 4), lambda: blobs(60, seed=4), lambda: _smooth_noise(60, seed=4)],
+    ids=["blurred shapes", "blobs", "smooth noise"],
+)
 def test_unrealistic_images_are_not_realistic_yet_and_never_green(make):
     """Photos of sharp-edged shapes; a generator that makes soft blobs (the 64-px emoji case) or smooth noise."""
     sharp = {"train": shapes(60, seed=1), "heldout": shapes(30, seed=2)}
-    out = quality.quality_report(generated=make(), train=sharp["train"], heldout=sharp["heldout"],
-                                 negatives=[bars(60, seed=5)], seeds=(0,), settings=TINY, measure_usefulness=False)
+    out = quality.quality_report(
+        generated=make(),
+        train=sharp["train"],
+        heldout=sharp["heldout"],
+        negatives=[bars(60, seed=5)],
+        seeds=(0,),
+        settings=TINY,
+        measure_usefulness=False,
+    )
     assert out["verdict"] == "not realistic yet", out["explanation"]
     assert out["precision"]["value"] < quality.REALISM_ALARM * out["precision"]["reference"]
     assert out["noise_share"]["value"] < quality.NOISE_ALARM  # the noise check alone would have passed them
@@ -220,12 +279,20 @@ def test_unrealistic_images_are_not_realistic_yet_and_never_green(make):
 
 def test_report_with_usefulness_and_without_heldout(real):
     generated = torch.cat([blobs(50, seed=3), noise(5, seed=4)])
-    out = quality.quality_report(generated=generated, train=real["train"], heldout=real["heldout"],
-                                 negatives=[bars(60, seed=5)], seeds=(0,), settings=TINY,
-                                 sampling={"steps": 20})
+    out = quality.quality_report(
+        generated=generated,
+        train=real["train"],
+        heldout=real["heldout"],
+        negatives=[bars(60, seed=5)],
+        seeds=(0,),
+        settings=TINY,
+        sampling={"steps": 20},
+    )
     json.dumps(out)
     assert out["sampling"] == {"steps": 20}
-    assert out["filter"]["dropped"]["noise"] == 5 and out["delivered"]["count"] >= 48  # ~1 % of new images look like copies
+    assert (
+        out["filter"]["dropped"]["noise"] == 5 and out["delivered"]["count"] >= 48
+    )  # ~1 % of new images look like copies
     assert out["usefulness"]["counts"]["synthetic"] == out["delivered"]["count"]  # only filtered images are tested
     assert out["usefulness"]["real"]["value"] >= 0.9 and out["usefulness"]["gqi"]["value"] >= 80
     assert out["fid"]["features"] == "classes"

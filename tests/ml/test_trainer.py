@@ -1,4 +1,5 @@
 """The shared trainer, tested once with a tiny third type: reports, cancel, resume, checkpoints, EMA."""
+
 import errno
 
 import pytest
@@ -28,15 +29,19 @@ def assert_same_tensors(a: dict, b: dict) -> None:
 
 def test_reports_checkpoints_and_grids(tmp_path):
     reports = []
-    result = TinyType(tiny_config(total_steps=10)).train(tiny_images(), checkpoint_dir=tmp_path,
-                                                         on_progress=reports.append)
+    result = TinyType(tiny_config(total_steps=10)).train(
+        tiny_images(), checkpoint_dir=tmp_path, on_progress=reports.append
+    )
     # Every report_every (3) steps, every checkpoint_every (4) steps, and at the end.
     assert [p.step for p in reports] == [3, 4, 6, 8, 9, 10]
     assert [p.step for p in reports if p.checkpointed] == [4, 8, 10]
     assert all(set(p.losses) == {"loss"} and p.total_steps == 10 for p in reports)
     grids = [p.sample_grid for p in reports if p.checkpointed]
     assert [g.relative_to(tmp_path).as_posix() for g in grids] == [
-        "samples/step_000004.png", "samples/step_000008.png", "samples/step_000010.png"]
+        "samples/step_000004.png",
+        "samples/step_000008.png",
+        "samples/step_000010.png",
+    ]
     assert all(g.exists() for g in grids) and all(p.sample_grid is None for p in reports if not p.checkpointed)
     assert result.steps == 10 and not result.stopped_early and result.final_losses == reports[-1].losses
     suffixes = {p.suffix for p in tmp_path.rglob("*") if p.is_file()}
@@ -47,8 +52,9 @@ def test_losses_are_read_from_the_device_only_at_reports(tmp_path, monkeypatch):
     reads = []
     read = trainer._LossSums.read_and_reset
     monkeypatch.setattr(trainer._LossSums, "read_and_reset", lambda self: reads.append(self.count) or read(self))
-    TinyType(tiny_config(total_steps=12, report_every=6, checkpoint_every=100)).train(tiny_images(),
-                                                                                     checkpoint_dir=tmp_path)
+    TinyType(tiny_config(total_steps=12, report_every=6, checkpoint_every=100)).train(
+        tiny_images(), checkpoint_dir=tmp_path
+    )
     assert reads == [6, 6]  # each read is the mean over the steps since the last one
 
 
@@ -61,8 +67,9 @@ def test_cancel_is_checked_before_every_step_and_saves_a_checkpoint(tmp_path):
         return len(calls) > 5
 
     config = tiny_config(report_every=100, checkpoint_every=100)
-    result = TinyType(config).train(tiny_images(), checkpoint_dir=tmp_path, on_progress=reports.append,
-                                    should_stop=stop_after_five)
+    result = TinyType(config).train(
+        tiny_images(), checkpoint_dir=tmp_path, on_progress=reports.append, should_stop=stop_after_five
+    )
     assert result.stopped_early and result.steps == 5 and len(calls) == 6
     assert [(p.step, p.checkpointed) for p in reports] == [(5, True)] and reports[0].losses
     assert (tmp_path / "samples" / "step_000005.png").exists()
@@ -79,8 +86,9 @@ def test_a_stop_right_after_a_checkpoint_writes_no_second_one(tmp_path):
     reports = []
     model = TinyType(tiny_config())
     steps_done = iter(range(100))
-    result = model.train(tiny_images(), checkpoint_dir=tmp_path, on_progress=reports.append,
-                         should_stop=lambda: next(steps_done) >= 4)
+    result = model.train(
+        tiny_images(), checkpoint_dir=tmp_path, on_progress=reports.append, should_stop=lambda: next(steps_done) >= 4
+    )
     assert result.steps == 4 and result.stopped_early
     assert [(p.step, p.checkpointed) for p in reports] == [(3, False), (4, True)]
 
@@ -95,8 +103,9 @@ def test_a_resumed_run_trains_exactly_the_weights_of_an_uninterrupted_one(tmp_pa
     whole.train(images, labels=labels, checkpoint_dir=tmp_path / "whole")
 
     calls = iter(range(100))
-    TinyType(config).train(images, labels=labels, checkpoint_dir=tmp_path / "parts",
-                           should_stop=lambda: next(calls) >= stop_at)
+    TinyType(config).train(
+        images, labels=labels, checkpoint_dir=tmp_path / "parts", should_stop=lambda: next(calls) >= stop_at
+    )
     resumed = TinyType(config)
     resumed.train(images, labels=labels, checkpoint_dir=tmp_path / "parts")
 
@@ -110,8 +119,11 @@ def test_a_resumed_run_trains_exactly_the_weights_of_an_uninterrupted_one(tmp_pa
 def test_labels_reach_the_training_step_and_train_other_weights(tmp_path, monkeypatch):
     seen = []
     step_of = TinyType.training_step
-    monkeypatch.setattr(TinyType, "training_step",
-                        lambda self, parts, data, step, rng: seen.append(data) or step_of(self, parts, data, step, rng))
+    monkeypatch.setattr(
+        TinyType,
+        "training_step",
+        lambda self, parts, data, step, rng: seen.append(data) or step_of(self, parts, data, step, rng),
+    )
     config = tiny_config(num_classes=3, total_steps=4)
     labelled = TinyType(config)
     labelled.train(tiny_images(), labels=tiny_labels(), checkpoint_dir=tmp_path / "a")
@@ -217,15 +229,16 @@ def test_images_of_the_wrong_shape_are_refused(tmp_path):
 
 
 def test_uint8_images_are_scaled_to_minus_one_one():
-    data = trainer.prepare_images(torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1), channels=1,
-                                  resolution=1, device=torch.device("cpu"))
+    data = trainer.prepare_images(
+        torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1), channels=1, resolution=1, device=torch.device("cpu")
+    )
     assert data.flatten().tolist() == [-1.0, 1.0]
 
 
 def test_ema_warms_up_then_averages_with_its_decay():
     net = torch.nn.Linear(1, 1, bias=False)
     ema = EMA(net, decay=decay_for_half_life(10))
-    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(10_000) == pytest.approx(0.5 ** 0.1)
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(10_000) == pytest.approx(0.5**0.1)
     with torch.no_grad():
         net.weight.fill_(0.0)
         ema.model.weight.fill_(1.0)

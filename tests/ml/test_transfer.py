@@ -1,4 +1,5 @@
 """Fine-tuning from a base generator (apps.ml.transfer): tiny models on the CPU, real files."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,8 +28,15 @@ def trained_base(tmp_path, **config) -> DDIM:
 
 def test_fine_tuning_starts_from_the_base_changes_its_weights_and_keeps_its_architecture(tmp_path):
     base = trained_base(tmp_path)
-    child_config = build_config(DDIM, resolution=32, channels=1, preset="quick", image_count=16, device="cpu",
-                                base=read_base(tmp_path / "base").recipe_config())
+    child_config = build_config(
+        DDIM,
+        resolution=32,
+        channels=1,
+        preset="quick",
+        image_count=16,
+        device="cpu",
+        base=read_base(tmp_path / "base").recipe_config(),
+    )
     # The base's shape, whatever this request's preset would have built.
     for key in DDIMConfig.BASE_SHAPE:
         assert child_config[key] == base.config[key], key
@@ -54,18 +62,53 @@ def test_the_fine_tuning_recipe_replaces_the_presets_unless_the_user_sets_it(tmp
     assert tuned["total_steps"] == round(plain["total_steps"] / 3)
     assert tuned["learning_rate"] == pytest.approx(plain["learning_rate"] * FINE_TUNE_LR)
     assert 1 <= tuned["warmup_steps"] < plain["warmup_steps"]
-    chosen = build_config(DDIM, resolution=32, channels=1, preset="quick", image_count=150, device="cpu", base=base,
-                          options={"total_steps": 777, "learning_rate": 0.01})
+    chosen = build_config(
+        DDIM,
+        resolution=32,
+        channels=1,
+        preset="quick",
+        image_count=150,
+        device="cpu",
+        base=base,
+        options={"total_steps": 777, "learning_rate": 0.01},
+    )
     assert chosen["total_steps"] == 777 and chosen["learning_rate"] == 0.01
     with pytest.raises(ConfigError, match="base_channels"):  # the shape is the base's
-        build_config(DDIM, resolution=32, channels=1, preset="quick", image_count=150, device="cpu", base=base,
-                     options={"base_channels": 16})
+        build_config(
+            DDIM,
+            resolution=32,
+            channels=1,
+            preset="quick",
+            image_count=150,
+            device="cpu",
+            base=base,
+            options={"base_channels": 16},
+        )
     assert base["augment_p"] > 0
     with pytest.raises(ConfigError, match="augmentation embedding"):  # so is the augmentation embedding
-        build_config(DDIM, resolution=32, channels=1, preset="quick", image_count=150, device="cpu", base=base,
-                     options={"augment_p": 0.0})
-    assert build_config(DDIM, resolution=32, channels=1, preset="quick", image_count=150, device="cpu", base=base,
-                        options={"augment_p": 0.3})["augment_p"] == 0.3  # its strength may change
+        build_config(
+            DDIM,
+            resolution=32,
+            channels=1,
+            preset="quick",
+            image_count=150,
+            device="cpu",
+            base=base,
+            options={"augment_p": 0.0},
+        )
+    assert (
+        build_config(
+            DDIM,
+            resolution=32,
+            channels=1,
+            preset="quick",
+            image_count=150,
+            device="cpu",
+            base=base,
+            options={"augment_p": 0.3},
+        )["augment_p"]
+        == 0.3
+    )  # its strength may change
 
 
 def test_new_classes_get_new_rows_and_known_classes_keep_theirs(tmp_path):
@@ -90,8 +133,7 @@ def test_unconditional_bases_and_children_start_as_the_base_exactly():
     conditional, kept = remap_class_rows(state, base_classes=[], base_num_classes=0, classes=["a", "b"])
     assert torch.equal(conditional[LABEL_EMBED], torch.zeros(3, 6)) and kept["new"] == ["a", "b"]
     rows = torch.randn(3, 6)
-    folded, _ = remap_class_rows({**state, LABEL_EMBED: rows}, base_classes=["a", "b"], base_num_classes=2,
-                                 classes=[])
+    folded, _ = remap_class_rows({**state, LABEL_EMBED: rows}, base_classes=["a", "b"], base_num_classes=2, classes=[])
     assert LABEL_EMBED not in folded and torch.allclose(folded[TIME_BIAS], state[TIME_BIAS] + rows[2])
 
 
@@ -111,24 +153,32 @@ def test_dcgan_starts_both_networks_from_the_base_and_freezes_the_discriminators
     base.save(tmp_path / "base")
     assert (tmp_path / "base" / "discriminator.safetensors").exists()
     loaded = read_base(tmp_path / "base")
-    config = build_config(DCGAN, resolution=32, channels=1, preset="quick", image_count=16, device="cpu",
-                          base=loaded.recipe_config())
+    config = build_config(
+        DCGAN, resolution=32, channels=1, preset="quick", image_count=16, device="cpu", base=loaded.recipe_config()
+    )
     assert config["freeze_d_blocks"] == 1 and config["ngf"] == 4
     config.update(total_steps=3, batch_size=8, checkpoint_every=3, report_every=1)
     child = DCGAN(config, device="cpu")
     start_from(child, loaded)
     parts = child.training_parts()
     first = parts.networks["D"].main[0]
-    frozen = {name: p.detach().clone() for name, p in parts.networks["D"].named_parameters() if name.startswith("main.0.")}
-    assert frozen and torch.equal(parts.networks["G"].state_dict()["main.0.weight"], base.netG.state_dict()["main.0.weight"])
+    frozen = {
+        name: p.detach().clone() for name, p in parts.networks["D"].named_parameters() if name.startswith("main.0.")
+    }
+    assert frozen and torch.equal(
+        parts.networks["G"].state_dict()["main.0.weight"], base.netG.state_dict()["main.0.weight"]
+    )
     child.train(blobs(16, seed=2), checkpoint_dir=tmp_path / "child-ckpt")
     d_after = dict(child.netD.named_parameters())
     for name, value in frozen.items():  # FreezeD: the first block kept the base's weights
         assert torch.equal(d_after[name], value), name
     later = [name for name in d_after if not name.startswith("main.0.")]
     assert any(not torch.equal(d_after[n], dict(base.netD.named_parameters())[n]) for n in later)
-    assert any(not torch.equal(v, base.netG.state_dict()[k]) for k, v in child.netG.state_dict().items()
-               if v.is_floating_point())
+    assert any(
+        not torch.equal(v, base.netG.state_dict()[k])
+        for k, v in child.netG.state_dict().items()
+        if v.is_floating_point()
+    )
     assert first is parts.networks["D"].main[0]
 
 
@@ -138,8 +188,9 @@ def test_a_dcgan_base_saved_without_its_discriminator_gives_a_fresh_unfrozen_one
     base.save(tmp_path / "base")
     (tmp_path / "base" / "discriminator.safetensors").unlink()  # as generators trained before fine-tuning existed
     loaded = read_base(tmp_path / "base")
-    config = build_config(DCGAN, resolution=32, channels=1, preset="quick", image_count=16, device="cpu",
-                          base=loaded.recipe_config())
+    config = build_config(
+        DCGAN, resolution=32, channels=1, preset="quick", image_count=16, device="cpu", base=loaded.recipe_config()
+    )
     assert config["freeze_d_blocks"] == 0
     child = DCGAN(config, device="cpu")
     assert set(start_from(child, loaded)) == {"G"}
@@ -151,12 +202,27 @@ def test_a_dcgan_base_saved_without_its_discriminator_gives_a_fresh_unfrozen_one
 def test_freeze_d_is_refused_for_a_dcgan_trained_from_scratch_and_kept_when_fine_tuning(tmp_path):
     """FreezeD means "keep the base discriminator's first blocks": without a base it would silently do nothing."""
     with pytest.raises(ConfigError) as refused:
-        build_config(DCGAN, resolution=32, channels=1, preset="quick", image_count=16, device="cpu",
-                     options={"freeze_d_blocks": 2})
+        build_config(
+            DCGAN,
+            resolution=32,
+            channels=1,
+            preset="quick",
+            image_count=16,
+            device="cpu",
+            options={"freeze_d_blocks": 2},
+        )
     assert "'freeze_d_blocks' applies only when fine-tuning" in refused.value.problems[0]
     base = DCGAN(dcgan_config(total_steps=2, checkpoint_every=2), device="cpu")
     base.train(blobs(16), checkpoint_dir=tmp_path / "base-ckpt")
     base.save(tmp_path / "base")
-    config = build_config(DCGAN, resolution=32, channels=1, preset="quick", image_count=16, device="cpu",
-                          options={"freeze_d_blocks": 2}, base=read_base(tmp_path / "base").recipe_config())
+    config = build_config(
+        DCGAN,
+        resolution=32,
+        channels=1,
+        preset="quick",
+        image_count=16,
+        device="cpu",
+        options={"freeze_d_blocks": 2},
+        base=read_base(tmp_path / "base").recipe_config(),
+    )
     assert config["freeze_d_blocks"] == 2

@@ -6,6 +6,7 @@ state and an EMA, so a resume that lost any of them would train different weight
 With ``num_classes`` > 0 it learns classes (a label embedding added to the noise), so the
 trainer's labels path is tested here too, not only through DDIM.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,13 @@ class Decoder(nn.Module):
     def __init__(self, nz: int, width: int, channels: int, resolution: int, dropout: float, num_classes: int = 0):
         super().__init__()
         self.nz, self.shape = nz, (channels, resolution, resolution)
-        self.net = nn.Sequential(nn.Linear(nz, width), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(width, channels * resolution * resolution), nn.Tanh())
+        self.net = nn.Sequential(
+            nn.Linear(nz, width),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(width, channels * resolution * resolution),
+            nn.Tanh(),
+        )
         if num_classes:
             self.label_embed = nn.Embedding(num_classes, nz)
 
@@ -44,9 +50,23 @@ class TinyType(GeneratorType):
 
     @classmethod
     def default_config(cls, *, resolution=8, channels=1, preset="quick", image_count=16, device="cpu") -> dict:
-        return {"resolution": resolution, "channels": channels, "preset": preset, "image_count": image_count,
-                "nz": 4, "width": 16, "dropout": 0.2, "lr": 1e-2, "ema_decay": 0.9, "batch_size": 8,
-                "total_steps": 12, "report_every": 3, "checkpoint_every": 4, "seed": 0, "num_classes": 0}
+        return {
+            "resolution": resolution,
+            "channels": channels,
+            "preset": preset,
+            "image_count": image_count,
+            "nz": 4,
+            "width": 16,
+            "dropout": 0.2,
+            "lr": 1e-2,
+            "ema_decay": 0.9,
+            "batch_size": 8,
+            "total_steps": 12,
+            "report_every": 3,
+            "checkpoint_every": 4,
+            "seed": 0,
+            "num_classes": 0,
+        }
 
     def __init__(self, config: dict, device="cpu"):
         super().__init__(config, device)
@@ -56,8 +76,9 @@ class TinyType(GeneratorType):
         cfg = self.config
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg["seed"])
-            net = Decoder(cfg["nz"], cfg["width"], cfg["channels"], cfg["resolution"], cfg["dropout"],
-                          cfg.get("num_classes", 0))
+            net = Decoder(
+                cfg["nz"], cfg["width"], cfg["channels"], cfg["resolution"], cfg["dropout"], cfg.get("num_classes", 0)
+            )
         return net.to(self.device)
 
     # ------------------------------------------------------------ the trainer's hooks
@@ -75,8 +96,10 @@ class TinyType(GeneratorType):
         if not self.config.get("num_classes"):
             return super().training_data(images, labels)  # refuses labels
         data = super().training_data(images)
-        return LabelledImages(data, prepare_labels(labels, count=data.shape[0], num_classes=self.config["num_classes"],
-                                                   device=self.device))
+        return LabelledImages(
+            data,
+            prepare_labels(labels, count=data.shape[0], num_classes=self.config["num_classes"], device=self.device),
+        )
 
     def training_step(self, parts, data, step, rng):
         decoder, optimizer = parts.networks["decoder"], parts.optimizers["decoder"]
@@ -112,7 +135,7 @@ class TinyType(GeneratorType):
         save_json_atomic(self.config, Path(directory) / "config.json")
 
     @classmethod
-    def load(cls, directory: Path, device="cpu") -> "TinyType":
+    def load(cls, directory: Path, device="cpu") -> TinyType:
         model = cls(load_json(Path(directory) / "config.json"), device)
         model.decoder.load_state_dict(load_tensors(Path(directory) / "weights.safetensors"))
         return model

@@ -1,4 +1,5 @@
 """``{% generate_panel generator form %}``: the generation app's part of a generator's page."""
+
 from django import template
 
 from apps.ml import registry
@@ -18,8 +19,9 @@ def generate_panel(context, generator, form=None):
     generator_type = registry.all_types().get(generator.kind)
     uses_steps = bool(generator_type and generator_type.uses_sampling_steps)
     if form is None:
-        form = GenerateForm(initial={"steps": generator_type.default_sampling_steps if uses_steps else None},
-                            generator=generator)
+        form = GenerateForm(
+            initial={"steps": generator_type.default_sampling_steps if uses_steps else None}, generator=generator
+        )
     request = context["request"]
     return {
         "generator": generator,

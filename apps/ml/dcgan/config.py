@@ -1,4 +1,5 @@
 """The DCGAN's settings and its recipe per preset, resolution, dataset size and device."""
+
 from __future__ import annotations
 
 import math
@@ -17,20 +18,38 @@ DIFFAUGMENT_OPS = ("color", "translation", "cutout")
 # 32 px it reached 0.84-0.90 of the real images' variety in two runs (2,000 steps of 32: 0.74), standard
 # 0.94 in both (bench/README.md); small sets get standard when the preset is left out.
 _CPU_PRESETS = {
-    "quick": {"width": {32: 32, 64: 16, 128: 8}, "batch_size": {32: 64, 64: 32, 128: 32},
-              "steps": {32: 3000, 64: 2000, 128: 1500}},
-    "standard": {"width": {32: 32, 64: 32, 128: 16}, "batch_size": {32: 64, 64: 64, 128: 64},
-                 "steps": {32: 5000, 64: 5000, 128: 4000}},
-    "long": {"width": {32: 64, 64: 48, 128: 32}, "batch_size": {32: 64, 64: 64, 128: 64},
-             "steps": {32: 15000, 64: 12000, 128: 10000}},
+    "quick": {
+        "width": {32: 32, 64: 16, 128: 8},
+        "batch_size": {32: 64, 64: 32, 128: 32},
+        "steps": {32: 3000, 64: 2000, 128: 1500},
+    },
+    "standard": {
+        "width": {32: 32, 64: 32, 128: 16},
+        "batch_size": {32: 64, 64: 64, 128: 64},
+        "steps": {32: 5000, 64: 5000, 128: 4000},
+    },
+    "long": {
+        "width": {32: 64, 64: 48, 128: 32},
+        "batch_size": {32: 64, 64: 64, 128: 64},
+        "steps": {32: 15000, 64: 12000, 128: 10000},
+    },
 }
 _CUDA_PRESETS = {
-    "quick": {"width": {32: 64, 64: 64, 128: 64}, "batch_size": {32: 128, 64: 128, 128: 128},
-              "steps": {32: 3000, 64: 3000, 128: 3000}},
-    "standard": {"width": {32: 64, 64: 64, 128: 64}, "batch_size": {32: 128, 64: 128, 128: 128},
-                 "steps": {32: 10000, 64: 10000, 128: 10000}},
-    "long": {"width": {32: 128, 64: 96, 128: 96}, "batch_size": {32: 256, 64: 256, 128: 256},
-             "steps": {32: 30000, 64: 30000, 128: 30000}},
+    "quick": {
+        "width": {32: 64, 64: 64, 128: 64},
+        "batch_size": {32: 128, 64: 128, 128: 128},
+        "steps": {32: 3000, 64: 3000, 128: 3000},
+    },
+    "standard": {
+        "width": {32: 64, 64: 64, 128: 64},
+        "batch_size": {32: 128, 64: 128, 128: 128},
+        "steps": {32: 10000, 64: 10000, 128: 10000},
+    },
+    "long": {
+        "width": {32: 128, 64: 96, 128: 96},
+        "batch_size": {32: 256, 64: 256, 128: 256},
+        "steps": {32: 30000, 64: 30000, 128: 30000},
+    },
 }
 
 # Fine-tuning from a base generator (DCGANConfig.for_base): a third of the preset's steps at half its learning
@@ -42,8 +61,14 @@ FINE_TUNE_STEPS = 1 / 3
 FINE_TUNE_LR = 1 / 2
 
 # The study's plain tutorial DCGAN: no data-efficient tricks.
-PLAIN = {"data_efficient": False, "diffaugment": "", "real_label": 1.0, "spectral_norm": False, "r1_gamma": 0.0,
-         "ema": False}
+PLAIN = {
+    "data_efficient": False,
+    "diffaugment": "",
+    "real_label": 1.0,
+    "spectral_norm": False,
+    "r1_gamma": 0.0,
+    "ema": False,
+}
 
 
 def _size_factor(preset: str, image_count: int, cuda: bool) -> float:
@@ -84,8 +109,9 @@ class DCGANConfig(TrainingConfig):
     channels_last: bool = False
 
     @classmethod
-    def from_preset(cls, *, resolution: int, channels: int, preset: str, image_count: int,
-                    device: str = "cpu") -> "DCGANConfig":
+    def from_preset(
+        cls, *, resolution: int, channels: int, preset: str, image_count: int, device: str = "cpu"
+    ) -> DCGANConfig:
         """``total_steps`` grows with the square root of the dataset size above 500 images (at most
         2x), except for the CPU quick preset, which is a fixed time budget. On CUDA the networks are
         wider, batches larger, and training runs in bf16 autocast with channels_last tensors."""
@@ -110,21 +136,26 @@ class DCGANConfig(TrainingConfig):
             channels_last=cuda,
         )
 
-    def for_base(self, base: dict) -> "DCGANConfig":
+    def for_base(self, base: dict) -> DCGANConfig:
         """Fine-tuning from a base whose config is ``base``: its networks' shape (:attr:`BASE_SHAPE`), a third of
         this config's steps (:data:`FINE_TUNE_STEPS`) at half its learning rates (:data:`FINE_TUNE_LR`), and
         FreezeD over the first half of the discriminator's stride-2 blocks (at least one) when the base's
         discriminator is there (``base["has_discriminator"]``, :meth:`apps.ml.transfer.Base.recipe_config`)."""
         steps = max(1, int(round(self.total_steps * FINE_TUNE_STEPS)))
         blocks = int(math.log2(self.resolution // 4)) if self.resolution >= 8 else 1
-        return self.from_dict({
-            **self.to_dict(), **self._base_shape(base),
-            "total_steps": steps, "lr_g": self.lr_g * FINE_TUNE_LR, "lr_d": self.lr_d * FINE_TUNE_LR,
-            "ema_half_life_steps": max(10, steps // 20),
-            "freeze_d_blocks": max(1, blocks // 2) if base.get("has_discriminator") else 0,
-        })
+        return self.from_dict(
+            {
+                **self.to_dict(),
+                **self._base_shape(base),
+                "total_steps": steps,
+                "lr_g": self.lr_g * FINE_TUNE_LR,
+                "lr_d": self.lr_d * FINE_TUNE_LR,
+                "ema_half_life_steps": max(10, steps // 20),
+                "freeze_d_blocks": max(1, blocks // 2) if base.get("has_discriminator") else 0,
+            }
+        )
 
-    def plain(self) -> "DCGANConfig":
+    def plain(self) -> DCGANConfig:
         """This config turned into the study's plain tutorial DCGAN."""
         return self.from_dict({**self.to_dict(), **PLAIN})
 
@@ -133,6 +164,8 @@ class DCGANConfig(TrainingConfig):
         if problem is None and key == "diffaugment":
             unknown = [op for op in value.split(",") if op.strip() and op.strip() not in DIFFAUGMENT_OPS]
             if unknown:
-                return (f"'diffaugment' is a comma-separated list of {', '.join(DIFFAUGMENT_OPS)} "
-                        f"(got {', '.join(map(repr, unknown))})."), None
+                return (
+                    f"'diffaugment' is a comma-separated list of {', '.join(DIFFAUGMENT_OPS)} "
+                    f"(got {', '.join(map(repr, unknown))})."
+                ), None
         return problem, value

@@ -26,6 +26,7 @@ Fine-tuning (:mod:`..transfer`): both networks start from the base's, and
 FreezeD keeps the discriminator's first ``freeze_d_blocks`` stride-2 blocks
 fixed (DCGANConfig.for_base).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,8 +49,10 @@ WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"
 GRID_SAMPLES = 64  # fixed-noise samples per checkpoint grid (8 x 8)
 COLLAPSE_CHECK_FROM = 0.5  # check for mode collapse from half-way on (earlier, G is still forming)
-_UNCONDITIONAL = ("DCGAN learns no classes (num_classes must be 0, no labels): train one DCGAN per class, "
-                  "or a DDIM, which learns all the classes of a labelled dataset at once")
+_UNCONDITIONAL = (
+    "DCGAN learns no classes (num_classes must be 0, no labels): train one DCGAN per class, "
+    "or a DDIM, which learns all the classes of a labelled dataset at once"
+)
 
 
 class DCGAN(GeneratorType):
@@ -139,13 +142,19 @@ class DCGAN(GeneratorType):
     def training_data(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if labels is not None:
             raise ValueError(_UNCONDITIONAL)
-        data = prepare_images(images, channels=self.config.channels, resolution=self.config.resolution,
-                              device=self.device, memory_format=self.memory_format)
+        data = prepare_images(
+            images,
+            channels=self.config.channels,
+            resolution=self.config.resolution,
+            device=self.device,
+            memory_format=self.memory_format,
+        )
         self._real_diversity = mean_pairwise_distance(data.float().cpu())  # the mode-collapse check's yardstick
         return data
 
-    def training_step(self, parts: TrainingParts, data: torch.Tensor, step: int,
-                      rng: torch.Generator) -> dict[str, torch.Tensor]:
+    def training_step(
+        self, parts: TrainingParts, data: torch.Tensor, step: int, rng: torch.Generator
+    ) -> dict[str, torch.Tensor]:
         """One discriminator and one generator update; returns the two detached losses (no sync)."""
         cfg = self.config
         G, D = parts.networks["G"], parts.networks["D"]
@@ -253,10 +262,9 @@ class DCGAN(GeneratorType):
         save_json_atomic(self.config.to_dict(), directory / CONFIG_FILE)
 
     @classmethod
-    def load(cls, directory: Path, device: str | torch.device = "cpu") -> "DCGAN":
+    def load(cls, directory: Path, device: str | torch.device = "cpu") -> DCGAN:
         directory = Path(directory)
         model = cls(load_json(directory / CONFIG_FILE), device=device)
         model.netG.load_state_dict(load_tensors(directory / WEIGHTS_FILE, model.device))
         model.netG.eval()
         return model
-

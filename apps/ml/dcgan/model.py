@@ -15,6 +15,7 @@ SN-GAN discriminator.
 At 64 px the widths are the tutorial's (ngf*8 ... ngf); 32 px drops the widest
 block and 128 px adds one more (ngf*16).
 """
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """The DDIM diffusion model's settings and its recipe per preset, resolution, dataset size and device."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,12 +65,24 @@ def _model_shape(resolution: int, on_gpu: bool) -> dict:
     """U-Net width and depth for a resolution: small and patched on a CPU, DDPM-sized on a GPU."""
     if on_gpu:
         mults = {32: [1, 2, 2, 2], 64: [1, 2, 3, 4], 128: [1, 1, 2, 3, 4]}.get(resolution, [1, 2, 2])
-        return dict(base_channels=128, channel_mults=mults, num_res_blocks=2, attention_resolutions=[16, 8],
-                    patch_size=1, head_channels=64)
+        return dict(
+            base_channels=128,
+            channel_mults=mults,
+            num_res_blocks=2,
+            attention_resolutions=[16, 8],
+            patch_size=1,
+            head_channels=64,
+        )
     # 2x2 patches: a 32 px image is a 16x16 map inside the network.
     mults = {32: [1, 2, 2], 64: [1, 2, 2, 2], 128: [1, 1, 2, 2, 2]}.get(resolution, [1, 2])
-    return dict(base_channels=48, channel_mults=mults, num_res_blocks=1, attention_resolutions=[8, 4],
-                patch_size=2 if resolution >= 16 else 1, head_channels=48)
+    return dict(
+        base_channels=48,
+        channel_mults=mults,
+        num_res_blocks=1,
+        attention_resolutions=[8, 4],
+        patch_size=2 if resolution >= 16 else 1,
+        head_channels=48,
+    )
 
 
 @dataclass(kw_only=True, eq=False)
@@ -80,8 +93,18 @@ class DDIMConfig(TrainingConfig):
     FIXED = TrainingConfig.FIXED + ("num_classes", "classes", "architecture_version")
     # What shapes the U-Net's weights (the classes aside: apps.ml.transfer.remap_class_rows maps them by name),
     # and the noise schedule the base learnt: a fine-tuned model takes them from its base.
-    BASE_SHAPE = ("architecture_version", "base_channels", "channel_mults", "num_res_blocks", "attention_resolutions",
-                  "patch_size", "head_channels", "timesteps", "objective", "schedule_shift")
+    BASE_SHAPE = (
+        "architecture_version",
+        "base_channels",
+        "channel_mults",
+        "num_res_blocks",
+        "attention_resolutions",
+        "patch_size",
+        "head_channels",
+        "timesteps",
+        "objective",
+        "schedule_shift",
+    )
 
     # 1: the U-Net of every model saved before version 2 existed (a config without the key);
     # 2: a SiLU before each residual block's projection of time + class (ADM, diffusers).
@@ -143,8 +166,9 @@ class DDIMConfig(TrainingConfig):
     compile_mode: str | None = setting(None, choices=COMPILE_MODES)
 
     @classmethod
-    def from_preset(cls, *, resolution: int, channels: int, preset: str, image_count: int,
-                    device: str = "cpu") -> "DDIMConfig":
+    def from_preset(
+        cls, *, resolution: int, channels: int, preset: str, image_count: int, device: str = "cpu"
+    ) -> DDIMConfig:
         """Small, patched U-Net on a CPU or for a set under :data:`SMALL_DATASET` images; the
         DDPM-sized one on a GPU otherwise. More images train longer (:func:`_dataset_factor`)."""
         if preset not in PRESETS:
@@ -176,7 +200,7 @@ class DDIMConfig(TrainingConfig):
             augment_p=AUGMENT_P if preset == "quick" else AUGMENT_P_LONGER,
         )
 
-    def for_classes(self, names: list[str], counts: list[int] | None = None) -> "DDIMConfig":
+    def for_classes(self, names: list[str], counts: list[int] | None = None) -> DDIMConfig:
         """A class-conditional config for the classes ``names`` (label order) with ``counts`` training photos
         each: class-balanced batches, and training long enough that the shortest class gets the passes over
         its photos a one-class model of that many photos gets in this preset (the preset's steps for the
@@ -190,7 +214,7 @@ class DDIMConfig(TrainingConfig):
             changes.update(total_steps=total_steps, checkpoint_every=max(100, total_steps // 10))
         return dataclasses.replace(self, **changes, extras=dict(self.extras))
 
-    def for_base(self, base: dict) -> "DDIMConfig":
+    def for_base(self, base: dict) -> DDIMConfig:
         """Fine-tuning from a base whose config is ``base``: the base's U-Net (:attr:`BASE_SHAPE`; the
         augmentation embedding too: ``augment_p`` follows the base when one of them has none), and the recipe
         :data:`FINE_TUNE_STEPS` of this config's steps at :data:`FINE_TUNE_LR` of its learning rate, with a warm-up
@@ -200,8 +224,11 @@ class DDIMConfig(TrainingConfig):
         if (base_augment > 0) != (self.augment_p > 0):
             changes["augment_p"] = base_augment
         steps = max(1, int(round(self.total_steps * FINE_TUNE_STEPS)))
-        changes.update(total_steps=steps, learning_rate=self.learning_rate * FINE_TUNE_LR,
-                       warmup_steps=max(1, int(round(steps * FINE_TUNE_WARMUP))))
+        changes.update(
+            total_steps=steps,
+            learning_rate=self.learning_rate * FINE_TUNE_LR,
+            warmup_steps=max(1, int(round(steps * FINE_TUNE_WARMUP))),
+        )
         extras = {**self.extras, **{key: base[key] for key in ("groups",) if key in base}}
         return dataclasses.replace(self, **changes, extras=extras)
 
@@ -209,11 +236,13 @@ class DDIMConfig(TrainingConfig):
         """The shape's settings, and the augmentation embedding: on (``augment_p`` > 0) or off as in the base."""
         problems = super().base_problems(base)
         if (float(base.get("augment_p") or 0.0) > 0) != (self.augment_p > 0):
-            problems.append(f"'augment_p' is {self.augment_p!r} but the base generator's is {base.get('augment_p')!r}: "
-                            "a fine-tuned model keeps the base's augmentation embedding (augment_p above 0, or 0).")
+            problems.append(
+                f"'augment_p' is {self.augment_p!r} but the base generator's is {base.get('augment_p')!r}: "
+                "a fine-tuned model keeps the base's augmentation embedding (augment_p above 0, or 0)."
+            )
         return problems
 
-    def for_photos(self, orientation: dict | None) -> "DDIMConfig":
+    def for_photos(self, orientation: dict | None) -> DDIMConfig:
         """Plain mirror images in the batches only when the photos look alike mirrored
         (:mod:`..orientation`); otherwise flips come only through the conditioned augmentation,
         which the network is told about (non-leaking)."""

@@ -23,6 +23,7 @@ Training runs in the shared :mod:`..trainer` (loop, reports, checkpoints, resume
 grids); this module supplies the U-Net and its optimizer, one denoising step and the grid samples.
 Files written by :meth:`DDIM.save`: ``weights.safetensors`` (EMA weights) and ``config.json``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,8 +64,19 @@ class DDIM(GeneratorType):
     default_sampling_steps = DEFAULT_SAMPLING_STEPS
     # On 150 sandals, standard (about 850 epochs) gave 11.2 % near-copies, quick none (bench/README.md).
     small_set_preset = "quick"
-    architecture_keys = ("resolution", "channels", "base_channels", "channel_mults", "num_res_blocks",
-                         "attention_resolutions", "head_channels", "groups", "patch_size", "objective", "timesteps")
+    architecture_keys = (
+        "resolution",
+        "channels",
+        "base_channels",
+        "channel_mults",
+        "num_res_blocks",
+        "attention_resolutions",
+        "head_channels",
+        "groups",
+        "patch_size",
+        "objective",
+        "timesteps",
+    )
 
     config_class = DDIMConfig
     config: DDIMConfig
@@ -78,8 +90,9 @@ class DDIM(GeneratorType):
         if self.config.num_classes < 0:
             raise ValueError("num_classes must be >= 0")
         if self.config.classes and len(self.config.classes) != self.config.num_classes:
-            raise ValueError(f"classes names {len(self.config.classes)} classes but num_classes is "
-                             f"{self.config.num_classes}")
+            raise ValueError(
+                f"classes names {len(self.config.classes)} classes but num_classes is {self.config.num_classes}"
+            )
         self.schedule = CosineSchedule(self.config.timesteps, shift=self.config.schedule_shift)
         self._alpha_bar = self.schedule.alpha_bar_on(self.device)  # float32 [T] on the device
         self._use(self._build_model())
@@ -141,8 +154,13 @@ class DDIM(GeneratorType):
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         extra = {"fused": True} if self._cuda else {}
-        return torch.optim.AdamW(self.model.parameters(), lr=self.config.learning_rate, betas=(0.9, 0.99),
-                                 weight_decay=self.config.weight_decay, **extra)
+        return torch.optim.AdamW(
+            self.model.parameters(),
+            lr=self.config.learning_rate,
+            betas=(0.9, 0.99),
+            weight_decay=self.config.weight_decay,
+            **extra,
+        )
 
     def learning_rate_at(self, step: int) -> float:
         """Linear warm-up, then cosine decay to ``final_lr_fraction`` of the peak at ``total_steps``."""
@@ -157,8 +175,14 @@ class DDIM(GeneratorType):
 
     # ------------------------------------------------------------------ training
 
-    def loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, labels: torch.Tensor | None = None,
-             augment: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(
+        self,
+        x0: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        augment: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The weighted denoising loss (a 0-d float32 tensor) for images ``x0`` at steps ``t``
         (with their class ``labels`` and augmentation vectors ``augment`` where the model takes them)."""
         alpha_bar = self._alpha_bar[t]
@@ -168,8 +192,9 @@ class DDIM(GeneratorType):
         objective = self.config.objective
         target = training_target(x0, noise, alpha_bar, objective)
         per_image = (out.float() - target).pow(2).mean(dim=(1, 2, 3))
-        weight = loss_weight(alpha_bar / (1 - alpha_bar), objective, self.config.min_snr_gamma,
-                             plus_one=self.config.min_snr_plus_one)
+        weight = loss_weight(
+            alpha_bar / (1 - alpha_bar), objective, self.config.min_snr_gamma, plus_one=self.config.min_snr_plus_one
+        )
         return (weight * per_image).mean()
 
     def _compiled_loss(self):
@@ -189,26 +214,32 @@ class DDIM(GeneratorType):
         self._use(model)
         self.optimizer = self._new_optimizer()
         self.step = 0
-        return TrainingParts(networks={"model": self.model}, optimizers={"model": self.optimizer}, ema=self.ema,
-                             ema_of="model")
+        return TrainingParts(
+            networks={"model": self.model}, optimizers={"model": self.optimizer}, ema=self.ema, ema_of="model"
+        )
 
     def training_data(self, images: torch.Tensor, labels: torch.Tensor | None = None):
         """The images as float [-1, 1] on the device; with ``num_classes`` > 0 they need their labels
         and come back as :class:`~..trainer.LabelledImages`."""
-        data = prepare_images(images, channels=self.config.channels, resolution=self.config.resolution,
-                              device=self.device)
+        data = prepare_images(
+            images, channels=self.config.channels, resolution=self.config.resolution, device=self.device
+        )
         if not self.config.num_classes:
             if labels is not None:
-                raise ValueError("this DDIM config is unconditional (num_classes 0): it trains without labels; "
-                                 "set num_classes (apps.ml.config.build_config(classes=...)) to learn classes")
+                raise ValueError(
+                    "this DDIM config is unconditional (num_classes 0): it trains without labels; "
+                    "set num_classes (apps.ml.config.build_config(classes=...)) to learn classes"
+                )
             return data
         if labels is None:
             raise ValueError(f"this DDIM config learns {self.config.num_classes} classes: train it with labels")
-        return LabelledImages(data, prepare_labels(labels, count=data.shape[0], num_classes=self.config.num_classes,
-                                                   device=self.device))
+        return LabelledImages(
+            data, prepare_labels(labels, count=data.shape[0], num_classes=self.config.num_classes, device=self.device)
+        )
 
-    def training_step(self, parts: TrainingParts, data: torch.Tensor | LabelledImages, step: int,
-                      rng: torch.Generator) -> dict[str, torch.Tensor]:
+    def training_step(
+        self, parts: TrainingParts, data: torch.Tensor | LabelledImages, step: int, rng: torch.Generator
+    ) -> dict[str, torch.Tensor]:
         """One optimizer step on a random batch; the loss stays on the device.
 
         ``data``: the images, or :class:`~..trainer.LabelledImages` for a class-conditional model."""
@@ -257,22 +288,27 @@ class DDIM(GeneratorType):
 
         if self.config.num_classes and not self.config.classes:
             raise ValueError("a conditional model fine-tuned from a base needs its class names (config classes)")
-        state, rows = remap_class_rows(base.weights, base_classes=list(base.config.get("classes") or []),
-                                       base_num_classes=int(base.config.get("num_classes") or 0),
-                                       classes=list(self.config.classes) if self.config.num_classes else [])
-        base.notes.append(f"classes kept from the base: {', '.join(rows['kept']) or 'none'}; "
-                          f"new: {', '.join(rows['new']) or 'none'}")
+        state, rows = remap_class_rows(
+            base.weights,
+            base_classes=list(base.config.get("classes") or []),
+            base_num_classes=int(base.config.get("num_classes") or 0),
+            classes=list(self.config.classes) if self.config.num_classes else [],
+        )
+        base.notes.append(
+            f"classes kept from the base: {', '.join(rows['kept']) or 'none'}; new: {', '.join(rows['new']) or 'none'}"
+        )
         return {"model": state}
 
-    def _balanced_sampler(self, labels: torch.Tensor) -> "_ClassIndex":
+    def _balanced_sampler(self, labels: torch.Tensor) -> _ClassIndex:
         """The class-balanced sampler of ``labels``, kept while training on the same labels."""
         cached = getattr(self, "_class_index_cache", None)
         if cached is None or cached.labels is not labels:
             cached = self._class_index_cache = _ClassIndex(labels)
         return cached
 
-    def _batch(self, data: torch.Tensor | LabelledImages,
-               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _batch(
+        self, data: torch.Tensor | LabelledImages, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A random batch (with replacement) from ``data`` on the device, half of it mirrored where
         ``hflip`` says the photos look alike mirrored, and its labels (None for unlabelled data)."""
         images, labels = data if isinstance(data, LabelledImages) else (data, None)
@@ -344,9 +380,18 @@ class DDIM(GeneratorType):
         return int(label)
 
     @torch.no_grad()
-    def sample_tensor(self, n: int, *, seed: int, steps: int | None = None, batch_size: int = 256,
-                      eta: float = 0.0, sampler: str | None = None, labels=None,
-                      guidance: float | None = None) -> torch.Tensor:
+    def sample_tensor(
+        self,
+        n: int,
+        *,
+        seed: int,
+        steps: int | None = None,
+        batch_size: int = 256,
+        eta: float = 0.0,
+        sampler: str | None = None,
+        labels=None,
+        guidance: float | None = None,
+    ) -> torch.Tensor:
         """``n`` images as uint8 [n, C, H, W], left on the device (the benchmark's entry point)."""
         labels = self.sampling_labels(labels, n)
         guidance = self.config.guidance_scale if guidance is None else float(guidance)
@@ -363,14 +408,32 @@ class DDIM(GeneratorType):
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             batch_denoise = self._guided(denoise, None if labels is None else labels[start : start + b], guidance)
-            x = run_sampler(sampler, batch_denoise, self.schedule, (b, c, r, r), steps=steps,
-                            objective=self.config.objective, eta=eta, generator=generator, device=self.device)
+            x = run_sampler(
+                sampler,
+                batch_denoise,
+                self.schedule,
+                (b, c, r, r),
+                steps=steps,
+                objective=self.config.objective,
+                eta=eta,
+                generator=generator,
+                device=self.device,
+            )
             out[start : start + b] = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return out
 
-    def sample(self, n: int, *, seed: int, steps: int | None = None, batch_size: int = 256,
-               eta: float = 0.0, sampler: str | None = None, labels=None,
-               guidance: float | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        n: int,
+        *,
+        seed: int,
+        steps: int | None = None,
+        batch_size: int = 256,
+        eta: float = 0.0,
+        sampler: str | None = None,
+        labels=None,
+        guidance: float | None = None,
+    ) -> torch.Tensor:
         """``n`` images as uint8 [n, C, H, W] on the CPU.
 
         A class-conditional model (``num_classes`` > 0) draws image ``i`` of class ``labels[i]``
@@ -386,8 +449,9 @@ class DDIM(GeneratorType):
         left out: the config's ``sampling_steps``. The same seed, ``n``, ``steps``, sampler,
         ``batch_size`` and device give the same images.
         """
-        return self.sample_tensor(n, seed=seed, steps=steps, batch_size=batch_size, eta=eta, sampler=sampler,
-                                  labels=labels, guidance=guidance).cpu()
+        return self.sample_tensor(
+            n, seed=seed, steps=steps, batch_size=batch_size, eta=eta, sampler=sampler, labels=labels, guidance=guidance
+        ).cpu()
 
     # ------------------------------------------------------------------ files
 
@@ -400,7 +464,7 @@ class DDIM(GeneratorType):
         save_json_atomic(self.config.to_dict(), directory / CONFIG_FILE)
 
     @classmethod
-    def load(cls, directory: Path, device: str | torch.device = "cpu") -> "DDIM":
+    def load(cls, directory: Path, device: str | torch.device = "cpu") -> DDIM:
         directory = Path(directory)
         instance = cls(load_json(directory / CONFIG_FILE), device=device)
         weights = load_tensors(directory / WEIGHTS_FILE, device=instance.device)
@@ -434,4 +498,3 @@ def cpu_has_bf16() -> bool:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except (AttributeError, RuntimeError):  # private helpers: treat a torch without them as "no"
         return False
-

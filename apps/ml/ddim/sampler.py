@@ -24,9 +24,10 @@ Its first step is exactly a DDIM step; the later ones reuse the previous step's
 the same images. The last step goes to clean data (``h`` infinite) and is first
 order: it returns the predicted ``x0``, as DDIM's does.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -182,11 +183,13 @@ def run_sampler(
     ``eta`` (stochastic DDIM) applies to ``"ddim"`` only; DPM-Solver++(2M) is deterministic.
     """
     if sampler == "ddim":
-        return ddim_sample(denoise, schedule, shape, steps=steps, objective=objective, eta=eta,
-                           generator=generator, device=device)
+        return ddim_sample(
+            denoise, schedule, shape, steps=steps, objective=objective, eta=eta, generator=generator, device=device
+        )
     if sampler == "dpmpp2m":
         if eta:
             raise ValueError("eta > 0 is stochastic DDIM; use sampler 'ddim' for it")
-        return dpmpp_2m_sample(denoise, schedule, shape, steps=steps, objective=objective,
-                               generator=generator, device=device)
+        return dpmpp_2m_sample(
+            denoise, schedule, shape, steps=steps, objective=objective, generator=generator, device=device
+        )
     raise ValueError(f"unknown sampler {sampler!r}; use one of {SAMPLERS}")

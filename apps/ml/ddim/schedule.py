@@ -7,6 +7,7 @@ where ``a_t`` ("alpha bar") falls from about 1 at ``t = 0`` to about 0 at
 ("v" objective, Salimans & Ho 2022). Either prediction gives back both ``x0``
 and ``eps``, which is all the DDIM sampler needs.
 """
+
 from __future__ import annotations
 
 import math
@@ -90,8 +91,7 @@ def predict_x0_eps(
     raise ValueError(f"unknown objective {objective!r}; use one of {OBJECTIVES}")
 
 
-def loss_weight(snr: torch.Tensor, objective: str, min_snr_gamma: float | None,
-                plus_one: bool = False) -> torch.Tensor:
+def loss_weight(snr: torch.Tensor, objective: str, min_snr_gamma: float | None, plus_one: bool = False) -> torch.Tensor:
     """Per-image weight of the squared error (Min-SNR-gamma, Hang et al. 2023).
 
     Min-SNR caps the weight of nearly clean steps, which otherwise dominate and

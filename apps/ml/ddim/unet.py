@@ -23,6 +23,7 @@ unconditional network has exactly the layers and state-dict keys it always had):
   :func:`apps.ml.augment.conditioned_augment` (non-leaking augmentation, Karras et al. 2022). A
   zero vector (no augmentation; what sampling passes) adds exactly nothing.
 """
+
 from __future__ import annotations
 
 import math
@@ -117,8 +118,16 @@ class Upsample(nn.Module):
 class _Level(nn.Module):
     """The residual blocks (each with an optional attention block) of one U-Net level."""
 
-    def __init__(self, channels: list[tuple[int, int]], emb_dim, dropout, groups, attention: bool, head_channels,
-                 emb_silu: bool = False):
+    def __init__(
+        self,
+        channels: list[tuple[int, int]],
+        emb_dim,
+        dropout,
+        groups,
+        attention: bool,
+        head_channels,
+        emb_silu: bool = False,
+    ):
         super().__init__()
         self.res = nn.ModuleList(ResBlock(i, o, emb_dim, dropout, groups, emb_silu) for i, o in channels)
         self.attn = nn.ModuleList(
@@ -184,8 +193,9 @@ class UNet(nn.Module):
                 pairs.append((ch, width))
                 ch = width
                 skip_channels.append(ch)
-            self.down.append(_Level(pairs, emb_dim, dropout, groups, size in attention_resolutions, head_channels,
-                                    emb_silu))
+            self.down.append(
+                _Level(pairs, emb_dim, dropout, groups, size in attention_resolutions, head_channels, emb_silu)
+            )
             last = i == len(widths) - 1
             self.downsample.append(nn.Identity() if last else Downsample(ch))
             if not last:
@@ -203,8 +213,9 @@ class UNet(nn.Module):
             for _ in range(num_res_blocks + 1):
                 pairs.append((ch + skip_channels.pop(), width))
                 ch = width
-            self.up.append(_Level(pairs, emb_dim, dropout, groups, size in attention_resolutions, head_channels,
-                                  emb_silu))
+            self.up.append(
+                _Level(pairs, emb_dim, dropout, groups, size in attention_resolutions, head_channels, emb_silu)
+            )
             self.upsample.append(Upsample(ch) if i > 0 else nn.Identity())
             if i > 0:
                 size *= 2
@@ -229,8 +240,9 @@ class UNet(nn.Module):
         """The index of the "no label" token (the unconditional branch)."""
         return self.num_classes
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
-                augment: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None, augment: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """x: [B, C, H, W] noisy images; t: [B] timesteps (any float). Returns [B, C, H, W].
 
         ``labels``: int64 [B] class indices of a conditional network, ``num_classes`` for "no

@@ -3,6 +3,7 @@
 Username and password come from DJANGO_SUPERUSER_USERNAME / DJANGO_SUPERUSER_PASSWORD when set;
 otherwise the username is 'admin' and a random password is generated and printed once.
 """
+
 import os
 import secrets
 
