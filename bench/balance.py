@@ -36,7 +36,7 @@ where the other classes hold more).
 ``real_aug_bal``, whichever scores higher), with the usefulness test's paired bootstrap 95 %
 interval (seeds and test images redrawn). Target (#14): the conditional model's credit >= half of
 the oracle's, with an interval above zero, and at most 2 % flip-aware near-copies
-(:mod:`apps.ml.copies`, thresholds calibrated per class on its training and test photos).
+(:mod:`apps.ml.quality.copies`, thresholds calibrated per class on its training and test photos).
 
 Prints a table and writes ``OUT/results.json``. Everything expensive is cached in ``OUT``
 (models, generated images, each arm's per-seed correctness), so a re-run only does what changed.
@@ -61,12 +61,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `apps`
 
-from apps.ml import registry  # noqa: E402
-from apps.ml.checkpoint import load_tensors, save_tensors_atomic  # noqa: E402
-from apps.ml.config import build_config  # noqa: E402
-from apps.ml.copies import build_reference, calibrate, detect  # noqa: E402
-from apps.ml.images import save_grid, to_uint8  # noqa: E402
-from apps.ml.usefulness import ClassifierSettings, credit, predict, train_classifier  # noqa: E402
+from apps.ml.engine import registry  # noqa: E402
+from apps.ml.engine.checkpoint import load_tensors, save_tensors_atomic  # noqa: E402
+from apps.ml.engine.config import build_config  # noqa: E402
+from apps.ml.engine.images import save_grid, to_uint8  # noqa: E402
+from apps.ml.quality.copies import build_reference, calibrate, detect  # noqa: E402
+from apps.ml.quality.usefulness import ClassifierSettings, credit, predict, train_classifier  # noqa: E402
 from bench.quality import DEFAULT_DATA  # noqa: E402
 from bench.quick_preset import load_folder, parse_overrides  # noqa: E402
 

@@ -7,7 +7,7 @@ photos nobody trained on). ``--policy``:
 
 - ``before``: the code as it was before #18 - offline augmented copies with mirror images, plain
   flips of half of every DDIM batch (``hflip``), no conditioned augmentation, U-Net version 1;
-- ``after``:  the product now - the photos' orientation measured (:mod:`apps.ml.orientation`),
+- ``after``:  the product now - the photos' orientation measured (:mod:`apps.ml.engine.orientation`),
   offline copies and the recipe adapted to it (:meth:`TrainingConfig.for_photos`), the preset's
   conditioned augmentation and U-Net version.
 
@@ -46,13 +46,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `apps`
 
-from apps.ml import orientation as orientation_module  # noqa: E402
-from apps.ml import registry
-from apps.ml.augment import augment_dataset, augmentation_copies  # noqa: E402
-from apps.ml.checkpoint import load_tensors, save_tensors_atomic  # noqa: E402
-from apps.ml.config import build_config  # noqa: E402
-from apps.ml.images import save_grid  # noqa: E402
-from apps.ml.quality import quality_report  # noqa: E402
+from apps.ml.engine import orientation as orientation_module  # noqa: E402
+from apps.ml.engine import registry
+from apps.ml.engine.augment import augment_dataset, augmentation_copies  # noqa: E402
+from apps.ml.engine.checkpoint import load_tensors, save_tensors_atomic  # noqa: E402
+from apps.ml.engine.config import build_config  # noqa: E402
+from apps.ml.engine.images import save_grid  # noqa: E402
+from apps.ml.quality.report import quality_report  # noqa: E402
 from bench.quick_preset import load_folder, parse_overrides  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fashion-mnist"

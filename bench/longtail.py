@@ -12,10 +12,10 @@ early stopping (and for the class filter's calibration); the classifiers train o
 The generator is the product's own: ONE class-conditional DDIM trained on every training photo with its
 label, with the config the app builds for this dataset (``build_config`` with the photos' orientation and
 class counts, preset quick, ``--gen-set KEY=VALUE`` overrides, e.g. a shorter training on a CPU); the
-guidance the app would choose (:func:`apps.ml.guidance.choose_guidance`, on a validation split of the
-training photos); images delivered as the app delivers them (:func:`apps.ml.filtering.generate_filtered`:
+guidance the app would choose (:func:`apps.ml.quality.guidance.choose_guidance`, on a validation split of the
+training photos); images delivered as the app delivers them (:func:`apps.ml.quality.filtering.generate_filtered`:
 the noise / blank / copy filter, copy limits per class (``--copy-filter pooled``: one set for every
-class, as before), and the class filter of :mod:`apps.ml.class_filter`, trained on the
+class, as before), and the class filter of :mod:`apps.ml.quality.class_filter`, trained on the
 classifier-training photos and calibrated on the validation photos). Each tail class gets ``head - tail``
 images, as many as the oracle's extra photos.
 
@@ -60,14 +60,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `apps`
 
-from apps.ml import filtering, registry  # noqa: E402
-from apps.ml.class_filter import train_class_filter  # noqa: E402
-from apps.ml.config import build_config  # noqa: E402
-from apps.ml.copies import build_reference, calibrate, detect  # noqa: E402
-from apps.ml.guidance import choose_guidance  # noqa: E402
-from apps.ml.images import save_grid, to_uint8  # noqa: E402
-from apps.ml.orientation import measure  # noqa: E402
-from apps.ml.usefulness import ClassifierSettings, credit, predict, train_classifier  # noqa: E402
+from apps.ml.engine import registry  # noqa: E402
+from apps.ml.engine.config import build_config  # noqa: E402
+from apps.ml.engine.images import save_grid, to_uint8  # noqa: E402
+from apps.ml.engine.orientation import measure  # noqa: E402
+from apps.ml.quality import filtering  # noqa: E402
+from apps.ml.quality.class_filter import train_class_filter  # noqa: E402
+from apps.ml.quality.copies import build_reference, calibrate, detect  # noqa: E402
+from apps.ml.quality.guidance import choose_guidance  # noqa: E402
+from apps.ml.quality.usefulness import ClassifierSettings, credit, predict, train_classifier  # noqa: E402
 from bench.balance import _digest, _pp, print_table, sample_cached, train_generator  # noqa: E402
 from bench.faithful import BLACK, background, other_way_share  # noqa: E402
 from bench.quality import DEFAULT_DATA  # noqa: E402

@@ -54,13 +54,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `apps`
 
-from apps.ml import registry  # noqa: E402
-from apps.ml.augment import augment_dataset  # noqa: E402
-from apps.ml.checkpoint import load_tensors, save_tensors_atomic  # noqa: E402
-from apps.ml.device import pick_device  # noqa: E402
-from apps.ml.images import save_grid, to_uint8  # noqa: E402
-from apps.ml.quality import quality_report  # noqa: E402
-from apps.ml.usefulness import ClassifierSettings  # noqa: E402
+from apps.ml.engine import registry  # noqa: E402
+from apps.ml.engine.augment import augment_dataset  # noqa: E402
+from apps.ml.engine.checkpoint import load_tensors, save_tensors_atomic  # noqa: E402
+from apps.ml.engine.device import pick_device  # noqa: E402
+from apps.ml.engine.images import save_grid, to_uint8  # noqa: E402
+from apps.ml.quality.report import quality_report  # noqa: E402
+from apps.ml.quality.usefulness import ClassifierSettings  # noqa: E402
 from bench.quick_preset import load_folder, parse_overrides  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fashion-mnist"

@@ -32,13 +32,13 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `apps`
 
-from apps.ml import registry  # noqa: E402
-from apps.ml.augment import augment_dataset  # noqa: E402
-from apps.ml.device import pick_device  # noqa: E402
-from apps.ml.diversity import mean_pairwise_distance  # noqa: E402
-from apps.ml.images import save_grid, to_pil, to_uint8  # noqa: E402
-from apps.ml.quality import quality_report  # noqa: E402
-from apps.ml.usefulness import split  # noqa: E402
+from apps.ml.engine import registry  # noqa: E402
+from apps.ml.engine.augment import augment_dataset  # noqa: E402
+from apps.ml.engine.device import pick_device  # noqa: E402
+from apps.ml.engine.images import save_grid, to_pil, to_uint8  # noqa: E402
+from apps.ml.quality.diversity import mean_pairwise_distance  # noqa: E402
+from apps.ml.quality.report import quality_report  # noqa: E402
+from apps.ml.quality.usefulness import split  # noqa: E402
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 

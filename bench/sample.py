@@ -49,8 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 
 from train import add_common_arguments, diffusers_unet, flops_per_image, our_config, peak_tflops, print_rows, sync  # noqa: E402
 
-from apps.ml import registry  # noqa: E402
 from apps.ml.ddim import DDIM  # noqa: E402
+from apps.ml.engine import registry  # noqa: E402
 
 
 def _timed_once(run, device: str) -> float:
@@ -402,9 +402,9 @@ def trained_model_table(args) -> dict:
     """Each row's images/s, held-out KID and near-copy share, from one trained model."""
     from quick_preset import load_folder
 
-    from apps.ml import metrics
-    from apps.ml.images import save_grid, to_uint8
-    from apps.ml.usefulness import ClassifierSettings
+    from apps.ml.engine.images import save_grid, to_uint8
+    from apps.ml.quality import metrics
+    from apps.ml.quality.usefulness import ClassifierSettings
 
     model = DDIM.load(args.model, device=args.device)
     c, r = model.config["channels"], model.config["resolution"]

@@ -121,8 +121,8 @@ def _generation(count: int, attempt: int) -> float:
     from apps.core import storage
     from apps.generation import services
     from apps.generators.models import Generator
-    from apps.ml import registry
-    from apps.ml.config import build_config
+    from apps.ml.engine import registry
+    from apps.ml.engine.config import build_config
 
     user, _ = get_user_model().objects.get_or_create(username="bench")
     kind = registry.get("dcgan")

@@ -25,7 +25,7 @@ Measured per run on ``--samples`` images made with the generation defaults, agai
 ``--data``/more/<target> (2,000): the quality report's realism ``precision`` and ``coverage`` (in its
 self-supervised features, against the first ``--samples`` unseen photos, as bench/faithful.py does), ``KID``
 (x1e3, in one feature net trained once per run by rotations on the unseen photos not used as "new photos"),
-the report's flip- and shift-aware near-copies (:mod:`apps.ml.copies`, augmented copies included), the share
+the report's flip- and shift-aware near-copies (:mod:`apps.ml.quality.copies`, augmented copies included), the share
 facing the other way (bench/faithful.py), and the CPU seconds of training. The same numbers for ``--samples``
 *new real photos* (the next unseen ones) are the reference row of the same run. Every run is measured with
 the same report seed (``--measure-seed``), so every arm is compared in the same feature spaces.
@@ -55,15 +55,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `apps`
 
-from apps.ml import registry  # noqa: E402
-from apps.ml.augment import augment_dataset, augmentation_copies  # noqa: E402
-from apps.ml.config import build_config  # noqa: E402
-from apps.ml.images import to_uint8  # noqa: E402
-from apps.ml.metrics import kernel_distance, train_feature_net  # noqa: E402
-from apps.ml.orientation import measure as measure_orientation  # noqa: E402
-from apps.ml.quality import quality_report  # noqa: E402
-from apps.ml.transfer import WEIGHTS_FILE, read_base, start_from  # noqa: E402
-from apps.ml.usefulness import ClassifierSettings  # noqa: E402
+from apps.ml.engine import registry  # noqa: E402
+from apps.ml.engine.augment import augment_dataset, augmentation_copies  # noqa: E402
+from apps.ml.engine.config import build_config  # noqa: E402
+from apps.ml.engine.images import to_uint8  # noqa: E402
+from apps.ml.engine.orientation import measure as measure_orientation  # noqa: E402
+from apps.ml.engine.transfer import WEIGHTS_FILE, read_base, start_from  # noqa: E402
+from apps.ml.quality.metrics import kernel_distance, train_feature_net  # noqa: E402
+from apps.ml.quality.report import quality_report  # noqa: E402
+from apps.ml.quality.usefulness import ClassifierSettings  # noqa: E402
 from bench.balance import _progress, print_table, sample_cached, train_generator  # noqa: E402
 from bench.faithful import other_way_share  # noqa: E402
 from bench.quality import DEFAULT_DATA  # noqa: E402

@@ -8,7 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from torchvision.datasets import ImageFolder
 
 from apps.generators.models import Generator, TrainingRun
-from apps.ml import registry
+from apps.ml.engine import registry
 
 from .conftest import image_uploads, png_bytes
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 from apps.datasets import services as dataset_services
 from apps.generators import estimates, services
 from apps.generators.models import Generator, StepCost, TrainingRun, WorkerPresence
-from apps.ml import registry
+from apps.ml.engine import registry
 
 from .conftest import image_uploads
 from .realworker import Worker, wait_for

@@ -13,7 +13,7 @@ from apps.datasets import services as dataset_services
 from apps.datasets.orientation import dataset_orientation
 from apps.generators import evaluation, pipeline
 from apps.generators.models import Generator, TrainingRun
-from apps.ml.checkpoint import load_tensors
+from apps.ml.engine.checkpoint import load_tensors
 
 from .ml.test_orientation import discs, facing_other_way, wedges
 from .test_pipeline_recipe import NoTraining

@@ -12,7 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from apps.core import storage
 from apps.generators.models import Generator, TrainingRun
 from apps.ml.ddim.config import FINE_TUNE_LR, DDIMConfig
-from apps.ml.transfer import LABEL_EMBED
+from apps.ml.engine.transfer import LABEL_EMBED
 
 from .conftest import image_uploads, png_bytes
 

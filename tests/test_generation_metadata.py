@@ -14,8 +14,8 @@ from apps.core import storage
 from apps.generation import export, services
 from apps.generation.models import GenerationJob
 from apps.generators.models import Generator
-from apps.ml import class_filter as class_filter_module
-from apps.ml.checkpoint import save_tensors_atomic
+from apps.ml.engine.checkpoint import save_tensors_atomic
+from apps.ml.quality import class_filter as class_filter_module
 
 from .ml.constructed import blobs, shapes
 

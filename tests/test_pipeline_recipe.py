@@ -6,10 +6,10 @@ import torch
 from apps.core import storage
 from apps.generators import pipeline
 from apps.generators.models import Generator, TrainingRun
-from apps.ml import registry
-from apps.ml.base import TrainResult
-from apps.ml.checkpoint import save_tensors_atomic
 from apps.ml.ddim import DDIM
+from apps.ml.engine import registry
+from apps.ml.engine.base import TrainResult
+from apps.ml.engine.checkpoint import save_tensors_atomic
 
 pytestmark = pytest.mark.django_db
 

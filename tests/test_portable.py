@@ -13,7 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from apps.core import storage
 from apps.generators.models import Generator
-from apps.ml import registry
+from apps.ml.engine import registry
 
 from .conftest import png_bytes, token_client
 from .test_fine_tuning import train, upload
@@ -292,7 +292,7 @@ def test_a_config_with_settings_out_of_range_is_refused_before_anything_is_built
 def test_a_manifest_or_config_larger_than_json_needs_is_refused_unread(api, conditional):
     """The JSON members are parsed in memory (a deflated megabyte of ``[0,0,...]`` parses into gigabytes of Python
     objects): each is capped far below the zip's total."""
-    from apps.ml.portable import MAX_JSON_BYTES
+    from apps.ml.engine.portable import MAX_JSON_BYTES
 
     data = export(api, conditional["id"])
 

@@ -11,8 +11,8 @@ from apps.datasets.imaging import stack_training_tensor
 from apps.generation import services as generation_services
 from apps.generators import evaluation
 from apps.generators.models import Generator
-from apps.ml import registry
-from apps.ml.checkpoint import save_tensors_atomic
+from apps.ml.engine import registry
+from apps.ml.engine.checkpoint import save_tensors_atomic
 
 from .conftest import image_uploads
 

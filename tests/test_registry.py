@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from apps.generators.forms import GeneratorSettingsForm
-from apps.ml import registry
-from apps.ml.base import GeneratorType, TrainResult
+from apps.ml.engine import registry
+from apps.ml.engine.base import GeneratorType, TrainResult
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from apps.datasets.review import ImageFacts, dataset_warnings
 from apps.generation.models import GenerationJob
 from apps.generators.models import Generator, TrainingRun
 from apps.generators.presentation import quality_summary, stage_label
-from apps.ml import registry
+from apps.ml.engine import registry
 
 from .conftest import image_uploads, png_bytes
 
@@ -86,7 +86,7 @@ def test_quality_summary_of_a_report_and_of_none():
 
 def test_quality_summary_says_in_words_what_the_credit_interval_says():
     from apps.generators import presentation
-    from apps.ml.quality import POSITIVE_VERDICT
+    from apps.ml.quality.report import POSITIVE_VERDICT
 
     assert presentation.POSITIVE_VERDICT == POSITIVE_VERDICT
     report = {

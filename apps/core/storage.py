@@ -102,7 +102,7 @@ GENERATOR_EXTRAS = frozenset(
         "progress.png",
         "class_filter.safetensors",
     }
-)  # the generation's class filter (apps.ml.class_filter)
+)  # the generation's class filter (apps.ml.quality.class_filter)
 
 
 def job_prefix(job_id: int) -> str:

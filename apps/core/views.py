@@ -6,7 +6,7 @@ from pathlib import PurePosixPath
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import render
 
-from apps.ml import registry
+from apps.ml.engine import registry
 
 from . import storage
 

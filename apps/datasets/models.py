@@ -23,7 +23,7 @@ class Dataset(TimeStamped):
     name = models.CharField(max_length=120)
     # Labelled: every image has a class (an ImageFolder upload); one conditional generator learns them all.
     labelled = models.BooleanField(default=False)
-    # Which way the photos face (apps.ml.orientation), with the "signature" of the images it was measured
+    # Which way the photos face (apps.ml.engine.orientation), with the "signature" of the images it was measured
     # on; measured again when they change (apps.datasets.orientation).
     orientation = models.JSONField(default=dict, blank=True)
 

@@ -1,4 +1,4 @@
-"""Which way a dataset's photos face (:mod:`apps.ml.orientation`), kept on the dataset.
+"""Which way a dataset's photos face (:mod:`apps.ml.engine.orientation`), kept on the dataset.
 
 Measured on the working images at 32 px, each class against its own mean, the first time a page
 asks for it after the images or their classes changed (an upload adds images in several requests:
@@ -31,7 +31,7 @@ def _signature(dataset: Dataset) -> str:
 
 
 def dataset_orientation(dataset: Dataset) -> dict:
-    """The stored measurement (:meth:`apps.ml.orientation.Orientation.as_dict`), measured again when the
+    """The stored measurement (:meth:`apps.ml.engine.orientation.Orientation.as_dict`), measured again when the
     images changed since; ``{}`` for a dataset without images."""
     signature = _signature(dataset)
     if dataset.orientation.get("signature") == signature:
@@ -45,7 +45,7 @@ def dataset_orientation(dataset: Dataset) -> dict:
 
 
 def measure_dataset(dataset: Dataset) -> dict:
-    from apps.ml.orientation import measure  # torch is loaded only when a page asks for it
+    from apps.ml.engine.orientation import measure  # torch is loaded only when a page asks for it
 
     images = list(dataset.images.order_by("pk"))
     if not images:

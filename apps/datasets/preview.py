@@ -50,8 +50,8 @@ def augmentation_preview_png(
     dataset, resolution: int, *, count: int = PREVIEW_IMAGES, copies: int = PREVIEW_COPIES, seed: int = 0
 ) -> bytes:
     """PNG bytes of the preview grid (module docstring). Raises ValueError for a dataset without images."""
-    from apps.ml.augment import augment_dataset  # torch is loaded only when a preview is asked for
-    from apps.ml.images import make_grid
+    from apps.ml.engine.augment import augment_dataset  # torch is loaded only when a preview is asked for
+    from apps.ml.engine.images import make_grid
 
     rows = preview_images(dataset, count)
     if not rows:

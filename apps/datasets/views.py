@@ -11,9 +11,9 @@ from django.views.decorators.http import require_POST
 
 from apps.core.errors import InvalidInput
 from apps.core.views import serve_media_file
-from apps.ml import registry
-from apps.ml.base import RESOLUTIONS
-from apps.ml.orientation import describe as describe_orientation
+from apps.ml.engine import registry
+from apps.ml.engine.base import RESOLUTIONS
+from apps.ml.engine.orientation import describe as describe_orientation
 
 from . import preview, review, selectors, services
 from .models import DatasetImage

@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from apps.core import fields as json_fields
 from apps.generators.selectors import generators_for
-from apps.ml.base import MAX_SAMPLING_STEPS
+from apps.ml.engine.base import MAX_SAMPLING_STEPS
 
 from . import selectors, services
 from .models import GenerationJob

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import torch
 
-from apps.ml.images import to_pil
-from apps.ml.usefulness import GENERATED_PER_PHOTO, GENERATED_WEIGHT  # the recipe; the report's balance test follows it
+from apps.ml.engine.images import to_pil
+from apps.ml.quality.usefulness import (  # the recipe; the report's balance test follows it
+    GENERATED_PER_PHOTO,
+    GENERATED_WEIGHT,
+)
 
 METADATA = "metadata.jsonl"
 

@@ -4,7 +4,7 @@ from django import forms
 from django.conf import settings
 
 from apps.core.forms import Form
-from apps.ml.base import MAX_SAMPLING_STEPS
+from apps.ml.engine.base import MAX_SAMPLING_STEPS
 
 
 def count_field() -> forms.IntegerField:

@@ -16,10 +16,11 @@ from apps.core import storage
 from apps.core.errors import InvalidInput
 from apps.core.storage import StorageUnavailable
 from apps.generators.models import Generator
-from apps.ml import filtering, registry
-from apps.ml.base import MAX_SAMPLING_STEPS
-from apps.ml.class_filter import ClassFilter, train_class_filter
-from apps.ml.device import pick_device
+from apps.ml.engine import registry
+from apps.ml.engine.base import MAX_SAMPLING_STEPS
+from apps.ml.engine.device import pick_device
+from apps.ml.quality import filtering
+from apps.ml.quality.class_filter import ClassFilter, train_class_filter
 
 from . import export
 from .models import GenerationJob

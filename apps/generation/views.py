@@ -10,7 +10,7 @@ from apps.core.errors import InvalidInput
 from apps.core.views import serve_media_file
 from apps.generators.selectors import generators_for
 from apps.generators.views import render_generator_page
-from apps.ml import registry
+from apps.ml.engine import registry
 
 from . import selectors, services
 from .forms import GenerateForm

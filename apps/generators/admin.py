@@ -7,7 +7,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from apps.core.errors import InvalidInput
-from apps.ml import registry
+from apps.ml.engine import registry
 
 from . import portable, services
 from .models import Generator, TrainingRun

@@ -12,9 +12,9 @@ from rest_framework.response import Response
 from apps.core import fields as json_fields
 from apps.datasets.api import ClassCountSerializer
 from apps.datasets.selectors import datasets_for
-from apps.ml import registry
-from apps.ml.base import PRESETS, RESOLUTIONS
-from apps.ml.orientation import describe as describe_orientation
+from apps.ml.engine import registry
+from apps.ml.engine.base import PRESETS, RESOLUTIONS
+from apps.ml.engine.orientation import describe as describe_orientation
 
 from . import estimates, portable, selectors, services
 from .models import Generator, TrainingRun
@@ -62,7 +62,7 @@ class RunSerializer(serializers.ModelSerializer):
 
 
 class OrientationSerializer(serializers.Serializer):
-    """Which way the training photos face (apps.ml.orientation), measured when training prepared them."""
+    """Which way the training photos face (apps.ml.engine.orientation), measured when training prepared them."""
 
     images = serializers.IntegerField()
     mirrors = serializers.BooleanField(help_text="Mirror images are the same kind of photo: augmentation may add them.")

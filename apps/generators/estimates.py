@@ -1,6 +1,6 @@
 """How long training will take on this installation, before it starts.
 
-A training's time is its steps (the preset's recipe, :func:`apps.ml.config.build_config`) times the cost of one
+A training's time is its steps (the preset's recipe, :func:`apps.ml.engine.config.build_config`) times the cost of one
 step of its model shape on the device that trains it. That cost comes from, best first:
 
 1. **past runs**: the training wall time per step of finished runs of the same type, resolution, channels,
@@ -29,9 +29,9 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from apps.ml import registry
-from apps.ml.base import PRESETS, RESOLUTIONS
-from apps.ml.config import ConfigError, build_config
+from apps.ml.engine import registry
+from apps.ml.engine.base import PRESETS, RESOLUTIONS
+from apps.ml.engine.config import ConfigError, build_config
 
 from .models import StepCost, TrainingRun, WorkerPresence
 

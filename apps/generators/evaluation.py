@@ -23,13 +23,13 @@ from safetensors.torch import load as load_safetensors
 from apps.core import storage
 from apps.datasets.imaging import stack_training_tensor
 from apps.datasets.models import Dataset
-from apps.ml import registry
-from apps.ml.dedupe import drop_matches, duplicate_groups, grouped_split
-from apps.ml.device import pick_device
-from apps.ml.guidance import choose_guidance
-from apps.ml.images import save_grid
-from apps.ml.quality import quality_report
-from apps.ml.usefulness import ClassifierSettings, balance_test, match_format
+from apps.ml.engine import registry
+from apps.ml.engine.device import pick_device
+from apps.ml.engine.images import save_grid
+from apps.ml.quality.dedupe import drop_matches, duplicate_groups, grouped_split
+from apps.ml.quality.guidance import choose_guidance
+from apps.ml.quality.report import quality_report
+from apps.ml.quality.usefulness import ClassifierSettings, balance_test, match_format
 
 from .models import Generator
 
@@ -144,7 +144,7 @@ def evaluate_by_class(
 
     The top level is the report of the class with the fewest photos (the one balancing is for), and
     ``classes`` holds every class's report by name; ``dataset_usefulness`` is the balance test
-    (:func:`~apps.ml.usefulness.balance_test`: a classifier of every class, with and without generated
+    (:func:`~apps.ml.quality.usefulness.balance_test`: a classifier of every class, with and without generated
     images in every class). ``labels``: (train, heldout, augmented) labels.
     """
     device = pick_device()
@@ -211,7 +211,7 @@ def chosen_guidance(
     steps: int | None,
     classifier: ClassifierSettings,
 ) -> dict:
-    """Choose the model's guidance scale on a validation split of its training photos (apps.ml.guidance; the
+    """Choose the model's guidance scale on a validation split of its training photos (apps.ml.quality.guidance; the
     held-out photos are the report's test set and never seen here) and save it into the model's config in
     ``model_dir``, so the report and every generation use it. Too few photos: the config's scale stays."""
     try:

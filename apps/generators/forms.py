@@ -7,8 +7,8 @@ from django.utils.html import format_html
 
 from apps.core.errors import InvalidInput
 from apps.core.forms import Form
-from apps.ml import registry
-from apps.ml.base import PRESETS, RESOLUTIONS
+from apps.ml.engine import registry
+from apps.ml.engine.base import PRESETS, RESOLUTIONS
 
 PRESET_HELP = {
     "": "Automatic: chosen from the number of images you upload.",

@@ -18,7 +18,7 @@ class Generator(TimeStamped):
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generators")
     name = models.CharField(max_length=120)
-    kind = models.CharField(max_length=40, db_index=True)  # a key of apps.ml.registry
+    kind = models.CharField(max_length=40, db_index=True)  # a key of apps.ml.engine.registry
     resolution = models.PositiveSmallIntegerField()
     channels = models.PositiveSmallIntegerField(default=3)
     dataset = models.ForeignKey(
@@ -39,7 +39,7 @@ class Generator(TimeStamped):
     # [{"name": ..., "image_count": ...}]; empty for a one-class generator.
     classes = models.JSONField(default=list, blank=True)
     warnings = models.JSONField(default=list, blank=True)
-    # Which way its training photos face (apps.ml.orientation), measured by the prepare stage: what the
+    # Which way its training photos face (apps.ml.engine.orientation), measured by the prepare stage: what the
     # augmentation, the recipe and the report's classifier followed.
     orientation = models.JSONField(default=dict, blank=True)
     # Lineage: the generator this one was fine-tuned from (apps.generators.transfer). Its weights are the child's

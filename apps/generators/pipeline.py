@@ -32,15 +32,15 @@ from PIL import Image
 from apps.core import storage
 from apps.core.storage import StorageUnavailable
 from apps.datasets.imaging import dataset_channels, stack_training_tensor
-from apps.ml import registry
-from apps.ml.augment import augment_dataset, augmentation_copies
-from apps.ml.base import TrainProgress
-from apps.ml.checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
-from apps.ml.config import build_config
-from apps.ml.device import pick_device
-from apps.ml.images import save_grid
-from apps.ml.orientation import measure as measure_orientation
-from apps.ml.transfer import read_base, start_from
+from apps.ml.engine import registry
+from apps.ml.engine.augment import augment_dataset, augmentation_copies
+from apps.ml.engine.base import TrainProgress
+from apps.ml.engine.checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
+from apps.ml.engine.config import build_config
+from apps.ml.engine.device import pick_device
+from apps.ml.engine.images import save_grid
+from apps.ml.engine.orientation import measure as measure_orientation
+from apps.ml.engine.transfer import read_base, start_from
 
 from . import estimates, evaluation, shutdown, transfer
 from .models import Generator, TrainingRun

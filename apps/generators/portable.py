@@ -1,4 +1,4 @@
-"""Export a generator as one file and import such a file as a ready generator (the format: apps.ml.portable).
+"""Export a generator as one file and import such a file as a ready generator (the format: apps.ml.engine.portable).
 
 Anyone who can see a ready generator (their own, or a shared one) can export it, as they can generate from it.
 An imported generator belongs to the importing user, is private until they share it, keeps its lineage's name
@@ -18,7 +18,7 @@ from django.utils.text import slugify
 
 from apps.core import storage
 from apps.core.errors import InvalidInput
-from apps.ml.portable import EXTRA_FILES, MODEL_FILES, REQUIRED, PackageError, read_package, write_package
+from apps.ml.engine.portable import EXTRA_FILES, MODEL_FILES, REQUIRED, PackageError, read_package, write_package
 
 from .models import Generator
 from .presentation import readable_report

@@ -12,10 +12,10 @@ from django.utils import timezone
 from apps.core import storage
 from apps.core.errors import InvalidInput
 from apps.datasets.models import Dataset
-from apps.ml import registry
-from apps.ml.base import PRESETS, RESOLUTIONS
-from apps.ml.config import ConfigError, build_config, settings_of
-from apps.ml.device import device_class
+from apps.ml.engine import registry
+from apps.ml.engine.base import PRESETS, RESOLUTIONS
+from apps.ml.engine.config import ConfigError, build_config, settings_of
+from apps.ml.engine.device import device_class
 
 from . import transfer
 from .models import Generator, TrainingRun
@@ -66,8 +66,8 @@ def start_training(
 
     ``base_generator``: the id of a ready generator the owner can see, of the same type, resolution and channels,
     to fine-tune (apps.generators.transfer): the run starts from its weights with the type's fine-tuning recipe
-    (apps.ml.config.build_config(base=...)) unless ``options`` set those settings. ``resolution`` left out is then
-    the base's. Any other base is refused (``base_generator``), and nothing is created."""
+    (apps.ml.engine.config.build_config(base=...)) unless ``options`` set those settings. ``resolution`` left out
+    is then the base's. Any other base is refused (``base_generator``), and nothing is created."""
     errors: dict[str, str] = {}
     base = None
     if base_generator is not None and resolution is None:  # the base's resolution (a base not seen: refused below)

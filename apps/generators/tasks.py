@@ -134,7 +134,7 @@ def _check_storage(**kwargs) -> None:
 def measure_step_costs() -> None:
     """Time a few training steps of one model shape the presets pick on this worker's device (estimates.py), then
     queue the next shape behind whatever is queued by then: a training waits for one shape at most (seconds)."""
-    from apps.ml.device import pick_device
+    from apps.ml.engine.device import pick_device
 
     from . import estimates
 
@@ -155,7 +155,7 @@ def _say_the_worker_is_up(sender=None, **kwargs) -> None:
     """The worker's WorkerPresence row, beaten every WORKER_BEAT_SECONDS from a thread (the wizard says whether a
     worker that trains is up); a worker that trains measures the step costs it has not measured yet."""
     try:
-        from apps.ml.device import pick_device
+        from apps.ml.engine.device import pick_device
 
         from . import estimates
 

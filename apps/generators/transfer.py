@@ -1,5 +1,5 @@
 """Fine-tuning from a base generator: which generators can be a base for a request, the refusals, and the copy of
-the base's files a training run starts from. The weight surgery itself is apps.ml.transfer (no Django).
+the base's files a training run starts from. The weight surgery itself is apps.ml.engine.transfer (no Django).
 
 A base is a ready generator the user can see (their own or a shared one) of the same type, resolution and number
 of channels. When the child is asked for, the base's files (weights, config, a DCGAN's discriminator) are copied
@@ -13,8 +13,8 @@ from django.db.models import QuerySet
 
 from apps.core import storage
 from apps.core.errors import InvalidInput
-from apps.ml import registry
-from apps.ml.transfer import BASE_FILES, CONFIG_FILE, WEIGHTS_FILE
+from apps.ml.engine import registry
+from apps.ml.engine.transfer import BASE_FILES, CONFIG_FILE, WEIGHTS_FILE
 
 from .models import Generator
 from .selectors import generators_for

@@ -12,8 +12,8 @@ from apps.core.views import serve_media_file
 from apps.datasets import services as dataset_services
 from apps.datasets.forms import ImagesForm, chosen_labelled
 from apps.datasets.selectors import datasets_for
-from apps.ml import registry
-from apps.ml.orientation import describe as describe_orientation
+from apps.ml.engine import registry
+from apps.ml.engine.orientation import describe as describe_orientation
 
 from . import estimates, selectors, services
 from .forms import PRESET_HELP, GeneratorSettingsForm, TrainingDataForm, type_settings

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from apps.ml.augment import augment_dataset, diff_augment
+from apps.ml.engine.augment import augment_dataset, diff_augment
 
 
 def _object_on_white(n: int = 6, size: int = 32, channels: int = 3) -> torch.Tensor:

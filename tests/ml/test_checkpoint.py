@@ -6,7 +6,7 @@ import errno
 import pytest
 import torch
 
-from apps.ml import checkpoint
+from apps.ml.engine import checkpoint
 
 
 def test_round_trip(tmp_path):

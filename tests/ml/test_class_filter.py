@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from apps.ml import class_filter, filtering
-from apps.ml.usefulness import ClassifierSettings
+from apps.ml.quality import class_filter, filtering
+from apps.ml.quality.usefulness import ClassifierSettings
 
 from .constructed import blobs, shapes
 

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from apps.ml import registry
-from apps.ml.config import ConfigError, build_config, settings_of
 from apps.ml.dcgan import DCGAN
 from apps.ml.dcgan.config import DCGANConfig
-from apps.ml.device import device_class
+from apps.ml.engine import registry
+from apps.ml.engine.config import ConfigError, build_config, settings_of
+from apps.ml.engine.device import device_class
 
 
 def standard(**request) -> DCGANConfig:

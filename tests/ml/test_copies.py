@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from apps.ml import copies, dedupe, realism
-from apps.ml.augment import augment_dataset
+from apps.ml.engine.augment import augment_dataset
+from apps.ml.quality import copies, dedupe, realism
 
 from .constructed import blobs, noise
 

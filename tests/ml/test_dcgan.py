@@ -5,12 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from apps.ml import registry
-from apps.ml.base import GeneratorType
 from apps.ml.dcgan import DCGAN
 from apps.ml.dcgan.model import Discriminator, Generator
-from apps.ml.device import pick_device
-from apps.ml.diversity import mean_pairwise_distance, mode_collapse_warning
+from apps.ml.engine import registry
+from apps.ml.engine.base import GeneratorType
+from apps.ml.engine.device import pick_device
+from apps.ml.quality.diversity import mean_pairwise_distance, mode_collapse_warning
 
 
 def tiny_config(**changes) -> dict:

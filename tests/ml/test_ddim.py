@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
-from apps.ml import registry
-from apps.ml.config import ConfigError
 from apps.ml.ddim import DDIM
 from apps.ml.ddim.config import DDIMConfig
 from apps.ml.ddim.sampler import ddim_sample, ddim_step, ddim_timesteps, dpmpp_2m_sample
 from apps.ml.ddim.schedule import CosineSchedule, add_noise, loss_weight, predict_x0_eps, training_target
 from apps.ml.ddim.unet import UNet
+from apps.ml.engine import registry
+from apps.ml.engine.config import ConfigError
 
 torch.set_num_threads(1)
 

@@ -9,14 +9,14 @@ import math
 import pytest
 import torch
 
-from apps.ml import registry
-from apps.ml.augment import AUGMENT_DIM, conditioned_augment
-from apps.ml.config import ConfigError, build_config
 from apps.ml.dcgan import DCGAN
 from apps.ml.ddim import DDIM
 from apps.ml.ddim.config import AUGMENT_P, AUGMENT_P_LONGER, DEFAULT_GUIDANCE, DDIMConfig
 from apps.ml.ddim.unet import UNet, build_unet
-from apps.ml.trainer import LabelledImages
+from apps.ml.engine import registry
+from apps.ml.engine.augment import AUGMENT_DIM, conditioned_augment
+from apps.ml.engine.config import ConfigError, build_config
+from apps.ml.engine.trainer import LabelledImages
 
 from .test_ddim import _perturb, _weights, tiny_config, tiny_images
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from apps.ml import filtering
+from apps.ml.quality import filtering
 
 from .constructed import blobs, noise
 

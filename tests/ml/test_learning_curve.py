@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from apps.ml.learning_curve import fit, photo_equivalent
+from apps.ml.quality.learning_curve import fit, photo_equivalent
 
 SIZES = [30, 60, 120]  # 25 %, 50 %, 100 % of the short classes' photos
 

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from apps.ml import metrics
-from apps.ml.usefulness import ClassifierSettings
+from apps.ml.quality import metrics
+from apps.ml.quality.usefulness import ClassifierSettings
 
 from .constructed import blobs, noise
 

@@ -6,7 +6,7 @@ import json
 import torch
 import torch.nn.functional as F
 
-from apps.ml.usefulness import CREDIT_WORDS, ClassifierSettings, _photo_words, balance_test, subsample
+from apps.ml.quality.usefulness import CREDIT_WORDS, ClassifierSettings, _photo_words, balance_test, subsample
 
 from .constructed import blobs
 from .test_quality import TINY, bars
@@ -151,7 +151,7 @@ def test_the_subsamples_are_nested_and_differ_by_seed():
 def test_the_learning_curve_takes_the_callers_bootstrap_draws():
     import numpy as np
 
-    from apps.ml.learning_curve import photo_equivalent
+    from apps.ml.quality.learning_curve import photo_equivalent
 
     sizes, arms, mixed = [30, 60, 120], [[0.60, 0.62, 0.61], [0.65, 0.66, 0.64], [0.70, 0.71, 0.69]], [0.76, 0.75, 0.77]
     picks = np.random.default_rng(0).integers(0, 3, size=(500, 3))

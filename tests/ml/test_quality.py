@@ -6,9 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from apps.ml import quality
-from apps.ml.metrics import blur
-from apps.ml.usefulness import ClassifierSettings, balance_test, match_format, split, train_classifier, usefulness_test
+from apps.ml.quality import report as quality
+from apps.ml.quality.metrics import blur
+from apps.ml.quality.usefulness import (
+    ClassifierSettings,
+    balance_test,
+    match_format,
+    split,
+    train_classifier,
+    usefulness_test,
+)
 
 from .constructed import blobs, noise, shapes
 
@@ -100,7 +107,7 @@ def test_classifier_is_deterministic_for_a_seed():
 
 
 def test_usefulness_classifier_draws_classes_uniformly_or_at_their_natural_frequencies(monkeypatch):
-    from apps.ml import usefulness
+    from apps.ml.quality import usefulness
 
     drawn = []
     cross_entropy = usefulness.F.cross_entropy

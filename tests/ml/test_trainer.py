@@ -5,8 +5,8 @@ import errno
 import pytest
 import torch
 
-from apps.ml import checkpoint, trainer
-from apps.ml.ema import EMA, decay_for_half_life
+from apps.ml.engine import checkpoint, trainer
+from apps.ml.engine.ema import EMA, decay_for_half_life
 
 from .tiny_type import TinyType, tiny_config, tiny_images, tiny_labels
 

@@ -1,15 +1,15 @@
-"""Fine-tuning from a base generator (apps.ml.transfer): tiny models on the CPU, real files."""
+"""Fine-tuning from a base generator (apps.ml.engine.transfer): tiny models on the CPU, real files."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from apps.ml.config import ConfigError, build_config
 from apps.ml.dcgan import DCGAN
 from apps.ml.ddim import DDIM
 from apps.ml.ddim.config import FINE_TUNE_LR, DDIMConfig
-from apps.ml.transfer import LABEL_EMBED, TIME_BIAS, read_base, remap_class_rows, start_from
+from apps.ml.engine.config import ConfigError, build_config
+from apps.ml.engine.transfer import LABEL_EMBED, TIME_BIAS, read_base, remap_class_rows, start_from
 
 from .test_dcgan import blobs
 from .test_dcgan import tiny_config as dcgan_config

@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from apps.ml.base import GeneratorType
-from apps.ml.checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
-from apps.ml.ema import EMA
-from apps.ml.images import to_uint8
-from apps.ml.trainer import LabelledImages, TrainingParts, prepare_labels
+from apps.ml.engine.base import GeneratorType
+from apps.ml.engine.checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
+from apps.ml.engine.ema import EMA
+from apps.ml.engine.images import to_uint8
+from apps.ml.engine.trainer import LabelledImages, TrainingParts, prepare_labels
 
 
 class Decoder(nn.Module):

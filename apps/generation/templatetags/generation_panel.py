@@ -2,7 +2,7 @@
 
 from django import template
 
-from apps.ml import registry
+from apps.ml.engine import registry
 
 from ..forms import GenerateForm
 from ..presentation import class_bars

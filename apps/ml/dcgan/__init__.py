@@ -1,5 +1,5 @@
 """The DCGAN generator type (the registry lists it under "dcgan")."""
 
-from .generator_type import DCGAN
+from apps.ml.dcgan.generator_type import DCGAN
 
 __all__ = ["DCGAN"]

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from ..augment import DEFAULT_POLICY
-from ..config import TrainingConfig, setting
+from apps.ml.engine.augment import DEFAULT_POLICY
+from apps.ml.engine.config import TrainingConfig, setting
 
 DIFFAUGMENT_OPS = ("color", "translation", "cutout")
 
@@ -140,7 +140,7 @@ class DCGANConfig(TrainingConfig):
         """Fine-tuning from a base whose config is ``base``: its networks' shape (:attr:`BASE_SHAPE`), a third of
         this config's steps (:data:`FINE_TUNE_STEPS`) at half its learning rates (:data:`FINE_TUNE_LR`), and
         FreezeD over the first half of the discriminator's stride-2 blocks (at least one) when the base's
-        discriminator is there (``base["has_discriminator"]``, :meth:`apps.ml.transfer.Base.recipe_config`)."""
+        discriminator is there (``base["has_discriminator"]``, :meth:`apps.ml.engine.transfer.Base.recipe_config`)."""
         steps = max(1, int(round(self.total_steps * FINE_TUNE_STEPS)))
         blocks = int(math.log2(self.resolution // 4)) if self.resolution >= 8 else 1
         return self.from_dict(

@@ -34,16 +34,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..augment import diff_augment
-from ..base import GeneratorType
-from ..checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
-from ..diversity import mean_pairwise_distance, mode_collapse_warning
-from ..ema import EMA, decay_for_half_life
-from ..images import to_uint8
-from ..trainer import TrainingParts, prepare_images
-from ..transfer import DISCRIMINATOR_FILE, freeze_blocks, trainable
-from .config import DCGANConfig
-from .model import build_discriminator, build_generator, recalibrate_batchnorm
+from apps.ml.dcgan.config import DCGANConfig
+from apps.ml.dcgan.model import build_discriminator, build_generator, recalibrate_batchnorm
+from apps.ml.engine.augment import diff_augment
+from apps.ml.engine.base import GeneratorType
+from apps.ml.engine.checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
+from apps.ml.engine.ema import EMA, decay_for_half_life
+from apps.ml.engine.images import to_uint8
+from apps.ml.engine.trainer import TrainingParts, prepare_images
+from apps.ml.engine.transfer import DISCRIMINATOR_FILE, freeze_blocks, trainable
+from apps.ml.quality.diversity import mean_pairwise_distance, mode_collapse_warning
 
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"

@@ -1,5 +1,5 @@
 """The DDIM diffusion generator type (the registry lists it under "ddim")."""
 
-from .generator_type import DDIM
+from apps.ml.ddim.generator_type import DDIM
 
 __all__ = ["DDIM"]

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..base import PRESETS
-from ..config import TrainingConfig, setting
-from .sampler import SAMPLERS
+from apps.ml.ddim.sampler import SAMPLERS
+from apps.ml.engine.base import PRESETS
+from apps.ml.engine.config import TrainingConfig, setting
 
 # Training length per preset, in optimizer steps, for about 150 images.
 # CPU: quick is about 12 CPU-minutes on one core (recognisable sandals at 32 px, see bench/README.md);
@@ -88,10 +88,10 @@ def _model_shape(resolution: int, on_gpu: bool) -> dict:
 @dataclass(kw_only=True, eq=False)
 class DDIMConfig(TrainingConfig):
     kind_key = "ddim"
-    # The classes come with the dataset (apps.ml.config.build_config(classes=...)), not from an option;
+    # The classes come with the dataset (apps.ml.engine.config.build_config(classes=...)), not from an option;
     # the architecture version with the code that built the config.
     FIXED = TrainingConfig.FIXED + ("num_classes", "classes", "architecture_version")
-    # What shapes the U-Net's weights (the classes aside: apps.ml.transfer.remap_class_rows maps them by name),
+    # What shapes the U-Net's weights (the classes aside: apps.ml.engine.transfer.remap_class_rows maps them by name),
     # and the noise schedule the base learnt: a fine-tuned model takes them from its base.
     BASE_SHAPE = (
         "architecture_version",
@@ -134,7 +134,7 @@ class DDIMConfig(TrainingConfig):
     grad_clip: float | None = setting(1.0, low=0.0, high=1e6)
     ema_decay: float = setting(0.995, low=0.0, high=1.0)
     # Plain (leaking) mirror images in the training batches: only for photos that look alike mirrored
-    # (apps.ml.orientation; for_photos sets it). Configs saved before orientation was measured say True.
+    # (apps.ml.engine.orientation; for_photos sets it). Configs saved before orientation was measured say True.
     hflip: bool = True
     # Sampling: the progress grids, then generation and the quality report.
     grid_images: int = setting(64, low=1, high=1024)
@@ -152,7 +152,7 @@ class DDIMConfig(TrainingConfig):
     # Batches draw a class uniformly, then one of its photos (a conditional model), so the shortest class
     # is seen as often as the largest; False (configs saved before it existed): photos uniformly.
     class_balanced: bool = False
-    # Non-leaking augmentation (apps.ml.augment.conditioned_augment): the probability of each of
+    # Non-leaking augmentation (apps.ml.engine.augment.conditioned_augment): the probability of each of
     # flip, 90-degree rotation and translation per training image; 0 is off (no extra layer).
     # The network is told what each image went through and samples "not augmented".
     augment_p: float = setting(0.0, low=0.0, high=1.0)

@@ -33,15 +33,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..augment import AUGMENT_DIM, conditioned_augment
-from ..base import GeneratorType
-from ..checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
-from ..ema import EMA
-from ..trainer import LabelledImages, TrainingParts, prepare_images, prepare_labels
-from .config import ARCHITECTURE_VERSION, DEFAULT_SAMPLER, DEFAULT_SAMPLING_STEPS, DDIMConfig
-from .sampler import SAMPLERS, run_sampler
-from .schedule import CosineSchedule, add_noise, loss_weight, training_target
-from .unet import build_unet
+from apps.ml.ddim.config import ARCHITECTURE_VERSION, DEFAULT_SAMPLER, DEFAULT_SAMPLING_STEPS, DDIMConfig
+from apps.ml.ddim.sampler import SAMPLERS, run_sampler
+from apps.ml.ddim.schedule import CosineSchedule, add_noise, loss_weight, training_target
+from apps.ml.ddim.unet import build_unet
+from apps.ml.engine.augment import AUGMENT_DIM, conditioned_augment
+from apps.ml.engine.base import GeneratorType
+from apps.ml.engine.checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
+from apps.ml.engine.ema import EMA
+from apps.ml.engine.trainer import LabelledImages, TrainingParts, prepare_images, prepare_labels
 
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"
@@ -228,7 +228,7 @@ class DDIM(GeneratorType):
             if labels is not None:
                 raise ValueError(
                     "this DDIM config is unconditional (num_classes 0): it trains without labels; "
-                    "set num_classes (apps.ml.config.build_config(classes=...)) to learn classes"
+                    "set num_classes (apps.ml.engine.config.build_config(classes=...)) to learn classes"
                 )
             return data
         if labels is None:
@@ -284,7 +284,7 @@ class DDIM(GeneratorType):
     def weights_from_base(self, base) -> dict[str, dict[str, torch.Tensor]]:
         """The base's EMA U-Net for this config's classes (:func:`..transfer.remap_class_rows`: rows mapped by
         class name; new classes start from the "no label" row). The raw network and its EMA both start there."""
-        from ..transfer import remap_class_rows
+        from apps.ml.engine.transfer import remap_class_rows
 
         if self.config.num_classes and not self.config.classes:
             raise ValueError("a conditional model fine-tuned from a base needs its class names (config classes)")

@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 import torch
 
-from .schedule import CosineSchedule, predict_x0_eps
+from apps.ml.ddim.schedule import CosineSchedule, predict_x0_eps
 
 MIN_STEPS, MAX_STEPS = 1, 1000
 SAMPLERS = ("ddim", "dpmpp2m")

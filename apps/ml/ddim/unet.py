@@ -20,7 +20,7 @@ unconditional network has exactly the layers and state-dict keys it always had):
   gives both the conditional and the unconditional prediction that classifier-free guidance
   combines (Ho & Salimans 2022).
 * ``augment_dim`` > 0: a bias-free linear embedding of the augmentation vector of
-  :func:`apps.ml.augment.conditioned_augment` (non-leaking augmentation, Karras et al. 2022). A
+  :func:`apps.ml.engine.augment.conditioned_augment` (non-leaking augmentation, Karras et al. 2022). A
   zero vector (no augmentation; what sampling passes) adds exactly nothing.
 """
 
@@ -289,7 +289,7 @@ def build_unet(config: dict) -> UNet:
     ``architecture_version`` 2 the SiLU before the blocks' embedding projections (configs without
     these keys build the network they always did).
     """
-    from ..augment import AUGMENT_DIM
+    from apps.ml.engine.augment import AUGMENT_DIM
 
     return UNet(
         image_channels=config["channels"],

@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .diversity import mean_pairwise_distance
-from .usefulness import ClassifierSettings, SmallCNN, classifier_input, to_unit_float, train_classifier
+from apps.ml.quality.diversity import mean_pairwise_distance
+from apps.ml.quality.usefulness import ClassifierSettings, SmallCNN, classifier_input, to_unit_float, train_classifier
 
 # --------------------------------------------------------------------------- diversity
 

@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import copies
-from .dedupe import duplicate_groups
-from .metrics import blur
-from .usefulness import to_unit_float
+from apps.ml.quality import copies
+from apps.ml.quality.dedupe import duplicate_groups
+from apps.ml.quality.metrics import blur
+from apps.ml.quality.usefulness import to_unit_float
 
 NOISE_MARGIN = 0.5
 NOISE_CAP = 0.7  # pure white noise scores ~0.79

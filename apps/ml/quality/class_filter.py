@@ -1,7 +1,7 @@
 """The class filter: at generation, drop images a classifier does not recognise as their class.
 
 For a conditional generator (one that learned several classes) every generated image is meant to show
-one class. A :class:`~apps.ml.usefulness.SmallCNN` (trained by :func:`usefulness.train_classifier`, with
+one class. A :class:`~apps.ml.quality.usefulness.SmallCNN` (trained by :func:`usefulness.train_classifier`, with
 plain augmentation) learns the classes from the generator's *training* photos only; its **score** for
 a generated image is the probability it gives the image's intended class. The held-out photos (never
 seen by the generator nor by this classifier) calibrate what a real photo scores, per class:
@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from .usefulness import ClassifierSettings, SmallCNN, predict_proba, train_classifier
+from apps.ml.quality.usefulness import ClassifierSettings, SmallCNN, predict_proba, train_classifier
 
 QUANTILE = 0.05
 MIN_HELDOUT = 10

@@ -2,7 +2,7 @@
 
 A type supplies its networks and optimizers (:class:`TrainingParts`), one training step, its
 architecture keys and the images of a sample grid (the hooks of
-:class:`~apps.ml.base.GeneratorType`). The :class:`Trainer` owns everything around them:
+:class:`~apps.ml.engine.base.GeneratorType`). The :class:`Trainer` owns everything around them:
 
 * **progress**: a report every ``report_every`` steps and at every checkpoint. Losses stay on the
   device, summed, and are read back only at reports, so a GPU never waits on the host in between;
@@ -33,10 +33,10 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from .base import GeneratorType, ProgressCallback, StopCheck, TrainProgress, TrainResult
-from .checkpoint import flatten_state, load_tensors, save_tensors_atomic
-from .ema import EMA
-from .images import save_grid
+from apps.ml.engine.base import GeneratorType, ProgressCallback, StopCheck, TrainProgress, TrainResult
+from apps.ml.engine.checkpoint import flatten_state, load_tensors, save_tensors_atomic
+from apps.ml.engine.ema import EMA
+from apps.ml.engine.images import save_grid
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 SAMPLES_DIR = "samples"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import GeneratorType
+from apps.ml.engine.base import GeneratorType
 
 _TYPES: dict[str, type[GeneratorType]] = {}
 
@@ -37,8 +37,8 @@ def choices() -> list[tuple[str, str]]:
 
 def _load_builtin_types() -> None:
     """The built-in types, registered on first use (imported lazily: importing the registry stays cheap)."""
-    from .dcgan import DCGAN
-    from .ddim import DDIM
+    from apps.ml.dcgan import DCGAN
+    from apps.ml.ddim import DDIM
 
     for cls in (DCGAN, DDIM):
         _TYPES.setdefault(cls.key, cls)

@@ -167,7 +167,7 @@ class ClassifierSettings:
     image_size: int = 32  # larger images are shrunk to this before the classifier sees them
     shift: int = 2  # random translation of up to this many pixels while training; 0 = off
     augment: bool = False  # also the plain augmentation of AUGMENTATION (the *_aug arms turn it on)
-    # The augmentation's mirror images: only for photos that look alike mirrored (apps.ml.orientation);
+    # The augmentation's mirror images: only for photos that look alike mirrored (apps.ml.engine.orientation);
     # for one-way photos (sandals) a flip teaches the classifier a kind of photo the test never shows.
     mirror: bool = True
     # True: each batch row draws a class uniformly, then an image of it (class sizes do not shift the
@@ -609,7 +609,7 @@ def _photo_words(pe: dict, credit_: dict) -> str:
 def _photo_equivalent(correct: dict, scores: dict, sizes: list[int], credit_: dict) -> dict:
     """:func:`learning_curve.photo_equivalent` on the balanced accuracy, against the short classes' photos,
     with a paired bootstrap over seeds and test images (the credit's draws), and its words."""
-    from .learning_curve import photo_equivalent
+    from apps.ml.quality.learning_curve import photo_equivalent
 
     arms = ("real_aug_25", "real_aug_50", "real_aug")
     boot = [_bootstrap_accuracies(correct[name], BOOTSTRAP, 0).numpy() for name in (*arms, "mixed_aug")]

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import torch
 
-from .metrics import FeatureNet, diversity_ratio, kernel_distance
-from .usefulness import ClassifierSettings, train_classifier
+from apps.ml.quality.metrics import FeatureNet, diversity_ratio, kernel_distance
+from apps.ml.quality.usefulness import ClassifierSettings, train_classifier
 
 CANDIDATES = (1.0, 2.0, 3.0, 5.0, 8.0)
 VALIDATION_SHARE = 0.25
 MIN_CLASS_PHOTOS = 4  # two to fit on, two to compare with
-VARIETY_FLOOR = 0.7  # the quality report's "repeats itself" alarm (apps.ml.quality.DIVERSITY_ALARM)
+VARIETY_FLOOR = 0.7  # the quality report's "repeats itself" alarm (apps.ml.quality.report.DIVERSITY_ALARM)
 
 
 def validation_split(

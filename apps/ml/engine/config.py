@@ -20,7 +20,7 @@ from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .base import PRESETS, RESOLUTIONS
+from apps.ml.engine.base import PRESETS, RESOLUTIONS
 
 Self = typing.TypeVar("Self", bound="TrainingConfig")
 
@@ -81,7 +81,7 @@ class TrainingConfig(MutableMapping):
         raise NotImplementedError
 
     def for_photos(self: Self, orientation: dict | None) -> Self:
-        """The recipe adapted to which way the photos face (:meth:`apps.ml.orientation.Orientation.as_dict`;
+        """The recipe adapted to which way the photos face (:meth:`apps.ml.engine.orientation.Orientation.as_dict`;
         None: not measured). The default changes nothing: a type whose training adds no mirror
         images or turns has nothing to adapt."""
         return self
@@ -314,7 +314,7 @@ def build_config(
     before the overrides and options. Only a type with ``supports_labels`` takes them. None or empty:
     an unconditional config, as always.
 
-    ``base``: the config of a base generator to fine-tune (:mod:`apps.ml.transfer`): after the overrides,
+    ``base``: the config of a base generator to fine-tune (:mod:`apps.ml.engine.transfer`): after the overrides,
     the base's model shape and the type's fine-tuning recipe (:meth:`TrainingConfig.for_base`) replace the
     preset's; the user's options still come last, and may not change the base's shape."""
     if not isinstance(options or {}, dict):

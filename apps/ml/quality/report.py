@@ -54,8 +54,8 @@ import statistics
 
 import torch
 
-from . import copies, filtering, metrics, realism
-from .usefulness import ARMS, ClassifierSettings, metric, split, usefulness_test
+from apps.ml.quality import copies, filtering, metrics, realism
+from apps.ml.quality.usefulness import ARMS, ClassifierSettings, metric, split, usefulness_test
 
 VERDICTS = ("varied and new", "not realistic yet", "repeats itself", "copies your photos", "mostly noise")
 POSITIVE_VERDICT = "varied and new"

@@ -31,8 +31,8 @@ from typing import BinaryIO
 import torch
 from safetensors import SafetensorError, safe_open
 
-from . import registry
-from .base import RESOLUTIONS
+from apps.ml.engine import registry
+from apps.ml.engine.base import RESOLUTIONS
 
 FORMAT = "synthgen-generator"
 FORMAT_VERSION = 1

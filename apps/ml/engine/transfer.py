@@ -1,6 +1,6 @@
 """Fine-tuning: a training run that starts from another generator's weights (the "base"). Django-free.
 
-The child's config comes from :func:`apps.ml.config.build_config` with ``base=`` the base's config: the
+The child's config comes from :func:`apps.ml.engine.config.build_config` with ``base=`` the base's config: the
 base's model shape (``TrainingConfig.BASE_SHAPE``) and the type's fine-tuning recipe
 (``TrainingConfig.for_base``: fewer steps, a lower learning rate, its own warm-up), before the user's options.
 Its networks start from the base's weights: :func:`read_base` reads the base's files (safetensors only),
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import load_json, load_tensors
+from apps.ml.engine.checkpoint import load_json, load_tensors
 
 WEIGHTS_FILE = "weights.safetensors"  # the sampling network (EMA weights), as every type saves it
 CONFIG_FILE = "config.json"
@@ -64,7 +64,7 @@ def read_base(directory: Path) -> Base:
 
 
 def start_from(model, base: Base) -> dict[str, dict[str, torch.Tensor]]:
-    """Make ``model`` (a :class:`~apps.ml.base.GeneratorType` built with the child's config) start training
+    """Make ``model`` (a :class:`~apps.ml.engine.base.GeneratorType` built with the child's config) start training
     from ``base``: the type turns the base's tensors into the weights of each of its networks
     (``weights_from_base``); returns them (also kept as ``model.start_weights``)."""
     weights = model.weights_from_base(base)

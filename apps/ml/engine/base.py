@@ -1,7 +1,7 @@
 """The contract every generator type implements.
 
 A generator type is a class derived from :class:`GeneratorType`, registered with
-:func:`apps.ml.registry.register`. The web form, the admin and the
+:func:`apps.ml.engine.registry.register`. The web form, the admin and the
 API read their choices from the registry, so adding a type needs no UI change.
 
 A type does not write a training loop: :meth:`GeneratorType.train` hands it to
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 if TYPE_CHECKING:
-    from .trainer import TrainingParts
+    from apps.ml.engine.trainer import TrainingParts
 
 PRESETS = ("quick", "standard", "long")
 RESOLUTIONS = (32, 64, 128)
@@ -74,10 +74,10 @@ class GeneratorType(ABC):
     supports_labels: ClassVar[bool] = False  # True: learns classes (config num_classes; train/sample with labels)
     supports_fine_tuning: ClassVar[bool] = False  # True: can start from a base generator (weights_from_base)
     # The newest architecture version of this type's networks that this code builds and loads (exported files
-    # carry theirs: apps.ml.portable refuses a newer one).
+    # carry theirs: apps.ml.engine.portable refuses a newer one).
     newest_architecture_version: ClassVar[int] = 1
 
-    # Fine-tuning (apps.ml.transfer): the weights each network of ``training_parts`` starts from, by network name
+    # Fine-tuning (apps.ml.engine.transfer): the weights each network of ``training_parts`` starts from, by network name
     # (None: the seeded random initialisation). A resumed run loads its checkpoint over them.
     start_weights: dict[str, dict[str, torch.Tensor]] | None = None
 
@@ -120,7 +120,7 @@ class GeneratorType(ABC):
         ``config["checkpoint_every"]`` steps. Returns early, after a final
         checkpoint, when ``should_stop()`` turns true (it is called before every step).
         """
-        from .trainer import Trainer
+        from apps.ml.engine.trainer import Trainer
 
         return Trainer(self, Path(checkpoint_dir)).run(
             images, labels=labels, on_progress=on_progress, should_stop=should_stop
@@ -141,7 +141,7 @@ class GeneratorType(ABC):
 
         A type that learns classes overrides this to take ``labels`` and return
         :class:`~.trainer.LabelledImages`; here labels are refused."""
-        from .trainer import prepare_images
+        from apps.ml.engine.trainer import prepare_images
 
         if labels is not None:
             raise ValueError(f"{type(self).__name__} learns no classes: it trains on images without labels")
@@ -156,7 +156,7 @@ class GeneratorType(ABC):
 
     def weights_from_base(self, base) -> dict[str, dict[str, torch.Tensor]]:
         """The weights this model's networks start from when fine-tuned from ``base`` (an
-        :class:`apps.ml.transfer.Base` of the same type, resolution and channels, whose shape the config took
+        :class:`apps.ml.engine.transfer.Base` of the same type, resolution and channels, whose shape the config took
         over: ``build_config(base=...)``), by network name; a type with ``supports_fine_tuning`` implements it."""
         raise NotImplementedError(f"{type(self).__name__} cannot start from another generator")
 
@@ -199,7 +199,7 @@ class GeneratorType(ABC):
 
     def weights_state(self) -> dict[str, torch.Tensor]:
         """The tensors :meth:`save` writes as ``weights.safetensors`` (the sampling network's state); a model
-        built on the "meta" device gives their names and shapes without allocating them (apps.ml.portable)."""
+        built on the "meta" device gives their names and shapes without allocating them (apps.ml.engine.portable)."""
         raise NotImplementedError(f"{type(self).__name__} does not say which tensors it saves")
 
     @abstractmethod
