@@ -49,10 +49,12 @@ worker: venv
 beat: venv
 	$(DEPLOY) exec $(PY) -m celery -A synthgen beat --loglevel INFO
 
-# Lint, format and import order (ruff); `make test` runs it first, so CI does too. `make format` rewrites.
+# Lint, format and import order (ruff), and types (mypy, strict on apps/ml and the services: pyproject.toml);
+# `make test` runs it first, so CI does too. `make format` rewrites what ruff can.
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: venv
 	$(VENV)/bin/ruff check --fix .

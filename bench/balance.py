@@ -65,8 +65,9 @@ from apps.ml.engine import registry  # noqa: E402
 from apps.ml.engine.checkpoint import load_tensors, save_tensors_atomic  # noqa: E402
 from apps.ml.engine.config import build_config  # noqa: E402
 from apps.ml.engine.images import save_grid, to_uint8  # noqa: E402
+from apps.ml.quality.classifier import ClassifierSettings, predict, train_classifier  # noqa: E402
 from apps.ml.quality.copies import build_reference, calibrate, detect  # noqa: E402
-from apps.ml.quality.usefulness import ClassifierSettings, credit, predict, train_classifier  # noqa: E402
+from apps.ml.quality.usefulness import credit  # noqa: E402
 from bench.quality import DEFAULT_DATA  # noqa: E402
 from bench.quick_preset import load_folder, parse_overrides  # noqa: E402
 

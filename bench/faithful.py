@@ -59,7 +59,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fashion-mn
 OUT = Path(__file__).resolve().parent / "out" / "faithful"
 BLACK = 2  # uint8 values at or below this count as black
 TIMESTEPS = (5, 20, 50, 100, 250, 500, 750)
-APP_HELDOUT = 22  # the app's held-out photos for 150 (apps.generators.evaluation.holdout_count)
+APP_HELDOUT = 22  # the app's held-out photos for 150 (apps.ml.quality.heldout.holdout_count)
 
 
 def uint8(images: torch.Tensor) -> torch.Tensor:

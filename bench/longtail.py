@@ -66,9 +66,10 @@ from apps.ml.engine.images import save_grid, to_uint8  # noqa: E402
 from apps.ml.engine.orientation import measure  # noqa: E402
 from apps.ml.quality import filtering  # noqa: E402
 from apps.ml.quality.class_filter import train_class_filter  # noqa: E402
+from apps.ml.quality.classifier import ClassifierSettings, predict, train_classifier  # noqa: E402
 from apps.ml.quality.copies import build_reference, calibrate, detect  # noqa: E402
 from apps.ml.quality.guidance import choose_guidance  # noqa: E402
-from apps.ml.quality.usefulness import ClassifierSettings, credit, predict, train_classifier  # noqa: E402
+from apps.ml.quality.usefulness import credit  # noqa: E402
 from bench.balance import _digest, _pp, print_table, sample_cached, train_generator  # noqa: E402
 from bench.faithful import BLACK, background, other_way_share  # noqa: E402
 from bench.quality import DEFAULT_DATA  # noqa: E402

@@ -59,8 +59,8 @@ from apps.ml.engine.augment import augment_dataset  # noqa: E402
 from apps.ml.engine.checkpoint import load_tensors, save_tensors_atomic  # noqa: E402
 from apps.ml.engine.device import pick_device  # noqa: E402
 from apps.ml.engine.images import save_grid, to_uint8  # noqa: E402
+from apps.ml.quality.classifier import ClassifierSettings  # noqa: E402
 from apps.ml.quality.report import quality_report  # noqa: E402
-from apps.ml.quality.usefulness import ClassifierSettings  # noqa: E402
 from bench.quick_preset import load_folder, parse_overrides  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fashion-mnist"
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with train/<class> and test/<class>")
     parser.add_argument("--class", dest="target", default="sandal")
-    parser.add_argument("--generators", default="dcgan,ddim", help="registry keys, comma-separated")
+    parser.add_argument("--generators", default="dcgan,ddim", help="generator types, comma-separated")
     parser.add_argument("--scenarios", default="full,small,small+aug", help="any of full, small, small+aug")
     parser.add_argument("--full", type=int, default=500, help="image count of the full scenario")
     parser.add_argument("--small", type=int, default=150, help="image count of the cut scenarios")

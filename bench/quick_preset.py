@@ -37,8 +37,8 @@ from apps.ml.engine.augment import augment_dataset  # noqa: E402
 from apps.ml.engine.device import pick_device  # noqa: E402
 from apps.ml.engine.images import save_grid, to_pil, to_uint8  # noqa: E402
 from apps.ml.quality.diversity import mean_pairwise_distance  # noqa: E402
+from apps.ml.quality.images import split  # noqa: E402
 from apps.ml.quality.report import quality_report  # noqa: E402
-from apps.ml.quality.usefulness import split  # noqa: E402
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
@@ -128,7 +128,7 @@ def report_on_samples(model, train: torch.Tensor, heldout: torch.Tensor, args) -
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kind", default="dcgan", help="registry key, e.g. dcgan or ddim")
+    parser.add_argument("--kind", default="dcgan", help="the generator type, e.g. dcgan or ddim")
     parser.add_argument("--data", required=True, type=Path, help="folder of images")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images (sorted by name)")
     parser.add_argument("--resolution", type=int, default=64)

@@ -391,7 +391,7 @@ def _row_name(row: dict, model: DDIM) -> str:
 
 
 def _precision_used(row: dict, model: DDIM) -> str:
-    from apps.ml.ddim.generator_type import cpu_has_bf16
+    from apps.ml.engine.device import cpu_has_bf16
 
     if row["kind"] != "ours" or row["precision"] != "auto":
         return row["precision"]
@@ -404,7 +404,7 @@ def trained_model_table(args) -> dict:
 
     from apps.ml.engine.images import save_grid, to_uint8
     from apps.ml.quality import metrics
-    from apps.ml.quality.usefulness import ClassifierSettings
+    from apps.ml.quality.classifier import ClassifierSettings
 
     model = DDIM.load(args.model, device=args.device)
     c, r = model.config["channels"], model.config["resolution"]

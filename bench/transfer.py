@@ -12,7 +12,7 @@ at every step count of ``--steps`` and every training seed of ``--seeds``:
 
 - ``scratch``:   the quick preset from random weights (``build_config`` without a base), and its own length
                  (1,500 steps for 150 photos on a CPU);
-- ``finetuned``: the product's fine-tuning path (as ``apps.generators.pipeline._train``): ``read_base`` of the
+- ``finetuned``: the product's fine-tuning path (as ``apps.generators.stages.training._train``): ``read_base`` of the
                  base's files, ``build_config(..., base=base.recipe_config())`` (the base's U-Net shape and the
                  fine-tuning recipe: a third of the steps, the preset's learning rate, its own warm-up), then
                  ``start_from(model, base)`` (the base's EMA U-Net; its "no label" row folded in for an
@@ -61,9 +61,9 @@ from apps.ml.engine.config import build_config  # noqa: E402
 from apps.ml.engine.images import to_uint8  # noqa: E402
 from apps.ml.engine.orientation import measure as measure_orientation  # noqa: E402
 from apps.ml.engine.transfer import WEIGHTS_FILE, read_base, start_from  # noqa: E402
+from apps.ml.quality.classifier import ClassifierSettings  # noqa: E402
 from apps.ml.quality.metrics import kernel_distance, train_feature_net  # noqa: E402
 from apps.ml.quality.report import quality_report  # noqa: E402
-from apps.ml.quality.usefulness import ClassifierSettings  # noqa: E402
 from bench.balance import _progress, print_table, sample_cached, train_generator  # noqa: E402
 from bench.faithful import other_way_share  # noqa: E402
 from bench.quality import DEFAULT_DATA  # noqa: E402

@@ -232,13 +232,13 @@ def test_ddim_trains_and_generates_with_chosen_steps(api, django_capture_on_comm
 
 
 def test_left_out_resolution_and_preset_are_chosen_from_the_dataset(api):
-    from apps.generators import services
+    from apps.generators import recipes
 
     small = upload(api, count=25).json()["id"]  # 40 px images
     with_defaults = api.post("/api/generators/", {"name": "auto", "dataset": small, "kind": "dcgan"}, format="json")
     assert with_defaults.status_code == 202, with_defaults.content
     assert with_defaults.json()["resolution"] == 32  # most images are under 64 px: no upscaling
-    assert with_defaults.json()["preset"] == services.suggest_preset(25, "dcgan") == "standard"
+    assert with_defaults.json()["preset"] == recipes.suggest_preset(25, "dcgan") == "standard"
     diffusion = api.post("/api/generators/", {"name": "auto-ddim", "dataset": small, "kind": "ddim"}, format="json")
     assert diffusion.json()["preset"] == "quick"  # standard copies small sets (bench/README.md)
     chosen = api.post(

@@ -33,10 +33,10 @@ def test_the_generation_count_cap_is_one_setting_read_by_api_schema_form_and_ser
 
 
 def test_the_stage_list_is_written_once():
-    from apps.generators import pipeline, presentation, tasks
+    from apps.generators import presentation, runs, services, tasks
     from apps.generators.models import TrainingRun
 
-    assert pipeline.STAGE_ORDER is STAGE_ORDER and TrainingRun.STAGES is STAGE_ORDER
+    assert runs.STAGE_ORDER is STAGE_ORDER and services.STAGE_ORDER is STAGE_ORDER and TrainingRun.STAGES is STAGE_ORDER
     chain = tasks.stage_tasks()
     assert tuple(chain) == STAGE_ORDER
     assert [task.name for task in chain.values()] == [f"generators.{stage}" for stage in STAGE_ORDER]

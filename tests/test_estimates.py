@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.datasets import services as dataset_services
-from apps.generators import estimates, services
+from apps.generators import estimates, presence, recipes, services, step_costs
 from apps.generators.models import Generator, StepCost, TrainingRun, WorkerPresence
 from apps.ml.engine import registry
 
@@ -42,10 +42,10 @@ def a_worker(queues=("default", "gpu"), device="cpu", **fields):
 
 def test_a_measured_step_cost_predicts_a_second_tiny_training_within_2x(settings, tmp_path):
     settings.SYNTHGEN_TRAINING_OVERRIDES = {"dcgan": {"ngf": 16, "ndf": 16, "batch_size": 32}}
-    config = estimates.recipe("dcgan", resolution=32, channels=3, preset="quick", image_count=150, device="cpu")
-    seconds, steps = estimates.measure_step_cost("dcgan", config, "cpu", steps=8, budget=None)
+    config = recipes.recipe("dcgan", resolution=32, channels=3, preset="quick", image_count=150, device="cpu")
+    seconds, steps = step_costs.measure_step_cost("dcgan", config, "cpu", steps=8, budget=None)
     assert steps == 8 and seconds > 0
-    estimates.record_step_cost("dcgan", config, "cpu", seconds, steps=steps, name="test CPU")
+    step_costs.record_step_cost("dcgan", config, "cpu", seconds, steps=steps, name="test CPU")
 
     # A second tiny training of the same recipe through the real trainer (as the train stage runs it): its own
     # clock against the estimate for its number of steps.
@@ -60,20 +60,20 @@ def test_a_measured_step_cost_predicts_a_second_tiny_training_within_2x(settings
 
 
 def test_a_measurement_stops_when_the_worker_stops_and_stores_nothing(settings):
-    config = estimates.recipe("dcgan", resolution=32, channels=3, preset="quick", image_count=150, device="cpu")
-    assert estimates.measure_step_cost("dcgan", config, "cpu", should_stop=lambda: True) is None
-    assert estimates.measure_next("cpu", should_stop=lambda: True) is False
+    config = recipes.recipe("dcgan", resolution=32, channels=3, preset="quick", image_count=150, device="cpu")
+    assert step_costs.measure_step_cost("dcgan", config, "cpu", should_stop=lambda: True) is None
+    assert step_costs.measure_next("cpu", should_stop=lambda: True) is False
     assert not StepCost.objects.exists()
 
 
 def test_a_worker_measures_each_shape_once(settings):
     # The tiny recipes of the tests: one shape per type and size.
-    shapes = estimates.measured_shapes("cpu")
+    shapes = step_costs.measured_shapes("cpu")
     assert {(kind, config["resolution"]) for kind, config in shapes} == {
         (kind, r) for kind in registry.all_types() for r in (32, 64, 128)
     }
-    assert estimates.measure_next("cpu") is True
-    assert StepCost.objects.count() == 1 and len(estimates.unmeasured_shapes("cpu")) == len(shapes) - 1
+    assert step_costs.measure_next("cpu") is True
+    assert StepCost.objects.count() == 1 and len(step_costs.unmeasured_shapes("cpu")) == len(shapes) - 1
     cost = StepCost.objects.get()
     assert cost.device == "cpu" and cost.seconds_per_step > 0 and 1 <= cost.steps <= 4
 
@@ -82,8 +82,8 @@ def test_a_worker_measures_each_shape_once(settings):
 
 
 def every_shape_costs(seconds_per_step: float, device: str = "cpu") -> None:
-    for kind, config in estimates.measured_shapes(device):
-        estimates.record_step_cost(kind, config, device, seconds_per_step, steps=4, name="2 CPU threads")
+    for kind, config in step_costs.measured_shapes(device):
+        step_costs.record_step_cost(kind, config, device, seconds_per_step, steps=4, name="2 CPU threads")
 
 
 def table(page: str, kind: str, resolution: int, device: str = "cpu") -> str:
@@ -133,7 +133,7 @@ def test_past_runs_of_the_same_shape_are_the_evidence_before_the_measurement(set
     settings.SYNTHGEN_TRAINING_OVERRIDES = {}
     a_worker()
     every_shape_costs(0.1)
-    config = estimates.recipe("dcgan", resolution=64, channels=3, preset="standard", image_count=131, device="cpu")
+    config = recipes.recipe("dcgan", resolution=64, channels=3, preset="standard", image_count=131, device="cpu")
     for seconds in (0.2, 0.25, 0.3):  # the median is 0.25 s a step
         generator = Generator.objects.create(
             owner=user,
@@ -196,7 +196,7 @@ def test_no_worker_up_is_said_and_the_last_measurements_are_still_shown(settings
         queues=["gpu"],
         device="cuda",
         started_at=timezone.now(),
-        seen_at=timezone.now() - timezone.timedelta(seconds=estimates.WORKER_GONE_SECONDS + 5),
+        seen_at=timezone.now() - timezone.timedelta(seconds=presence.WORKER_GONE_SECONDS + 5),
     )
     WorkerPresence.objects.create(
         holder="web:1:x",
@@ -220,14 +220,14 @@ def test_no_worker_up_is_said_and_the_last_measurements_are_still_shown(settings
 
 
 def test_a_worker_says_it_is_up_beats_and_stops():
-    worker = estimates.worker_started(holder="h:1:t", queues=["gpu", "default"], device="cuda:1", name="GPU")
-    assert worker.device == "cuda" and estimates.training_workers() == [worker]
+    worker = presence.worker_started(holder="h:1:t", queues=["gpu", "default"], device="cuda:1", name="GPU")
+    assert worker.device == "cuda" and presence.training_workers() == [worker]
     WorkerPresence.objects.filter(pk=worker.pk).update(seen_at=timezone.now() - timezone.timedelta(hours=1))
-    assert estimates.training_workers() == []
-    estimates.worker_seen("h:1:t")
-    assert estimates.training_workers() == [worker]
-    estimates.worker_stopped("h:1:t")
-    assert estimates.training_workers() == []
+    assert presence.training_workers() == []
+    presence.worker_seen("h:1:t")
+    assert presence.training_workers() == [worker]
+    presence.worker_stopped("h:1:t")
+    assert presence.training_workers() == []
 
 
 # --- the run page --------------------------------------------------------------------------------------------
@@ -236,8 +236,8 @@ def test_a_worker_says_it_is_up_beats_and_stops():
 def test_the_run_page_compares_the_estimate_stored_at_the_start_with_the_time_training_took(
     user, logged_in, api, django_capture_on_commit_callbacks
 ):
-    config = estimates.recipe("dcgan", resolution=32, channels=3, preset="quick", image_count=6, device="cpu")
-    estimates.record_step_cost("dcgan", config, "cpu", 20.0, steps=4, name="2 CPU threads")  # 6 tiny steps: 2 min
+    config = recipes.recipe("dcgan", resolution=32, channels=3, preset="quick", image_count=6, device="cpu")
+    step_costs.record_step_cost("dcgan", config, "cpu", 20.0, steps=4, name="2 CPU threads")  # 6 tiny steps: 2 min
     dataset, _ = dataset_services.create_dataset(owner=user, name="ellipses", files=image_uploads(6), archive=None)
     with django_capture_on_commit_callbacks(execute=True):
         generator = services.start_training(
@@ -255,7 +255,7 @@ def test_the_run_page_compares_the_estimate_stored_at_the_start_with_the_time_tr
     assert body["estimate"].endswith(f"; took {took}.")
 
     # A later measurement does not change what this run was told.
-    estimates.record_step_cost("dcgan", config, "cpu", 1.0, steps=4)
+    step_costs.record_step_cost("dcgan", config, "cpu", 1.0, steps=4)
     run.refresh_from_db()
     assert run.estimated_seconds == 120.0
 
@@ -296,7 +296,7 @@ def test_a_real_worker_says_it_is_up_measures_its_step_costs_and_says_it_stopped
     assert "No worker is up" in client.get(reverse("generators:wizard")).content.decode()
     worker = Worker(tmp_path, extra_env={"SYNTHGEN_MEASURE_STEP_COSTS": "1"}).start()
     try:
-        shapes = estimates.measured_shapes("cpu")  # the tests' tiny recipes: one shape per type and size
+        shapes = step_costs.measured_shapes("cpu")  # the tests' tiny recipes: one shape per type and size
         wait_for(lambda: StepCost.objects.count(), lambda count: count == len(shapes), timeout=120)
         present = WorkerPresence.objects.get()
         assert set(present.queues) == {"default", "gpu"} and present.device == "cpu"

@@ -11,8 +11,10 @@ from PIL import Image
 from apps.core import storage
 from apps.datasets import services as dataset_services
 from apps.datasets.orientation import dataset_orientation
-from apps.generators import evaluation, pipeline
+from apps.generators import evaluation
 from apps.generators.models import Generator, TrainingRun
+from apps.generators.stages import data
+from apps.generators.stages import training as train_stage
 from apps.ml.engine.checkpoint import load_tensors
 
 from .ml.test_orientation import discs, facing_other_way, wedges
@@ -40,14 +42,14 @@ def trained_through_the_stages(user, monkeypatch, images: torch.Tensor, name: st
     )
     run = TrainingRun.objects.create(generator=generator, status=TrainingRun.Status.RUNNING, stage="prepare")
     with storage.scratch("prepare") as work:
-        pipeline._prepare(TrainingRun.objects.get(pk=run.pk), work)
+        data._prepare(TrainingRun.objects.get(pk=run.pk), work)
     with storage.scratch("augment") as work:
-        pipeline._augment(TrainingRun.objects.get(pk=run.pk), work)
-        storage.fetch_file(storage.run_file(run.pk, pipeline.TRAINING), work / "training.safetensors")
+        data._augment(TrainingRun.objects.get(pk=run.pk), work)
+        storage.fetch_file(storage.run_file(run.pk, storage.RUN_TRAINING), work / "training.safetensors")
         training = load_tensors(work / "training.safetensors")["images"]
-    monkeypatch.setattr(pipeline.registry, "get", lambda kind: NoTraining)
+    monkeypatch.setattr(train_stage.registry, "get", lambda kind: NoTraining)
     with storage.scratch("train") as work:
-        pipeline._train(TrainingRun.objects.get(pk=run.pk), work)
+        train_stage._train(TrainingRun.objects.get(pk=run.pk), work)
     return Generator.objects.get(pk=generator.pk), training
 
 

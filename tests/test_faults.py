@@ -11,8 +11,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from apps.core import storage
-from apps.generators import pipeline, tasks
+from apps.generators import tasks
 from apps.generators.models import Generator, TrainingRun
+from apps.generators.runs import lease_holder, run_stage
+from apps.generators.stages import data, finish, quality, training
 
 from .conftest import image_uploads
 from .realworker import REDIS_URL, Worker, wait_for
@@ -120,12 +122,12 @@ def test_a_stage_delivered_twice_does_nothing_the_second_time(api, django_captur
     assert run.status == "done"
     ready = Generator.objects.get(pk=generator["id"])
     for stage in (
-        pipeline.prepare,
-        pipeline.augment,
-        pipeline.train,
-        pipeline.evaluate,
-        pipeline.register,
-        pipeline.cleanup,
+        data.prepare,
+        data.augment,
+        training.train,
+        quality.evaluate,
+        finish.register,
+        finish.cleanup,
     ):
         assert stage(run.pk) is False
     assert Generator.objects.get(pk=generator["id"]).updated_at == ready.updated_at
@@ -134,16 +136,16 @@ def test_a_stage_delivered_twice_does_nothing_the_second_time(api, django_captur
 
 @pytest.mark.django_db
 def test_a_stage_held_by_a_live_worker_is_not_run_again(api, django_capture_on_commit_callbacks, monkeypatch):
-    monkeypatch.setattr("apps.generators.services._launch", lambda run_id: None)  # queue nothing
+    monkeypatch.setattr("apps.generators.services.launch_pipeline", lambda run_id: None)  # queue nothing
     generator = start_run(api)
     run = TrainingRun.objects.get(generator_id=generator["id"])
-    assert pipeline.prepare(run.pk) and pipeline.augment(run.pk)
+    assert data.prepare(run.pk) and data.augment(run.pk)
     TrainingRun.objects.filter(pk=run.pk).update(stage="train", heartbeat_at=timezone.now(), holder="elsewhere:1")
-    assert pipeline.train(run.pk) is False
-    assert pipeline.register(run.pk) is False  # train is not done: a leftover message skips
+    assert training.train(run.pk) is False
+    assert finish.register(run.pk) is False  # train is not done: a leftover message skips
     TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timezone.timedelta(hours=1))
-    assert pipeline.train(run.pk) is True  # the holder died: taken over
-    assert TrainingRun.objects.get(pk=run.pk).holder == pipeline.lease_holder()
+    assert training.train(run.pk) is True  # the holder died: taken over
+    assert TrainingRun.objects.get(pk=run.pk).holder == lease_holder()
 
 
 @pytest.mark.django_db
@@ -152,7 +154,7 @@ def test_a_starting_worker_takes_over_at_once_the_stages_of_dead_processes_on_it
     worker's start-up hook and taken over although its heartbeat is fresh; a live process's stage, or
     another host's, waits for the stale timeout."""
     requeued = []
-    monkeypatch.setattr(tasks, "launch_pipeline", requeued.append)
+    monkeypatch.setattr("apps.generators.runs.launch_pipeline", requeued.append)
     dead = subprocess.Popen([sys.executable, "-c", ""])
     dead.wait()
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -179,9 +181,9 @@ def test_a_starting_worker_takes_over_at_once_the_stages_of_dead_processes_on_it
         gone = sorted([runs["dead"].pk, runs["earlier process with this pid"].pk])
         assert sorted(requeued) == gone
         # The re-queued chains' train tasks take the leases over; the others stay held.
-        taken = {name: pipeline.run_stage(run.pk, "train", lambda run, work: None) for name, run in runs.items()}
+        taken = {name: run_stage(run.pk, "train", lambda run, work: None) for name, run in runs.items()}
         assert taken == {"dead": True, "earlier process with this pid": True, "alive": False, "other host": False}
-        assert TrainingRun.objects.get(pk=runs["dead"].pk).holder == pipeline.lease_holder()
+        assert TrainingRun.objects.get(pk=runs["dead"].pk).holder == lease_holder()
         tasks._sweep_when_a_worker_starts()  # the new holder is this live process: nothing more to re-queue
         assert sorted(requeued) == gone
     finally:

@@ -11,7 +11,7 @@ import torch
 from torchvision.datasets import ImageFolder
 
 from apps.core import storage
-from apps.generation import export, services
+from apps.generation import export, loading, services
 from apps.generation.models import GenerationJob
 from apps.generators.models import Generator
 from apps.ml.engine.checkpoint import save_tensors_atomic
@@ -61,10 +61,10 @@ def generator(user, settings, monkeypatch):
         ):
             save_tensors_atomic({"images": torch.cat(images), "labels": labels(n)}, folder / f"{name}.safetensors")
             storage.publish_file(folder / f"{name}.safetensors", f"generators/shop/{name}.safetensors")
-    monkeypatch.setattr(services, "_load_model", lambda *args: OffClassModel())
-    services._CLASS_FILTERS.clear()
+    monkeypatch.setattr(loading, "load_model", lambda *args: OffClassModel())
+    loading._CLASS_FILTERS.clear()
     yield generator
-    services._CLASS_FILTERS.clear()
+    loading._CLASS_FILTERS.clear()
 
 
 def run_job(generator, counts, tmp_path, filter_images=True):
@@ -104,7 +104,7 @@ def test_off_class_images_are_dropped_and_every_image_is_listed_once_with_its_sc
         picture = torch.from_numpy(numpy.array(folder.loader(path))).permute(2, 0, 1)
         assert is_shape(picture) == (CLASSES[label] == "shape"), path  # none of the wrong class was kept
     # ... and metadata.jsonl lists every image once, relative to its own folder, with class, score and weight
-    rows = [json.loads(line) for line in (root / export.METADATA).read_text().splitlines()]
+    rows = [json.loads(line) for line in (root / storage.JOB_METADATA).read_text().splitlines()]
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
     assert sorted(row["file_name"] for row in rows) == files and len(rows) == 15
     scores = {image["file"]: image["score"] for image in manifest["images"]}
@@ -130,16 +130,16 @@ def test_copies_are_looked_for_among_the_images_own_class_by_that_class_threshol
 
 def test_the_class_filter_is_trained_once_per_generator_and_kept_in_its_folder(generator, tmp_path, monkeypatch):
     run_job(generator, {"blob": 3, "shape": 0}, tmp_path)
-    assert storage.exists(f"generators/shop/{services.CLASS_FILTER_FILE}")
-    services._CLASS_FILTERS.clear()  # another worker process: it reads the stored filter
+    assert storage.exists(f"generators/shop/{storage.GENERATOR_CLASS_FILTER}")
+    loading._CLASS_FILTERS.clear()  # another worker process: it reads the stored filter
 
     def no_training(*args, **kwargs):
         raise AssertionError("the class filter was trained again")
 
-    monkeypatch.setattr(services, "train_class_filter", no_training)
+    monkeypatch.setattr(loading, "train_class_filter", no_training)
     monkeypatch.setattr(class_filter_module, "train_class_filter", no_training)
     job, root = run_job(generator, {"blob": 0, "shape": 3}, tmp_path)
-    rows = [json.loads(line) for line in (root / export.METADATA).read_text().splitlines()]
+    rows = [json.loads(line) for line in (root / storage.JOB_METADATA).read_text().splitlines()]
     assert [row["label"] for row in rows] == ["shape"] * 3 and all(row["score"] is not None for row in rows)
 
 
@@ -147,7 +147,7 @@ def test_with_the_filter_off_images_are_kept_and_still_scored(generator, tmp_pat
     job, root = run_job(generator, {"blob": 6, "shape": 0}, tmp_path, filter_images=False)
     manifest = json.loads((root / "manifest.json").read_text())
     assert job.dropped == 0 and manifest["filter"]["dropped"]["class"] == 0
-    rows = [json.loads(line) for line in (root / export.METADATA).read_text().splitlines()]
+    rows = [json.loads(line) for line in (root / storage.JOB_METADATA).read_text().splitlines()]
     low = [row["score"] < manifest["filter"]["class"]["classes"]["blob"]["threshold"] for row in rows]
     assert low == [False, False, True] * 2  # the off-class images are kept, and their scores show it
 
@@ -187,8 +187,8 @@ def test_a_generator_that_never_draws_the_class_asked_for_says_so(generator, tmp
         def sample(self, n, *, seed, steps=None, labels=None, guidance=None):
             return DRAW[1 - int(labels)](n, seed=seed % 100_000, size=32, channels=3)
 
-    monkeypatch.setattr(services, "_load_model", lambda *args: WrongClassModel())
+    monkeypatch.setattr(loading, "load_model", lambda *args: WrongClassModel())
     job, root = run_job(generator, {"blob": 2, "shape": 0}, tmp_path)
     assert job.produced == 0 and job.dropped >= 2
     assert "Only 0 of 2 images passed" in job.error and "not recognisable as their class" in job.error
-    assert (root / export.METADATA).read_text() == ""
+    assert (root / storage.JOB_METADATA).read_text() == ""

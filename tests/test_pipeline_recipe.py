@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from apps.core import storage
-from apps.generators import pipeline
 from apps.generators.models import Generator, TrainingRun
+from apps.generators.stages import data, training
 from apps.ml.ddim import DDIM
 from apps.ml.engine import registry
 from apps.ml.engine.base import TrainResult
@@ -39,14 +39,14 @@ def config_chosen(user, monkeypatch, *, augment: bool, photos: int = 150) -> tup
     with storage.scratch("prepared") as work:
         save_tensors_atomic(
             {"images": torch.randint(0, 256, (photos, 1, 32, 32), dtype=torch.uint8, generator=g)},
-            work / pipeline.PREPARED,
+            work / storage.RUN_PREPARED,
         )
-        storage.publish_file(work / pipeline.PREPARED, storage.run_file(run.pk, pipeline.PREPARED))
+        storage.publish_file(work / storage.RUN_PREPARED, storage.run_file(run.pk, storage.RUN_PREPARED))
     with storage.scratch("augment") as work:
-        pipeline._augment(run, work)
-    monkeypatch.setattr(pipeline.registry, "get", lambda kind: NoTraining)
+        data._augment(run, work)
+    monkeypatch.setattr(training.registry, "get", lambda kind: NoTraining)
     with storage.scratch("train") as work:
-        pipeline._train(TrainingRun.objects.get(pk=run.pk), work)
+        training._train(TrainingRun.objects.get(pk=run.pk), work)
     return Generator.objects.get(pk=generator.pk).config, NoTraining.trained_on[-1]
 
 

@@ -13,6 +13,7 @@ from apps.generators import evaluation
 from apps.generators.models import Generator
 from apps.ml.engine import registry
 from apps.ml.engine.checkpoint import save_tensors_atomic
+from apps.ml.quality.heldout import holdout_count, split_heldout
 
 from .conftest import image_uploads
 
@@ -96,8 +97,8 @@ def test_heldout_split_keeps_near_duplicate_shots_together():
     burst = (base[:10].int() + 2).clamp(0, 255).to(torch.uint8)  # 10 photos shot twice
     images = torch.cat([base, burst])
     for seed in range(4):
-        train, held = evaluation.split_heldout(images, seed=seed)
-        assert len(train) + len(held) == 60 and 0 < len(held) <= evaluation.holdout_count(60)
+        train, held = split_heldout(images, seed=seed)
+        assert len(train) + len(held) == 60 and 0 < len(held) <= holdout_count(60)
         for i in range(10):  # each pair of shots on one side
             pair = keys(images[[i, 50 + i]])
             assert pair <= keys(train) or pair <= keys(held)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db
 class ConstantType(GeneratorType):
     """A third type, made only for this test: every image is one learnt mean colour."""
 
-    key = "constant-test"
+    kind = "constant-test"
     label = "Constant (test only)"
     description = "Always paints the average colour of your images."
 
@@ -50,12 +50,32 @@ class ConstantType(GeneratorType):
 def third_type():
     registry.register(ConstantType)
     yield ConstantType
-    registry.unregister(ConstantType.key)
+    registry.unregister(ConstantType.kind)
 
 
 def test_both_builtin_types_are_registered():
     assert {"dcgan", "ddim"} <= set(registry.all_types())
     assert registry.get("ddim").uses_sampling_steps and not registry.get("dcgan").uses_sampling_steps
+    assert registry.get("ddim").default_sampling_steps > 0 and registry.get("dcgan").default_sampling_steps is None
+
+
+def test_a_type_registers_with_a_decorator_and_takes_steps_when_it_has_a_default():
+    @registry.register
+    class Stepped(ConstantType):
+        kind = "stepped-test"
+        default_sampling_steps = 7
+
+    try:
+        assert registry.get("stepped-test") is Stepped and Stepped.uses_sampling_steps
+        assert not ConstantType.uses_sampling_steps
+    finally:
+        registry.unregister("stepped-test")
+    with pytest.raises(KeyError, match="unknown generator type 'stepped-test'"):
+        registry.get("stepped-test")
+    with pytest.raises(TypeError, match="set default_sampling_steps"):
+
+        class Contradictory(ConstantType):
+            uses_sampling_steps = True
 
 
 def test_a_new_type_appears_in_the_form_the_api_and_the_admin(third_type, api, admin_client):

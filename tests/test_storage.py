@@ -293,7 +293,7 @@ def test_a_stage_retries_then_the_run_fails_naming_the_storage(
 def test_a_stage_that_loses_the_storage_once_carries_on_at_the_retry(
     user, seaweedfs, s3_storage, settings, monkeypatch, django_capture_on_commit_callbacks
 ):
-    from apps.generators import pipeline, tasks
+    from apps.generators import tasks
     from apps.generators.models import TrainingRun
 
     with django_capture_on_commit_callbacks(execute=False):
@@ -306,11 +306,11 @@ def test_a_stage_that_loses_the_storage_once_carries_on_at_the_retry(
             raise storage.StorageUnavailable("The file storage (test) cannot be used: gone for a moment")
         return real_read_many(names)
 
-    monkeypatch.setattr(pipeline.storage, "read_many", flaky)
+    monkeypatch.setattr(storage, "read_many", flaky)
     tasks.prepare.apply(args=[run.pk])
     run = TrainingRun.objects.get(pk=run.pk)
     assert len(calls) == 2 and run.completed_stages == ["prepare"] and run.status == "running", run.error
-    assert storage.exists(storage.run_file(run.pk, pipeline.PREPARED))
+    assert storage.exists(storage.run_file(run.pk, storage.RUN_PREPARED))
 
 
 @pytest.mark.django_db(transaction=True)
@@ -331,9 +331,9 @@ def test_a_job_whose_storage_is_down_fails_naming_it_and_nothing_stored_is_lost(
 
     storage_down()
     assert api.get(f"/api/jobs/{first.json()['id']}/download/").status_code == 503
-    from apps.generation import services as generation_services
+    from apps.generation import loading
 
-    generation_services._load_model.cache_clear()
+    loading.load_model.cache_clear()
     # Eager tasks run inside the request: the task's last failure reaches the API's handler here (a worker's
     # would not); either way the job is failed.
     api.post(f"/api/generators/{generator['id']}/generate/", {"count": 4, "filter": False}, format="json")

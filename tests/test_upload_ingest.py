@@ -10,6 +10,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
+from apps.datasets import ingest as ingest_module
 from apps.datasets import services
 
 from .conftest import png_bytes
@@ -74,7 +75,7 @@ def test_the_pool_stores_what_one_file_at_a_time_stores(user, settings):
 def test_at_most_twice_the_threads_are_held_at_once(user, settings, monkeypatch):
     settings.SYNTHGEN_INGEST_THREADS = 2
     held, most = [0], [0]
-    read, add = services._raw_bytes, services._add_one
+    read, add = ingest_module._raw_bytes, ingest_module._add_one
 
     def counting_read(data, limits):
         held[0] += 1
@@ -85,8 +86,8 @@ def test_at_most_twice_the_threads_are_held_at_once(user, settings, monkeypatch)
         held[0] -= 1
         return add(*args, **kwargs)
 
-    monkeypatch.setattr(services, "_raw_bytes", counting_read)
-    monkeypatch.setattr(services, "_add_one", counting_add)
+    monkeypatch.setattr(ingest_module, "_raw_bytes", counting_read)
+    monkeypatch.setattr(ingest_module, "_add_one", counting_add)
     files = [SimpleUploadedFile(f"p{i}.png", png_bytes(i, size=64), content_type="image/png") for i in range(20)]
     dataset, rejected = services.create_dataset(owner=user, name="bounded", files=files)
     assert dataset.images.count() == 20 and rejected == []
@@ -96,7 +97,7 @@ def test_at_most_twice_the_threads_are_held_at_once(user, settings, monkeypatch)
 @pytest.mark.django_db
 def test_a_storage_failure_part_way_keeps_nothing(user, settings, monkeypatch):
     settings.SYNTHGEN_INGEST_THREADS = 2
-    add, calls = services._add_one, [0]
+    add, calls = ingest_module._add_one, [0]
 
     def failing_add(*args, **kwargs):
         calls[0] += 1
@@ -104,7 +105,7 @@ def test_a_storage_failure_part_way_keeps_nothing(user, settings, monkeypatch):
             raise services.StorageUnavailable("the storage is down")
         return add(*args, **kwargs)
 
-    monkeypatch.setattr(services, "_add_one", failing_add)
+    monkeypatch.setattr(ingest_module, "_add_one", failing_add)
     files = [SimpleUploadedFile(f"p{i}.png", png_bytes(i), content_type="image/png") for i in range(10)]
     with pytest.raises(services.StorageUnavailable):
         services.create_dataset(owner=user, name="down", files=files)

@@ -21,8 +21,9 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from apps.core import storage
-from apps.generators import pipeline, shutdown, tasks
+from apps.generators import runs, shutdown, tasks
 from apps.generators.models import Generator, TrainingRun
+from apps.generators.stages import data, training
 
 from .conftest import png_bytes
 from .realworker import REDIS_URL, Worker, database_url, require_real_services, wait_for
@@ -41,10 +42,10 @@ def stopping():
 
 
 def prepared_run(api, monkeypatch) -> TrainingRun:
-    monkeypatch.setattr("apps.generators.services._launch", lambda run_id: None)  # queue nothing
+    monkeypatch.setattr("apps.generators.services.launch_pipeline", lambda run_id: None)  # queue nothing
     generator = start_run(api)
     run = TrainingRun.objects.get(generator_id=generator["id"])
-    assert pipeline.prepare(run.pk) and pipeline.augment(run.pk)
+    assert data.prepare(run.pk) and data.augment(run.pk)
     return run
 
 
@@ -54,7 +55,7 @@ def test_a_stopping_worker_stops_training_at_a_checkpoint_and_gives_the_stage_ba
 ):
     settings.SYNTHGEN_TRAINING_OVERRIDES = {"dcgan": {**LONG_TINY_RUN["dcgan"], "total_steps": 200}}
     run = prepared_run(api, monkeypatch)
-    steps, record = [], pipeline._ProgressRecorder.__call__
+    steps, record = [], training._ProgressRecorder.__call__
 
     def stop_at_step_70(self, progress):
         steps.append(progress.step)
@@ -62,21 +63,21 @@ def test_a_stopping_worker_stops_training_at_a_checkpoint_and_gives_the_stage_ba
             stopping()  # as the worker_shutting_down signal does
         record(self, progress)
 
-    monkeypatch.setattr(pipeline._ProgressRecorder, "__call__", stop_at_step_70)
+    monkeypatch.setattr(training._ProgressRecorder, "__call__", stop_at_step_70)
     with pytest.raises(shutdown.StageInterrupted):
-        pipeline.train(run.pk)
+        training.train(run.pk)
     assert steps[-2:] == [70, 70]  # the report of step 70, then the checkpoint the stop wrote before step 71
     stopped = TrainingRun.objects.get(pk=run.pk)
     assert (stopped.status, stopped.stage, stopped.step) == ("running", "train", 70)  # neither cancelled nor failed
     assert "train" not in stopped.completed_stages and not stopped.cancel_requested
     assert stopped.attempts == 0  # the stop is not a crash: it does not count against MAX_STAGE_ATTEMPTS
-    assert (timezone.now() - stopped.heartbeat_at).total_seconds() > pipeline.stale_after()  # the lease is free
+    assert (timezone.now() - stopped.heartbeat_at).total_seconds() > runs.stale_after()  # the lease is free
     assert Generator.objects.get(pk=run.generator_id).status == "training"
     assert storage.exists(storage.run_file(run.pk, "checkpoints/checkpoint.safetensors"))
 
     shutdown.clear()  # the next worker takes the stage at once and resumes from the checkpoint of step 70
-    monkeypatch.setattr(pipeline._ProgressRecorder, "__call__", record)
-    assert pipeline.train(run.pk) is True
+    monkeypatch.setattr(training._ProgressRecorder, "__call__", record)
+    assert training.train(run.pk) is True
     done = TrainingRun.objects.get(pk=run.pk)
     assert done.resumed_step == 70 and done.step == 200 and "train" in done.completed_stages
     assert done.attempts == 1
@@ -101,7 +102,7 @@ def test_an_error_raised_into_a_stage_by_the_shutdown_does_not_fail_the_run(api,
         raise NotImplementedError("<SoloPool> does not implement kill_job")  # Celery's cold shutdown, solo pool
 
     with pytest.raises(shutdown.StageInterrupted):
-        pipeline.run_stage(run.pk, "train", interrupted_by_celery)
+        runs.run_stage(run.pk, "train", interrupted_by_celery)
     assert TrainingRun.objects.get(pk=run.pk).status == "running"
 
 

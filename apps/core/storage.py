@@ -9,7 +9,7 @@ with MEDIA_ROOT paths: a process on any host reaches the same files by their nam
     runs/<id>/...                                a training run's files, handed from stage to stage
     runs/<id>/checkpoints/checkpoint.safetensors the newest training checkpoint (a re-delivered train resumes)
     generators/<id>/...                          a trained generator: weights, config, grids, its real images
-    jobs/<id>/images/000001.png ... manifest.json, jobs/<id>/<name>-<id>.zip   a generation job's output
+    jobs/<id>/images/000001.png ... manifest.json metadata.jsonl, jobs/<id>/<name>-<id>.zip   a generation job's output
 
 The ML code (apps.ml) works on local folders: a stage takes a :func:`scratch` folder, :func:`fetch`\\ es
 its inputs into it, runs, and :func:`publish`\\ es what it made. Storage that cannot be reached raises
@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,12 +40,28 @@ from .storage_backends import StorageUnavailable
 __all__ = [
     "StorageUnavailable",
     "dataset_prefix",
+    "dataset_original_name",
+    "dataset_working_name",
     "run_prefix",
     "run_file",
     "generator_prefix",
     "generator_file",
     "job_prefix",
     "GENERATOR_EXTRAS",
+    "GENERATOR_REFERENCE",
+    "GENERATOR_HELDOUT",
+    "GENERATOR_AUGMENTED",
+    "GENERATOR_CLASS_FILTER",
+    "JOB_IMAGES",
+    "JOB_MANIFEST",
+    "JOB_METADATA",
+    "JOB_WORK_ZIP",
+    "job_file",
+    "job_image_name",
+    "job_zip_name",
+    "job_scratch_tag",
+    "generator_scratch_tag",
+    "in_folder",
     "describe",
     "check",
     "exists",
@@ -73,6 +90,14 @@ def dataset_prefix(dataset_id: int) -> str:
     return f"datasets/{dataset_id}"
 
 
+def dataset_original_name(dataset_id: int, extension: str) -> str:
+    return f"{dataset_prefix(dataset_id)}/originals/{uuid.uuid4().hex}.{extension}"
+
+
+def dataset_working_name(dataset_id: int) -> str:
+    return f"{dataset_prefix(dataset_id)}/working/{uuid.uuid4().hex}.png"
+
+
 def run_prefix(run_id: int) -> str:
     """A training run's files: the stages' hand-offs and the newest checkpoint (cleanup removes them)."""
     return f"runs/{run_id}"
@@ -80,6 +105,15 @@ def run_prefix(run_id: int) -> str:
 
 def run_file(run_id: int, name: str) -> str:
     return f"{run_prefix(run_id)}/{name}"
+
+
+# A training run's files (run_file), handed from stage to stage: uint8 [N,C,H,W] tensors of the dataset's training
+# part at the model's resolution, of its held-out part (the quality report's real images) and of the training part
+# with its augmented copies; the quality report; the closest generated/training pairs side by side; and folders: the
+# trained model as its type saved it, the newest checkpoint, a fine-tuning run's copy of its base generator's files.
+RUN_PREPARED, RUN_HELDOUT, RUN_TRAINING = "prepared.safetensors", "heldout.safetensors", "training.safetensors"
+RUN_QUALITY, RUN_COPIES_GRID = "quality.json", "copies.png"
+RUN_FINAL, RUN_CHECKPOINTS, RUN_BASE = "final", "checkpoints", "base"
 
 
 def generator_prefix(generator_id: int) -> str:
@@ -91,22 +125,66 @@ def generator_file(generator_id: int, name: str) -> str:
     return f"{generator_prefix(generator_id)}/{name}"
 
 
+# The real images a generator learnt from, kept in its folder (uint8 [N,C,H,W] "images", plus "labels" for a
+# conditional generator): the training part, the held-out part, the augmented copies; generation calibrates its
+# quality filter on them. And the generation's class filter (apps.ml.quality.class_filter), trained on them the
+# first time a conditional generator's job needs it.
+GENERATOR_REFERENCE = "reference.safetensors"
+GENERATOR_HELDOUT = "heldout.safetensors"
+GENERATOR_AUGMENTED = "augmented.safetensors"
+GENERATOR_CLASS_FILTER = "class_filter.safetensors"
+# Its grids: samples of the trained model, the closest generated/training pairs, the newest grid while it trains.
+GENERATOR_SAMPLE_GRID, GENERATOR_COPIES_GRID, GENERATOR_PROGRESS_GRID = "samples.png", "copies.png", "progress.png"
+
 # Files in a generator's folder that are not the model its type saved (loading the model skips them).
 GENERATOR_EXTRAS = frozenset(
     {
-        "reference.safetensors",
-        "heldout.safetensors",
-        "augmented.safetensors",
-        "samples.png",
-        "copies.png",
-        "progress.png",
-        "class_filter.safetensors",
+        GENERATOR_REFERENCE,
+        GENERATOR_HELDOUT,
+        GENERATOR_AUGMENTED,
+        GENERATOR_SAMPLE_GRID,
+        GENERATOR_COPIES_GRID,
+        GENERATOR_PROGRESS_GRID,
+        GENERATOR_CLASS_FILTER,
     }
-)  # the generation's class filter (apps.ml.quality.class_filter)
+)
 
 
 def job_prefix(job_id: int) -> str:
     return f"jobs/{job_id}"
+
+
+# --- a generation job's files (apps.generation) ---------------------------------------------------
+# jobs/<id>/images/: the page's images (000001.png ..., a folder per class for a conditional job), manifest.json and
+# metadata.jsonl; jobs/<id>/<dataset name>-<id>.zip: every image, with both. A running job makes them in its scratch
+# folder (tag job<id>): images/ as stored, zip/ for the zip; it fetches its generator's model into another
+# (tag generator<id>).
+JOB_IMAGES, JOB_MANIFEST, JOB_METADATA, JOB_WORK_ZIP = "images", "manifest.json", "metadata.jsonl", "zip"
+
+
+def job_file(job_id: int, name: str) -> str:
+    return f"{job_prefix(job_id)}/{name}"
+
+
+def job_image_name(number: int) -> str:
+    return f"{number:06d}.png"
+
+
+def job_zip_name(dataset_name: str, job_id: int) -> str:
+    return f"{dataset_name}-{job_id}.zip"
+
+
+def job_scratch_tag(job_id: int) -> str:
+    return f"job{job_id}"
+
+
+def generator_scratch_tag(generator_id: int) -> str:
+    return f"generator{generator_id}"
+
+
+def in_folder(folder: str, name: str) -> str:
+    """The file ``name`` in the stored folder ``folder`` (e.g. a generator's ``files_dir``)."""
+    return f"{folder}/{name}"
 
 
 # --- one file ------------------------------------------------------------------------------------

@@ -1,21 +1,19 @@
 """A dataset is a named set of one user's images, each stored once."""
 
-import uuid
-
 from django.conf import settings
 from django.db import models
 
 from apps.core.models import TimeStamped
-from apps.core.storage import dataset_prefix
+from apps.core.storage import dataset_original_name, dataset_working_name
 
 
 def _original_path(instance: "DatasetImage", filename: str) -> str:
     extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else "bin"
-    return f"{dataset_prefix(instance.dataset_id)}/originals/{uuid.uuid4().hex}.{extension}"
+    return dataset_original_name(instance.dataset_id, extension)
 
 
 def _working_path(instance: "DatasetImage", filename: str) -> str:
-    return f"{dataset_prefix(instance.dataset_id)}/working/{uuid.uuid4().hex}.png"
+    return dataset_working_name(instance.dataset_id)
 
 
 class Dataset(TimeStamped):

@@ -11,8 +11,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core import fields as json_fields
+from apps.core.views import serve_media_file
 from apps.generators.selectors import generators_for
-from apps.ml.engine.base import MAX_SAMPLING_STEPS
+from apps.ml.engine.base import MAX_GUIDANCE, MAX_SAMPLING_STEPS, MIN_GUIDANCE
 
 from . import selectors, services
 from .models import GenerationJob
@@ -59,7 +60,6 @@ class JobViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, mixins.Destro
     @extend_schema(responses={(200, "application/zip"): bytes})
     @action(detail=True, methods=["get"])
     def download(self, request, pk=None):
-        from apps.core.views import serve_media_file
 
         job = self.get_object()
         return serve_media_file(job.archive, as_attachment=True)
@@ -87,8 +87,8 @@ class GenerateSerializer(serializers.Serializer):
     )
     guidance = json_fields.FloatField(
         required=False,
-        min_value=0.0,
-        max_value=20.0,
+        min_value=MIN_GUIDANCE,
+        max_value=MAX_GUIDANCE,
         help_text=(
             "Conditional generators: classifier-free guidance scale (1: none; higher: more typical of the class, "
             "less varied). Left out: the generator's default."

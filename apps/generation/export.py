@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from apps.core import storage
 from apps.ml.engine.images import to_pil
-from apps.ml.quality.usefulness import (  # the recipe; the report's balance test follows it
+from apps.ml.quality.balance import (  # the recipe; the report's balance test follows it
     GENERATED_PER_PHOTO,
     GENERATED_WEIGHT,
 )
 
-METADATA = "metadata.jsonl"
+GALLERY_SIZE = 48  # images stored one by one for the job's page (the zip holds every image)
 
 
 def write_pngs(images: torch.Tensor, folder: Path, start_index: int) -> list[str]:
@@ -22,19 +24,29 @@ def write_pngs(images: torch.Tensor, folder: Path, start_index: int) -> list[str
     folder.mkdir(parents=True, exist_ok=True)
     names = []
     for offset, image in enumerate(images):
-        name = f"{start_index + offset + 1:06d}.png"
+        name = storage.job_image_name(start_index + offset + 1)
         to_pil(image).save(folder / name, format="PNG", compress_level=1)
         names.append(name)
     return names
 
 
-def write_manifest(folder: Path, manifest: dict) -> Path:
-    path = folder / "manifest.json"
+def gallery_files(folder: Path) -> list[Path]:
+    """The first GALLERY_SIZE PNGs of a job's local folder; with class folders, the first of each class in turn."""
+    classes = sorted(p for p in folder.iterdir() if p.is_dir())
+    if not classes:
+        return sorted(folder.glob("*.png"))[:GALLERY_SIZE]
+    per_class = [sorted(c.glob("*.png")) for c in classes]
+    picked = [files[i] for i in range(GALLERY_SIZE) for files in per_class if i < len(files)]
+    return sorted(picked[:GALLERY_SIZE])
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
+    path = folder / storage.JOB_MANIFEST
     path.write_text(json.dumps(manifest, indent=2))
     return path
 
 
-def weight_note() -> dict:
+def weight_note() -> dict[str, Any]:
     """What manifest.json says about metadata.jsonl's ``weight``."""
     return {
         "value": GENERATED_WEIGHT,
@@ -55,17 +67,17 @@ def weight_note() -> dict:
     }
 
 
-def metadata_row(file_name: str, label: str, score: float | None) -> dict:
+def metadata_row(file_name: str, label: str, score: float | None) -> dict[str, Any]:
     """One line of metadata.jsonl: ``file_name`` relative to the folder that holds metadata.jsonl (the zip's
     dataset folder), the image's class name as ``label``, its class-filter ``score`` (None: not scored) and
     the recommended loss ``weight``."""
     return {"file_name": file_name, "label": label, "score": score, "weight": GENERATED_WEIGHT}
 
 
-def write_metadata(folder: Path, rows: list[dict]) -> Path:
+def write_metadata(folder: Path, rows: list[dict[str, Any]]) -> Path:
     """metadata.jsonl, one JSON object per image: what Hugging Face ``datasets``' imagefolder loader reads
     (its ``file_name`` column); torchvision's ImageFolder skips it (not an image)."""
-    path = folder / METADATA
+    path = folder / storage.JOB_METADATA
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
 

@@ -4,7 +4,7 @@ from django import forms
 from django.conf import settings
 
 from apps.core.forms import Form
-from apps.ml.engine.base import MAX_SAMPLING_STEPS
+from apps.ml.engine.base import MAX_GUIDANCE, MAX_SAMPLING_STEPS, MIN_GUIDANCE
 
 
 def count_field() -> forms.IntegerField:
@@ -60,8 +60,8 @@ class GenerateForm(Form):
                 f"not needed). Your largest class has {max(c['image_count'] for c in generator.classes):,}.",
             )
             self.fields["guidance"] = forms.FloatField(
-                min_value=0.0,
-                max_value=20.0,
+                min_value=MIN_GUIDANCE,
+                max_value=MAX_GUIDANCE,
                 required=False,
                 label="Guidance (optional)",
                 help_text="How strongly each image follows its class: 1 = not at all beyond the label, higher = more "

@@ -1,133 +1,138 @@
-"""Generation jobs: queue them, and run them (sample, write PNGs + manifest + zip)."""
+"""Generation jobs: start them (check the request, record the job, queue its task), run them (running.py samples,
+writes and stores the images), fail and delete them. The views, the API and the task call these."""
 
 from __future__ import annotations
 
 import logging
 import random
-from functools import lru_cache
+from functools import partial
 
+from celery import current_app
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
-from django.utils.text import slugify
-from safetensors.torch import load as load_safetensors
 
 from apps.core import storage
 from apps.core.errors import InvalidInput
 from apps.core.storage import StorageUnavailable
 from apps.generators.models import Generator
 from apps.ml.engine import registry
-from apps.ml.engine.base import MAX_SAMPLING_STEPS
-from apps.ml.engine.device import pick_device
-from apps.ml.quality import filtering
-from apps.ml.quality.class_filter import ClassFilter, train_class_filter
+from apps.ml.engine.base import MAX_GUIDANCE, MAX_SAMPLING_STEPS, MIN_GUIDANCE, GeneratorType
 
-from . import export
+from . import running
 from .models import GenerationJob
 
 log = logging.getLogger(__name__)
-CHUNK = 500  # images sampled (and progress recorded) at a time
-GALLERY_SIZE = 48  # images stored one by one for the job's page (the zip holds every image)
-
-
-def gallery_files(folder) -> list:
-    """The first GALLERY_SIZE PNGs of a job's local folder; with class folders, the first of each class in turn."""
-    classes = sorted(p for p in folder.iterdir() if p.is_dir())
-    if not classes:
-        return sorted(folder.glob("*.png"))[:GALLERY_SIZE]
-    per_class = [sorted(c.glob("*.png")) for c in classes]
-    picked = [files[i] for i in range(GALLERY_SIZE) for files in per_class if i < len(files)]
-    return sorted(picked[:GALLERY_SIZE])
+# The job's Celery task, queued by name (tasks.py registers it; CELERY_TASK_ROUTES sends it to the gpu queue).
+GENERATE_TASK = "generation.generate"
+Errors = dict[str, list[str] | str]  # per field, as InvalidInput takes them
 
 
 def start_generation(
     *,
-    owner,
+    owner: User,
     generator: Generator,
-    count=None,
-    seed=None,
-    steps=None,
+    count: int | None = None,
+    seed: int | None = None,
+    steps: int | None = None,
     filter_images: bool = True,
-    counts: dict | None = None,
-    balance_to=None,
+    counts: dict[str, int] | None = None,
+    balance_to: int | None = None,
     class_name: str | None = None,
-    guidance=None,
+    guidance: float | None = None,
 ) -> GenerationJob:
     """Queue a job. A conditional generator (one with classes) takes how many of each class in one of four
     ways: ``counts`` ({class: n}), ``balance_to`` (every class filled up to N from its real photos),
     ``count`` + ``class_name`` (one class), or ``count`` alone (spread evenly over the classes);
     ``guidance`` is its classifier-free guidance scale (default: the model's)."""
-    errors: dict[str, str] = {}
-    maximum = settings.SYNTHGEN_MAX_GENERATION_COUNT
-    per_class = {}
+    errors: Errors = {}
+    per_class: dict[str, int] = {}
     if generator.classes:
         per_class, class_errors = class_counts(
             generator, count=count, counts=counts, balance_to=balance_to, class_name=class_name
         )
         errors.update(class_errors)
-        if per_class:
-            count = sum(per_class.values())
-        if guidance is not None and (
-            isinstance(guidance, bool)
-            or not isinstance(guidance, (int, float))
-            or not MIN_GUIDANCE <= guidance <= MAX_GUIDANCE
-        ):
-            errors["guidance"] = (
-                f"Guidance must be a number from {MIN_GUIDANCE:g} to {MAX_GUIDANCE:g} "
-                "(1: no guidance; higher: more typical images of the class, less varied)."
-            )
+        errors.update(_guidance_errors(guidance))
     else:
-        for field, value in (
-            ("counts", counts),
-            ("balance_to", balance_to),
-            ("class", class_name),
-            ("guidance", guidance),
-        ):
-            if value is not None:
-                errors[field] = (
-                    f"'{field}' is for a generator trained on a labelled dataset (one with classes); "
-                    "this one learned one class: leave it out."
-                )
-    if "count" not in errors and (not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= maximum):
+        errors.update(_one_class_errors(counts=counts, balance_to=balance_to, class_name=class_name, guidance=guidance))
+    total = sum(per_class.values()) if per_class else count or 0  # 0: none asked for (the check says so)
+    maximum = settings.SYNTHGEN_MAX_GENERATION_COUNT
+    if "count" not in errors and (not isinstance(total, int) or isinstance(total, bool) or not 1 <= total <= maximum):
         errors["count"] = f"Ask for between 1 and {maximum:,} images."
     if seed is not None and (not isinstance(seed, int) or not 0 <= seed < 2**63):
         errors["seed"] = "The seed must be a whole number between 0 and 2^63-1, or left out."
     generator_type = registry.all_types().get(generator.kind)
-    if steps is not None:
-        if generator_type is None or not generator_type.uses_sampling_steps:
-            errors["steps"] = f"{generator.kind} generators take no sampling steps; leave 'steps' out."
-        elif not isinstance(steps, int) or not 1 <= steps <= MAX_SAMPLING_STEPS:
-            errors["steps"] = f"Sampling steps must be between 1 and {MAX_SAMPLING_STEPS} (10-250 is typical)."
+    errors.update(_steps_errors(generator, generator_type, steps))
     if not generator.is_ready:
         errors["generator"] = f"This generator is {generator.status}; only a ready generator can generate."
     if errors:
         raise InvalidInput(errors)
-    if seed is None:
-        seed = random.SystemRandom().randrange(2**31)
-    if steps is None and generator_type is not None and generator_type.uses_sampling_steps:
-        steps = generator_type.default_sampling_steps
+    if steps is None and generator_type is not None:
+        steps = generator_type.default_sampling_steps  # None for a type without steps
     job = GenerationJob.objects.create(
         owner=owner,
         generator=generator,
-        count=count,
-        seed=seed,
+        count=total,
+        seed=random.SystemRandom().randrange(2**31) if seed is None else seed,
         steps=steps,
         filter_images=filter_images,
         counts=per_class,
         guidance=guidance,
     )
-    transaction.on_commit(lambda: _launch(job.pk))
+    transaction.on_commit(partial(_launch, job.pk))
     return job
 
 
-MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 20.0
+def _guidance_errors(guidance: float | None) -> Errors:
+    if guidance is None:
+        return {}
+    if (
+        not isinstance(guidance, bool)
+        and isinstance(guidance, (int, float))
+        and MIN_GUIDANCE <= guidance <= MAX_GUIDANCE
+    ):
+        return {}
+    return {
+        "guidance": f"Guidance must be a number from {MIN_GUIDANCE:g} to {MAX_GUIDANCE:g} "
+        "(1: no guidance; higher: more typical images of the class, less varied)."
+    }
+
+
+def _one_class_errors(
+    *, counts: dict[str, int] | None, balance_to: int | None, class_name: str | None, guidance: float | None
+) -> Errors:
+    """A one-class generator's job takes none of a conditional generator's options."""
+    given = {"counts": counts, "balance_to": balance_to, "class": class_name, "guidance": guidance}
+    return {
+        field: f"'{field}' is for a generator trained on a labelled dataset (one with classes); "
+        "this one learned one class: leave it out."
+        for field, value in given.items()
+        if value is not None
+    }
+
+
+def _steps_errors(generator: Generator, generator_type: type[GeneratorType] | None, steps: int | None) -> Errors:
+    if steps is None:
+        return {}
+    if generator_type is None or not generator_type.uses_sampling_steps:
+        return {"steps": f"{generator.kind} generators take no sampling steps; leave 'steps' out."}
+    if not isinstance(steps, int) or not 1 <= steps <= MAX_SAMPLING_STEPS:
+        return {"steps": f"Sampling steps must be between 1 and {MAX_SAMPLING_STEPS} (10-250 is typical)."}
+    return {}
 
 
 def class_counts(
-    generator: Generator, *, count=None, counts=None, balance_to=None, class_name=None
-) -> tuple[dict[str, int], dict[str, str]]:
+    generator: Generator,
+    *,
+    count: int | None = None,
+    counts: dict[str, int] | None = None,
+    balance_to: int | None = None,
+    class_name: str | None = None,
+) -> tuple[dict[str, int], Errors]:
     """({class: images to generate} in the generator's class order, errors) for a conditional generator."""
-    real = {c["name"]: c["image_count"] for c in generator.classes}
+    real: dict[str, int] = {c["name"]: c["image_count"] for c in generator.classes}
+    wanted: dict[str, int]
     ways = [
         name
         for name, value in (("counts", counts), ("balance_to", balance_to), ("class", class_name))
@@ -178,99 +183,8 @@ def class_counts(
 
 
 def _launch(job_id: int) -> None:
-    from .tasks import generate
-
-    generate.delay(job_id)
-
-
-@lru_cache(maxsize=4)
-def _load_model(generator_id: int, kind: str, files_dir: str, version: str):
-    """The generator's model, fetched from storage into a scratch folder and loaded (into memory)."""
-    with storage.scratch(f"generator{generator_id}") as folder:
-        storage.fetch(files_dir, folder, skip=storage.GENERATOR_EXTRAS)
-        return registry.get(kind).load(folder, device=pick_device())
-
-
-def _stored_tensors(name: str) -> dict | None:
-    try:
-        return load_safetensors(storage.read_bytes(name))
-    except FileNotFoundError:
-        return None
-
-
-@lru_cache(maxsize=4)
-def _filter_references(
-    generator_id: int, files_dir: str, version: str, classes: int
-) -> dict[int | None, filtering.FilterReference] | None:
-    """Thresholds calibrated on the generator's real images (None for generators without them): one
-    reference under the key None for a one-class generator, one per class index for a conditional one
-    (copies are looked for among the image's own class's photos, by that class's thresholds)."""
-    train = _stored_tensors(f"{files_dir}/reference.safetensors")
-    if train is None:
-        return None
-    heldout = _stored_tensors(f"{files_dir}/heldout.safetensors") or {}
-    augmented = _stored_tensors(f"{files_dir}/augmented.safetensors") or {}
-    if classes and "labels" in train:
-        return filtering.build_class_references(
-            train["images"],
-            train["labels"].long(),
-            classes,
-            heldout=heldout.get("images"),
-            heldout_labels=heldout["labels"].long() if "labels" in heldout else None,
-            augmented=augmented.get("images"),
-            augmented_labels=augmented["labels"].long() if "labels" in augmented else None,
-        )
-    return {None: filtering.build_reference(train["images"], heldout.get("images"), augmented.get("images"))}
-
-
-CLASS_FILTER_FILE = "class_filter.safetensors"  # in the generator's folder, next to its reference images
-
-
-_CLASS_FILTERS: dict[tuple, ClassFilter | None] = {}  # this process's filters: (generator, folder, classes)
-
-
-def class_filter(generator: Generator) -> ClassFilter | None:
-    """The class filter of a conditional generator (None for one-class generators and those without labelled
-    reference images): trained on its training photos and calibrated on its held-out ones the first time a
-    job needs it, then kept in the generator's folder (and in this process) so no job trains it again."""
-    if not generator.classes:
-        return None
-    key = (generator.pk, generator.files_dir, len(generator.classes))
-    if key not in _CLASS_FILTERS:
-        while len(_CLASS_FILTERS) >= 4:
-            _CLASS_FILTERS.pop(next(iter(_CLASS_FILTERS)))
-        _CLASS_FILTERS[key] = _stored_or_trained_class_filter(generator)
-    return _CLASS_FILTERS[key]
-
-
-def _stored_or_trained_class_filter(generator: Generator) -> ClassFilter | None:
-    from apps.generators.evaluation import classifier_settings  # the report's classifier recipe (steps, mirror)
-
-    name = f"{generator.files_dir}/{CLASS_FILTER_FILE}"
-    try:
-        stored = ClassFilter.from_bytes(storage.read_bytes(name))
-    except FileNotFoundError:
-        stored = None
-    if stored is not None and stored.classes == len(generator.classes):
-        return stored
-    train = _stored_tensors(f"{generator.files_dir}/reference.safetensors")
-    if train is None or "labels" not in train:
-        return None
-    heldout = _stored_tensors(f"{generator.files_dir}/heldout.safetensors") or {}
-    try:
-        trained = train_class_filter(
-            train["images"],
-            train["labels"].long(),
-            heldout.get("images"),
-            heldout["labels"].long() if "labels" in heldout else None,
-            classes=len(generator.classes),
-            settings=classifier_settings(generator, pick_device()),
-        )
-    except ValueError:  # a class without training photos: nothing to learn it from
-        log.warning("generator %s: no class filter (a class has no training photos)", generator.pk)
-        return None
-    storage.write_bytes(name, trained.to_bytes())
-    return trained
+    """Queue the job's task by its name: routed as CELERY_TASK_ROUTES says; in eager mode (the tests) it runs here."""
+    current_app.signature(GENERATE_TASK, args=(job_id,)).apply_async()
 
 
 def run_generation(job_id: int) -> None:
@@ -287,22 +201,22 @@ def run_generation(job_id: int) -> None:
         job.produced = job.dropped = 0
         job.save(update_fields=["status", "started_at", "produced", "dropped", "updated_at"])
     try:
-        with storage.scratch(f"job{job.pk}") as work:
-            produced, folder_relative, zip_relative = _generate(job, work)
+        with storage.scratch(storage.job_scratch_tag(job.pk)) as work:
+            produced = running.produce(job, work)
     except StorageUnavailable:
         raise  # not the job's fault: the task retries it (tasks.py), and fails it when the retries run out
     except Exception as exc:
         log.exception("generation job %s failed", job_id)
         fail_job(job_id=job.pk, message=f"Generation failed: {exc}")
         raise
-    shortfall = job.count - produced
+    shortfall = job.count - produced.count
     GenerationJob.objects.filter(pk=job.pk).update(
         status=GenerationJob.Status.DONE,
-        output_dir=folder_relative,
-        archive=zip_relative,
+        output_dir=produced.folder,
+        archive=produced.archive,
         finished_at=timezone.now(),
         error=(
-            f"Only {produced} of {job.count} images passed the quality filter; the generator makes too many "
+            f"Only {produced.count} of {job.count} images passed the quality filter; the generator makes too many "
             "noisy images or copies"
             + (", or images not recognisable as their class" if job.counts else "")
             + ". Train longer, or turn the filter off."
@@ -313,119 +227,13 @@ def run_generation(job_id: int) -> None:
 
 
 def fail_job(*, job_id: int, message: str) -> None:
+    """Mark the job failed with ``message`` (what its page and the API show)."""
     GenerationJob.objects.filter(pk=job_id).update(
         status=GenerationJob.Status.FAILED, error=message, finished_at=timezone.now()
     )
 
 
-def _generate(job: GenerationJob, work) -> tuple[int, str, str]:
-    """Sample, filter and write the job's images in the local folder ``work``, zip them, store both.
-
-    Returns (images produced, the images' folder in storage, the zip's name in storage).
-    """
-    generator = job.generator
-    folder = work / "images"
-    storage.remove_prefix(storage.job_prefix(job.pk))  # a job delivered again starts its files over
-    version = generator.updated_at.isoformat()
-    model = _load_model(generator.pk, generator.kind, generator.files_dir, version)
-    references = (
-        _filter_references(generator.pk, generator.files_dir, version, len(generator.classes))
-        if job.filter_images
-        else None
-    )
-    # Conditional generators: every image is scored by the class filter; with the filter on, images it
-    # does not recognise as their class are dropped and replaced.
-    classifier = class_filter(generator)
-
-    manifest_images, dropped, produced = [], {"noise": 0, "blank": 0, "copy": 0, "class": 0}, 0
-    metadata_rows = []
-    dataset_name = slugify(generator.name) or "images"
-    # (class index, class name or None, images): one part for a one-class job, a part per class otherwise.
-    names = [c["name"] for c in generator.classes]
-    parts = [(names.index(name), name, n) for name, n in job.counts.items() if n] or [(None, None, job.count)]
-    chunk_index = 0
-    for label, class_name, class_count in parts:
-        reference = references[label] if references else None
-        by_class = {"labels": label, "guidance": job.guidance} if label is not None else {}
-
-        def sample(n: int, seed: int, by_class=by_class):
-            return model.sample(n, seed=seed, steps=job.steps, **by_class)
-
-        target, written = (folder / class_name, 0) if class_name else (folder, produced)
-        for start in range(0, class_count, CHUNK):
-            wanted = min(CHUNK, class_count - start)
-            check = (
-                (lambda images, label=label: classifier.check(images, label))
-                if classifier is not None and label is not None
-                else None
-            )
-            batch = filtering.generate_filtered(
-                sample, wanted, reference, seed=job.seed, chunk=chunk_index, class_check=check
-            )
-            chunk_index += 1
-            files = export.write_pngs(batch.images, target, written)
-            prefix = f"{class_name}/" if class_name else ""
-            manifest_images += [
-                {"file": prefix + name, **({"class": class_name} if class_name else {}), "score": None, **scores}
-                for name, scores in zip(files, batch.scores)
-            ]
-            metadata_rows += [
-                export.metadata_row(prefix + name, class_name or dataset_name, scores.get("score"))
-                for name, scores in zip(files, batch.scores)
-            ]
-            written += len(files)
-            produced += len(files)
-            for reason, n in batch.dropped.items():
-                dropped[reason] += n
-            GenerationJob.objects.filter(pk=job.pk).update(produced=produced, dropped=sum(dropped.values()))
-    export.write_manifest(
-        folder,
-        {
-            "generator": {
-                "id": generator.pk,
-                "name": generator.name,
-                "kind": generator.kind,
-                "resolution": generator.resolution,
-                "version": version,
-            },
-            "job": {
-                "id": job.pk,
-                "count": job.count,
-                "produced": produced,
-                "seed": job.seed,
-                "steps": job.steps,
-                "filtered": references is not None,
-                **({"counts": job.counts, "guidance": job.guidance} if job.counts else {}),
-            },
-            "filter": {
-                "dropped": dropped,
-                "thresholds": _thresholds(references, names),
-                "class": classifier.describe(names) if classifier is not None else None,
-            },
-            "weight": export.weight_note(),
-            "images": manifest_images,
-        },
-    )
-    export.write_metadata(folder, metadata_rows)
-    name = dataset_name
-    zip_path = export.write_zip(folder, work / "zip" / f"{name}-{job.pk}.zip", arc_prefix=name)
-    folder_relative = f"{storage.job_prefix(job.pk)}/images"
-    zip_relative = f"{storage.job_prefix(job.pk)}/{zip_path.name}"
-    for path in [*gallery_files(folder), folder / "manifest.json", folder / export.METADATA]:  # the zip holds them all
-        storage.publish_file(path, f"{folder_relative}/{path.relative_to(folder).as_posix()}")
-    storage.publish_file(zip_path, zip_relative)
-    return produced, folder_relative, zip_relative
-
-
-def _thresholds(references: dict | None, names: list[str]) -> dict | None:
-    """The manifest's ``filter.thresholds``: None with the filter off."""
-    if not references:
-        return None
-    if None in references:
-        return references[None].thresholds()
-    return filtering.class_thresholds(references, names)
-
-
 def delete_job(*, job: GenerationJob) -> None:
+    """Delete the job and its stored files (images, manifest, zip)."""
     storage.remove_prefix(storage.job_prefix(job.pk))
     job.delete()

@@ -1,4 +1,4 @@
-"""Celery task for generation jobs (routed to the gpu queue)."""
+"""Celery task for generation jobs (routed to the gpu queue): a thin caller of services.run_generation."""
 
 from celery import shared_task
 
@@ -7,7 +7,7 @@ from apps.generators.tasks import with_storage_retries
 from . import services
 
 
-@shared_task(name="generation.generate", bind=True)
+@shared_task(name=services.GENERATE_TASK, bind=True)
 def generate(self, job_id: int) -> None:
     with_storage_retries(
         self,

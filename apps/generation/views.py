@@ -13,11 +13,10 @@ from apps.generators.views import render_generator_page
 from apps.ml.engine import registry
 
 from . import selectors, services
+from .export import GALLERY_SIZE  # the images stored one by one for the page
 from .forms import GenerateForm
 from .models import GenerationJob
 from .presentation import class_bars
-
-GALLERY_SIZE = services.GALLERY_SIZE
 
 
 def _gallery(job: GenerationJob) -> list[str]:

@@ -25,48 +25,19 @@ from apps.datasets.imaging import stack_training_tensor
 from apps.datasets.models import Dataset
 from apps.ml.engine import registry
 from apps.ml.engine.device import pick_device
-from apps.ml.engine.images import save_grid
-from apps.ml.quality.dedupe import drop_matches, duplicate_groups, grouped_split
+from apps.ml.quality.balance import balance_test
+from apps.ml.quality.classifier import ClassifierSettings
+from apps.ml.quality.copies import save_copies_grid
+from apps.ml.quality.dedupe import drop_matches
 from apps.ml.quality.guidance import choose_guidance
+from apps.ml.quality.images import match_format
 from apps.ml.quality.report import quality_report
-from apps.ml.quality.usefulness import ClassifierSettings, balance_test, match_format
 
 from .models import Generator
 
 QUALITY_SEED = 12345
 MAX_NEGATIVE_CLASSES = 4
 MAX_NEGATIVE_IMAGES = 300
-
-
-def holdout_count(image_count: int) -> int:
-    """Real images kept out of training for the quality report: none below 40 images, else 15% (10-100)."""
-    if image_count < 40:
-        return 0
-    return min(100, max(10, round(image_count * 0.15)))
-
-
-def split_heldout(images: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, heldout): a seeded split of a uint8 [N,C,H,W] tensor that keeps near-duplicates together."""
-    train_index, held_index = grouped_split(duplicate_groups(images), holdout_count(len(images)), seed)
-    return images[train_index], images[held_index]
-
-
-def split_heldout_by_class(
-    images: torch.Tensor, labels: torch.Tensor, seed: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(train, train labels, heldout, heldout labels): :func:`split_heldout` within each class, so every class
-    keeps its share of held-out photos (none for a class under 40)."""
-    parts = {"train": [], "train_labels": [], "held": [], "held_labels": []}
-    for label in labels.unique().tolist():
-        index = (labels == label).nonzero().flatten()
-        train, held = split_heldout(images[index], seed=seed + label)
-        parts["train"].append(train)
-        parts["train_labels"].append(torch.full((len(train),), label, dtype=labels.dtype))
-        parts["held"].append(held)
-        parts["held_labels"].append(torch.full((len(held),), label, dtype=labels.dtype))
-    return tuple(torch.cat(parts[key]) for key in ("train", "train_labels", "held", "held_labels"))
-
-
 GUIDANCE_SAMPLES = 64  # images per class and candidate scale when the guidance scale is chosen
 
 
@@ -82,8 +53,7 @@ def classifier_settings(generator: Generator, device) -> ClassifierSettings:
 
 def sampling_steps(kind: str) -> int | None:
     """The steps generation uses by default for this type (None for types without steps)."""
-    generator_type = registry.get(kind)
-    return generator_type.default_sampling_steps if generator_type.uses_sampling_steps else None
+    return registry.get(kind).default_sampling_steps
 
 
 def evaluate(
@@ -121,14 +91,6 @@ def evaluate(
     return report
 
 
-def save_copies_grid(report: dict, generated: torch.Tensor, train: torch.Tensor, path: Path) -> None:
-    """The report's closest (generated | training photo) pairs side by side, when it found any."""
-    pairs = report.get("worst_copies") or []
-    if pairs:
-        side_by_side = torch.stack([img for p in pairs for img in (generated[p["generated"]], train[p["train"]])])
-        save_grid(side_by_side, path, columns=2)
-
-
 def evaluate_by_class(
     *,
     generator: Generator,
@@ -144,7 +106,7 @@ def evaluate_by_class(
 
     The top level is the report of the class with the fewest photos (the one balancing is for), and
     ``classes`` holds every class's report by name; ``dataset_usefulness`` is the balance test
-    (:func:`~apps.ml.quality.usefulness.balance_test`: a classifier of every class, with and without generated
+    (:func:`~apps.ml.quality.balance.balance_test`: a classifier of every class, with and without generated
     images in every class). ``labels``: (train, heldout, augmented) labels.
     """
     device = pick_device()
@@ -256,7 +218,7 @@ def _generator_images(other: Generator, size: int, channels: int) -> torch.Tenso
     if not other.files_dir:
         return None
     try:
-        data = storage.read_bytes(f"{other.files_dir}/reference.safetensors")
+        data = storage.read_bytes(storage.in_folder(other.files_dir, storage.GENERATOR_REFERENCE))
     except FileNotFoundError:
         return None
     return match_format(load_safetensors(data)["images"][:MAX_NEGATIVE_IMAGES], channels=channels, size=size)
@@ -284,7 +246,7 @@ def negative_classes(generator: Generator, class_photos: torch.Tensor) -> tuple[
         ),
     )
     classes, dropped = [], 0
-    for _source, loaders in sources:
+    for source, loaders in sources:  # noqa: B007 (read after the loop: where the classes came from)
         for load in loaders:
             images = load()
             if images is None:

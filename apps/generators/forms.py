@@ -10,6 +10,8 @@ from apps.core.forms import Form
 from apps.ml.engine import registry
 from apps.ml.engine.base import PRESETS, RESOLUTIONS
 
+from . import services, transfer
+
 PRESET_HELP = {
     "": "Automatic: chosen from the number of images you upload.",
     "quick": "Quick: a first look in minutes.",
@@ -80,8 +82,6 @@ class GeneratorSettingsForm(Form):
     )
 
     def __init__(self, *args, user=None, **kwargs):
-        from . import transfer
-
         super().__init__(*args, **kwargs)
         self.user = user
         self.fields["kind"].choices = kind_choices()
@@ -93,8 +93,6 @@ class GeneratorSettingsForm(Form):
             self.initial["kind"] = self.fields["kind"].choices[0][0]
 
     def clean(self):
-        from . import services, transfer
-
         data = super().clean()
         if data.get("base_generator") and data.get("kind") and data.get("resolution"):
             # The channels come with the dataset in step 2, where start_training checks the base again.
@@ -124,8 +122,6 @@ class GeneratorSettingsForm(Form):
 
 def type_settings() -> dict[str, str]:
     """Each registered type's advanced settings as pretty JSON, for the wizard's advanced section."""
-    from . import services
-
     return {key: json.dumps(services.tunable_settings(key), indent=1) for key in registry.all_types()}
 
 

@@ -18,7 +18,7 @@ class Generator(TimeStamped):
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generators")
     name = models.CharField(max_length=120)
-    kind = models.CharField(max_length=40, db_index=True)  # a key of apps.ml.engine.registry
+    kind = models.CharField(max_length=40, db_index=True)  # the generator type (apps.ml.engine.registry)
     resolution = models.PositiveSmallIntegerField()
     channels = models.PositiveSmallIntegerField(default=3)
     dataset = models.ForeignKey(
@@ -116,13 +116,13 @@ class TrainingRun(TimeStamped):
 
 class StepCost(models.Model):
     """Seconds per training step of one model shape on one kind of device, measured by a worker that trains
-    (apps.generators.estimates.measure_step_cost): what the wizard's time estimates rest on before any run."""
+    (apps.generators.step_costs.measure_step_cost): what the wizard's time estimates rest on before any run."""
 
     kind = models.CharField(max_length=40)
     resolution = models.PositiveSmallIntegerField()
     channels = models.PositiveSmallIntegerField()
     device = models.CharField(max_length=20)  # "cpu" or "cuda": the device class the recipe was built for
-    shape = models.CharField(max_length=40)  # estimates.shape_key of the config: what sets a step's cost
+    shape = models.CharField(max_length=40)  # step_costs.shape_key of the config: what sets a step's cost
     seconds_per_step = models.FloatField()
     steps = models.PositiveIntegerField()  # steps timed
     host = models.CharField(max_length=255)
@@ -142,10 +142,10 @@ class StepCost(models.Model):
 
 class WorkerPresence(models.Model):
     """A Celery worker process that is (or was) up: it writes ``seen_at`` every WORKER_BEAT_SECONDS while it runs
-    (apps.generators.tasks), and ``stopped_at`` when it stops. The wizard reads it to say whether any worker
+    (apps.generators.presence), and ``stopped_at`` when it stops. The wizard reads it to say whether any worker
     that trains is up, and on which device."""
 
-    holder = models.CharField(max_length=255, unique=True)  # pipeline.lease_holder(): "host:pid:token"
+    holder = models.CharField(max_length=255, unique=True)  # runs.lease_holder(): "host:pid:token"
     host = models.CharField(max_length=255)
     queues = models.JSONField(default=list)
     device = models.CharField(max_length=20)  # "cpu" or "cuda"

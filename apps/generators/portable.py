@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -19,6 +18,7 @@ from django.utils.text import slugify
 from apps.core import storage
 from apps.core.errors import InvalidInput
 from apps.ml.engine.portable import EXTRA_FILES, MODEL_FILES, REQUIRED, PackageError, read_package, write_package
+from apps.ml.engine.transfer import CONFIG_FILE
 
 from .models import Generator
 from .presentation import readable_report
@@ -38,13 +38,13 @@ def export_generator(*, generator: Generator):
     out = tempfile.TemporaryFile()
     with storage.scratch(f"export{generator.pk}") as folder:
         for name in MODEL_FILES:
-            source = f"{generator.files_dir}/{name}"
+            source = storage.in_folder(generator.files_dir, name)
             if storage.exists(source):
                 storage.fetch_file(source, folder / name)
         extras = {
-            name: storage.read_bytes(f"{generator.files_dir}/{name}")
+            name: storage.read_bytes(storage.in_folder(generator.files_dir, name))
             for name in EXTRA_FILES
-            if storage.exists(f"{generator.files_dir}/{name}")
+            if storage.exists(storage.in_folder(generator.files_dir, name))
         }
         missing = [name for name in REQUIRED if not (folder / name).exists()]
         if missing:
@@ -84,12 +84,11 @@ def export_generator(*, generator: Generator):
 def import_generator(*, owner, file, name: str | None = None, shared: bool = False) -> Generator:
     """A ready generator of ``owner`` from an export ``file`` (a file-like object); raises InvalidInput (``file``)
     for a damaged, changed or foreign file, an unknown type or a newer architecture version. Nothing is kept then."""
-    with storage.scratch("import") as folder:
+    with storage.scratch("import") as model:  # the model's files, as the export had them
         try:
-            manifest = read_package(file, Path(folder) / "model", max_bytes=settings.SYNTHGEN_MAX_ZIP_TOTAL_BYTES)
+            manifest = read_package(file, model, max_bytes=settings.SYNTHGEN_MAX_ZIP_TOTAL_BYTES)
         except PackageError as error:
             raise InvalidInput({"file": f"This file cannot be imported: {error}."}) from None
-        model = Path(folder) / "model"
         quality = _of(manifest, "quality", dict, None)
         warnings = [str(w) for w in _of(manifest, "warnings", list, [])]
         if not readable_report(quality):
@@ -107,7 +106,7 @@ def import_generator(*, owner, file, name: str | None = None, shared: bool = Fal
                 channels=manifest["channels"],
                 preset=str(manifest.get("preset") or "")[:20],
                 augment=bool(manifest.get("augment")),
-                config=json.loads((model / "config.json").read_text()),
+                config=json.loads((model / CONFIG_FILE).read_text()),
                 quality=quality,
                 classes=manifest["classes"],
                 orientation=_of(manifest, "orientation", dict, {}),
@@ -123,7 +122,8 @@ def import_generator(*, owner, file, name: str | None = None, shared: bool = Fal
                 storage.remove_prefix(files_dir)
                 raise
             generator.files_dir = files_dir
-            generator.sample_grid = f"{files_dir}/samples.png" if (model / "samples.png").exists() else ""
+            has_samples = (model / storage.GENERATOR_SAMPLE_GRID).exists()
+            generator.sample_grid = storage.in_folder(files_dir, storage.GENERATOR_SAMPLE_GRID) if has_samples else ""
             generator.save(update_fields=["files_dir", "sample_grid", "updated_at"])
     return generator
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-POSITIVE_VERDICT = "varied and new"  # the one verdict shown in green (ml.quality.POSITIVE_VERDICT)
+from apps.ml.quality.report import POSITIVE_VERDICT  # the one verdict shown in green
 
 # What each pipeline stage means to the person waiting (the run page shows these).
 STAGE_LABELS = {

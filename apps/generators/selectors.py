@@ -1,6 +1,7 @@
 """Reads of generators and runs, scoped to what a user may see."""
 
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from apps.datasets.selectors import is_signed_in
 
@@ -31,8 +32,6 @@ def eta_seconds(run: TrainingRun) -> float | None:
     """Seconds left in training, from the step rate since this training attempt started."""
     if run is None or run.stage != "train" or not run.train_started_at or run.total_steps == 0:
         return None
-    from django.utils import timezone
-
     done = run.step - run.resumed_step
     if done <= 0:
         return None

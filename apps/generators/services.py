@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
+from celery import chain, signature
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -14,12 +17,14 @@ from apps.core.errors import InvalidInput
 from apps.datasets.models import Dataset
 from apps.ml.engine import registry
 from apps.ml.engine.base import PRESETS, RESOLUTIONS
-from apps.ml.engine.config import ConfigError, build_config, settings_of
+from apps.ml.engine.config import ConfigError, settings_of
 from apps.ml.engine.device import device_class
 
 from . import transfer
 from .models import Generator, TrainingRun
+from .recipes import recipe, suggest_preset, suggest_resolution
 from .selectors import generators_for
+from .stages import STAGE_ORDER
 
 log = logging.getLogger(__name__)
 
@@ -29,29 +34,9 @@ def generator_files_dir(generator_id: int) -> str:
     return storage.generator_prefix(generator_id)
 
 
-def suggest_resolution(dataset: Dataset) -> int:
-    """64 px, or 32 px when most images are smaller than 64 px (upscaling only blurs them)."""
-    short_sides = sorted(min(w, h) for w, h in dataset.images.values_list("width", "height"))
-    if short_sides and short_sides[len(short_sides) // 2] < 64:
-        return 32
-    return 64
-
-
-def suggest_preset(image_count: int, kind: str) -> str:
-    """A sensible preset for a dataset of this size and generator type, for users who leave it out.
-
-    Under 300 images the type decides (``small_set_preset``): a GAN needs the steady schedule of
-    standard, while a diffusion model trained that long on so few images starts to copy them.
-    """
-    if image_count < 300:
-        known = registry.all_types()
-        return known[kind].small_set_preset if kind in known else "standard"
-    return "quick" if image_count < 2000 else "standard"
-
-
 def start_training(
     *,
-    owner,
+    owner: User,
     name: str,
     dataset: Dataset,
     kind: str,
@@ -59,7 +44,7 @@ def start_training(
     augment: bool = False,
     preset: str | None = None,
     shared: bool = True,
-    options: dict | None = None,
+    options: dict[str, Any] | None = None,
     base_generator: int | None = None,
 ) -> Generator:
     """Create a generator and its training run, and queue the pipeline once the transaction commits.
@@ -68,36 +53,24 @@ def start_training(
     to fine-tune (apps.generators.transfer): the run starts from its weights with the type's fine-tuning recipe
     (apps.ml.engine.config.build_config(base=...)) unless ``options`` set those settings. ``resolution`` left out
     is then the base's. Any other base is refused (``base_generator``), and nothing is created."""
-    errors: dict[str, str] = {}
-    base = None
     if base_generator is not None and resolution is None:  # the base's resolution (a base not seen: refused below)
         visible = generators_for(owner).filter(pk=base_generator).first()
         resolution = visible.resolution if visible is not None else None
     if resolution is None:
         resolution = suggest_resolution(dataset)
-    if kind not in registry.all_types():
-        errors["kind"] = f"Unknown generator type '{kind}'. Choose one of: {', '.join(registry.all_types())}."
-    if resolution not in RESOLUTIONS:
-        errors["resolution"] = f"Resolution must be one of {', '.join(map(str, RESOLUTIONS))} pixels."
-    if preset and preset not in PRESETS:
-        errors["preset"] = f"Preset must be one of {', '.join(PRESETS)}, or left out to choose by dataset size."
-    if dataset.owner_id != owner.pk:
-        errors["dataset"] = "Dataset not found."
     image_count = dataset.images.count()
-    minimum = settings.SYNTHGEN_MIN_TRAINING_IMAGES
-    if image_count < minimum:
-        errors["dataset"] = (
-            f"This dataset has {image_count} images; training needs at least {minimum}. "
-            "Upload more images of the same object first."
-        )
-    if not name.strip():
-        errors["name"] = "Give the generator a name."
-    if dataset.labelled and "kind" not in errors and not registry.get(kind).supports_labels:
-        learners = ", ".join(key for key, cls in registry.all_types().items() if cls.supports_labels)
-        errors["kind"] = (
-            f"{kind} generators learn one class; this dataset has classes. Choose {learners} (one "
-            "model learns every class), or upload each class as its own dataset."
-        )
+    errors: dict[str, list[str] | str] = {}
+    _check_request(
+        errors,
+        owner=owner,
+        name=name,
+        dataset=dataset,
+        image_count=image_count,
+        kind=kind,
+        resolution=resolution,
+        preset=preset,
+    )
+    base = None
     if base_generator is not None and not errors.keys() & {"kind", "resolution"}:
         try:
             base = transfer.check_base(
@@ -119,25 +92,69 @@ def start_training(
             errors["options"] = problems
     if errors:
         raise InvalidInput(errors)
+    generator = Generator(
+        owner=owner,
+        name=name.strip(),
+        kind=kind,
+        resolution=resolution,
+        channels=dataset.channels,
+        dataset=dataset,
+        augment=augment,
+        preset=preset or suggest_preset(image_count, kind),
+        shared=shared,
+        options=options or {},
+        base_generator=base,
+        base_name=base.name if base is not None else "",
+    )
+    run = _create_with_run(generator, base)
+    transaction.on_commit(lambda: launch_pipeline(run.pk))
+    return generator
 
-    preset = preset or suggest_preset(image_count, kind)
+
+def _check_request(
+    errors: dict[str, list[str] | str],
+    *,
+    owner: User,
+    name: str,
+    dataset: Dataset,
+    image_count: int,
+    kind: str,
+    resolution: int,
+    preset: str | None,
+) -> None:
+    """What is wrong with a training request's type, size, preset, dataset and name, into ``errors`` by field (in
+    this order: the messages are shown in it)."""
+    if kind not in registry.all_types():
+        errors["kind"] = f"Unknown generator type '{kind}'. Choose one of: {', '.join(registry.all_types())}."
+    if resolution not in RESOLUTIONS:
+        errors["resolution"] = f"Resolution must be one of {', '.join(map(str, RESOLUTIONS))} pixels."
+    if preset and preset not in PRESETS:
+        errors["preset"] = f"Preset must be one of {', '.join(PRESETS)}, or left out to choose by dataset size."
+    if dataset.owner_id != owner.pk:
+        errors["dataset"] = "Dataset not found."
+    minimum = settings.SYNTHGEN_MIN_TRAINING_IMAGES
+    if image_count < minimum:
+        errors["dataset"] = (
+            f"This dataset has {image_count} images; training needs at least {minimum}. "
+            "Upload more images of the same object first."
+        )
+    if not name.strip():
+        errors["name"] = "Give the generator a name."
+    if dataset.labelled and "kind" not in errors and not registry.get(kind).supports_labels:
+        learners = ", ".join(key for key, cls in registry.all_types().items() if cls.supports_labels)
+        errors["kind"] = (
+            f"{kind} generators learn one class; this dataset has classes. Choose {learners} (one "
+            "model learns every class), or upload each class as its own dataset."
+        )
+
+
+def _create_with_run(generator: Generator, base: Generator | None) -> TrainingRun:
+    """Save ``generator`` with its training run and, to fine-tune, the run's copy of the base's files: all or none
+    (a base whose files cannot be copied leaves nothing behind)."""
     run = None
     try:
-        with transaction.atomic():  # a base whose files cannot be copied leaves nothing behind
-            generator = Generator.objects.create(
-                owner=owner,
-                name=name.strip(),
-                kind=kind,
-                resolution=resolution,
-                channels=dataset.channels,
-                dataset=dataset,
-                augment=augment,
-                preset=preset,
-                shared=shared,
-                options=options or {},
-                base_generator=base,
-                base_name=base.name if base is not None else "",
-            )
+        with transaction.atomic():
+            generator.save(force_insert=True)
             run = TrainingRun.objects.create(generator=generator)
             if base is not None:
                 transfer.snapshot_base(run_id=run.pk, base=base)
@@ -146,42 +163,37 @@ def start_training(
             with contextlib.suppress(Exception):  # best effort (the storage may be what failed); the error stands
                 transfer.drop_snapshot(run.pk)
         raise
-    transaction.on_commit(lambda: _launch(run.pk))
-    return generator
+    return run
 
 
-def tunable_settings(kind: str) -> dict:
+def tunable_settings(kind: str) -> dict[str, Any]:
     """The knobs of a generator type with their standard-preset values, for the API and the wizard."""
     return settings_of(registry.get(kind))
 
 
 def option_errors(
     kind: str,
-    options,
+    options: dict[str, Any],
     *,
     resolution: int,
     channels: int = 3,
     preset: str = "standard",
     image_count: int = 500,
-    base: dict | None = None,
+    base: dict[str, Any] | None = None,
 ) -> list[str]:
     """What is wrong with advanced settings (unknown keys, wrong types, values out of range), checked
     against the config the train stage will build: the same request and this machine's device class.
 
-    ``image_count`` is the dataset's; the train stage counts the photos left after the held-out
-    split, which :func:`evaluation.holdout_count` predicts.
+    ``image_count`` is the dataset's (:func:`apps.generators.recipes.recipe` takes the held-out photos off).
     """
-    from .evaluation import holdout_count
-
     try:
-        build_config(
-            registry.get(kind),
+        recipe(
+            kind,
             resolution=resolution,
             channels=channels,
             preset=preset,
-            image_count=max(image_count - holdout_count(image_count), 0),
+            image_count=image_count,
             device=device_class(),
-            overrides=settings.SYNTHGEN_TRAINING_OVERRIDES.get(kind, {}),
             options=options,
             base=base,
         )
@@ -190,10 +202,15 @@ def option_errors(
     return []
 
 
-def _launch(run_id: int) -> None:
-    from .tasks import launch_pipeline
+def stage_task_name(stage: str) -> str:
+    """The Celery task that runs ``stage`` (tasks.py): "generators.<stage>"."""
+    return f"generators.{stage}"
 
-    launch_pipeline(run_id)
+
+def launch_pipeline(run_id: int) -> None:
+    """Queue the whole chain for a run, in STAGE_ORDER, by task name. Train and evaluate go to the gpu queue
+    (CELERY_TASK_ROUTES)."""
+    chain(*(signature(stage_task_name(stage), args=(run_id,), immutable=True) for stage in STAGE_ORDER)).apply_async()
 
 
 def cancel_run(*, run: TrainingRun) -> TrainingRun:

@@ -1,10 +1,13 @@
-"""Celery tasks: thin callers of the pipeline stages, chained by run id."""
+"""Celery tasks: thin callers of the pipeline's stages (stages/), queued as a chain by task name
+(services.launch_pipeline), and the worker's start and stop (its presence, the sweep of stale runs, a stop that
+sends the running stage back to the queue)."""
 
 import logging
 import os
-import threading
+from collections.abc import Callable
 
-from celery import chain, platforms, shared_task
+import torch
+from celery import Task, platforms, shared_task
 from celery.exceptions import Reject, WorkerTerminate
 from celery.platforms import EX_FAILURE
 from celery.signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
@@ -12,12 +15,69 @@ from django.conf import settings
 
 from apps.core import storage
 from apps.core.storage import StorageUnavailable
+from apps.ml.engine.device import pick_device
 
-from . import pipeline, shutdown
-from .stages import STAGE_ORDER
+from . import presence, runs, shutdown, step_costs
+from .services import stage_task_name
+from .stages import STAGE_ORDER, data, finish, quality, training
+
+log = logging.getLogger(__name__)
 
 
-def _run(task, stage: str, run_id: int) -> None:
+@shared_task(name=stage_task_name("prepare"), bind=True)
+def prepare(self, run_id: int) -> None:
+    _run(self, "prepare", data.prepare, run_id)
+
+
+@shared_task(name=stage_task_name("augment"), bind=True)
+def augment(self, run_id: int) -> None:
+    _run(self, "augment", data.augment, run_id)
+
+
+@shared_task(name=stage_task_name("train"), bind=True)
+def train(self, run_id: int) -> None:
+    _run(self, "train", training.train, run_id)
+
+
+@shared_task(name=stage_task_name("evaluate"), bind=True)
+def evaluate(self, run_id: int) -> None:
+    _run(self, "evaluate", quality.evaluate, run_id)
+
+
+@shared_task(name=stage_task_name("register"), bind=True)
+def register(self, run_id: int) -> None:
+    _run(self, "register", finish.register, run_id)
+
+
+@shared_task(name=stage_task_name("cleanup"), bind=True)
+def cleanup(self, run_id: int) -> None:
+    _run(self, "cleanup", finish.cleanup, run_id)
+
+
+@shared_task(name="generators.sweep_stale_runs")
+def sweep_stale_runs() -> None:
+    runs.sweep_stale_runs()
+
+
+@shared_task(name="generators.measure_step_costs")
+def measure_step_costs() -> None:
+    """Time a few training steps of one model shape the presets pick on this worker's device (step_costs.py), then
+    queue the next shape behind whatever is queued by then: a training waits for one shape at most (seconds)."""
+    if shutdown.requested():
+        return
+    device = pick_device()
+    if step_costs.measure_next(device, should_stop=shutdown.requested) and step_costs.unmeasured_shapes(device):
+        measure_step_costs.apply_async(queue=presence.TRAINING_QUEUE)
+
+
+def stage_tasks() -> dict[str, Task]:
+    """The task of each stage (named by services.stage_task_name, as services.launch_pipeline queues them), in
+    STAGE_ORDER."""
+    tasks = {task.name: task for task in (prepare, augment, train, evaluate, register, cleanup)}
+    return {stage: tasks[stage_task_name(stage)] for stage in STAGE_ORDER}
+
+
+def _run(task: Task, stage: str, run_stage: Callable[[int], bool], run_id: int) -> None:
     """Run one stage; when the storage cannot be reached, retry with back-off, then fail the run. When the worker
     is stopping (shutdown.py), the stage stops at its next step and the task goes back to the queue."""
     if shutdown.requested():  # delivered (again) to a worker that is stopping: straight back to the queue
@@ -25,10 +85,8 @@ def _run(task, stage: str, run_id: int) -> None:
     try:
         with_storage_retries(
             task,
-            lambda: getattr(pipeline, stage)(run_id),
-            lambda message: pipeline.fail_run(
-                run_id=run_id, stage=stage, message=f"The {stage} stage failed: {message}"
-            ),
+            lambda: run_stage(run_id),
+            lambda message: runs.fail_run(run_id=run_id, stage=stage, message=f"The {stage} stage failed: {message}"),
         )
     except shutdown.StageInterrupted:
         # Not acknowledged: the message goes back to the queue (with the rest of the chain), so the next worker -
@@ -53,56 +111,11 @@ def with_storage_retries(task, work, fail) -> None:
                 retries += 1
                 continue
             delay = min(300, settings.SYNTHGEN_STORAGE_RETRY_SECONDS * 2**retries)
-            logging.getLogger(__name__).warning("%s: %s; retrying in %s s", task.name, exc, delay)
+            log.warning("%s: %s; retrying in %s s", task.name, exc, delay)
             raise task.retry(exc=exc, countdown=delay, max_retries=settings.SYNTHGEN_STORAGE_RETRIES) from exc
 
 
-@shared_task(name="generators.prepare", bind=True)
-def prepare(self, run_id: int) -> None:
-    _run(self, "prepare", run_id)
-
-
-@shared_task(name="generators.augment", bind=True)
-def augment(self, run_id: int) -> None:
-    _run(self, "augment", run_id)
-
-
-@shared_task(name="generators.train", bind=True)
-def train(self, run_id: int) -> None:
-    _run(self, "train", run_id)
-
-
-@shared_task(name="generators.evaluate", bind=True)
-def evaluate(self, run_id: int) -> None:
-    _run(self, "evaluate", run_id)
-
-
-@shared_task(name="generators.register", bind=True)
-def register(self, run_id: int) -> None:
-    _run(self, "register", run_id)
-
-
-@shared_task(name="generators.cleanup", bind=True)
-def cleanup(self, run_id: int) -> None:
-    _run(self, "cleanup", run_id)
-
-
-def stage_tasks() -> dict:
-    """The task of each stage (named "generators.<stage>"), in STAGE_ORDER."""
-    tasks = {
-        task.name.removeprefix("generators."): task for task in (prepare, augment, train, evaluate, register, cleanup)
-    }
-    return {stage: tasks[stage] for stage in STAGE_ORDER}
-
-
-def launch_pipeline(run_id: int) -> None:
-    """Queue the whole chain for a run, in STAGE_ORDER. Train goes to the gpu queue (CELERY_TASK_ROUTES)."""
-    chain(*(task.si(run_id) for task in stage_tasks().values())).apply_async()
-
-
-@shared_task(name="generators.sweep_stale_runs")
-def sweep_stale_runs() -> None:
-    pipeline.sweep_stale_runs()
+# --- the worker's start and stop -----------------------------------------------------------------------------
 
 
 @worker_ready.connect
@@ -110,9 +123,9 @@ def _sweep_when_a_worker_starts(**kwargs) -> None:
     """A worker that starts (again) picks up runs a dead worker left behind: at once those whose worker
     process ran on this host and is gone (a restart), the others once their heartbeat is stale."""
     try:
-        pipeline.sweep_stale_runs()
+        runs.sweep_stale_runs()
     except Exception:  # never keep a worker from starting
-        logging.getLogger(__name__).exception("sweeping stale runs failed")
+        log.exception("sweeping stale runs failed")
 
 
 @worker_ready.connect
@@ -120,34 +133,14 @@ def _check_storage(**kwargs) -> None:
     """Say at once, in the worker's log, when the storage cannot be reached (its stages would retry, then fail)."""
     try:
         storage.check()
-        logging.getLogger(__name__).info("storage: %s", storage.describe())
+        log.info("storage: %s", storage.describe())
     except Exception as exc:  # never keep a worker from starting
-        logging.getLogger(__name__).error("storage: %s", exc)
+        log.error("storage: %s", exc)
     try:  # the scratch folders that workers killed mid-stage on this host left behind
         if removed := storage.remove_stale_scratch():
-            logging.getLogger(__name__).info("removed the scratch folders of dead processes: %s", removed)
+            log.info("removed the scratch folders of dead processes: %s", removed)
     except OSError:
-        logging.getLogger(__name__).exception("could not clean the scratch folder")
-
-
-@shared_task(name="generators.measure_step_costs")
-def measure_step_costs() -> None:
-    """Time a few training steps of one model shape the presets pick on this worker's device (estimates.py), then
-    queue the next shape behind whatever is queued by then: a training waits for one shape at most (seconds)."""
-    from apps.ml.engine.device import pick_device
-
-    from . import estimates
-
-    if shutdown.requested():
-        return
-    device = pick_device()
-    if estimates.measure_next(device, should_stop=shutdown.requested) and estimates.unmeasured_shapes(device):
-        measure_step_costs.apply_async(queue=estimates.TRAINING_QUEUE)
-
-
-_presence_stop = threading.Event()
-_presence_thread: list[threading.Thread | None] = [None]  # the presence thread of this worker, once started
-PRESENCE_JOIN_SECONDS = 2.0  # how long a stopping worker waits for the presence thread to say it stopped
+        log.exception("could not clean the scratch folder")
 
 
 @worker_ready.connect
@@ -155,73 +148,36 @@ def _say_the_worker_is_up(sender=None, **kwargs) -> None:
     """The worker's WorkerPresence row, beaten every WORKER_BEAT_SECONDS from a thread (the wizard says whether a
     worker that trains is up); a worker that trains measures the step costs it has not measured yet."""
     try:
-        from apps.ml.engine.device import pick_device
-
-        from . import estimates
-
         try:
             queues = list(sender.app.amqp.queues.consume_from)
         except AttributeError:
-            queues = [estimates.TRAINING_QUEUE, "default"]
+            queues = [presence.TRAINING_QUEUE, "default"]
         device = pick_device()
-        holder = pipeline.lease_holder()
-        estimates.worker_started(holder=holder, queues=queues, device=device, name=estimates.device_name(device))
-        _presence_thread[0] = threading.Thread(
-            target=_beat_presence, args=(holder,), name="synthgen-presence", daemon=True
-        )
-        _presence_thread[0].start()
+        holder = runs.lease_holder()
+        presence.worker_started(holder=holder, queues=queues, device=device, name=step_costs.device_name(device))
+        presence.start_beating(holder)
         if (
-            estimates.TRAINING_QUEUE in queues
+            presence.TRAINING_QUEUE in queues
             and settings.SYNTHGEN_MEASURE_STEP_COSTS
-            and estimates.unmeasured_shapes(device)
+            and step_costs.unmeasured_shapes(device)
         ):
-            measure_step_costs.apply_async(queue=estimates.TRAINING_QUEUE)
+            measure_step_costs.apply_async(queue=presence.TRAINING_QUEUE)
     except Exception:  # never keep a worker from starting
-        logging.getLogger(__name__).exception("could not record the worker's presence")
-
-
-def _beat_presence(holder: str) -> None:
-    """The presence thread: beats every WORKER_BEAT_SECONDS; when the worker stops, says so (from this thread: the
-    shutdown signal's handler runs in the main thread, perhaps in the middle of the training's own query)."""
-    from django.db import connection
-
-    from . import estimates
-
-    try:
-        while not _presence_stop.wait(estimates.WORKER_BEAT_SECONDS):
-            try:
-                estimates.worker_seen(holder)
-            except Exception:
-                logging.getLogger(__name__).warning("could not beat the worker's presence", exc_info=True)
-            finally:
-                connection.close()
-        estimates.worker_stopped(holder)
-    except Exception:
-        logging.getLogger(__name__).warning("could not record that the worker stops", exc_info=True)
-    finally:
-        connection.close()
+        log.exception("could not record the worker's presence")
 
 
 @worker_shutting_down.connect
 def _say_the_worker_stops(**kwargs) -> None:
-    _presence_stop.set()  # the presence thread writes it; nothing here may wait
+    presence.stop_beating()  # the presence thread writes it; nothing here may wait
 
 
 @worker_shutdown.connect
 def _said_the_worker_stopped(**kwargs) -> None:
     """Once the worker has stopped (the main thread, no task running): in case the presence thread had no time."""
     try:
-        from . import estimates
-
-        _presence_stop.set()
-        thread = _presence_thread[0]
-        if thread is not None:
-            thread.join(PRESENCE_JOIN_SECONDS)  # it says so itself; two writers at once wait on SQLite's lock
-            if not thread.is_alive():
-                return
-        estimates.worker_stopped(pipeline.lease_holder())
+        presence.said_stopped(runs.lease_holder())
     except Exception:  # never keep a worker from stopping
-        logging.getLogger(__name__).warning("could not record that the worker stopped", exc_info=True)
+        log.warning("could not record that the worker stopped", exc_info=True)
 
 
 @worker_shutting_down.connect
@@ -244,6 +200,4 @@ def _set_torch_threads(**kwargs) -> None:
     """SYNTHGEN_TORCH_THREADS caps PyTorch's CPU threads (1 avoids oversubscription on busy small CPUs)."""
     threads = os.environ.get("SYNTHGEN_TORCH_THREADS")
     if threads:
-        import torch
-
         torch.set_num_threads(int(threads))

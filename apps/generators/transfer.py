@@ -19,8 +19,6 @@ from apps.ml.engine.transfer import BASE_FILES, CONFIG_FILE, WEIGHTS_FILE
 from .models import Generator
 from .selectors import generators_for
 
-BASE_DIR = "base"  # under the run's prefix in storage
-
 
 def compatible_bases(user, *, kind: str, resolution: int, channels: int) -> QuerySet[Generator]:
     """The ready generators ``user`` can see that a new generator of this type, resolution and channels can start
@@ -104,7 +102,9 @@ def snapshot_base(*, run_id: int, base: Generator) -> None:
     """Copy the base's files the run starts from under ``runs/<run_id>/base/`` (what the base has of BASE_FILES);
     raises InvalidInput (``base_generator``) when its weights or config are gone, rather than let the run start
     from random weights under a "fine-tuned from" name."""
-    missing = [name for name in (WEIGHTS_FILE, CONFIG_FILE) if not storage.exists(f"{base.files_dir}/{name}")]
+    missing = [
+        name for name in (WEIGHTS_FILE, CONFIG_FILE) if not storage.exists(storage.in_folder(base.files_dir, name))
+    ]
     if missing:
         raise InvalidInput(
             {
@@ -113,17 +113,19 @@ def snapshot_base(*, run_id: int, base: Generator) -> None:
             }
         )
     for name in BASE_FILES:
-        source = f"{base.files_dir}/{name}"
+        source = storage.in_folder(base.files_dir, name)
         if storage.exists(source):
-            storage.write_bytes(storage.run_file(run_id, f"{BASE_DIR}/{name}"), storage.read_bytes(source))
+            storage.write_bytes(
+                storage.in_folder(storage.run_file(run_id, storage.RUN_BASE), name), storage.read_bytes(source)
+            )
 
 
 def drop_snapshot(run_id: int) -> None:
     """Remove the run's copy of its base (its rows were rolled back, or it is done with it)."""
-    storage.remove_prefix(storage.run_file(run_id, BASE_DIR))
+    storage.remove_prefix(storage.run_file(run_id, storage.RUN_BASE))
 
 
 def base_snapshot(run_id: int) -> str | None:
     """Where the run's copy of its base lives in storage; None for a run trained from scratch."""
-    prefix = storage.run_file(run_id, BASE_DIR)
-    return prefix if storage.exists(f"{prefix}/config.json") else None
+    prefix = storage.run_file(run_id, storage.RUN_BASE)
+    return prefix if storage.exists(storage.in_folder(prefix, CONFIG_FILE)) else None

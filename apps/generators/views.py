@@ -165,7 +165,8 @@ def render_generator_page(request, generator, *, generate_form=None):
             "generate_form": generate_form,
             "is_owner": is_owner,
             "quality": quality_summary(generator.quality),
-            "has_copies_grid": bool(generator.files_dir) and storage.exists(f"{generator.files_dir}/copies.png"),
+            "has_copies_grid": bool(generator.files_dir)
+            and storage.exists(storage.in_folder(generator.files_dir, storage.GENERATOR_COPIES_GRID)),
             "orientation_summary": describe_orientation(generator.orientation),
             # The base it was fine-tuned from, linked when this user can still see it.
             "base_visible": bool(generator.base_generator_id)
@@ -248,7 +249,8 @@ def sample_grid(request, pk: int):
 def copies_grid(request, pk: int):
     """The generated images closest to a training image, each beside that training image."""
     generator = get_object_or_404(selectors.generators_for(request.user), pk=pk)
-    return serve_media_file(f"{generator.files_dir}/copies.png" if generator.files_dir else "")
+    copies = storage.in_folder(generator.files_dir, storage.GENERATOR_COPIES_GRID) if generator.files_dir else ""
+    return serve_media_file(copies)
 
 
 @login_required

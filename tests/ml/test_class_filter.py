@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from apps.ml.quality import class_filter, filtering
-from apps.ml.quality.usefulness import ClassifierSettings
+from apps.ml.quality.classifier import ClassifierSettings
 
 from .constructed import blobs, shapes
 

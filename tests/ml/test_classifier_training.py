@@ -5,7 +5,7 @@ Each case is built so that the option changes the answer: without it the classif
 import pytest
 import torch
 
-from apps.ml.quality.usefulness import ClassifierSettings, predict, predict_proba, train_classifier
+from apps.ml.quality.classifier import ClassifierSettings, predict, predict_proba, train_classifier
 
 SMALL = ClassifierSettings(steps=120, batch_size=32, width=8, image_size=8, shift=0, class_balanced=False)
 

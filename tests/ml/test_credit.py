@@ -5,7 +5,8 @@ Each test fails if the arguments are swapped, in credit() itself or where the us
 import pytest
 import torch
 
-from apps.ml.quality.usefulness import ClassifierSettings, credit, usefulness_test
+from apps.ml.quality.classifier import ClassifierSettings
+from apps.ml.quality.usefulness import credit, usefulness_test
 
 from .constructed import blobs, shapes
 from .test_quality import bars

@@ -139,6 +139,15 @@ def test_sampling_is_deterministic_for_a_seed(tmp_path):
     assert not torch.equal(a, model.sample(10, seed=4))
 
 
+def test_sampling_refuses_labels_and_guidance():
+    model = DCGAN(tiny_config())
+    with pytest.raises(ValueError, match="dcgan learns no classes.*leave out labels"):
+        model.sample(2, seed=0, labels=[0, 1])
+    with pytest.raises(ValueError, match="leave out guidance"):
+        model.sample(2, seed=0, guidance=2.0)
+    assert model.sample(2, seed=0, steps=30).shape == (2, 1, 32, 32)  # steps: ignored, a GAN has none
+
+
 def test_save_then_load_gives_identical_samples(tmp_path):
     model = DCGAN(tiny_config())
     model.train(blobs(), checkpoint_dir=tmp_path / "run")

@@ -11,12 +11,13 @@ import torch
 
 from apps.ml.dcgan import DCGAN
 from apps.ml.ddim import DDIM
+from apps.ml.ddim.conditioning import guided
 from apps.ml.ddim.config import AUGMENT_P, AUGMENT_P_LONGER, DEFAULT_GUIDANCE, DDIMConfig
 from apps.ml.ddim.unet import UNet, build_unet
 from apps.ml.engine import registry
 from apps.ml.engine.augment import AUGMENT_DIM, conditioned_augment
 from apps.ml.engine.config import ConfigError, build_config
-from apps.ml.engine.trainer import LabelledImages
+from apps.ml.engine.training import LabelledImages
 
 from .test_ddim import _perturb, _weights, tiny_config, tiny_images
 
@@ -186,12 +187,12 @@ def test_guidance_combines_the_conditional_and_unconditional_predictions_in_one_
     spy.calls.clear()
     denoise = gen._denoiser()
     with torch.no_grad():
-        assert torch.equal(gen._guided(denoise, labels, 1.0)(x, t), cond)  # guidance 1: the conditional model
+        assert torch.equal(guided(denoise, labels, 1.0, no_label=3)(x, t), cond)  # guidance 1: the conditional model
         assert len(spy.calls) == 1 and spy.calls[0]["x"].shape[0] == 4
-        assert torch.equal(gen._guided(denoise, labels, 0.0)(x, t), uncond)
+        assert torch.equal(guided(denoise, labels, 0.0, no_label=3)(x, t), uncond)
         spy.calls.clear()
-        guided = gen._guided(denoise, labels, 3.0)(x, t)
-    torch.testing.assert_close(guided, uncond + 3.0 * (cond - uncond), rtol=1e-5, atol=1e-5)
+        mixed = guided(denoise, labels, 3.0, no_label=3)(x, t)
+    torch.testing.assert_close(mixed, uncond + 3.0 * (cond - uncond), rtol=1e-5, atol=1e-5)
     (call,) = spy.calls  # one forward of 2B: the labels, then the "no label" token
     assert call["x"].shape[0] == 8 and call["labels"].tolist() == [0, 1, 2, 0, 3, 3, 3, 3]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from apps.ml.quality.classifier import ClassifierSettings
 from apps.ml.quality.guidance import MIN_CLASS_PHOTOS, choose_guidance, validation_split
-from apps.ml.quality.usefulness import ClassifierSettings
 
 from .test_orientation import discs, wedges
 

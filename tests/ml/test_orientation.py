@@ -9,7 +9,7 @@ from apps.ml.ddim.config import DDIMConfig
 from apps.ml.engine import orientation
 from apps.ml.engine.augment import augment_dataset, conditioned_augment
 from apps.ml.engine.config import build_config
-from apps.ml.quality.usefulness import _augment as classifier_augment
+from apps.ml.quality.classifier import _augment as classifier_augment
 
 from .test_ddim import _perturb, tiny_config, tiny_images
 from .test_ddim_conditional import ForwardSpy

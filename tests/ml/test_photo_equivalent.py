@@ -6,7 +6,9 @@ import json
 import torch
 import torch.nn.functional as F
 
-from apps.ml.quality.usefulness import CREDIT_WORDS, ClassifierSettings, _photo_words, balance_test, subsample
+from apps.ml.quality.balance import _photo_words, balance_test, subsample
+from apps.ml.quality.classifier import ClassifierSettings
+from apps.ml.quality.usefulness import CREDIT_WORDS
 
 from .constructed import blobs
 from .test_quality import TINY, bars

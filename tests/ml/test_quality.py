@@ -7,15 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from apps.ml.quality import report as quality
+from apps.ml.quality.balance import balance_test
+from apps.ml.quality.classifier import ClassifierSettings, train_classifier
+from apps.ml.quality.images import match_format, split
 from apps.ml.quality.metrics import blur
-from apps.ml.quality.usefulness import (
-    ClassifierSettings,
-    balance_test,
-    match_format,
-    split,
-    train_classifier,
-    usefulness_test,
-)
+from apps.ml.quality.usefulness import usefulness_test
 
 from .constructed import blobs, noise, shapes
 
@@ -107,16 +103,16 @@ def test_classifier_is_deterministic_for_a_seed():
 
 
 def test_usefulness_classifier_draws_classes_uniformly_or_at_their_natural_frequencies(monkeypatch):
-    from apps.ml.quality import usefulness
+    from apps.ml.quality import classifier
 
     drawn = []
-    cross_entropy = usefulness.F.cross_entropy
+    cross_entropy = classifier.F.cross_entropy
 
     def spy(logits, labels, *args, **kwargs):
         drawn.append(labels.clone())
         return cross_entropy(logits, labels, *args, **kwargs)
 
-    monkeypatch.setattr(usefulness.F, "cross_entropy", spy)
+    monkeypatch.setattr(classifier.F, "cross_entropy", spy)
     classes = [blobs(10, seed=1), bars(90, seed=2)]  # the first class is 10 % of the images
     assert ClassifierSettings().class_balanced  # the default: oversample the small classes
     share = {}

@@ -5,7 +5,7 @@ import errno
 import pytest
 import torch
 
-from apps.ml.engine import checkpoint, trainer
+from apps.ml.engine import checkpoint, trainer, training
 from apps.ml.engine.ema import EMA, decay_for_half_life
 
 from .tiny_type import TinyType, tiny_config, tiny_images, tiny_labels
@@ -127,7 +127,7 @@ def test_labels_reach_the_training_step_and_train_other_weights(tmp_path, monkey
     config = tiny_config(num_classes=3, total_steps=4)
     labelled = TinyType(config)
     labelled.train(tiny_images(), labels=tiny_labels(), checkpoint_dir=tmp_path / "a")
-    assert len(seen) == 4 and all(isinstance(data, trainer.LabelledImages) for data in seen)
+    assert len(seen) == 4 and all(isinstance(data, training.LabelledImages) for data in seen)
     assert torch.equal(seen[0].labels, tiny_labels()) and seen[0].labels.dtype == torch.long
     relabelled = TinyType(config)
     relabelled.train(tiny_images(), labels=tiny_labels().flip(0), checkpoint_dir=tmp_path / "b")
@@ -229,7 +229,7 @@ def test_images_of_the_wrong_shape_are_refused(tmp_path):
 
 
 def test_uint8_images_are_scaled_to_minus_one_one():
-    data = trainer.prepare_images(
+    data = training.prepare_images(
         torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1), channels=1, resolution=1, device=torch.device("cpu")
     )
     assert data.flatten().tolist() == [-1.0, 1.0]

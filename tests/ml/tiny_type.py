@@ -9,16 +9,13 @@ trainer's labels path is tested here too, not only through DDIM.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from apps.ml.engine.base import GeneratorType
-from apps.ml.engine.checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
+from apps.ml.engine.base import SAMPLING_BATCH_SIZE, GeneratorType
 from apps.ml.engine.ema import EMA
 from apps.ml.engine.images import to_uint8
-from apps.ml.engine.trainer import LabelledImages, TrainingParts, prepare_labels
+from apps.ml.engine.training import LabelledImages, TrainingParts, prepare_labels
 
 
 class Decoder(nn.Module):
@@ -42,7 +39,7 @@ class Decoder(nn.Module):
 
 
 class TinyType(GeneratorType):
-    key = "tiny-test"
+    kind = "tiny-test"
     label = "Tiny (test only)"
     description = "A two-layer decoder trained towards the mean image."
     architecture_keys = ("resolution", "channels", "nz", "width", "num_classes")
@@ -122,23 +119,19 @@ class TinyType(GeneratorType):
     def finish_training(self, parts, step):
         self.decoder = parts.sampler.eval()
 
-    # ------------------------------------------------------------ sampling and files
+    # ------------------------------------------------------------ sampling and files (the contract's save and load)
 
     @torch.no_grad()
-    def sample(self, n, *, seed, steps=None, batch_size=256, labels=None):
+    def sample(self, n, *, seed, steps=None, batch_size=SAMPLING_BATCH_SIZE, labels=None, guidance=None):
         noise = torch.randn(n, self.config["nz"], generator=torch.Generator().manual_seed(seed))
         labels = None if labels is None else torch.as_tensor(labels, device=self.device)
         return to_uint8(self.decoder(noise.to(self.device), labels))
 
-    def save(self, directory: Path) -> None:
-        save_tensors_atomic(dict(self.decoder.state_dict()), Path(directory) / "weights.safetensors")
-        save_json_atomic(self.config, Path(directory) / "config.json")
+    def weights_state(self):
+        return dict(self.decoder.state_dict())
 
-    @classmethod
-    def load(cls, directory: Path, device="cpu") -> TinyType:
-        model = cls(load_json(Path(directory) / "config.json"), device)
-        model.decoder.load_state_dict(load_tensors(Path(directory) / "weights.safetensors"))
-        return model
+    def load_weights(self, weights):
+        self.decoder.load_state_dict(weights)
 
 
 def tiny_config(**changes) -> dict:

@@ -20,7 +20,7 @@ def generate_panel(context, generator, form=None):
     uses_steps = bool(generator_type and generator_type.uses_sampling_steps)
     if form is None:
         form = GenerateForm(
-            initial={"steps": generator_type.default_sampling_steps if uses_steps else None}, generator=generator
+            initial={"steps": generator_type.default_sampling_steps if generator_type else None}, generator=generator
         )
     request = context["request"]
     return {

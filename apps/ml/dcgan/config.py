@@ -136,7 +136,7 @@ class DCGANConfig(TrainingConfig):
             channels_last=cuda,
         )
 
-    def for_base(self, base: dict) -> DCGANConfig:
+    def for_base(self, base: dict[str, Any]) -> DCGANConfig:
         """Fine-tuning from a base whose config is ``base``: its networks' shape (:attr:`BASE_SHAPE`), a third of
         this config's steps (:data:`FINE_TUNE_STEPS`) at half its learning rates (:data:`FINE_TUNE_LR`), and
         FreezeD over the first half of the discriminator's stride-2 blocks (at least one) when the base's

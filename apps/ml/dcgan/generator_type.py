@@ -14,39 +14,39 @@ Two training recipes share one network family (see :mod:`.model`):
   images, and an exponential moving average (EMA) of the generator weights,
   which is what gets sampled and saved.
 
-Training runs in the shared :mod:`..trainer` (loop, checkpoints, resume, EMA,
+Training runs in the shared :mod:`apps.ml.engine.trainer` (loop, checkpoints, resume, EMA,
 grids); this module supplies the networks, one training step, the 64
 fixed-noise grid samples (after measuring the EMA generator's BatchNorm
-statistics again) and the mode-collapse check of each grid. ``save()`` writes
-``weights.safetensors`` (the sampling generator), ``config.json`` and, after
+statistics again) and the mode-collapse check of each grid. ``save()`` (the
+contract's) writes ``weights.safetensors`` (the sampling generator), ``config.json`` and, after
 training, ``discriminator.safetensors`` (what a fine-tuned child starts its
 discriminator from; generation never reads it).
 
-Fine-tuning (:mod:`..transfer`): both networks start from the base's, and
+Fine-tuning (:mod:`apps.ml.engine.transfer`): both networks start from the base's, and
 FreezeD keeps the discriminator's first ``freeze_d_blocks`` stride-2 blocks
 fixed (DCGANConfig.for_base).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
 
 from apps.ml.dcgan.config import DCGANConfig
-from apps.ml.dcgan.model import build_discriminator, build_generator, recalibrate_batchnorm
+from apps.ml.dcgan.model import Discriminator, Generator, build_discriminator, build_generator, recalibrate_batchnorm
 from apps.ml.engine.augment import diff_augment
-from apps.ml.engine.base import GeneratorType
-from apps.ml.engine.checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
+from apps.ml.engine.base import SAMPLING_BATCH_SIZE, BaseGenerator, GeneratorType, SampleLabels
 from apps.ml.engine.ema import EMA, decay_for_half_life
 from apps.ml.engine.images import to_uint8
-from apps.ml.engine.trainer import TrainingParts, prepare_images
+from apps.ml.engine.training import TrainingData, TrainingParts, images_and_labels, prepare_images
 from apps.ml.engine.transfer import DISCRIMINATOR_FILE, freeze_blocks, trainable
 from apps.ml.quality.diversity import mean_pairwise_distance, mode_collapse_warning
 
-WEIGHTS_FILE = "weights.safetensors"
-CONFIG_FILE = "config.json"
+Network = TypeVar("Network", bound=torch.nn.Module)
 GRID_SAMPLES = 64  # fixed-noise samples per checkpoint grid (8 x 8)
 COLLAPSE_CHECK_FROM = 0.5  # check for mode collapse from half-way on (earlier, G is still forming)
 _UNCONDITIONAL = (
@@ -56,14 +56,15 @@ _UNCONDITIONAL = (
 
 
 class DCGAN(GeneratorType):
-    key = "dcgan"
+    """A generative adversarial network: a DCGAN generator and a (spectrally normalised) discriminator."""
+
+    kind = "dcgan"
     label = "DCGAN (fast, GAN)"
     description = (
         "A classic generative adversarial network: quick to train and very fast to generate. "
         "Trained with data-efficient augmentation so it also works with a few hundred images."
     )
-    uses_sampling_steps = False
-    default_sampling_steps = None
+    default_sampling_steps = None  # a GAN takes no sampling steps
     architecture_keys = ("resolution", "channels", "nz", "ngf", "ndf", "spectral_norm", "ema")
     supports_fine_tuning = True  # weights_from_base: the base's EMA generator (and its discriminator, for FreezeD)
 
@@ -72,7 +73,7 @@ class DCGAN(GeneratorType):
 
     # ------------------------------------------------------------ construction
 
-    def __init__(self, config: dict, device: str | torch.device = "cpu"):
+    def __init__(self, config: Mapping[str, Any], device: str | torch.device = "cpu"):
         super().__init__(config, device)
         if int(self.config.get("num_classes") or 0) > 0:
             raise ValueError(_UNCONDITIONAL)
@@ -87,16 +88,16 @@ class DCGAN(GeneratorType):
         self.netD: torch.nn.Module | None = None  # the trained discriminator, saved for fine-tuning (FreezeD)
         self.frozen_d: list[str] = []  # the discriminator's parameters FreezeD keeps (names)
 
-    def _seeded(self, build, offset: int):
+    def _seeded(self, build: Callable[[DCGANConfig], Network], offset: int) -> Network:
         """Build a network with a seed-fixed initialisation, leaving the global RNG untouched."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.config.seed) + offset)
             return build(self.config)
 
-    def _place(self, net: torch.nn.Module) -> torch.nn.Module:
-        return net.to(self.device, memory_format=self.memory_format)
+    def _place(self, net: Network) -> Network:
+        return net.to(self.device).to(memory_format=self.memory_format)
 
-    def _autocast(self):
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
     # ------------------------------------------------------------ hooks of the shared trainer
@@ -120,16 +121,16 @@ class DCGAN(GeneratorType):
             ema_of="G",
         )
 
-    def _freeze_d(self, D: torch.nn.Module) -> list[str]:
+    def _freeze_d(self, D: Discriminator) -> list[str]:
         """FreezeD: the first ``freeze_d_blocks`` stride-2 convolutions of ``D`` take no gradient; only when ``D``
         starts from a base's discriminator (freezing random weights would only cripple it)."""
         count = int(self.config.freeze_d_blocks)
         if not count or not (self.start_weights and "D" in self.start_weights):
             return []
-        convs = [m for m in D.main if isinstance(m, torch.nn.Conv2d)][:-1]  # the stride-2 ones, not the last 4x4
-        return freeze_blocks(D, convs[:count])
+        convs: list[torch.nn.Module] = [m for m in D.main if isinstance(m, torch.nn.Conv2d)]
+        return freeze_blocks(D, convs[:-1][:count])  # the stride-2 ones, not the last 4x4
 
-    def weights_from_base(self, base) -> dict[str, dict[str, torch.Tensor]]:
+    def weights_from_base(self, base: BaseGenerator) -> dict[str, dict[str, torch.Tensor]]:
         """The base's (EMA) generator, and its discriminator where the base saved one (older ones did not:
         the discriminator then starts fresh and nothing is frozen)."""
         weights = {"G": dict(base.weights)}
@@ -139,7 +140,7 @@ class DCGAN(GeneratorType):
             base.notes.append("the base saved no discriminator: it starts fresh, nothing frozen")
         return weights
 
-    def training_data(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def training_data(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> TrainingData:
         if labels is not None:
             raise ValueError(_UNCONDITIONAL)
         data = prepare_images(
@@ -153,17 +154,18 @@ class DCGAN(GeneratorType):
         return data
 
     def training_step(
-        self, parts: TrainingParts, data: torch.Tensor, step: int, rng: torch.Generator
+        self, parts: TrainingParts, data: TrainingData, step: int, rng: torch.Generator
     ) -> dict[str, torch.Tensor]:
         """One discriminator and one generator update; returns the two detached losses (no sync)."""
+        images, _ = images_and_labels(data)  # training_data refused labels
         cfg = self.config
         G, D = parts.networks["G"], parts.networks["D"]
         opt_g, opt_d = parts.optimizers["g"], parts.optimizers["d"]
         batch = cfg.batch_size
         policy = cfg.diffaugment
         augment = (lambda x: diff_augment(x, policy, generator=rng)) if policy else (lambda x: x)
-        index = torch.randint(0, data.shape[0], (batch,), device=self.device, generator=rng)
-        real = data[index]
+        index = torch.randint(0, images.shape[0], (batch,), device=self.device, generator=rng)
+        real = images[index]
         noise = torch.randn(batch, cfg.nz, 1, 1, device=self.device, generator=rng)
         use_r1 = cfg.r1_gamma > 0 and step % cfg.r1_every == 0
 
@@ -185,7 +187,7 @@ class DCGAN(GeneratorType):
             r1 = grad.float().square().sum(dim=(1, 2, 3)).mean()
             d_total = d_loss + r1 * (cfg.r1_gamma / 2 * cfg.r1_every)
         opt_d.zero_grad(set_to_none=True)
-        d_total.backward()
+        torch.autograd.backward(d_total)
         opt_d.step()
 
         # Generator: make the discriminator call its (augmented) fakes real.
@@ -194,14 +196,14 @@ class DCGAN(GeneratorType):
             logits = D(augment(fake)).float()
             g_loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
         opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
+        torch.autograd.backward(g_loss)
         opt_g.step()
         trainable(D, self.frozen_d)  # every parameter but FreezeD's
         return {"d": d_loss.detach(), "g": g_loss.detach()}
 
     def grid_samples(self, parts: TrainingParts, step: int) -> torch.Tensor:
         """64 fixed-noise samples of the sampling generator, its BatchNorm statistics measured again first."""
-        sampler = parts.sampler
+        sampler = cast(Generator, parts.sampler)  # G's EMA copy (or G)
         recalibrate_batchnorm(sampler, seed=int(self.config.seed))
         fixed_noise = torch.randn(
             GRID_SAMPLES, self.config.nz, 1, 1, generator=torch.Generator().manual_seed(int(self.config.seed) + 7)
@@ -228,19 +230,30 @@ class DCGAN(GeneratorType):
         return []
 
     def finish_training(self, parts: TrainingParts, step: int) -> None:
-        self.netG = parts.sampler.eval()
+        self.netG = cast(Generator, parts.sampler).eval()  # G's EMA copy (or G)
         self.netD = parts.networks["D"]
 
-    # ------------------------------------------------------------ sampling, save, load
+    # ------------------------------------------------------------ sampling
 
     @torch.inference_mode()
-    def sample(self, n: int, *, seed: int, steps: int | None = None, batch_size: int = 256) -> torch.Tensor:
-        """``n`` images as uint8 [n, C, H, W] on the CPU; ``steps`` is ignored (a GAN has none).
+    def sample(
+        self,
+        n: int,
+        *,
+        seed: int,
+        steps: int | None = None,
+        batch_size: int = SAMPLING_BATCH_SIZE,
+        labels: SampleLabels = None,
+        guidance: float | None = None,
+    ) -> torch.Tensor:
+        """``n`` images as uint8 [n, C, H, W] on the CPU; ``steps`` is ignored (a GAN has none), labels and
+        guidance are refused (it learns no classes).
 
         All noise is drawn up front from a generator seeded with ``seed``, so
         image ``i`` is the same whatever ``n`` and ``batch_size`` are (the
         generator runs in eval mode, so images do not depend on each other).
         """
+        self.refuse_labels(labels, guidance)
         cfg = self.config
         generator = torch.Generator(device=self.device).manual_seed(int(seed))
         noise = torch.randn(n, cfg.nz, 1, 1, device=self.device, generator=generator)
@@ -251,20 +264,15 @@ class DCGAN(GeneratorType):
                 out[start : start + batch_size] = to_uint8(self.netG(noise[start : start + batch_size]))
         return out
 
+    # ------------------------------------------------------------ files (the contract's save and load)
+
     def weights_state(self) -> dict[str, torch.Tensor]:
         return dict(self.netG.state_dict())
 
-    def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        save_tensors_atomic(self.weights_state(), directory / WEIGHTS_FILE)
-        if self.netD is not None:  # what a model fine-tuned from this one starts its discriminator from
-            save_tensors_atomic(dict(self.netD.state_dict()), directory / DISCRIMINATOR_FILE)
-        save_json_atomic(self.config.to_dict(), directory / CONFIG_FILE)
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        self.netG.load_state_dict(weights)
+        self.netG.eval()
 
-    @classmethod
-    def load(cls, directory: Path, device: str | torch.device = "cpu") -> DCGAN:
-        directory = Path(directory)
-        model = cls(load_json(directory / CONFIG_FILE), device=device)
-        model.netG.load_state_dict(load_tensors(directory / WEIGHTS_FILE, model.device))
-        model.netG.eval()
-        return model
+    def extra_files(self) -> dict[str, dict[str, torch.Tensor]]:
+        """After training, the discriminator: what a model fine-tuned from this one starts its own from."""
+        return {} if self.netD is None else {DISCRIMINATOR_FILE: dict(self.netD.state_dict())}

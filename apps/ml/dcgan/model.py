@@ -19,6 +19,8 @@ block and 128 px adds one more (ngf*16).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -60,7 +62,8 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.ndim == 2:
             z = z[:, :, None, None]
-        return self.main(z)
+        images: torch.Tensor = self.main(z)
+        return images
 
 
 class Discriminator(nn.Module):
@@ -91,7 +94,8 @@ class Discriminator(nn.Module):
         self.main = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.main(x).flatten()
+        logits: torch.Tensor = self.main(x)
+        return logits.flatten()
 
 
 def init_weights(module: nn.Module) -> None:
@@ -108,13 +112,13 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def build_generator(config: dict) -> Generator:
+def build_generator(config: Mapping[str, Any]) -> Generator:
     net = Generator(resolution=config["resolution"], channels=config["channels"], nz=config["nz"], ngf=config["ngf"])
     net.apply(init_weights)
     return net
 
 
-def build_discriminator(config: dict) -> Discriminator:
+def build_discriminator(config: Mapping[str, Any]) -> Discriminator:
     net = Discriminator(
         resolution=config["resolution"],
         channels=config["channels"],

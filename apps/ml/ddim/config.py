@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from apps.ml.ddim.sampler import SAMPLERS
-from apps.ml.engine.base import PRESETS
+from apps.ml.engine.base import MAX_GUIDANCE, MAX_SAMPLING_STEPS, MIN_GUIDANCE, PRESETS
 from apps.ml.engine.config import TrainingConfig, setting
 
 # Training length per preset, in optimizer steps, for about 150 images.
@@ -61,7 +62,7 @@ def _dataset_factor(image_count: int) -> float:
     return 2.0
 
 
-def _model_shape(resolution: int, on_gpu: bool) -> dict:
+def _model_shape(resolution: int, on_gpu: bool) -> dict[str, Any]:
     """U-Net width and depth for a resolution: small and patched on a CPU, DDPM-sized on a GPU."""
     if on_gpu:
         mults = {32: [1, 2, 2, 2], 64: [1, 2, 3, 4], 128: [1, 1, 2, 3, 4]}.get(resolution, [1, 2, 2])
@@ -138,9 +139,9 @@ class DDIMConfig(TrainingConfig):
     hflip: bool = True
     # Sampling: the progress grids, then generation and the quality report.
     grid_images: int = setting(64, low=1, high=1024)
-    grid_steps: int = setting(DEFAULT_SAMPLING_STEPS, low=1, high=1000)
+    grid_steps: int = setting(DEFAULT_SAMPLING_STEPS, low=1, high=MAX_SAMPLING_STEPS)
     sampler: str = setting(DEFAULT_SAMPLER, choices=SAMPLERS)  # "dpmpp2m" (DPM-Solver++(2M)) or "ddim"
-    sampling_steps: int = setting(DEFAULT_SAMPLING_STEPS, low=1, high=1000)
+    sampling_steps: int = setting(DEFAULT_SAMPLING_STEPS, low=1, high=MAX_SAMPLING_STEPS)
     # Class conditioning: 0 classes is an unconditional model (the layers and weights of a model
     # saved before conditioning existed). ``classes`` names the classes 0..num_classes-1 when known.
     num_classes: int = setting(0, low=0, high=100_000)
@@ -148,7 +149,7 @@ class DDIMConfig(TrainingConfig):
     # Share of training images whose label is replaced by the "no label" token, so that one network
     # also learns the unconditional prediction classifier-free guidance needs (Ho & Salimans 2022).
     label_dropout: float = setting(0.1, low=0.0, high=0.9)
-    guidance_scale: float = setting(DEFAULT_GUIDANCE, low=0.0, high=20.0)  # see DEFAULT_GUIDANCE
+    guidance_scale: float = setting(DEFAULT_GUIDANCE, low=MIN_GUIDANCE, high=MAX_GUIDANCE)  # see DEFAULT_GUIDANCE
     # Batches draw a class uniformly, then one of its photos (a conditional model), so the shortest class
     # is seen as often as the largest; False (configs saved before it existed): photos uniformly.
     class_balanced: bool = False
@@ -205,7 +206,7 @@ class DDIMConfig(TrainingConfig):
         each: class-balanced batches, and training long enough that the shortest class gets the passes over
         its photos a one-class model of that many photos gets in this preset (the preset's steps for the
         shortest class, times the number of classes). Without ``counts`` the length stays the preset's."""
-        changes: dict = dict(num_classes=len(names), classes=list(names), class_balanced=True)
+        changes: dict[str, Any] = dict(num_classes=len(names), classes=list(names), class_balanced=True)
         if counts:
             if len(counts) != len(names) or min(counts) < 1:
                 raise ValueError("counts needs one number of photos (at least 1) per class")
@@ -214,7 +215,7 @@ class DDIMConfig(TrainingConfig):
             changes.update(total_steps=total_steps, checkpoint_every=max(100, total_steps // 10))
         return dataclasses.replace(self, **changes, extras=dict(self.extras))
 
-    def for_base(self, base: dict) -> DDIMConfig:
+    def for_base(self, base: dict[str, Any]) -> DDIMConfig:
         """Fine-tuning from a base whose config is ``base``: the base's U-Net (:attr:`BASE_SHAPE`; the
         augmentation embedding too: ``augment_p`` follows the base when one of them has none), and the recipe
         :data:`FINE_TUNE_STEPS` of this config's steps at :data:`FINE_TUNE_LR` of its learning rate, with a warm-up
@@ -232,7 +233,7 @@ class DDIMConfig(TrainingConfig):
         extras = {**self.extras, **{key: base[key] for key in ("groups",) if key in base}}
         return dataclasses.replace(self, **changes, extras=extras)
 
-    def base_problems(self, base: dict) -> list[str]:
+    def base_problems(self, base: dict[str, Any]) -> list[str]:
         """The shape's settings, and the augmentation embedding: on (``augment_p`` > 0) or off as in the base."""
         problems = super().base_problems(base)
         if (float(base.get("augment_p") or 0.0) > 0) != (self.augment_p > 0):
@@ -242,7 +243,7 @@ class DDIMConfig(TrainingConfig):
             )
         return problems
 
-    def for_photos(self, orientation: dict | None) -> DDIMConfig:
+    def for_photos(self, orientation: dict[str, Any] | None) -> DDIMConfig:
         """Plain mirror images in the batches only when the photos look alike mirrored
         (:mod:`..orientation`); otherwise flips come only through the conditioned augmentation,
         which the network is told about (non-leaking)."""

@@ -19,49 +19,58 @@ Salimans 2022) in one network call on a double batch. Config ``augment_p`` > 0 t
 non-leaking augmentation (:func:`..augment.conditioned_augment`): the network is told how each
 training image was flipped, rotated and shifted, and sampling tells it "not augmented".
 
-Training runs in the shared :mod:`..trainer` (loop, reports, checkpoints, resume, reseeding, EMA,
-grids); this module supplies the U-Net and its optimizer, one denoising step and the grid samples.
-Files written by :meth:`DDIM.save`: ``weights.safetensors`` (EMA weights) and ``config.json``.
+Training runs in the shared :mod:`apps.ml.engine.trainer` (loop, reports, checkpoints, resume, reseeding, EMA,
+grids); this module supplies the U-Net and its optimizer, one denoising step and the grid samples; labels and
+guidance are in :mod:`.conditioning`. The files are the contract's (:meth:`GeneratorType.save`):
+``weights.safetensors`` (EMA weights, with the step count) and ``config.json``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-from pathlib import Path
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
+from apps.ml.ddim.conditioning import ClassIndex, Denoiser, drop_labels, guided, sampling_labels
 from apps.ml.ddim.config import ARCHITECTURE_VERSION, DEFAULT_SAMPLER, DEFAULT_SAMPLING_STEPS, DDIMConfig
+from apps.ml.ddim.objective import learning_rate_at, new_optimizer, random_batch, weighted_loss
 from apps.ml.ddim.sampler import SAMPLERS, run_sampler
-from apps.ml.ddim.schedule import CosineSchedule, add_noise, loss_weight, training_target
+from apps.ml.ddim.schedule import CosineSchedule, add_noise
 from apps.ml.ddim.unet import build_unet
 from apps.ml.engine.augment import AUGMENT_DIM, conditioned_augment
-from apps.ml.engine.base import GeneratorType
-from apps.ml.engine.checkpoint import load_json, load_tensors, save_json_atomic, save_tensors_atomic
+from apps.ml.engine.base import MIN_GUIDANCE, SAMPLING_BATCH_SIZE, BaseGenerator, GeneratorType, SampleLabels
+from apps.ml.engine.device import cpu_has_bf16
 from apps.ml.engine.ema import EMA
-from apps.ml.engine.trainer import LabelledImages, TrainingParts, prepare_images, prepare_labels
+from apps.ml.engine.training import (
+    LabelledImages,
+    TrainingData,
+    TrainingParts,
+    images_and_labels,
+    prepare_images,
+    prepare_labels,
+)
+from apps.ml.engine.transfer import remap_class_rows
 
-WEIGHTS_FILE = "weights.safetensors"
-CONFIG_FILE = "config.json"
+LossFunction = Callable[..., torch.Tensor]
 
 
 class DDIM(GeneratorType):
     """A diffusion model (U-Net denoiser) sampled with DPM-Solver++(2M) or DDIM."""
 
-    key = "ddim"
+    kind = "ddim"
     label = "DDIM diffusion (best quality)"
     description = (
         "A diffusion model: learns to remove noise from your images, then turns pure noise into new images. "
         "Slower than a GAN but more reliable and more varied; more sampling steps give cleaner images."
     )
-    uses_sampling_steps = True
     supports_labels = True  # config num_classes > 0: class-conditional, sampled with guidance
     supports_fine_tuning = True  # weights_from_base: the base's EMA U-Net, class rows mapped by name
     newest_architecture_version = ARCHITECTURE_VERSION
     default_sampler = DEFAULT_SAMPLER  # see .config
-    default_sampling_steps = DEFAULT_SAMPLING_STEPS
+    default_sampling_steps = DEFAULT_SAMPLING_STEPS  # generation takes steps
     # On 150 sandals, standard (about 850 epochs) gave 11.2 % near-copies, quick none (bench/README.md).
     small_set_preset = "quick"
     architecture_keys = (
@@ -83,7 +92,7 @@ class DDIM(GeneratorType):
 
     # ------------------------------------------------------------------ setup
 
-    def __init__(self, config: dict, device: str | torch.device = "cpu"):
+    def __init__(self, config: Mapping[str, Any], device: str | torch.device = "cpu"):
         super().__init__(config, device)
         if self.config.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.config.sampler!r}; use one of {SAMPLERS}")
@@ -97,7 +106,7 @@ class DDIM(GeneratorType):
         self._alpha_bar = self.schedule.alpha_bar_on(self.device)  # float32 [T] on the device
         self._use(self._build_model())
         self.step = 0  # optimizer steps taken (kept up to date while training)
-        self.optimizer: torch.optim.Optimizer | None = None
+        self._class_index: ClassIndex | None = None  # the class-balanced draws of the labels trained on
 
     def _build_model(self) -> nn.Module:
         with torch.random.fork_rng(devices=[]):  # the same seed gives the same initial weights
@@ -109,8 +118,8 @@ class DDIM(GeneratorType):
         """Train and sample with ``model`` and its average ``ema`` (a fresh one when left out)."""
         self.model = model
         self.ema = ema or EMA(model, self.config.ema_decay)
-        self._loss_fn = None  # compiled for the previous model
-        self._sample_denoiser = None
+        self._loss_fn: LossFunction | None = None  # compiled for the previous model
+        self._sample_denoiser: Denoiser | None = None
 
     @property
     def _cuda(self) -> bool:
@@ -120,13 +129,13 @@ class DDIM(GeneratorType):
     def _channels_last(self) -> bool:
         return self._cuda and self.config.channels_last
 
-    def _autocast(self):
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
         """Training precision: bf16 autocast where ``amp_bf16`` is on (on a CPU only one with bf16 instructions)."""
         if self.config.amp_bf16 and (self._cuda or cpu_has_bf16()):
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _sampling_autocast(self):
+    def _sampling_autocast(self) -> contextlib.AbstractContextManager[object]:
         """The network's precision while sampling: as training on CUDA; bf16 on a CPU that has it."""
         if self.device.type == "cpu" and self.config.cpu_sampling_bf16 and cpu_has_bf16():
             return torch.autocast("cpu", dtype=torch.bfloat16)
@@ -137,7 +146,7 @@ class DDIM(GeneratorType):
         """0 for an unconditional model, else the number of classes it learns."""
         return self.config.num_classes
 
-    def architecture(self) -> dict:
+    def architecture(self) -> dict[str, Any]:
         """The architecture keys, plus the conditioning layers where there are any (an unconditional
         model's architecture, and so its checkpoints' resume check, is what it always was)."""
         architecture = super().architecture()
@@ -152,27 +161,6 @@ class DDIM(GeneratorType):
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
-    def _new_optimizer(self) -> torch.optim.Optimizer:
-        extra = {"fused": True} if self._cuda else {}
-        return torch.optim.AdamW(
-            self.model.parameters(),
-            lr=self.config.learning_rate,
-            betas=(0.9, 0.99),
-            weight_decay=self.config.weight_decay,
-            **extra,
-        )
-
-    def learning_rate_at(self, step: int) -> float:
-        """Linear warm-up, then cosine decay to ``final_lr_fraction`` of the peak at ``total_steps``."""
-        peak = self.config.learning_rate
-        warmup = self.config.warmup_steps
-        if step < warmup:
-            return peak * (step + 1) / warmup
-        span = max(1, self.config.total_steps - warmup)
-        progress = min(1.0, (step - warmup) / span)
-        floor = self.config.final_lr_fraction
-        return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
-
     # ------------------------------------------------------------------ training
 
     def loss(
@@ -186,18 +174,11 @@ class DDIM(GeneratorType):
         """The weighted denoising loss (a 0-d float32 tensor) for images ``x0`` at steps ``t``
         (with their class ``labels`` and augmentation vectors ``augment`` where the model takes them)."""
         alpha_bar = self._alpha_bar[t]
-        x_t = add_noise(x0, noise, alpha_bar)
         with self._autocast():
-            out = self.model(x_t, t.float(), labels, augment)
-        objective = self.config.objective
-        target = training_target(x0, noise, alpha_bar, objective)
-        per_image = (out.float() - target).pow(2).mean(dim=(1, 2, 3))
-        weight = loss_weight(
-            alpha_bar / (1 - alpha_bar), objective, self.config.min_snr_gamma, plus_one=self.config.min_snr_plus_one
-        )
-        return (weight * per_image).mean()
+            prediction = self.model(add_noise(x0, noise, alpha_bar), t.float(), labels, augment)
+        return weighted_loss(prediction, x0, noise, alpha_bar, self.config)
 
-    def _compiled_loss(self):
+    def _compiled_loss(self) -> LossFunction:
         if self._loss_fn is None:
             if self.config.compile:
                 # mode: None (inductor's default) or e.g. "reduce-overhead" (CUDA graphs).
@@ -212,15 +193,13 @@ class DDIM(GeneratorType):
         model = self._build_model()
         self._load_start("model", model)  # fine-tuning: the base's weights (the EMA starts from them too)
         self._use(model)
-        self.optimizer = self._new_optimizer()
         self.step = 0
-        return TrainingParts(
-            networks={"model": self.model}, optimizers={"model": self.optimizer}, ema=self.ema, ema_of="model"
-        )
+        optimizers = {"model": new_optimizer(self.model, self.config, fused=self._cuda)}
+        return TrainingParts(networks={"model": self.model}, optimizers=optimizers, ema=self.ema, ema_of="model")
 
-    def training_data(self, images: torch.Tensor, labels: torch.Tensor | None = None):
+    def training_data(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> TrainingData:
         """The images as float [-1, 1] on the device; with ``num_classes`` > 0 they need their labels
-        and come back as :class:`~..trainer.LabelledImages`."""
+        and come back as :class:`~apps.ml.engine.training.LabelledImages`."""
         data = prepare_images(
             images, channels=self.config.channels, resolution=self.config.resolution, device=self.device
         )
@@ -238,18 +217,17 @@ class DDIM(GeneratorType):
         )
 
     def training_step(
-        self, parts: TrainingParts, data: torch.Tensor | LabelledImages, step: int, rng: torch.Generator
+        self, parts: TrainingParts, data: TrainingData, step: int, rng: torch.Generator
     ) -> dict[str, torch.Tensor]:
         """One optimizer step on a random batch; the loss stays on the device.
 
-        ``data``: the images, or :class:`~..trainer.LabelledImages` for a class-conditional model."""
+        ``data``: the images, or :class:`~apps.ml.engine.training.LabelledImages` for a class-conditional model."""
         x0, labels = self._batch(data, rng)
         augment = None
         if self.config.augment_p > 0:  # before channels-last: the gathers return a contiguous batch
             x0, augment = conditioned_augment(x0, self.config.augment_p, rng, flip=self.config.augment_flip)
         if labels is not None and self.config.label_dropout > 0:
-            dropped = torch.rand(labels.shape, device=labels.device, generator=rng) < self.config.label_dropout
-            labels = torch.where(dropped, torch.full_like(labels, self.config.num_classes), labels)
+            labels = drop_labels(labels, self.config.label_dropout, no_label=self.config.num_classes, generator=rng)
         self.model.train()
         if self._channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
@@ -258,15 +236,17 @@ class DDIM(GeneratorType):
         if self._channels_last:
             noise = noise.contiguous(memory_format=torch.channels_last)
         if self.config.compile and self.config.compile_mode == "reduce-overhead":
-            torch.compiler.cudagraph_mark_step_begin()  # a new iteration: earlier graph outputs may be reused
+            # A new iteration: earlier graph outputs may be reused.
+            torch.compiler.cudagraph_mark_step_begin()  # type: ignore[no-untyped-call]  # torch leaves it untyped
         loss = self._compiled_loss()(x0, t, noise, labels, augment)
-        loss.backward()
+        torch.autograd.backward(loss)
         if self.config.grad_clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip, foreach=True)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate_at(step)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer = parts.optimizers["model"]
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(self.config, step)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
         self.step = step + 1
         return {"loss": loss.detach()}
 
@@ -281,11 +261,10 @@ class DDIM(GeneratorType):
         self.step = step
         self.ema.model.eval()
 
-    def weights_from_base(self, base) -> dict[str, dict[str, torch.Tensor]]:
-        """The base's EMA U-Net for this config's classes (:func:`..transfer.remap_class_rows`: rows mapped by
-        class name; new classes start from the "no label" row). The raw network and its EMA both start there."""
-        from apps.ml.engine.transfer import remap_class_rows
-
+    def weights_from_base(self, base: BaseGenerator) -> dict[str, dict[str, torch.Tensor]]:
+        """The base's EMA U-Net for this config's classes (:func:`apps.ml.engine.transfer.remap_class_rows`: rows
+        mapped by class name; new classes start from the "no label" row). The raw network and its EMA both start
+        there."""
         if self.config.num_classes and not self.config.classes:
             raise ValueError("a conditional model fine-tuned from a base needs its class names (config classes)")
         state, rows = remap_class_rows(
@@ -299,39 +278,25 @@ class DDIM(GeneratorType):
         )
         return {"model": state}
 
-    def _balanced_sampler(self, labels: torch.Tensor) -> _ClassIndex:
-        """The class-balanced sampler of ``labels``, kept while training on the same labels."""
-        cached = getattr(self, "_class_index_cache", None)
-        if cached is None or cached.labels is not labels:
-            cached = self._class_index_cache = _ClassIndex(labels)
-        return cached
-
-    def _batch(
-        self, data: torch.Tensor | LabelledImages, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _batch(self, data: TrainingData, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A random batch (with replacement) from ``data`` on the device, half of it mirrored where
         ``hflip`` says the photos look alike mirrored, and its labels (None for unlabelled data)."""
-        images, labels = data if isinstance(data, LabelledImages) else (data, None)
-        size = self.config.batch_size
-        if labels is not None and self.config.class_balanced:
-            index = self._balanced_sampler(labels).draw(size, generator)
-        else:
-            index = torch.randint(0, images.shape[0], (size,), device=images.device, generator=generator)
-        batch = images[index]
-        if self.config.hflip:
-            flip = torch.rand(size, device=images.device, generator=generator) < 0.5
-            batch = torch.where(flip[:, None, None, None], batch.flip(3), batch)
-        return batch, (labels[index] if labels is not None else None)
+        images, labels = images_and_labels(data)
+        if labels is None or not self.config.class_balanced:
+            return random_batch(images, labels, self.config, generator)
+        if self._class_index is None or self._class_index.labels is not labels:  # worked out once per training set
+            self._class_index = ClassIndex(labels)
+        return random_batch(images, labels, self.config, generator, self._class_index)
 
     # ------------------------------------------------------------------ sampling
 
-    def _denoiser(self):
+    def _denoiser(self) -> Denoiser:
         """The EMA network as ``denoise(x_t, t, labels=None)``, in bf16 and compiled on CUDA when
         configured. No augmentation vector is passed: sampling is always "not augmented" (zeros)."""
         if self._sample_denoiser is None:
-            model = self.ema.model
-            if self.config.compile:
-                model = torch.compile(model)
+            model: Callable[..., torch.Tensor] = (
+                torch.compile(self.ema.model) if self.config.compile else self.ema.model
+            )
 
             def denoise(x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
                 if self._channels_last:
@@ -342,43 +307,6 @@ class DDIM(GeneratorType):
             self._sample_denoiser = denoise
         return self._sample_denoiser
 
-    def _guided(self, denoise, labels: torch.Tensor | None, guidance: float):
-        """``denoise(x_t, t)`` for one batch: unconditional (no labels), conditional (guidance 1),
-        or classifier-free guidance ``uncond + guidance * (cond - uncond)`` from one call on 2B images."""
-        if labels is None:
-            return denoise  # a conditional network without labels: the "no label" token
-        if guidance == 1:
-            return lambda x, t: denoise(x, t, labels)
-        if guidance == 0:
-            return lambda x, t: denoise(x, t, torch.full_like(labels, self.config.num_classes))
-        both = torch.cat([labels, torch.full_like(labels, self.config.num_classes)])
-
-        def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            cond, uncond = denoise(torch.cat([x, x]), torch.cat([t, t]), both).float().chunk(2)
-            return uncond + guidance * (cond - uncond)
-
-        return guided
-
-    def sampling_labels(self, labels, n: int) -> torch.Tensor | None:
-        """``labels`` as int64 [n] on the device: None (no label), one class for all ``n`` images, or
-        one per image, each a class index or (when the config names its classes) a class name."""
-        if labels is None:
-            return None
-        if not self.config.num_classes:
-            raise ValueError("this DDIM model is unconditional (num_classes 0): it samples without labels")
-        if isinstance(labels, (int, str)) or (isinstance(labels, torch.Tensor) and labels.ndim == 0):
-            labels = [labels] * n
-        if not isinstance(labels, torch.Tensor):
-            labels = [self._class_index(label) for label in labels]
-        return prepare_labels(labels, count=n, num_classes=self.config.num_classes, device=self.device)
-
-    def _class_index(self, label) -> int:
-        if isinstance(label, str):
-            if label not in self.config.classes:
-                raise ValueError(f"unknown class {label!r}; the classes are {self.config.classes}")
-            return self.config.classes.index(label)
-        return int(label)
-
     @torch.no_grad()
     def sample_tensor(
         self,
@@ -386,17 +314,19 @@ class DDIM(GeneratorType):
         *,
         seed: int,
         steps: int | None = None,
-        batch_size: int = 256,
+        batch_size: int = SAMPLING_BATCH_SIZE,
         eta: float = 0.0,
         sampler: str | None = None,
-        labels=None,
+        labels: SampleLabels = None,
         guidance: float | None = None,
     ) -> torch.Tensor:
         """``n`` images as uint8 [n, C, H, W], left on the device (the benchmark's entry point)."""
-        labels = self.sampling_labels(labels, n)
-        guidance = self.config.guidance_scale if guidance is None else float(guidance)
-        if guidance < 0:
-            raise ValueError(f"guidance must be >= 0, got {guidance}")
+        indices = sampling_labels(
+            labels, n, num_classes=self.config.num_classes, classes=self.config.classes, device=self.device
+        )
+        scale = self.config.guidance_scale if guidance is None else float(guidance)
+        if scale < MIN_GUIDANCE:
+            raise ValueError(f"guidance must be >= {MIN_GUIDANCE:g}, got {scale}")
         steps = steps or self.config.sampling_steps or self.default_sampling_steps
         if sampler is None:  # eta > 0 is stochastic DDIM; otherwise the config's (or the type's) sampler
             sampler = "ddim" if eta > 0 else self.config.sampler or self.default_sampler
@@ -407,7 +337,8 @@ class DDIM(GeneratorType):
         out = torch.empty((n, c, r, r), dtype=torch.uint8, device=self.device)
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
-            batch_denoise = self._guided(denoise, None if labels is None else labels[start : start + b], guidance)
+            batch_labels = None if indices is None else indices[start : start + b]
+            batch_denoise = guided(denoise, batch_labels, scale, no_label=self.config.num_classes)
             x = run_sampler(
                 sampler,
                 batch_denoise,
@@ -428,20 +359,18 @@ class DDIM(GeneratorType):
         *,
         seed: int,
         steps: int | None = None,
-        batch_size: int = 256,
+        batch_size: int = SAMPLING_BATCH_SIZE,
         eta: float = 0.0,
         sampler: str | None = None,
-        labels=None,
+        labels: SampleLabels = None,
         guidance: float | None = None,
     ) -> torch.Tensor:
-        """``n`` images as uint8 [n, C, H, W] on the CPU.
+        """``n`` images as uint8 [n, C, H, W] on the CPU (the contract: :meth:`GeneratorType.sample`).
 
-        A class-conditional model (``num_classes`` > 0) draws image ``i`` of class ``labels[i]``
-        (``labels``: one class for all, or one per image; class indices, or names from the config's
-        ``classes``), with classifier-free guidance ``guidance`` (left out: the config's
-        ``guidance_scale``; 1 is the plain conditional model, 0 the unconditional one; other values
-        cost one network call on a double batch per step). Without labels it samples unconditionally
-        (the "no label" token). An unconditional model refuses labels.
+        A class-conditional model (``num_classes`` > 0) draws image ``i`` of class ``labels[i]`` with guidance
+        ``guidance`` (left out: the config's ``guidance_scale``; 0 is the unconditional model; values other than
+        0 and 1 cost one network call on a double batch per step); without labels, the "no label" token. An
+        unconditional model refuses labels.
 
         ``sampler``: ``"dpmpp2m"`` (DPM-Solver++(2M), deterministic) or ``"ddim"`` (``eta`` 0 is
         deterministic DDIM, ``eta`` > 0 stochastic); left out, ``"ddim"`` when ``eta`` > 0, else the
@@ -458,43 +387,9 @@ class DDIM(GeneratorType):
     def weights_state(self) -> dict[str, torch.Tensor]:
         return dict(self.ema.state_dict())
 
-    def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        save_tensors_atomic(self.weights_state(), directory / WEIGHTS_FILE, metadata={"step": str(self.step)})
-        save_json_atomic(self.config.to_dict(), directory / CONFIG_FILE)
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(weights)
+        self.ema.load_state_dict(weights)
 
-    @classmethod
-    def load(cls, directory: Path, device: str | torch.device = "cpu") -> DDIM:
-        directory = Path(directory)
-        instance = cls(load_json(directory / CONFIG_FILE), device=device)
-        weights = load_tensors(directory / WEIGHTS_FILE, device=instance.device)
-        instance.model.load_state_dict(weights)
-        instance.ema.load_state_dict(weights)
-        return instance
-
-
-class _ClassIndex:
-    """Where each class's images sit in a label tensor, worked out once per training set (not every step)."""
-
-    def __init__(self, labels: torch.Tensor):
-        self.labels = labels
-        self.counts = torch.bincount(labels, minlength=int(labels.max()) + 1)
-        self.present = torch.nonzero(self.counts).flatten()
-        self.order = torch.argsort(labels, stable=True)  # the images of class 0, then of class 1, ...
-        self.starts = torch.cumsum(self.counts, 0) - self.counts
-
-    def draw(self, size: int, generator: torch.Generator) -> torch.Tensor:
-        """``size`` indices: a class drawn uniformly among the classes present, then one of its images uniformly
-        (with replacement). Two draws per row whatever the data, so a seeded step is reproducible."""
-        device = self.labels.device
-        classes = self.present[torch.randint(0, len(self.present), (size,), device=device, generator=generator)]
-        within = (torch.rand(size, device=device, generator=generator) * self.counts[classes]).long()
-        return self.order[self.starts[classes] + within.clamp(max=self.counts[classes] - 1)]
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):  # private helpers: treat a torch without them as "no"
-        return False
+    def weights_metadata(self) -> dict[str, str]:
+        return {"step": str(self.step)}

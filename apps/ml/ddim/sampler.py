@@ -154,7 +154,7 @@ def dpmpp_2m_sample(
         if i + 1 == len(timesteps):  # to clean data: sigma_s = 0, alpha_s = 1, first order
             return x0
         h = lambdas[i + 1] - lambdas[i]
-        if previous_x0 is None:
+        if previous_x0 is None or previous_h is None:  # the first step (the two are set together)
             d = x0
         else:
             half_inverse_r = (h / previous_h / 2).float()  # 1 / (2 r) with r = h_previous / h

@@ -27,10 +27,14 @@ unconditional network has exactly the layers and state-dict keys it always had):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from apps.ml.engine.augment import AUGMENT_DIM
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -52,6 +56,14 @@ def _groups(channels: int, wanted: int) -> int:
     return 1
 
 
+def _zeroed(conv: nn.Conv2d) -> nn.Conv2d:
+    """``conv`` with its weight and bias set to zero (the layer then starts as adding nothing)."""
+    nn.init.zeros_(conv.weight)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    return conv
+
+
 class ResBlock(nn.Module):
     """GN-SiLU-conv, then GN scaled and shifted by the time embedding, SiLU-dropout-conv, plus skip."""
 
@@ -63,17 +75,16 @@ class ResBlock(nn.Module):
         self.emb = nn.Linear(emb_dim, 2 * out_ch)
         self.norm2 = nn.GroupNorm(_groups(out_ch, groups), out_ch)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
+        self.conv2 = _zeroed(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
+        h: torch.Tensor = self.conv1(F.silu(self.norm1(x)))
         scale, shift = self.emb(F.silu(emb) if self.emb_silu else emb)[:, :, None, None].chunk(2, dim=1)
         h = self.norm2(h) * (1 + scale) + shift
         h = self.conv2(self.dropout(F.silu(h)))
-        return self.skip(x) + h
+        skip: torch.Tensor = self.skip(x)
+        return skip + h
 
 
 class AttentionBlock(nn.Module):
@@ -84,9 +95,7 @@ class AttentionBlock(nn.Module):
         self.heads = max(1, channels // head_channels)
         self.norm = nn.GroupNorm(_groups(channels, groups), channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.proj = nn.Conv2d(channels, channels, 1)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+        self.proj = _zeroed(nn.Conv2d(channels, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -94,7 +103,8 @@ class AttentionBlock(nn.Module):
         q, k, v = (qkv[:, i].transpose(-1, -2) for i in range(3))  # [B, heads, HW, d]
         out = F.scaled_dot_product_attention(q, k, v)
         out = out.transpose(-1, -2).reshape(b, c, h, w)
-        return x + self.proj(out)
+        projected: torch.Tensor = self.proj(out)
+        return x + projected
 
 
 class Downsample(nn.Module):
@@ -103,7 +113,8 @@ class Downsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+        out: torch.Tensor = self.conv(x)
+        return out
 
 
 class Upsample(nn.Module):
@@ -112,7 +123,8 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        out: torch.Tensor = self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return out
 
 
 class _Level(nn.Module):
@@ -121,11 +133,11 @@ class _Level(nn.Module):
     def __init__(
         self,
         channels: list[tuple[int, int]],
-        emb_dim,
-        dropout,
-        groups,
+        emb_dim: int,
+        dropout: float,
+        groups: int,
         attention: bool,
-        head_channels,
+        head_channels: int,
         emb_silu: bool = False,
     ):
         super().__init__()
@@ -133,6 +145,13 @@ class _Level(nn.Module):
         self.attn = nn.ModuleList(
             AttentionBlock(o, head_channels, groups) if attention else nn.Identity() for _, o in channels
         )
+
+    @staticmethod
+    def blocks(level: nn.Module) -> Iterator[tuple[nn.Module, nn.Module]]:
+        """The (residual block, attention block or identity) pairs of ``level``, a :class:`_Level` held in a
+        ``ModuleList`` (which types its items as plain modules)."""
+        level = cast(_Level, level)
+        return zip(level.res, level.attn)
 
 
 class UNet(nn.Module):
@@ -221,9 +240,7 @@ class UNet(nn.Module):
                 size *= 2
 
         self.norm_out = nn.GroupNorm(_groups(ch, groups), ch)
-        self.conv_out = nn.Conv2d(ch, image_channels * patch_size**2, 3, padding=1)
-        nn.init.zeros_(self.conv_out.weight)
-        nn.init.zeros_(self.conv_out.bias)
+        self.conv_out = _zeroed(nn.Conv2d(ch, image_channels * patch_size**2, 3, padding=1))
 
         # Built last, so the layers above get the same initial weights as in an unconditional network.
         self.num_classes = num_classes
@@ -262,10 +279,10 @@ class UNet(nn.Module):
             emb = emb + self.augment_embed(augment.to(emb.dtype))
         if self.patch_size > 1:
             x = F.pixel_unshuffle(x, self.patch_size)
-        h = self.conv_in(x)
+        h: torch.Tensor = self.conv_in(x)
         skips = [h]
         for level, down in zip(self.down, self.downsample):
-            for res, attn in zip(level.res, level.attn):
+            for res, attn in _Level.blocks(level):
                 h = attn(res(h, emb))
                 skips.append(h)
             if not isinstance(down, nn.Identity):
@@ -273,7 +290,7 @@ class UNet(nn.Module):
                 skips.append(h)
         h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
         for level, up in zip(self.up, self.upsample):
-            for res, attn in zip(level.res, level.attn):
+            for res, attn in _Level.blocks(level):
                 h = attn(res(torch.cat([h, skips.pop()], dim=1), emb))
             h = up(h)
         h = self.conv_out(F.silu(self.norm_out(h)))
@@ -282,15 +299,13 @@ class UNet(nn.Module):
         return h
 
 
-def build_unet(config: dict) -> UNet:
+def build_unet(config: Mapping[str, Any]) -> UNet:
     """A U-Net from a generator config (the keys written by ``DDIM.default_config``).
 
     ``num_classes`` > 0 adds the class embedding; ``augment_p`` > 0 the augmentation embedding;
     ``architecture_version`` 2 the SiLU before the blocks' embedding projections (configs without
     these keys build the network they always did).
     """
-    from apps.ml.engine.augment import AUGMENT_DIM
-
     return UNet(
         image_channels=config["channels"],
         resolution=config["resolution"],

@@ -103,7 +103,9 @@ def _to_unit(images: torch.Tensor, value_range: tuple[float, float] | None) -> t
     return ((x.float() - low) / (high - low)).clamp(0, 1)
 
 
-def _from_unit(x: torch.Tensor, dtype: torch.dtype, value_range, device) -> torch.Tensor:
+def _from_unit(
+    x: torch.Tensor, dtype: torch.dtype, value_range: tuple[float, float] | None, device: torch.device
+) -> torch.Tensor:
     if dtype == torch.uint8:
         return (x * 255.0).round().clamp(0, 255).to(torch.uint8).to(device)
     low, high = value_range or (-1.0, 1.0)
@@ -128,7 +130,8 @@ def _rotate(image: torch.Tensor, angle: float) -> torch.Tensor:
     (torchvision's own ``fill`` darkens the seam with bilinear interpolation).
     """
     background = _border_colour(image)
-    return TF.rotate(image - background, angle, interpolation=InterpolationMode.BILINEAR) + background
+    rotated: torch.Tensor = TF.rotate(image - background, angle, interpolation=InterpolationMode.BILINEAR)
+    return rotated + background
 
 
 def _augment_one(

@@ -20,7 +20,7 @@ from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from apps.ml.engine.base import PRESETS, RESOLUTIONS
+from apps.ml.engine.base import PRESETS, RESOLUTIONS, GeneratorType
 
 Self = typing.TypeVar("Self", bound="TrainingConfig")
 
@@ -38,7 +38,7 @@ def setting(
     *,
     low: float | None = None,
     high: float | None = None,
-    choices: tuple | None = None,
+    choices: tuple[Any, ...] | None = None,
 ) -> Any:
     """A config field with an optional inclusive range (``low``, ``high``) or a list of ``choices``."""
     metadata = {"low": low, "high": high, "choices": choices}
@@ -48,7 +48,7 @@ def setting(
 
 
 @dataclass(kw_only=True, eq=False)
-class TrainingConfig(MutableMapping):
+class TrainingConfig(MutableMapping[str, Any]):
     """What every type's config holds: the data it was built for and what the shared trainer reads."""
 
     # Fixed by the dataset and the request: not advanced settings.
@@ -58,6 +58,8 @@ class TrainingConfig(MutableMapping):
     BASE_SHAPE: ClassVar[tuple[str, ...]] = ()
     # Settings that only mean something when fine-tuning from a base (e.g. FreezeD): refused without one.
     BASE_ONLY: ClassVar[tuple[str, ...]] = ()
+    # Each class's resolved field annotations, set on first use (_hints).
+    _hint_cache: ClassVar[dict[str, Any]]
 
     resolution: int = setting(low=1)
     channels: int = setting(choices=(1, 3))
@@ -69,7 +71,7 @@ class TrainingConfig(MutableMapping):
     report_every: int = setting(low=1, high=1_000_000)
     seed: int = setting(0, low=0, high=2**63 - 1)
     # Keys of a saved config that are not settings (any more): kept so that a round trip loses nothing.
-    extras: dict = field(default_factory=dict, repr=False)
+    extras: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------ building
 
@@ -80,7 +82,7 @@ class TrainingConfig(MutableMapping):
         """The recipe for a preset, resolution, dataset size and device."""
         raise NotImplementedError
 
-    def for_photos(self: Self, orientation: dict | None) -> Self:
+    def for_photos(self: Self, orientation: dict[str, Any] | None) -> Self:
         """The recipe adapted to which way the photos face (:meth:`apps.ml.engine.orientation.Orientation.as_dict`;
         None: not measured). The default changes nothing: a type whose training adds no mirror
         images or turns has nothing to adapt."""
@@ -91,17 +93,17 @@ class TrainingConfig(MutableMapping):
         Only a type with ``supports_labels`` has one (build_config refuses classes for the others)."""
         raise ValueError(f"{self.kind_key or type(self).__name__} learns no classes")
 
-    def for_base(self: Self, base: dict) -> Self:
+    def for_base(self: Self, base: dict[str, Any]) -> Self:
         """The config of a model fine-tuned from a base generator whose config is ``base``: the base's model
         shape (:attr:`BASE_SHAPE`) and the type's fine-tuning recipe in place of this preset's. Only a type
         that can be fine-tuned has one."""
         raise ValueError(f"{self.kind_key or type(self).__name__} cannot start from another generator")
 
-    def _base_shape(self, base: dict) -> dict:
+    def _base_shape(self, base: dict[str, Any]) -> dict[str, Any]:
         """The :attr:`BASE_SHAPE` settings of ``base`` as replace() changes (keys the base lacks: left as they are)."""
         return {key: base[key] for key in self.BASE_SHAPE if key in base}
 
-    def base_problems(self, base: dict) -> list[str]:
+    def base_problems(self, base: dict[str, Any]) -> list[str]:
         """Why this config cannot start from the weights of ``base`` (a setting that shapes them differs)."""
         return [
             f"'{key}' is {getattr(self, key)!r} but the base generator's is {base[key]!r}: a fine-tuned model "
@@ -139,7 +141,7 @@ class TrainingConfig(MutableMapping):
         """The names of the advanced settings (every field but the fixed ones)."""
         return tuple(f.name for f in dataclasses.fields(cls) if f.name not in cls.FIXED and f.name != "extras")
 
-    def tunable(self) -> dict:
+    def tunable(self) -> dict[str, Any]:
         """The advanced settings and their values here (what the API and the wizard list)."""
         return {name: getattr(self, name) for name in self.settings()}
 
@@ -164,13 +166,13 @@ class TrainingConfig(MutableMapping):
 
     # ------------------------------------------------------------ JSON
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The JSON form (what ``config.json`` and the generator's ``config`` hold)."""
         data = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "extras"}
         return {**data, **self.extras}
 
     @classmethod
-    def from_dict(cls: type[Self], data: typing.Mapping) -> Self:
+    def from_dict(cls: type[Self], data: typing.Mapping[str, Any]) -> Self:
         """Read :meth:`to_dict`'s output. Missing settings take their defaults; unknown keys are kept
         as ``extras``. Values are not range-checked: a saved config is taken as it was trained."""
         if isinstance(data, TrainingConfig):
@@ -216,15 +218,14 @@ class TrainingConfig(MutableMapping):
     def __len__(self) -> int:
         return len(self._names()) + len(self.extras)
 
+    # Defining __eq__ leaves the class unhashable (Python sets __hash__ to None): a config is mutable.
     def __eq__(self, other: object) -> bool:
         if isinstance(other, typing.Mapping):
             return self.to_dict() == (other.to_dict() if isinstance(other, TrainingConfig) else dict(other))
         return NotImplemented
 
-    __hash__ = None  # mutable
 
-
-def _hints(cls: type) -> dict[str, Any]:
+def _hints(cls: type[TrainingConfig]) -> dict[str, Any]:
     cache = cls.__dict__.get("_hint_cache")
     if cache is None:
         cache = typing.get_type_hints(cls)
@@ -276,33 +277,34 @@ def _number(value: float | None) -> str:
 
 _COMMON_NAMES = ("total_steps", "batch_size", "checkpoint_every", "report_every", "seed")
 _COMMON = {f.name: f for f in dataclasses.fields(TrainingConfig) if f.name in _COMMON_NAMES}
-STANDARD_REQUEST = dict(resolution=64, channels=3, preset="standard", image_count=500, device="cpu")
+STANDARD_REQUEST: dict[str, Any] = dict(resolution=64, channels=3, preset="standard", image_count=500, device="cpu")
 
 
-def settings_of(generator_type) -> dict:
+def settings_of(generator_type: type[GeneratorType]) -> dict[str, Any]:
     """A type's advanced settings with their values in the standard preset (64 px RGB, 500 images, CPU):
     what the API's generator types and the wizard list."""
     if generator_type.config_class is not None:
-        return generator_type.config_class.from_preset(**STANDARD_REQUEST).tunable()
+        config: TrainingConfig = generator_type.config_class.from_preset(**STANDARD_REQUEST)
+        return config.tunable()
     defaults = generator_type.default_config(**STANDARD_REQUEST)
     return {key: value for key, value in defaults.items() if key not in TrainingConfig.FIXED}
 
 
 def build_config(
-    generator_type,
+    generator_type: type[GeneratorType],
     *,
     resolution: int,
     channels: int,
     preset: str,
     image_count: int,
     device: str,
-    overrides: dict | None = None,
-    options: dict | None = None,
+    overrides: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
     classes: list[str] | None = None,
     class_counts: list[int] | None = None,
-    orientation: dict | None = None,
-    base: dict | None = None,
-) -> dict:
+    orientation: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The config a run trains with, as JSON: the preset's recipe for this data and device, adapted to
     which way the photos face (``orientation``, :meth:`TrainingConfig.for_photos`), then the
     operator's ``overrides``, then the user's ``options``. Raises :class:`ConfigError` listing every
@@ -322,12 +324,14 @@ def build_config(
     class_problems = _class_problems(generator_type, classes)
     if class_problems:
         raise ConfigError(class_problems)
-    request = dict(resolution=resolution, channels=channels, preset=preset, image_count=image_count, device=device)
+    request: dict[str, Any] = dict(
+        resolution=resolution, channels=channels, preset=preset, image_count=image_count, device=device
+    )
     if generator_type.config_class is None:
         if base is not None:
-            raise ConfigError([f"{generator_type.key} cannot start from another generator."])
+            raise ConfigError([f"{generator_type.kind} cannot start from another generator."])
         return _build_untyped(generator_type, request, overrides or {}, options or {})
-    config = generator_type.config_class.from_preset(**request).for_photos(orientation)
+    config: TrainingConfig = generator_type.config_class.from_preset(**request).for_photos(orientation)
     if classes:
         config = config.for_classes(list(classes), class_counts)
     try:
@@ -353,12 +357,12 @@ def build_config(
     return config.to_dict()
 
 
-def _class_problems(generator_type, classes: list[str] | None) -> list[str]:
+def _class_problems(generator_type: type[GeneratorType], classes: list[str] | None) -> list[str]:
     if not classes:
         return []
     if not getattr(generator_type, "supports_labels", False):
         return [
-            f"{generator_type.key} learns no classes: train it on one class, or pick a type that learns "
+            f"{generator_type.kind} learns no classes: train it on one class, or pick a type that learns "
             f"a labelled dataset's classes."
         ]
     if not isinstance(classes, (list, tuple)) or not all(isinstance(name, str) and name for name in classes):
@@ -368,14 +372,16 @@ def _class_problems(generator_type, classes: list[str] | None) -> list[str]:
     return []
 
 
-def _build_untyped(generator_type, request: dict, overrides: dict, options: dict) -> dict:
+def _build_untyped(
+    generator_type: type[GeneratorType], request: dict[str, Any], overrides: dict[str, Any], options: dict[str, Any]
+) -> dict[str, Any]:
     """For a type whose config is a plain dict: a value must be like the preset's (same JSON type)."""
     config = {**generator_type.default_config(**request), **overrides}
     known = [key for key in config if key not in TrainingConfig.FIXED]
     problems = []
     for key, value in options.items():
         if key not in known:
-            problems.append(f"'{key}' is not a setting of {generator_type.key}; known: {', '.join(sorted(known))}.")
+            problems.append(f"'{key}' is not a setting of {generator_type.kind}; known: {', '.join(sorted(known))}.")
         elif config[key] is not None and value is not None and not _coerce(type(config[key]), value)[0]:
             problems.append(f"'{key}' must be like {config[key]!r} (got {value!r}).")
         elif key in _COMMON:  # the settings every config has keep their ranges

@@ -33,3 +33,11 @@ def device_class() -> str:
     if wanted:
         return "cuda" if wanted.split(":")[0] == "cuda" else "cpu"
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # private helpers: treat a torch without them as "no"
+        return False

@@ -16,7 +16,7 @@ from torch import nn
 
 def decay_for_half_life(steps: float) -> float:
     """The per-step decay whose weights halve every ``steps`` steps."""
-    return 0.5 ** (1.0 / steps)
+    return float(0.5 ** (1.0 / steps))
 
 
 class EMA:
@@ -36,7 +36,7 @@ class EMA:
     @torch.no_grad()
     def update(self, source: nn.Module, step: int) -> None:
         """Move the averaged weights towards ``source``'s after optimizer step ``step`` (0 for the first)."""
-        ema_params = list(self.model.parameters())
+        ema_params: list[torch.Tensor] = list(self.model.parameters())
         src_params = [p.detach() for p in source.parameters()]
         torch._foreach_lerp_(ema_params, src_params, 1.0 - self.decay_at(step))
         for ema_buf, src_buf in zip(self.model.buffers(), source.buffers()):

@@ -27,6 +27,7 @@ Django-free; :func:`measure` returns :class:`Orientation`, stored as JSON (``as_
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -52,24 +53,25 @@ class Orientation:
     turn_asymmetry: float | None  # the same for quarter turns (square images only)
     mirrors: bool
     rotations: bool
-    classes: dict[str, dict] = field(default_factory=dict)
+    classes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> Orientation | None:
+    def from_dict(cls, data: dict[str, Any] | None) -> Orientation | None:
         if not data:
             return None
         keys = ("images", "mirror_share", "turn_share", "asymmetry", "turn_asymmetry", "mirrors", "rotations")
-        return cls(**{key: data.get(key) for key in keys}, classes=data.get("classes") or {})
+        values: dict[str, Any] = {key: data.get(key) for key in keys}
+        return cls(**values, classes=data.get("classes") or {})
 
     def sentence(self) -> str:
         """What it means for the user's photos, in one or two plain sentences."""
         return describe(self.as_dict())
 
 
-def describe(data: dict | None) -> str:
+def describe(data: dict[str, Any] | None) -> str:
     """The plain-language summary of a stored :meth:`Orientation.as_dict` ("" when not measured)."""
     if not data:
         return ""
@@ -105,7 +107,7 @@ def _unit(images: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _class_measures(x: torch.Tensor, square: bool) -> dict:
+def _class_measures(x: torch.Tensor, square: bool) -> dict[str, Any]:
     """Shares and asymmetries (module notes) of one class's images ``x`` (unit floats); Nones when too few."""
     if len(x) < MIN_PHOTOS:
         return {"mirror_share": None, "turn_share": None, "asymmetry": None, "turn_asymmetry": None}
@@ -114,7 +116,7 @@ def _class_measures(x: torch.Tensor, square: bool) -> dict:
     to_mean = (flat - mean.flatten(1)).pow(2).sum(1)
     spread = float(to_mean.mean()) or 1e-12
     to_mirror = (flat - mean.flip(-1).flatten(1)).pow(2).sum(1)
-    out = {
+    out: dict[str, Any] = {
         "mirror_share": float((to_mirror < to_mean).float().mean()),
         "asymmetry": float((mean - mean.flip(-1)).pow(2).sum()) / spread,
         "turn_share": None,

@@ -25,14 +25,16 @@ import io
 import json
 import struct
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar, TypeVarTuple
 
 import torch
 from safetensors import SafetensorError, safe_open
 
 from apps.ml.engine import registry
-from apps.ml.engine.base import RESOLUTIONS
+from apps.ml.engine.base import RESOLUTIONS, GeneratorType
+from apps.ml.engine.config import TrainingConfig
 
 FORMAT = "synthgen-generator"
 FORMAT_VERSION = 1
@@ -45,6 +47,9 @@ MAX_MEMBERS = 16
 # capped far below the zip's total (a real manifest or config is a few kilobytes).
 MAX_JSON_BYTES = 8 * 1024**2
 
+_Args = TypeVarTuple("_Args")
+_Result = TypeVar("_Result")
+
 
 class PackageError(ValueError):
     """A file that is not a generator this installation can import; the message says why."""
@@ -54,7 +59,9 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_package(out: BinaryIO, *, model_dir: Path, manifest: dict, extras: dict[str, bytes] | None = None) -> None:
+def write_package(
+    out: BinaryIO, *, model_dir: Path, manifest: dict[str, Any], extras: dict[str, bytes] | None = None
+) -> None:
     """Write the export of the model saved in ``model_dir`` (weights, config, a DCGAN's discriminator) with
     ``manifest`` (name, classes, quality, lineage, ...: completed here with the format, the type's architecture
     version and the files' checksums) and ``extras`` (``samples.png``) to ``out``."""
@@ -79,7 +86,7 @@ def write_package(out: BinaryIO, *, model_dir: Path, manifest: dict, extras: dic
             archive.writestr(name, data)
 
 
-def read_package(source: BinaryIO | bytes, into: Path, *, max_bytes: int = 2 * 1024**3) -> dict:
+def read_package(source: BinaryIO | bytes, into: Path, *, max_bytes: int = 2 * 1024**3) -> dict[str, Any]:
     """Check the export ``source`` and write its model files into the folder ``into``; returns its manifest.
 
     Raises :class:`PackageError` for a file that is not a zip (or a truncated one), not this format, of an unknown
@@ -139,7 +146,7 @@ def read_package(source: BinaryIO | bytes, into: Path, *, max_bytes: int = 2 * 1
     return manifest
 
 
-def _unexpected_is_refused(check, *args):
+def _unexpected_is_refused(check: Callable[[*_Args], _Result], *args: *_Args) -> _Result:
     """``check(*args)``, with any error it did not foresee (JSON nested too deep, a value of an odd type) turned
     into a refusal: a file from outside is never a server error."""
     try:
@@ -157,7 +164,7 @@ def _read(archive: zipfile.ZipFile, name: str) -> bytes:
         raise PackageError(f"the export is damaged: {name} cannot be read ({error})") from None
 
 
-def _manifest(data: bytes) -> dict:
+def _manifest(data: bytes) -> dict[str, Any]:
     try:
         manifest = json.loads(data)
     except (UnicodeDecodeError, ValueError):
@@ -189,7 +196,7 @@ def _manifest(data: bytes) -> dict:
     return manifest
 
 
-def _check_model(manifest: dict, contents: dict[str, bytes], folder: Path) -> None:
+def _check_model(manifest: dict[str, Any], contents: dict[str, bytes], folder: Path) -> None:
     """The config agrees with the manifest, and every tensor file (written in ``folder``) is safetensors whose
     tensors are the ones the config's networks have (headers only: never unpickled, no tensor read)."""
     try:
@@ -253,7 +260,7 @@ def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         raise PackageError(f"{path.name} is not a safetensors file ({error})") from None
 
 
-def _config_problems(generator_type, config: dict) -> list[str]:
+def _config_problems(generator_type: type[GeneratorType], config: dict[str, Any]) -> list[str]:
     """What the config builder would refuse in an imported ``config``: the size and channels, and each setting's type
     and range (as a request's options are checked). The weights bound the networks, not what the config asks for
     beside them (a noise schedule of ``timesteps``, the image size each generation allocates)."""
@@ -265,7 +272,7 @@ def _config_problems(generator_type, config: dict) -> list[str]:
     if generator_type.config_class is None:
         return problems
     try:
-        typed = generator_type.config_class.from_dict(config)
+        typed: TrainingConfig = generator_type.config_class.from_dict(config)
     except (ValueError, TypeError) as error:
         return [*problems, str(error)]
     for name in typed.settings():

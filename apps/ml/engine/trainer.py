@@ -1,8 +1,9 @@
 """The one training loop every generator type trains with.
 
-A type supplies its networks and optimizers (:class:`TrainingParts`), one training step, its
-architecture keys and the images of a sample grid (the hooks of
-:class:`~apps.ml.engine.base.GeneratorType`). The :class:`Trainer` owns everything around them:
+A type supplies its networks and optimizers (:class:`~apps.ml.engine.training.TrainingParts`), one training
+step, its architecture keys and the images of a sample grid (the hooks of
+:class:`~apps.ml.engine.base.GeneratorType`, as :class:`~apps.ml.engine.training.Trainable` names them: the
+trainer needs nothing else of the type). The :class:`Trainer` owns everything around them:
 
 * **progress**: a report every ``report_every`` steps and at every checkpoint. Losses stay on the
   device, summed, and are read back only at reports, so a GPU never waits on the host in between;
@@ -17,8 +18,8 @@ architecture keys and the images of a sample grid (the hooks of
   exactly the weights of an uninterrupted one. The caller's global RNG is left as it was;
 * **EMA**: the averaged copy of one network is updated after every step;
 * **labels**: ``run(images, labels=...)`` hands a class label per image to the type's
-  ``training_data``, which returns :class:`LabelledImages` for its ``training_step`` (a type that
-  learns no classes refuses labels). Nothing else in the loop changes.
+  ``training_data``, which returns :class:`~apps.ml.engine.training.LabelledImages` for its ``training_step``
+  (a type that learns no classes refuses labels). Nothing else in the loop changes.
 """
 
 from __future__ import annotations
@@ -27,16 +28,22 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any
 
 import torch
 from safetensors import safe_open
-from torch import nn
 
-from apps.ml.engine.base import GeneratorType, ProgressCallback, StopCheck, TrainProgress, TrainResult
 from apps.ml.engine.checkpoint import flatten_state, load_tensors, save_tensors_atomic
-from apps.ml.engine.ema import EMA
 from apps.ml.engine.images import save_grid
+from apps.ml.engine.training import (
+    ProgressCallback,
+    StopCheck,
+    Trainable,
+    TrainingData,
+    TrainingParts,
+    TrainProgress,
+    TrainResult,
+)
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 SAMPLES_DIR = "samples"
@@ -47,76 +54,6 @@ _GLOBAL_SEED_OFFSET = 500_009  # the global RNG's stream differs from the step g
 def grid_path(checkpoint_dir: Path, step: int) -> Path:
     """Where the sample grid of ``step`` is written: one naming scheme for every type."""
     return Path(checkpoint_dir) / SAMPLES_DIR / f"step_{step:06d}.png"
-
-
-def prepare_images(
-    images: torch.Tensor,
-    *,
-    channels: int,
-    resolution: int,
-    device: torch.device,
-    memory_format: torch.memory_format = torch.contiguous_format,
-) -> torch.Tensor:
-    """Training images checked for shape, as float [-1, 1] on ``device`` (uint8 [0, 255] is scaled)."""
-    expected = (channels, resolution, resolution)
-    if images.ndim != 4 or tuple(images.shape[1:]) != expected:
-        raise ValueError(
-            f"expected images shaped [N, {channels}, {resolution}, {resolution}], got {tuple(images.shape)}"
-        )
-    if images.shape[0] == 0:
-        raise ValueError("no training images")
-    data = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
-    return data.to(device, memory_format=memory_format)
-
-
-class LabelledImages(NamedTuple):
-    """Training data with a class label per image: what a type that learns classes trains on."""
-
-    images: torch.Tensor  # float [N, C, H, W] in [-1, 1] on the device
-    labels: torch.Tensor  # int64 [N] in [0, num_classes) on the device
-
-
-def prepare_labels(labels, *, count: int, num_classes: int, device: torch.device) -> torch.Tensor:
-    """Class labels checked against the images and the classes: int64 [count] on ``device``.
-
-    ``labels``: a 1-d integer tensor (or a sequence of ints), one class index per image.
-    """
-    labels = torch.as_tensor(labels)
-    if labels.ndim != 1 or labels.shape[0] != count:
-        raise ValueError(f"expected one label per image ({count}), got labels shaped {tuple(labels.shape)}")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise ValueError(f"labels must be integer class indices, got {labels.dtype}")
-    if count and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(
-            f"labels must lie in [0, {num_classes}) (num_classes {num_classes}); "
-            f"got {int(labels.min())}..{int(labels.max())}"
-        )
-    return labels.to(device=device, dtype=torch.long)
-
-
-@dataclass
-class TrainingParts:
-    """Everything a training run changes, as a type builds it; a checkpoint holds all of it.
-
-    ``networks`` and ``optimizers`` are saved under their names; ``ema`` (when not None) averages
-    ``networks[ema_of]`` after every step.
-    """
-
-    networks: dict[str, nn.Module]
-    optimizers: dict[str, torch.optim.Optimizer]
-    ema: EMA | None = None
-    ema_of: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.ema is not None and self.ema_of not in self.networks:
-            raise ValueError(f"ema_of must name one of the networks {list(self.networks)}, not {self.ema_of!r}")
-
-    @property
-    def sampler(self) -> nn.Module:
-        """The network to sample from: the EMA copy when there is one, else the first network."""
-        if self.ema is not None:
-            return self.ema.model
-        return self.networks[self.ema_of] if self.ema_of else next(iter(self.networks.values()))
 
 
 @dataclass
@@ -133,7 +70,7 @@ class RunState:
 class Trainer:
     """Trains one generator type's parts on a set of images, resumably, in ``checkpoint_dir``."""
 
-    def __init__(self, generator_type: GeneratorType, checkpoint_dir: Path):
+    def __init__(self, generator_type: Trainable, checkpoint_dir: Path):
         self.type = generator_type
         self.dir = Path(checkpoint_dir)
         self.device = generator_type.device
@@ -157,7 +94,7 @@ class Trainer:
         # The type turns images (and labels) into what its training_step draws batches from.
         data = self.type.training_data(images) if labels is None else self.type.training_data(images, labels=labels)
         parts, state = self._resume() or (self.type.training_parts(), RunState())
-        self.on_progress = on_progress
+        self.on_progress: ProgressCallback | None = on_progress
         with torch.random.fork_rng(devices=self._cuda_devices()):
             stopped = self._loop(parts, state, data, should_stop)
         self.type.finish_training(parts, state.step)
@@ -169,7 +106,7 @@ class Trainer:
             stopped_early=stopped,
         )
 
-    def _loop(self, parts: TrainingParts, state: RunState, data: torch.Tensor, should_stop: StopCheck | None) -> bool:
+    def _loop(self, parts: TrainingParts, state: RunState, data: TrainingData, should_stop: StopCheck | None) -> bool:
         """Train until ``total_steps`` or a stop; returns whether it stopped early."""
         started, seconds_before = time.perf_counter(), state.seconds
         saved_at = state.step
@@ -182,7 +119,7 @@ class Trainer:
                 break
             self._reseed(rng, state.step)
             losses = self.type.training_step(parts, data, state.step, rng)
-            if parts.ema is not None:
+            if parts.ema is not None and parts.ema_of is not None:
                 parts.ema.update(parts.networks[parts.ema_of], state.step)
             sums.add(losses)
             state.step += 1
@@ -227,7 +164,7 @@ class Trainer:
         """Seed the step's generator and the global RNG (dropout) from the run's seed and ``step``."""
         seed = self.seed * _SEED_STRIDE + step
         rng.manual_seed(seed)
-        torch.random.default_generator.manual_seed(seed + _GLOBAL_SEED_OFFSET)
+        torch.default_generator.manual_seed(seed + _GLOBAL_SEED_OFFSET)
         for index in self._cuda_devices():
             torch.cuda.default_generators[index].manual_seed(seed + _GLOBAL_SEED_OFFSET)
 
@@ -315,7 +252,7 @@ class _LossSums:
         return dict(zip(self.names, means))
 
 
-def _as_json(value):
+def _as_json(value: Any) -> Any:
     """``value`` as it reads back from JSON (tuples become lists), so saved and wanted compare equal."""
     return json.loads(json.dumps(value))
 

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from apps.ml.engine.base import CONFIG_FILE, WEIGHTS_FILE, GeneratorType
 from apps.ml.engine.checkpoint import load_json, load_tensors
 
-WEIGHTS_FILE = "weights.safetensors"  # the sampling network (EMA weights), as every type saves it
-CONFIG_FILE = "config.json"
 DISCRIMINATOR_FILE = "discriminator.safetensors"  # a DCGAN's discriminator (saved since fine-tuning exists)
 BASE_FILES = (WEIGHTS_FILE, CONFIG_FILE, DISCRIMINATOR_FILE)  # what a child needs of its base (the last optional)
 
@@ -41,12 +41,12 @@ TIME_BIAS = "time_mlp.2.bias"  # the last layer of the DDIM U-Net's time MLP: wh
 class Base:
     """A base generator's files: its config and its tensors per file (safetensors, never pickles)."""
 
-    config: dict
+    config: dict[str, Any]
     weights: dict[str, torch.Tensor]
     discriminator: dict[str, torch.Tensor] | None = None
     notes: list[str] = field(default_factory=list)
 
-    def recipe_config(self) -> dict:
+    def recipe_config(self) -> dict[str, Any]:
         """What ``build_config(base=...)`` reads: the base's config, and whether its discriminator is there."""
         return {**self.config, "has_discriminator": self.discriminator is not None}
 
@@ -63,7 +63,7 @@ def read_base(directory: Path) -> Base:
     )
 
 
-def start_from(model, base: Base) -> dict[str, dict[str, torch.Tensor]]:
+def start_from(model: GeneratorType, base: Base) -> dict[str, dict[str, torch.Tensor]]:
     """Make ``model`` (a :class:`~apps.ml.engine.base.GeneratorType` built with the child's config) start training
     from ``base``: the type turns the base's tensors into the weights of each of its networks
     (``weights_from_base``); returns them (also kept as ``model.start_weights``)."""

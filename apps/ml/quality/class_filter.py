@@ -1,7 +1,7 @@
 """The class filter: at generation, drop images a classifier does not recognise as their class.
 
 For a conditional generator (one that learned several classes) every generated image is meant to show
-one class. A :class:`~apps.ml.quality.usefulness.SmallCNN` (trained by :func:`usefulness.train_classifier`, with
+one class. A :class:`~apps.ml.quality.classifier.SmallCNN` (trained by :func:`classifier.train_classifier`, with
 plain augmentation) learns the classes from the generator's *training* photos only; its **score** for
 a generated image is the probability it gives the image's intended class. The held-out photos (never
 seen by the generator nor by this classifier) calibrate what a real photo scores, per class:
@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from apps.ml.quality.usefulness import ClassifierSettings, SmallCNN, predict_proba, train_classifier
+from apps.ml.quality.classifier import ClassifierSettings, SmallCNN, predict_proba, train_classifier
 
 QUANTILE = 0.05
 MIN_HELDOUT = 10
@@ -52,7 +53,7 @@ class ClassFilter:
     model: SmallCNN
     thresholds: list[float]
     image_size: int = 32
-    calibration: list[dict] = field(default_factory=list)
+    calibration: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def classes(self) -> int:
@@ -71,7 +72,7 @@ class ClassFilter:
         limits = torch.tensor(self.thresholds, dtype=scores.dtype)[_labels(labels, len(images))]
         return scores >= limits, scores
 
-    def describe(self, names: list[str] | None = None) -> dict:
+    def describe(self, names: list[str] | None = None) -> dict[str, Any]:
         """JSON-serialisable thresholds and their calibration, keyed by class name (or index)."""
         names = names or [str(i) for i in range(self.classes)]
         return {
@@ -116,17 +117,18 @@ def _labels(labels: torch.Tensor | int, n: int) -> torch.Tensor:
     return labels.expand(n) if labels.dim() == 0 else labels
 
 
-def _metadata(data: bytes) -> dict:
+def _metadata(data: bytes) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors file held in memory (its JSON header)."""
     size = int.from_bytes(data[:8], "little")
-    return json.loads(data[8 : 8 + size]).get("__metadata__", {})
+    metadata: dict[str, str] = json.loads(data[8 : 8 + size]).get("__metadata__", {})
+    return metadata
 
 
 def _quantile(values: torch.Tensor) -> float:
     return torch.quantile(values.double(), QUANTILE).item()
 
 
-def calibrate(heldout_scores: list[torch.Tensor]) -> tuple[list[float], list[dict]]:
+def calibrate(heldout_scores: list[torch.Tensor]) -> tuple[list[float], list[dict[str, Any]]]:
     """Thresholds from each class's held-out photos' own-class probabilities (see the module docstring)."""
     classes = len(heldout_scores)
     pooled = torch.cat([s.flatten() for s in heldout_scores]) if heldout_scores else torch.empty(0)

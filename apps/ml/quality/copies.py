@@ -41,9 +41,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from apps.ml.engine.images import save_grid
 
 SHIFT = 2  # pixels each way a generated image may be off and still count as the same picture
 CANDIDATES = 16  # reference images per query measured at every shift (chosen by the blurred distance)
@@ -108,12 +112,13 @@ def _coarse_distances(q: torch.Tensor, ref: torch.Tensor, border: int) -> torch.
     """[len(q), len(ref)] RMS distances of thumbnails, the smallest over shifts of up to ``border`` thumbnail pixels."""
     h, w = q.shape[-2:]
     target = ref[..., border : h - border, border : w - border].flatten(1)
-    best = None
+    best: torch.Tensor | None = None
     for dy in range(-border, border + 1):
         for dx in range(-border, border + 1):
             window = q[..., border + dy : h - border + dy, border + dx : w - border + dx].flatten(1)
             d = torch.cdist(window, target)
             best = d if best is None else torch.minimum(best, d)
+    assert best is not None  # border >= 0: at least one shift
     return best / math.sqrt(target.shape[1])
 
 
@@ -209,7 +214,7 @@ class CopyThresholds:
     ratio: float
     calibration_images: int
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "copy": round(self.distance, 6),
             "copy_ratio": round(self.ratio, 6),
@@ -259,7 +264,7 @@ def detect(
     *,
     worst: int = 8,
     found: Nearest | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Near-copies among ``generated`` (``found``: :func:`nearest_photos` already computed for them).
 
     Returns ``{"share", "count", "distances", "nearest", "ratios", "is_copy", "worst"}``;
@@ -304,7 +309,7 @@ def mann_whitney_z(a: torch.Tensor, b: torch.Tensor) -> float:
     return 0.0 if variance <= 0 else (u - n1 * n2 / 2) / math.sqrt(variance)
 
 
-def memorisation_test(generated_distances: torch.Tensor, heldout_distances: torch.Tensor) -> dict:
+def memorisation_test(generated_distances: torch.Tensor, heldout_distances: torch.Tensor) -> dict[str, float]:
     """Meehan et al.'s data-copying test: ``{"z", "p_value", "generated_median", "heldout_median"}``.
 
     ``p_value`` is one-sided: the chance of a z this low if the generated images were as far from
@@ -317,3 +322,11 @@ def memorisation_test(generated_distances: torch.Tensor, heldout_distances: torc
         "generated_median": generated_distances.median().item(),
         "heldout_median": heldout_distances.median().item(),
     }
+
+
+def save_copies_grid(report: dict[str, Any], generated: torch.Tensor, train: torch.Tensor, path: Path) -> None:
+    """The report's closest (generated | training photo) pairs side by side, when it found any."""
+    pairs = report.get("worst_copies") or []
+    if pairs:
+        side_by_side = torch.stack([img for p in pairs for img in (generated[p["generated"]], train[p["train"]])])
+        save_grid(side_by_side, path, columns=2)

@@ -35,7 +35,8 @@ def thumbnails(images: torch.Tensor) -> torch.Tensor:
 
 
 def _rms(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.cdist(a, b) / a.shape[1] ** 0.5
+    distances: torch.Tensor = torch.cdist(a, b) / a.shape[1] ** 0.5
+    return distances
 
 
 def duplicate_groups(images: torch.Tensor, *, max_rms: float = NEAR_DUPLICATE_RMS) -> torch.Tensor:

@@ -28,14 +28,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
 from apps.ml.quality import copies
 from apps.ml.quality.dedupe import duplicate_groups
+from apps.ml.quality.images import to_unit_float
 from apps.ml.quality.metrics import blur
-from apps.ml.quality.usefulness import to_unit_float
 
 NOISE_MARGIN = 0.5
 NOISE_CAP = 0.7  # pure white noise scores ~0.79
@@ -72,7 +73,7 @@ class FilterReference:
     noise_threshold: float
     blank_threshold: float
     copy_thresholds: copies.CopyThresholds
-    calibration: dict = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
     photo_index: torch.Tensor | None = None  # the copy reference's photos' indices in a larger set (one class's)
 
     @property
@@ -83,7 +84,7 @@ class FilterReference:
     def copy_threshold(self) -> float:
         return self.copy_thresholds.distance
 
-    def thresholds(self) -> dict:
+    def thresholds(self) -> dict[str, Any]:
         """The thresholds as a JSON-serialisable dict (for manifests and reports)."""
         return {
             "noise": round(self.noise_threshold, 6),
@@ -143,15 +144,16 @@ def build_class_references(
     stay calibrated on every photo. A class with fewer than two real photos, or none to train on,
     gets the pooled copy thresholds. ``nearest_train`` in the scores stays an index into ``train``.
     """
-    have_heldout = heldout is not None and heldout_labels is not None and len(heldout)
-    real = torch.cat([train, heldout]) if have_heldout else train
+    if heldout is None or heldout_labels is None or not len(heldout):
+        heldout, heldout_labels = None, None
+    real = train if heldout is None else torch.cat([train, heldout])
     noise, blank, q99 = _noise_and_blank(real)
     pooled = None
     references = {}
     for label in range(classes):
         own = labels == label
         photos = train[own]
-        held = heldout[heldout_labels == label] if have_heldout else None
+        held = heldout[heldout_labels == label] if heldout is not None and heldout_labels is not None else None
         copied = (
             augmented[augmented_labels == label] if augmented is not None and augmented_labels is not None else None
         )
@@ -160,7 +162,7 @@ def build_class_references(
             thresholds = copies.calibrate(photos, held, duplicate_groups(class_real), copied)
             source = "the class's own photos"
         else:
-            pooled = pooled or copies.calibrate(train, heldout if have_heldout else None, duplicate_groups(real), None)
+            pooled = pooled or copies.calibrate(train, heldout, duplicate_groups(real), None)
             thresholds, source = pooled, "every class's photos (this class has too few to calibrate on)"
         reference_photos = photos if len(photos) else train
         references[label] = FilterReference(
@@ -179,7 +181,7 @@ def build_class_references(
     return references
 
 
-def class_thresholds(references: dict[int, FilterReference], names: list[str]) -> dict:
+def class_thresholds(references: dict[int, FilterReference], names: list[str]) -> dict[str, Any]:
     """The manifest's ``thresholds`` of a conditional generator: the shared noise and blank limits, and
     each class's copy limits (``by_class``, by class name)."""
     first = next(iter(references.values()))
@@ -205,7 +207,7 @@ class FilterResult:
     """
 
     keep: torch.Tensor
-    scores: list[dict]
+    scores: list[dict[str, Any]]
     dropped: dict[str, int]
 
 
@@ -258,7 +260,7 @@ class FilteredBatch:
     """
 
     images: torch.Tensor
-    scores: list[dict]
+    scores: list[dict[str, Any]]
     dropped: dict[str, int]
     generated: int
     shortfall: int
@@ -297,7 +299,7 @@ def generate_filtered(
     passes the other checks but not this one is dropped as "class" and replaced like the others.
     """
     kept: list[torch.Tensor] = []
-    kept_scores: list[dict] = []
+    kept_scores: list[dict[str, Any]] = []
     dropped = {"noise": 0, "blank": 0, "copy": 0, "class": 0}
     generated = 0
     have = 0

@@ -23,15 +23,26 @@ Django-free. :func:`choose_guidance` returns the scale and every candidate's sco
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, Protocol
+
 import torch
 
+from apps.ml.quality.classifier import ClassifierSettings, train_classifier
 from apps.ml.quality.metrics import FeatureNet, diversity_ratio, kernel_distance
-from apps.ml.quality.usefulness import ClassifierSettings, train_classifier
 
 CANDIDATES = (1.0, 2.0, 3.0, 5.0, 8.0)
 VALIDATION_SHARE = 0.25
 MIN_CLASS_PHOTOS = 4  # two to fit on, two to compare with
 VARIETY_FLOOR = 0.7  # the quality report's "repeats itself" alarm (apps.ml.quality.report.DIVERSITY_ALARM)
+
+
+class ConditionalSampler(Protocol):
+    """What :func:`choose_guidance` needs of a conditional generator (apps.ml.engine's ``GeneratorType.sample``)."""
+
+    def sample(
+        self, n: int, *, seed: int, steps: int | None = None, labels: Any = None, guidance: float | None = None
+    ) -> torch.Tensor: ...
 
 
 def validation_split(
@@ -57,16 +68,16 @@ def validation_split(
 
 
 def choose_guidance(
-    model,
+    model: ConditionalSampler,
     photos: torch.Tensor,
     labels: torch.Tensor,
     *,
-    candidates=CANDIDATES,
+    candidates: Sequence[float] = CANDIDATES,
     per_class: int = 64,
     steps: int | None = None,
     seed: int = 0,
     classifier_settings: ClassifierSettings | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """The guidance scale for ``model`` (a conditional generator type) chosen on its training ``photos``
     (uint8 [N, C, H, W]) and their ``labels`` (int [N]) - see the module notes.
 

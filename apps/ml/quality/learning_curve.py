@@ -30,13 +30,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 BOOTSTRAP = 2000
 
+Floats = npt.NDArray[np.float64]
 
-def fit(photos: Sequence[float], accuracy: Sequence[float]) -> tuple[float, float]:
+
+def fit(photos: npt.ArrayLike, accuracy: npt.ArrayLike) -> tuple[float, float]:
     """(intercept, slope) of ``accuracy = intercept + slope * ln(photos)`` by least squares."""
     x = np.log(np.asarray(photos, dtype=float))
     y = np.asarray(accuracy, dtype=float)
@@ -58,7 +62,7 @@ def _extra_photos(mixed: float, full: float, photos_full: float, intercept: floa
     return max(0.0, photos_at(mixed, intercept, slope) - photos_full) if slope > 0 else math.inf
 
 
-def _quantile(values: np.ndarray, q: float) -> float:
+def _quantile(values: Floats, q: float) -> float:
     """A quantile that copes with inf (the nearest order statistic, no interpolation)."""
     ordered = np.sort(values)
     return float(ordered[min(len(ordered) - 1, max(0, int(round(q * (len(ordered) - 1)))))])
@@ -68,6 +72,55 @@ def _finite(value: float) -> float | None:
     return None if not math.isfinite(value) else round(value, 1)
 
 
+def _resampled_means(
+    arms: Floats, mix: Floats, draws: int, seed: int, resampled: tuple[npt.ArrayLike, npt.ArrayLike] | None
+) -> tuple[Floats, Floats]:
+    """([sizes, draws] mean accuracies, [draws] mixed means): seeds drawn with replacement, the same picks for
+    every arm; or the caller's own draws (``resampled``), checked."""
+    if resampled is None:
+        rng = np.random.default_rng(seed)
+        picks = rng.integers(0, len(mix), size=(draws, len(mix)))
+        return arms[:, picks].mean(axis=2), mix[picks].mean(axis=1)
+    boot_means, boot_mixed = np.asarray(resampled[0], dtype=float), np.asarray(resampled[1], dtype=float)
+    if boot_means.ndim != 2 or boot_means.shape[0] != len(arms) or boot_mixed.shape != boot_means.shape[1:]:
+        raise ValueError("resampled: [sizes][draws] accuracies and [draws] mixed means")
+    return boot_means, boot_mixed
+
+
+def _gains(sizes: Floats, boot_means: Floats, boot_mixed: Floats) -> Floats:
+    """The extra photos each bootstrap draw is worth, on the curve refitted to that draw."""
+    gains = np.empty(len(boot_mixed))
+    for d in range(len(boot_mixed)):
+        b_intercept, b_slope = fit(sizes, boot_means[:, d])
+        gains[d] = _extra_photos(boot_mixed[d], boot_means[-1, d], float(sizes[-1]), b_intercept, b_slope)
+    return gains
+
+
+def _r2(sizes: Floats, means: Floats, intercept: float, slope: float) -> float | None:
+    """The fit's R^2 on the mean accuracies (None when they do not vary)."""
+    predicted = intercept + slope * np.log(sizes)
+    spread = float(((means - means.mean()) ** 2).sum())
+    return 1 - float(((means - predicted) ** 2).sum()) / spread if spread > 0 else None
+
+
+def _words(point: float, full_n: float, half_width: float, detectable_photos: float, low: float, high: float) -> str:
+    """The photo equivalent in a sentence: no gain (and what the test could have seen), no curve, or the gain."""
+    if point == 0:
+        return (
+            f"no gain: the mixed arm is not above the accuracy of all {full_n:g} photos; the test could have "
+            f"seen a gain of about {half_width:.3f} accuracy"
+            + (f", about {detectable_photos:.0f} more real photos" if math.isfinite(detectable_photos) else "")
+        )
+    if not math.isfinite(point):
+        return "the real photos' accuracy does not rise with more photos: no photo count to compare with"
+    interval = f"95 % interval {low:.0f}-" + (f"{high:.0f}" if math.isfinite(high) else "unbounded")
+    return (
+        f"worth about {point:.0f} more real photos ({interval})"
+        if low > 0
+        else f"no measurable gain: worth about {point:.0f} more real photos, but the {interval} holds 0"
+    )
+
+
 def photo_equivalent(
     photos: Sequence[float],
     accuracy: Sequence[Sequence[float]],
@@ -75,8 +128,8 @@ def photo_equivalent(
     *,
     draws: int = BOOTSTRAP,
     seed: int = 0,
-    resampled: tuple[Sequence[Sequence[float]], Sequence[float]] | None = None,
-) -> dict:
+    resampled: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
+) -> dict[str, Any]:
     """How many more real photos the mixed arm's accuracy is worth, with a 95 % bootstrap interval.
 
     ``photos``: the real photos at each size (e.g. 25 %, 50 %, 100 % of the short classes' photos), the
@@ -105,59 +158,28 @@ def photo_equivalent(
     intercept, slope = fit(sizes, means)
     full, mixed_mean = float(means[-1]), float(mix.mean())
     point = _extra_photos(mixed_mean, full, full_n, intercept, slope)
-    predicted = intercept + slope * np.log(sizes)
-    spread = float(((means - means.mean()) ** 2).sum())
-    r2 = 1 - float(((means - predicted) ** 2).sum()) / spread if spread > 0 else None
+    r2 = _r2(sizes, means, intercept, slope)
 
-    if resampled is None:
-        rng = np.random.default_rng(seed)
-        picks = rng.integers(0, len(mix), size=(draws, len(mix)))
-        boot_means = arms[:, picks].mean(axis=2)  # [sizes, draws]
-        boot_mixed = mix[picks].mean(axis=1)
-    else:
-        boot_means, boot_mixed = np.asarray(resampled[0], dtype=float), np.asarray(resampled[1], dtype=float)
-        if boot_means.ndim != 2 or boot_means.shape[0] != len(sizes) or boot_mixed.shape != boot_means.shape[1:]:
-            raise ValueError("resampled: [sizes][draws] accuracies and [draws] mixed means")
-        draws = len(boot_mixed)
-    gains, differences = np.empty(draws), boot_mixed - boot_means[-1]
-    for d in range(draws):
-        b_intercept, b_slope = fit(sizes, boot_means[:, d])
-        gains[d] = _extra_photos(boot_mixed[d], boot_means[-1, d], full_n, b_intercept, b_slope)
+    boot_means, boot_mixed = _resampled_means(arms, mix, draws, seed, resampled)
+    gains, differences = _gains(sizes, boot_means, boot_mixed), boot_mixed - boot_means[-1]
     low, high = _quantile(gains, 0.025), _quantile(gains, 0.975)
     half_width = (_quantile(differences, 0.975) - _quantile(differences, 0.025)) / 2
     detectable_photos = (
         photos_at(full + half_width, intercept, slope) - full_n if slope > 0 and half_width > 0 else math.inf
     )
-    detectable = {"accuracy": round(half_width, 6), "photos": _finite(detectable_photos)}
-    verdict = "gain" if low > 0 else "none"
-    if point == 0:
-        words = (
-            f"no gain: the mixed arm is not above the accuracy of all {full_n:g} photos; the test could have "
-            f"seen a gain of about {half_width:.3f} accuracy"
-            + (f", about {detectable_photos:.0f} more real photos" if math.isfinite(detectable_photos) else "")
-        )
-    elif not math.isfinite(point):
-        words = "the real photos' accuracy does not rise with more photos: no photo count to compare with"
-    else:
-        interval = f"95 % interval {low:.0f}-" + (f"{high:.0f}" if math.isfinite(high) else "unbounded")
-        words = (
-            f"worth about {point:.0f} more real photos ({interval})"
-            if verdict == "gain"
-            else f"no measurable gain: worth about {point:.0f} more real photos, but the {interval} holds 0"
-        )
     return {
         "photos": _finite(point),
         "low": _finite(low),
         "high": _finite(high),
-        "verdict": verdict,
+        "verdict": "gain" if low > 0 else "none",
         "accuracy_gain": round(mixed_mean - full, 6),
-        "detectable": detectable,
+        "detectable": {"accuracy": round(half_width, 6), "photos": _finite(detectable_photos)},
         "fit": {
             "model": "accuracy = intercept + slope * ln(photos)",
             "intercept": round(intercept, 6),
             "slope_per_doubling": round(slope * math.log(2), 6),
             "r2": None if r2 is None else round(r2, 4),
         },
-        "words": words,
-        "draws": draws,
+        "words": _words(point, full_n, half_width, detectable_photos, low, high),
+        "draws": len(boot_mixed),
     }

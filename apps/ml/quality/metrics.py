@@ -17,11 +17,14 @@ Near-copies are found by :mod:`copies`; realism and coverage by :mod:`realism`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
+from apps.ml.quality.classifier import ClassifierSettings, SmallCNN, classifier_input, train_classifier
 from apps.ml.quality.diversity import mean_pairwise_distance
-from apps.ml.quality.usefulness import ClassifierSettings, SmallCNN, classifier_input, to_unit_float, train_classifier
+from apps.ml.quality.images import to_unit_float
 
 # --------------------------------------------------------------------------- diversity
 
@@ -103,7 +106,7 @@ def sliced_wasserstein(
     patch_size: int = 7,
     directions: int = 128,
     repeats: int = 4,
-) -> dict:
+) -> dict[str, Any]:
     """SWD on Laplacian-pyramid patches, as in Karras et al. 2018.
 
     Both sets are cut to the same number of images (at most ``max_images``,
@@ -203,7 +206,8 @@ def frechet_distance(fa: torch.Tensor, fb: torch.Tensor) -> float:
     sqrt_a = vecs @ torch.diag(vals.clamp_min(0).sqrt()) @ vecs.T
     middle = torch.linalg.eigvalsh(sqrt_a @ sb @ sqrt_a).clamp_min(0).sqrt().sum()
     value = (mu_a - mu_b).square().sum() + torch.trace(sa) + torch.trace(sb) - 2 * middle
-    return max(0.0, value.item())
+    distance: float = value.item()
+    return max(0.0, distance)
 
 
 def kernel_distance(

@@ -57,7 +57,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def matched(
     real: torch.Tensor, generated: torch.Tensor, reference: torch.Tensor, *, repeats: int = REPEATS, seed: int = 0
-) -> dict[str, dict]:
+) -> dict[str, dict[str, float]]:
     """:func:`prdc` of ``generated`` and of ``reference`` (other real photos) against ``real``, at one size.
 
     Each repeat draws ``len(real)`` images (or all there are) from ``generated`` and from
@@ -74,7 +74,7 @@ def matched(
         for side, fake in (("", g), ("_ref", r)):
             for name, value in prdc(real, fake).items():
                 runs[f"{name}{side}"].append(value)
-    out = {}
+    out: dict[str, dict[str, float]] = {}
     for name in NAMES:
         value, std = _mean_std(runs[name])
         ref, ref_std = _mean_std(runs[f"{name}_ref"])

@@ -51,11 +51,14 @@ Top-level keys:
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 import torch
 
-from apps.ml.quality import copies, filtering, metrics, realism
-from apps.ml.quality.usefulness import ARMS, ClassifierSettings, metric, split, usefulness_test
+from apps.ml.quality import copies, fidelity, filtering, metrics, realism
+from apps.ml.quality.classifier import ClassifierSettings
+from apps.ml.quality.images import split
+from apps.ml.quality.usefulness import ARMS, metric, usefulness_test
 
 VERDICTS = ("varied and new", "not realistic yet", "repeats itself", "copies your photos", "mostly noise")
 POSITIVE_VERDICT = "varied and new"
@@ -68,8 +71,6 @@ TEXTURE_ALARM = 1.6  # finest-detail SWD over this multiple of new real photos' 
 REALISTIC = 0.9  # precision at least this share of new real photos': the images themselves look real
 COVERAGE_ALARM = 0.5  # coverage below this share of new real photos' -> "repeats itself"
 DIVERSITY_ALARM = 0.7  # pixel variety below this share of the real images' -> "repeats itself"
-MIN_FRESH = 6  # fewer fresh real photos than this: realism is not measured
-REPEATS = 10  # subsample draws for the size-matched SWD and FID
 
 ADVICE = {
     "mostly noise": "Train longer (the standard or long preset) or with more images.",
@@ -81,19 +82,21 @@ ADVICE = {
 }
 
 
-def _ratio(number: dict, key: str = "reference") -> float | None:
+def _ratio(number: dict[str, Any], key: str = "reference") -> float | None:
     value, reference = number.get("value"), number.get(key)
     if value is None or reference is None or reference <= 0:
         return None
-    return value / reference
+    ratio: float = value / reference
+    return ratio
 
 
-def _texture_ratio(swd: dict) -> float | None:
+def _texture_ratio(swd: dict[str, Any]) -> float | None:
     """Finest-level (full-resolution detail) SWD of the generated images over new real photos'."""
     levels, reference = swd.get("levels"), swd.get("reference_levels")
     if not levels or not reference or reference[0] <= 0:
         return None
-    return levels[0] / reference[0]
+    ratio: float = levels[0] / reference[0]
+    return ratio
 
 
 def verdict(
@@ -174,83 +177,136 @@ def _round(x: float) -> float:
     return round(float(x), 6)
 
 
-def _matched_distance(distance, base, generated, fresh, seed: int) -> dict:
-    """``distance(base, X)`` for X = generated images subsampled to ``len(fresh)``, repeated, vs X = fresh.
+def _split_negatives(
+    negatives: list[torch.Tensor] | None, negatives_heldout: list[torch.Tensor] | None, seed: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(train, test) "not this class" images: the non-empty sets, each split 70/30 unless the test sets are given."""
+    negatives = [n for n in (negatives or []) if len(n)]
+    if negatives and negatives_heldout is None:
+        parts = [split(n, holdout=0.3, seed=seed) for n in negatives]
+        negatives, negatives_heldout = [p[0] for p in parts], [p[1] for p in parts]
+    return negatives, negatives_heldout or []
 
-    ``distance`` returns a list of numbers (one per pyramid level, or just one). ``value`` and
-    ``reference`` are the means over the repeats of each list's mean; with more than one number,
-    ``levels`` and ``reference_levels`` hold each position's mean over the repeats.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    n = min(len(fresh), len(generated))
-    values, references = [], []
-    for r in range(REPEATS):
-        pick = generated[torch.randperm(len(generated), generator=gen)[:n]]
-        values.append(distance(base, pick, seed + r))
-        references.append(distance(base, fresh[:n] if n < len(fresh) else fresh, seed + r))
-    std = lambda v: _round(statistics.stdev(v)) if len(v) > 1 else 0.0  # noqa: E731
-    means, ref_means = [statistics.fmean(v) for v in values], [statistics.fmean(v) for v in references]
-    out = metric(
-        statistics.fmean(means),
-        std=std(means),
-        reference=_round(statistics.fmean(ref_means)),
-        reference_std=std(ref_means),
-        images=n,
+
+def _screen(
+    generated: torch.Tensor,
+    train: torch.Tensor,
+    heldout: torch.Tensor | None,
+    augmented: torch.Tensor | None,
+    worst: int,
+) -> tuple[filtering.FilterReference, filtering.FilterResult, dict[str, Any]]:
+    """(reference, the filter's verdicts, the near-copies found): the filter and the copy check, which share the
+    generated images' nearest photos."""
+    reference = filtering.build_reference(train, heldout, augmented)
+    nearest = copies.nearest_photos(generated, reference.copy_reference)  # once, for the filter and the report
+    checked = filtering.score_images(generated, reference, drop_copies=True, found=nearest)
+    found = copies.detect(generated, reference.copy_reference, reference.copy_thresholds, worst=worst, found=nearest)
+    return reference, checked, found
+
+
+def _filter_summary(
+    generated: torch.Tensor, kept: torch.Tensor, checked: filtering.FilterResult, reference: filtering.FilterReference
+) -> dict[str, Any]:
+    """What the filter checked and kept, its drops per reason and its thresholds."""
+    return {
+        "checked": len(generated),
+        "kept": len(kept),
+        "dropped": checked.dropped,
+        "thresholds": reference.thresholds(),
+    }
+
+
+def _counts(
+    generated: torch.Tensor,
+    train: torch.Tensor,
+    heldout: torch.Tensor | None,
+    negatives: list[torch.Tensor],
+    seeds: tuple[int, ...],
+) -> dict[str, Any]:
+    """The images the report used."""
+    return {
+        "generated": len(generated),
+        "train": len(train),
+        "heldout": 0 if heldout is None else len(heldout),
+        "negative_classes": len(negatives),
+        "seeds": list(seeds),
+    }
+
+
+def _memorisation(
+    heldout: torch.Tensor | None, reference: filtering.FilterReference, found: dict[str, Any]
+) -> dict[str, Any]:
+    """The data-copying test: the generated images' distances to the training photos against new photos'."""
+    if heldout is None or len(heldout) < fidelity.MIN_FRESH:
+        return metric(None, "needs at least six held-out photos")
+    held = copies.nearest_photos(heldout, reference.copy_reference).distance
+    test = copies.memorisation_test(torch.tensor(found["distances"]), held)
+    return metric(
+        test["z"],
+        p_value=_round(test["p_value"]),
+        generated_median=_round(test["generated_median"]),
+        heldout_median=_round(test["heldout_median"]),
     )
-    if len(values[0]) > 1:
-        out["levels"] = [_round(statistics.fmean(v[i] for v in values)) for i in range(len(values[0]))]
-        out["reference_levels"] = [_round(statistics.fmean(v[i] for v in references)) for i in range(len(values[0]))]
-    return out
 
 
-def _fresh_split(train, heldout, seed) -> tuple[torch.Tensor, torch.Tensor | None, str]:
-    """(base, fresh, against): the photos distances are measured to, and the unseen ones."""
-    if heldout is not None and len(heldout) >= MIN_FRESH:
-        return train, heldout, "held-out photos"
-    if len(train) >= 2 * MIN_FRESH:
-        base, fresh = split(train, holdout=0.5, seed=seed)
-        return base, fresh, "half of the training photos (too few photos to keep any back)"
-    return train, None, ""
+def _delivered(
+    kept: torch.Tensor, train: torch.Tensor, found: dict[str, Any], checked: filtering.FilterResult
+) -> dict[str, Any]:
+    """What the filter keeps: how many, how varied, how many near-copies."""
+    return {
+        "count": len(kept),
+        "diversity": metric(
+            metrics.diversity_ratio(kept, train) if len(kept) >= 2 else None, "fewer than two images pass the filter"
+        ),
+        "copy_share": metric(
+            statistics.fmean(c for c, k in zip(found["is_copy"], checked.keep.tolist()) if k) if len(kept) else None,
+            "no image passes the filter",
+        ),
+    }
 
 
-def _fidelity(generated, base, fresh, negatives, seed, settings) -> dict:
-    """swd, fid, kid and precision / recall / density / coverage, each with its size-matched reference."""
-    out = {}
-    not_measured = "needs at least six real photos the generator did not learn from"
-    swd = lambda a, b, s: metrics.sliced_wasserstein(a, b, seed=s)["levels"]  # noqa: E731
-    if fresh is not None:
-        out["swd"] = _matched_distance(swd, base, generated, fresh, seed)
-    else:
-        out["swd"] = metric(metrics.sliced_wasserstein(base, generated, seed=seed)["mean"])
-    if len(generated) < 3 or len(base) < 3:
-        reason = "needs at least three generated and three real images"
-        return out | {k: metric(None, reason) for k in ("fid", "kid", *realism.NAMES)}
-    net = metrics.train_feature_net(base, negatives, seed=seed, settings=settings)
-    f_base, f_gen = net(base), net(generated)
-    if fresh is None:
-        out["fid"] = metric(metrics.frechet_distance(f_base, f_gen), features=net.task)
-        out["kid"] = metric(metrics.kernel_distance(f_base, f_gen, seed=seed), features=net.task)
-        return out | {k: metric(None, not_measured) for k in realism.NAMES}
-    f_fresh = net(fresh)
-    out["fid"] = _matched_distance(lambda a, b, s: [metrics.frechet_distance(a, b)], f_base, f_gen, f_fresh, seed)
-    out["fid"]["features"] = net.task
-    out["kid"] = metric(
-        metrics.kernel_distance(f_base, f_gen, seed=seed),
-        features=net.task,
-        reference=_round(metrics.kernel_distance(f_base, f_fresh, seed=seed)),
+def _usefulness_not_measured(measure_usefulness: bool) -> dict[str, Any]:
+    """The ``usefulness`` of a report that does not run the test: turned off, or no held-out photos."""
+    reason = (
+        "the usefulness test was turned off"
+        if not measure_usefulness
+        else "no held-out real images of this class to test on"
     )
-    # Realism and coverage in self-supervised features of the class's own photos (which way up is
-    # a picture): a net trained against other classes may ignore what makes a picture realistic.
-    own = net if net.task == "rotation" else metrics.train_feature_net(base, None, seed=seed, settings=settings)
-    for name, values in realism.matched(own(fresh), own(generated), own(base), seed=seed).items():
-        out[name] = metric(
-            values["value"],
-            std=_round(values["std"]),
-            reference=_round(values["reference"]),
-            reference_std=_round(values["reference_std"]),
-            images=values["images"],
-        )
-    return out
+    return {k: metric(None, reason) for k in (*ARMS, "gqi", "credit")}
+
+
+def _thresholds() -> dict[str, float]:
+    """The alarm levels :func:`verdict` uses."""
+    return {
+        "noise_alarm": NOISE_ALARM,
+        "copy_alarm": COPY_ALARM,
+        "memorisation_alarm": MEMORISATION_ALARM,
+        "realism_alarm": REALISM_ALARM,
+        "texture_alarm": TEXTURE_ALARM,
+        "realistic": REALISTIC,
+        "coverage_alarm": COVERAGE_ALARM,
+        "diversity_alarm": DIVERSITY_ALARM,
+    }
+
+
+def _judged(
+    measured: dict[str, Any],
+    noise_share: float,
+    found: dict[str, Any],
+    diversity: float | None,
+    memorisation: float | None,
+) -> dict[str, Any]:
+    """The report's first keys: ``verdict``, ``explanation``, ``advice`` (``realism_against`` left for the caller)."""
+    name, explanation = verdict(
+        noise_share=noise_share,
+        copy_share=found["share"],
+        diversity=diversity,
+        memorisation=memorisation,
+        precision_ratio=_ratio(measured["precision"]),
+        texture_ratio=_texture_ratio(measured["swd"]),
+        coverage_ratio=_ratio(measured["coverage"]),
+    )
+    return {"verdict": name, "explanation": explanation, "advice": ADVICE[name]}
 
 
 def quality_report(
@@ -265,9 +321,9 @@ def quality_report(
     seeds: tuple[int, ...] = (0, 1, 2),
     settings: ClassifierSettings | None = None,
     measure_usefulness: bool = True,
-    sampling: dict | None = None,
+    sampling: dict[str, Any] | None = None,
     worst: int = 8,
-) -> dict:
+) -> dict[str, Any]:
     """Measure ``generated`` against the real images and return the report (module docstring).
 
     All images are uint8 [N,C,H,W] of one shape. ``train``: the photos the
@@ -284,69 +340,32 @@ def quality_report(
     if len(train) < 2:
         raise ValueError("need at least two training images")
     heldout = heldout if heldout is not None and len(heldout) >= 2 else None
-    negatives = [n for n in (negatives or []) if len(n)]
-    if negatives and negatives_heldout is None:
-        parts = [split(n, holdout=0.3, seed=seeds[0]) for n in negatives]
-        negatives, negatives_heldout = [p[0] for p in parts], [p[1] for p in parts]
-    negatives_heldout = negatives_heldout or []
+    negatives, negatives_heldout = _split_negatives(negatives, negatives_heldout, seeds[0])
 
-    reference = filtering.build_reference(train, heldout, augmented)
-    nearest = copies.nearest_photos(generated, reference.copy_reference)  # once, for the filter and the report
-    checked = filtering.score_images(generated, reference, drop_copies=True, found=nearest)
-    found = copies.detect(generated, reference.copy_reference, reference.copy_thresholds, worst=worst, found=nearest)
+    reference, checked, found = _screen(generated, train, heldout, augmented, worst)
     noise_share = (checked.dropped["noise"] + checked.dropped["blank"]) / len(generated)
     diversity = metrics.diversity_ratio(generated, train) if len(generated) >= 2 else None
     kept = generated[checked.keep]
+    memorisation = _memorisation(heldout, reference, found)
 
-    if heldout is not None and len(heldout) >= MIN_FRESH:
-        held = copies.nearest_photos(heldout, reference.copy_reference).distance
-        test = copies.memorisation_test(torch.tensor(found["distances"]), held)
-        memorisation = metric(
-            test["z"],
-            p_value=_round(test["p_value"]),
-            generated_median=_round(test["generated_median"]),
-            heldout_median=_round(test["heldout_median"]),
-        )
-    else:
-        memorisation = metric(None, "needs at least six held-out photos")
-
-    base, fresh, against = _fresh_split(train, heldout, seeds[0])
-    fidelity = _fidelity(generated, base, fresh, negatives, seeds[0], settings)
-    name, explanation = verdict(
-        noise_share=noise_share,
-        copy_share=found["share"],
-        diversity=diversity,
-        memorisation=memorisation["value"],
-        precision_ratio=_ratio(fidelity["precision"]),
-        texture_ratio=_texture_ratio(fidelity["swd"]),
-        coverage_ratio=_ratio(fidelity["coverage"]),
-    )
-    report: dict = {
-        "verdict": name,
-        "explanation": explanation,
-        "advice": ADVICE[name],
-        "realism_against": against or None,
+    base, fresh, against = fidelity.fresh_split(train, heldout, seeds[0])
+    measured = fidelity.measure(generated, base, fresh, negatives, seeds[0], settings)
+    report = _judged(measured, noise_share, found, diversity, memorisation["value"])
+    report["realism_against"] = against or None
+    report |= {k: measured[k] for k in realism.NAMES}
+    report |= {
+        "diversity": metric(diversity, "needs at least two generated images"),
+        "copy_share": metric(
+            found["share"],
+            threshold=_round(reference.copy_threshold),
+            ratio_threshold=_round(reference.copy_thresholds.ratio),
+        ),
+        "memorisation": memorisation,
+        "noise_share": metric(noise_share),
     }
-    report |= {k: fidelity[k] for k in realism.NAMES}
-    report["diversity"] = metric(diversity, "needs at least two generated images")
-    report["copy_share"] = metric(
-        found["share"],
-        threshold=_round(reference.copy_threshold),
-        ratio_threshold=_round(reference.copy_thresholds.ratio),
-    )
-    report["memorisation"] = memorisation
-    report["noise_share"] = metric(noise_share)
-    report |= {k: fidelity[k] for k in ("swd", "fid", "kid")}
-
-    if not measure_usefulness or heldout is None:
-        reason = (
-            "the usefulness test was turned off"
-            if not measure_usefulness
-            else "no held-out real images of this class to test on"
-        )
-        report["usefulness"] = {k: metric(None, reason) for k in (*ARMS, "gqi", "credit")}
-    else:
-        report["usefulness"] = usefulness_test(
+    report |= {k: measured[k] for k in ("swd", "fid", "kid")}
+    report["usefulness"] = (
+        usefulness_test(
             real_train=train,
             real_test=heldout,
             synthetic=kept,
@@ -356,40 +375,13 @@ def quality_report(
             seeds=seeds,
             settings=settings,
         )
-
+        if measure_usefulness and heldout is not None
+        else _usefulness_not_measured(measure_usefulness)
+    )
     report["sampling"] = sampling or {}
-    report["delivered"] = {
-        "count": len(kept),
-        "diversity": metric(
-            metrics.diversity_ratio(kept, train) if len(kept) >= 2 else None, "fewer than two images pass the filter"
-        ),
-        "copy_share": metric(
-            statistics.fmean(c for c, k in zip(found["is_copy"], checked.keep.tolist()) if k) if len(kept) else None,
-            "no image passes the filter",
-        ),
-    }
-    report["filter"] = {
-        "checked": len(generated),
-        "kept": len(kept),
-        "dropped": checked.dropped,
-        "thresholds": reference.thresholds(),
-    }
+    report["delivered"] = _delivered(kept, train, found, checked)
+    report["filter"] = _filter_summary(generated, kept, checked, reference)
     report["worst_copies"] = [{**pair, "is_copy": bool(found["is_copy"][pair["generated"]])} for pair in found["worst"]]
-    report["thresholds"] = {
-        "noise_alarm": NOISE_ALARM,
-        "copy_alarm": COPY_ALARM,
-        "memorisation_alarm": MEMORISATION_ALARM,
-        "realism_alarm": REALISM_ALARM,
-        "texture_alarm": TEXTURE_ALARM,
-        "realistic": REALISTIC,
-        "coverage_alarm": COVERAGE_ALARM,
-        "diversity_alarm": DIVERSITY_ALARM,
-    }
-    report["counts"] = {
-        "generated": len(generated),
-        "train": len(train),
-        "heldout": 0 if heldout is None else len(heldout),
-        "negative_classes": len(negatives),
-        "seeds": list(seeds),
-    }
+    report["thresholds"] = _thresholds()
+    report["counts"] = _counts(generated, train, heldout, negatives, seeds)
     return report
