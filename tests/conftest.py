@@ -1,12 +1,9 @@
-"""Fixtures shared by the Django-side tests: users, API clients, small real images, tiny models."""
-
-import io
-import random
+"""Fixtures shared by the Django-side tests: users, API clients, tiny models (plain helpers: tests/factories.py)."""
 
 import pytest
 import torch
-from django.core.files.uploadedfile import SimpleUploadedFile
-from PIL import Image, ImageDraw
+
+from tests.factories import token_client
 
 # The real-service fixtures (a Celery worker, its brokers, SeaweedFS) live beside their helpers.
 pytest_plugins = ["tests.realworker", "tests.s3server"]
@@ -45,27 +42,6 @@ def tiny_training(settings, tmp_path):
     settings.SYNTHGEN_WORK_DIR = tmp_path / "work"
 
 
-def png_bytes(seed: int, size: int = 40, mode: str = "RGB") -> bytes:
-    """A small real image: a coloured ellipse on a plain background, different for each seed."""
-    rng = random.Random(seed)
-    image = Image.new("RGB", (size, size), (rng.randrange(200, 256),) * 3)
-    draw = ImageDraw.Draw(image)
-    x0, y0 = rng.randrange(2, size // 3), rng.randrange(2, size // 3)
-    draw.ellipse(
-        [x0, y0, size - rng.randrange(2, size // 3), size - rng.randrange(2, size // 3)],
-        fill=(rng.randrange(256), rng.randrange(256), rng.randrange(256)),
-    )
-    buffer = io.BytesIO()
-    image.convert(mode).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def image_uploads(count: int, start: int = 0) -> list[SimpleUploadedFile]:
-    return [
-        SimpleUploadedFile(f"img{start + i}.png", png_bytes(start + i), content_type="image/png") for i in range(count)
-    ]
-
-
 @pytest.fixture
 def user(django_user_model):
     return django_user_model.objects.create_user(username="alice", password="alice-password-1")
@@ -74,15 +50,6 @@ def user(django_user_model):
 @pytest.fixture
 def other_user(django_user_model):
     return django_user_model.objects.create_user(username="bob", password="bob-password-1")
-
-
-def token_client(user):
-    from rest_framework.authtoken.models import Token
-    from rest_framework.test import APIClient
-
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
-    return client
 
 
 @pytest.fixture

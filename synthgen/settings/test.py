@@ -16,6 +16,7 @@ _tmp = Path(os.environ.get("SYNTHGEN_TEST_TMP", Path(tempfile.gettempdir()) / f"
 MEDIA_ROOT = Path(os.environ.get("SYNTHGEN_MEDIA_ROOT", _tmp / "media"))
 SYNTHGEN_WORK_DIR = Path(os.environ.get("SYNTHGEN_WORK_DIR", _tmp / "work"))
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", True)
-# The tests' workers do not spend their CPU timing step costs (tests/test_estimates.py measures what it needs).
+# The tests' workers do not spend their CPU timing step costs
+# (tests/generators/test_estimates.py measures what it needs).
 SYNTHGEN_MEASURE_STEP_COSTS = env_bool("SYNTHGEN_MEASURE_STEP_COSTS", False)
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"uploads": "10000/min", "generation": "10000/min"}}  # noqa: F405

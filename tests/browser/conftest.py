@@ -1,20 +1,19 @@
-"""Headless Chromium (Debian's package, driven by Playwright) for the browser tests, and screenshots.
+"""Headless Chromium (Debian's package, driven by Playwright) for the browser tests: the fixtures.
 
-No browser is downloaded: Playwright launches /usr/bin/chromium (`make test` installs it). Every page
-a test visits can be saved with ``shot(page, name)`` under test-artifacts/screenshots/ (git-ignored).
+No browser is downloaded: Playwright launches /usr/bin/chromium (`make test` installs it). The plain helpers
+(log_in, drop, Watch, and ``shot(page, name)``, which saves a page under test-artifacts/screenshots/) are in
+pages.py.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+from tests.browser.pages import DESKTOP, Watch
+
 CHROMIUM = os.environ.get("SYNTHGEN_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -26,8 +25,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
@@ -47,33 +44,6 @@ def chromium():
             browser.close()
 
 
-class Watch:
-    """What went wrong in the page: JavaScript errors, console errors, requests that left the live server."""
-
-    def __init__(self, page, origin: str):
-        self.errors: list[str] = []
-        self.foreign: list[str] = []
-        page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
-        page.on(
-            "console",
-            lambda msg: msg.type == "error" and self.errors.append(f"console: {msg.text} ({msg.location.get('url')})"),
-        )
-        page.on("request", lambda request: self._request(request.url, origin))
-
-    def problems(self) -> list[str]:
-        """Errors and foreign requests. Left out, because the pages expect and handle them: the 404s of a
-        run page probing for a sample grid before the first is written, and the 400 of an upload of
-        unusable files (the browser logs both as failed loads)."""
-        expected = (("404", "grid.png"), ("400", "/api/datasets/"))
-        errors = [e for e in self.errors if not any(code in e and part in e for code, part in expected)]
-        return errors + [f"request outside the live server: {url}" for url in self.foreign]
-
-    def _request(self, url: str, origin: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme in ("http", "https") and f"{parts.scheme}://{parts.netloc}" != origin:
-            self.foreign.append(url)
-
-
 @pytest.fixture
 def browser_context(chromium, live_server):
     context = chromium.new_context(viewport=DESKTOP, accept_downloads=True, base_url=live_server.url)
@@ -89,19 +59,3 @@ def page(browser_context, live_server):
     page.watch = Watch(page, live_server.url)
     yield page
     assert page.watch.problems() == []
-
-
-def shot(page, name: str) -> Path:
-    """Save a full-page screenshot as test-artifacts/screenshots/<name>.png."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
-
-
-def log_in(page, username: str, password: str) -> None:
-    page.goto("/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url("**/")

@@ -16,10 +16,8 @@ import pytest
 
 from apps.datasets.models import Dataset
 from apps.generators.models import Generator, TrainingRun
-
-from ..conftest import png_bytes
-from .conftest import log_in, shot
-from .test_web_flow import PASSWORD, drop
+from tests.browser.pages import PASSWORD, drop, log_in, shot
+from tests.factories import png_bytes
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -8,7 +8,6 @@ phone width (390 px), where no page may scroll sideways.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import re
@@ -19,31 +18,10 @@ from PIL import Image
 
 from apps.datasets import services as dataset_services
 from apps.generators.models import Generator, TrainingRun
-
-from ..conftest import image_uploads, png_bytes
-from .conftest import PHONE, Watch, log_in, shot
+from tests.browser.pages import PASSWORD, PHONE, Watch, drop, log_in, shot
+from tests.factories import image_uploads, png_bytes
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-PASSWORD = "alice-password-1"
-
-# Drops files on an element the way a person does: a DragEvent whose dataTransfer holds File objects.
-DROP_FILES = """([selector, files]) => {
-  const transfer = new DataTransfer();
-  for (const f of files) {
-    const bytes = Uint8Array.from(atob(f.data), (c) => c.charCodeAt(0));
-    transfer.items.add(new File([bytes], f.name, { type: f.type }));
-  }
-  const zone = document.querySelector(selector);
-  for (const type of ["dragenter", "dragover", "drop"]) {
-    zone.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true }));
-  }
-}"""
-
-
-def drop(page, selector: str, files: list[tuple[str, bytes, str]]) -> None:
-    payload = [{"name": name, "data": base64.b64encode(data).decode(), "type": kind} for name, data, kind in files]
-    page.evaluate(DROP_FILES, [selector, payload])
 
 
 def wait_for_images(page, selector: str) -> None:

@@ -1,4 +1,4 @@
-"""Constructed images with known properties, shared by the metric, filter and report tests."""
+"""Constructed images with known properties, shared by the metric, filter, report, orientation and guidance tests."""
 
 import torch
 
@@ -34,3 +34,40 @@ def shapes(n: int, seed: int, size: int = 16, channels: int = 1) -> torch.Tensor
         img[i, 0, top : top + h, left : left + w] = level
         img[i, 0, top + 2 : top + h - 2, left + 2 : left + w - 2] = 0
     return (img * 255).round().to(torch.uint8).repeat(1, channels, 1, 1)
+
+
+def wedges(n: int = 40, size: int = 16, seed: int = 0, both_ways: bool = False) -> torch.Tensor:
+    """uint8 [N, 1, S, S]: a white wedge pointing right (its wide end left), varied in size and place;
+    ``both_ways``: every other one points left."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.zeros(n, 1, size, size, dtype=torch.uint8)
+    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    for i in range(n):
+        length = int(torch.randint(size // 2, size - 2, (), generator=g))
+        left, middle = (
+            int(torch.randint(0, size - length, (), generator=g)),
+            size // 2 + int(torch.randint(-2, 3, (), generator=g)),
+        )
+        along = (xs - left).float() / length  # 0 at the wide end, 1 at the tip
+        inside = (along >= 0) & (along <= 1) & ((ys - middle).abs().float() <= (1 - along) * size / 3)
+        images[i, 0][inside] = 255
+        if both_ways and i % 2:
+            images[i] = images[i].flip(-1)
+    return images
+
+
+def discs(n: int = 40, size: int = 16, seed: int = 0) -> torch.Tensor:
+    """uint8 [N, 1, S, S]: centred discs of varied radius: left-right symmetric."""
+    g = torch.Generator().manual_seed(seed)
+    ys, xs = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    radius = torch.rand(n, generator=g) * size / 4 + size / 8
+    centre = (size - 1) / 2 + torch.randint(-1, 2, (n, 2), generator=g).float()
+    inside = (ys - centre[:, 0, None, None]) ** 2 + (xs - centre[:, 1, None, None]) ** 2 <= radius[:, None, None] ** 2
+    return (inside[:, None] * 255).to(torch.uint8)
+
+
+def facing_other_way(images: torch.Tensor, reference: torch.Tensor) -> float:
+    """Share of ``images`` closer to the mirrored mean of ``reference`` than to its mean."""
+    mean = reference.float().mean(0)
+    x = images.float().flatten(1)
+    return float(((x - mean.flip(-1).flatten()).pow(2).sum(1) < (x - mean.flatten()).pow(2).sum(1)).float().mean())

@@ -41,7 +41,7 @@ from apps.ml.engine.checkpoint import load_json, load_tensors, save_json_atomic,
 from apps.ml.engine.trainer import Trainer
 from apps.ml.engine.training import ProgressCallback, StopCheck, TrainingData, TrainingParts, prepare_images
 
-# train()'s reports and result, named here too (the contract): apps.generators.pipeline imports them from here.
+# train()'s reports and result belong to the contract: the apps take them from here (the train stage, tests).
 from apps.ml.engine.training import TrainProgress as TrainProgress
 from apps.ml.engine.training import TrainResult as TrainResult
 
