@@ -341,5 +341,6 @@ def test_a_quality_report_the_pages_cannot_read_is_left_out_with_a_warning(case,
     assert admin_client.get(f"/generators/{odd.pk}/").status_code == 200
     assert admin_client.get("/admin/generators/generator/").status_code == 200
     kept = import_file(api, data).json()
+    assert kept["quality"] is not None and "verdict" in kept["quality"]  # the tiny model's report: there to keep
     assert kept["quality"] == Generator.objects.get(pk=conditional["id"]).quality
     assert not any("quality report" in warning for warning in Generator.objects.get(pk=kept["id"]).warnings)

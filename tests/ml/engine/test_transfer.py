@@ -7,6 +7,7 @@ import torch
 
 from apps.ml.dcgan import DCGAN
 from apps.ml.ddim import DDIM
+from apps.ml.ddim import config as ddim_config
 from apps.ml.ddim.config import FINE_TUNE_LR, DDIMConfig
 from apps.ml.engine.config import ConfigError, build_config
 from apps.ml.engine.transfer import LABEL_EMBED, TIME_BIAS, read_base, remap_class_rows, start_from
@@ -108,6 +109,16 @@ def test_the_fine_tuning_recipe_replaces_the_presets_unless_the_user_sets_it(tmp
         )["augment_p"]
         == 0.3
     )  # its strength may change
+
+
+def test_the_fine_tuning_learning_rate_factor_is_applied(tmp_path, monkeypatch):
+    """FINE_TUNE_LR is 1.0 today (measured: bench/README.md, #20), so a test at that value cannot tell "the recipe
+    set the rate" from "the recipe was ignored": with another factor, the child's rate follows it."""
+    base = trained_base(tmp_path).config.to_dict()
+    plain = build_config(DDIM, resolution=32, channels=1, preset="quick", image_count=150, device="cpu")
+    monkeypatch.setattr(ddim_config, "FINE_TUNE_LR", 0.25)
+    tuned = build_config(DDIM, resolution=32, channels=1, preset="quick", image_count=150, device="cpu", base=base)
+    assert tuned["learning_rate"] == pytest.approx(plain["learning_rate"] * 0.25)
 
 
 def test_new_classes_get_new_rows_and_known_classes_keep_theirs(tmp_path):
