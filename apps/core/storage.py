@@ -28,6 +28,8 @@ import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
@@ -70,6 +72,9 @@ __all__ = [
     "write_bytes",
     "open_stream",
     "walk",
+    "StoredObject",
+    "walk_objects",
+    "TOP_FOLDERS",
     "fetch",
     "fetch_file",
     "publish",
@@ -84,6 +89,9 @@ log = logging.getLogger(__name__)
 PARALLEL = 8  # files moved at a time (S3 round trips overlap; a local folder does not mind)
 
 # --- the layout ----------------------------------------------------------------------------------
+
+# The folders at the top of the storage that SynthGen writes (and `manage.py check_storage` walks).
+TOP_FOLDERS = ("datasets", "runs", "generators", "jobs")
 
 
 def dataset_prefix(dataset_id: int) -> str:
@@ -249,6 +257,23 @@ def walk(prefix: str) -> list[str]:
     if walker:
         return list(walker(prefix))
     return sorted(_walk_listdir(prefix))
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One stored file: its name, its size in bytes and when it was last written (UTC)."""
+
+    name: str
+    size: int
+    modified: datetime
+
+
+def walk_objects(prefix: str) -> list[StoredObject]:
+    """Every file under ``prefix`` with its size and age (one listing on S3), sorted by name."""
+    walker = getattr(default_storage, "walk_objects", None)
+    if walker:
+        return [StoredObject(*entry) for entry in walker(prefix)]
+    return [StoredObject(n, default_storage.size(n), default_storage.get_modified_time(n)) for n in walk(prefix)]
 
 
 def _walk_listdir(prefix: str) -> Iterator[str]:

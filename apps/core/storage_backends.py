@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
 
@@ -125,6 +126,15 @@ class LocalStorage(FileSystemStorage):
         return iter(sorted(names))
 
     @_guarded
+    def walk_objects(self, prefix: str) -> list[tuple[str, int, datetime]]:
+        """(name, size in bytes, last written, UTC) of every file under ``prefix``, sorted by name."""
+        objects = []
+        for name in self.walk(prefix):
+            stat = Path(self.path(name)).stat()
+            objects.append((name, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC)))
+        return objects
+
+    @_guarded
     def remove_prefix(self, prefix: str) -> None:
         root = Path(self.path(prefix))
         if root.is_dir():
@@ -215,14 +225,23 @@ class S3Storage(_BaseS3Storage):
     def _relative(self, key: str) -> str:
         return key[len(self.location) :].lstrip("/") if self.location else key
 
-    def _keys(self, prefix: str) -> list[str]:
+    def _items(self, prefix: str) -> list[dict]:
         key = self._key(prefix).rstrip("/") + "/"
         pages = self._client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket_name, Prefix=key)
-        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+        return [item for page in pages for item in page.get("Contents", [])]
+
+    def _keys(self, prefix: str) -> list[str]:
+        return [item["Key"] for item in self._items(prefix)]
 
     @_guarded
     def walk(self, prefix: str) -> Iterator[str]:
         return iter(sorted(self._relative(key) for key in self._keys(prefix)))
+
+    @_guarded
+    def walk_objects(self, prefix: str) -> list[tuple[str, int, datetime]]:
+        """(name, size in bytes, last written, UTC) of every object under ``prefix``, sorted by name: one listing."""
+        objects = [(self._relative(i["Key"]), int(i["Size"]), i["LastModified"]) for i in self._items(prefix)]
+        return sorted(objects)
 
     @_guarded
     def remove_prefix(self, prefix: str) -> None:

@@ -30,10 +30,17 @@ class DatasetSerializer(serializers.Serializer):
     name = serializers.CharField(read_only=True)
     image_count = serializers.IntegerField(read_only=True)
     labelled = serializers.BooleanField(read_only=True)
+    missing_images = serializers.SerializerMethodField(
+        help_text="Images whose files the storage check found gone from storage (0 normally): re-upload them."
+    )
     classes = serializers.SerializerMethodField(
         help_text="A labelled dataset's classes and their image counts (empty for an unlabelled one)."
     )
     created_at = serializers.DateTimeField(read_only=True)
+
+    def get_missing_images(self, dataset) -> int:
+        counted = getattr(dataset, "missing_image_count", None)
+        return counted if counted is not None else dataset.images.exclude(missing_files=[]).count()
 
     @extend_schema_field(ClassCountSerializer(many=True))
     def get_classes(self, dataset) -> list[dict]:

@@ -36,6 +36,11 @@ class Dataset(TimeStamped):
         """1 when every image is grayscale, else 3."""
         return 3 if self.images.exclude(mode="L").exists() else 1
 
+    def stored_images(self) -> models.QuerySet["DatasetImage"]:
+        """Its images whose files are in storage: all but those the storage check found gone (missing_files).
+        Everything that reads the images' files reads these."""
+        return self.images.filter(missing_files=[])
+
     def class_counts(self) -> dict[str, int]:
         """Images per class, by class name (empty for an unlabelled dataset)."""
         if not self.labelled:
@@ -56,6 +61,8 @@ class DatasetImage(TimeStamped):
     size_bytes = models.PositiveBigIntegerField()
     sha256 = models.CharField(max_length=64, db_index=True)
     label = models.CharField(max_length=64, blank=True, default="")  # the class in a labelled dataset
+    # What `manage.py check_storage --repair` found gone from storage: "original", "working".
+    missing_files = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["id"]

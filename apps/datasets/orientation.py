@@ -23,7 +23,7 @@ MEASURE_RESOLUTION = 32
 
 def _signature(dataset: Dataset) -> str:
     """Changes whenever an image is added or removed, or a class changes."""
-    rows = dataset.images.order_by("pk").values_list("pk", "label")
+    rows = dataset.stored_images().order_by("pk").values_list("pk", "label")
     digest = hashlib.sha256(f"{dataset.labelled}".encode())
     for pk, label in rows:
         digest.update(f"{pk}:{label};".encode())
@@ -47,7 +47,7 @@ def dataset_orientation(dataset: Dataset) -> dict:
 def measure_dataset(dataset: Dataset) -> dict:
     from apps.ml.engine.orientation import measure  # torch is loaded only when a page asks for it
 
-    images = list(dataset.images.order_by("pk"))
+    images = list(dataset.stored_images().order_by("pk"))
     if not images:
         return {}
     pictures = []

@@ -22,7 +22,7 @@ PADDING = 4  # px between the images of the grid
 
 def preview_images(dataset, count: int = PREVIEW_IMAGES) -> list:
     """``count`` images spread over the dataset (not only the first ones), as stored DatasetImage rows."""
-    ids = list(dataset.images.order_by("id").values_list("id", flat=True))
+    ids = list(dataset.stored_images().order_by("id").values_list("id", flat=True))
     if not ids:
         return []
     step = max(1, len(ids) // count)

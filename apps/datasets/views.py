@@ -5,7 +5,7 @@ The review fragment and the augmentation preview are also loaded by the training
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -53,7 +53,7 @@ def _review_context(dataset, resolution: int | None, *, wizard: bool = False, as
         "can_relabel": can_relabel,
         "dataset": dataset,
         "review": review.review_dataset(dataset, resolution),
-        "images": dataset.images.all()[:THUMBNAILS_SHOWN],
+        "images": dataset.stored_images()[:THUMBNAILS_SHOWN],
         "more_images": max(0, dataset.image_count - THUMBNAILS_SHOWN),
         "resolution": shown,
         "preview_size": preview.preview_size(dataset.image_count, shown),
@@ -124,8 +124,11 @@ def image_file(request, pk: int):
     """One stored working image (?thumb=1: a small thumbnail of it)."""
     image = get_object_or_404(DatasetImage, pk=pk, dataset__owner=request.user)
     if request.GET.get("thumb"):
-        with image.working.open("rb") as file:
-            response = HttpResponse(review.thumbnail_png(file), content_type="image/png")
+        try:
+            with image.working.open("rb") as file:
+                response = HttpResponse(review.thumbnail_png(file), content_type="image/png")
+        except FileNotFoundError:
+            raise Http404("This image is no longer in the storage.") from None
         response["Cache-Control"] = "private, max-age=3600"
         return response
     return serve_media_file(image.working.name)

@@ -38,12 +38,13 @@ class JobSerializer(serializers.ModelSerializer):
             "filter_images",
             "download_url",
             "error",
+            "missing_files",
             "created_at",
             "finished_at",
         ]
 
     def get_download_url(self, job) -> str | None:
-        if job.status != GenerationJob.Status.DONE:
+        if job.status != GenerationJob.Status.DONE or "zip" in job.missing_files:
             return None
         return self.context["request"].build_absolute_uri(reverse("api:job-download", args=[job.pk]))
 
@@ -62,6 +63,8 @@ class JobViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, mixins.Destro
     def download(self, request, pk=None):
 
         job = self.get_object()
+        if "zip" in job.missing_files:
+            return Response({"detail": job.lost_message}, status=status.HTTP_410_GONE)
         return serve_media_file(job.archive, as_attachment=True)
 
 

@@ -32,9 +32,22 @@ class GenerationJob(TimeStamped):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # What `manage.py check_storage --repair` found gone from a finished job's files: "zip", "images".
+    missing_files = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"job {self.pk}: {self.count} from {self.generator_id} ({self.status})"
+
+    @property
+    def lost_message(self) -> str:
+        """What of its output is gone from storage and what to do ("" when nothing is)."""
+        if not self.missing_files:
+            return ""
+        lost = " and ".join("its zip" if what == "zip" else "its images" for what in self.missing_files)
+        return (
+            f"This job's output is no longer in the storage ({lost}; found by the storage check). "
+            "Generate the images again: the same seed gives the same images."
+        )

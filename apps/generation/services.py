@@ -65,7 +65,9 @@ def start_generation(
     generator_type = registry.all_types().get(generator.kind)
     errors.update(_steps_errors(generator, generator_type, steps))
     if not generator.is_ready:
-        errors["generator"] = f"This generator is {generator.status}; only a ready generator can generate."
+        errors["generator"] = generator.lost_message or (
+            f"This generator is {generator.status}; only a ready generator can generate."
+        )
     if errors:
         raise InvalidInput(errors)
     if steps is None and generator_type is not None:

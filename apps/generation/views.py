@@ -1,7 +1,7 @@
 """Web pages for generation: starting a job from a generator's page; a job's live progress, gallery, zip download."""
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -54,6 +54,8 @@ def job_gallery(request, pk: int):
 @login_required
 def job_download(request, pk: int):
     job = get_object_or_404(selectors.jobs_for(request.user), pk=pk)
+    if "zip" in job.missing_files:
+        return HttpResponse(job.lost_message, status=410, content_type="text/plain")
     return serve_media_file(job.archive, as_attachment=True)
 
 

@@ -207,7 +207,7 @@ def _other_generators(generator: Generator):
 
 def _dataset_images(dataset: Dataset, size: int, channels: int) -> torch.Tensor | None:
     pictures = []
-    for data in storage.read_many(image.working.name for image in dataset.images.all()[:MAX_NEGATIVE_IMAGES]):
+    for data in storage.read_many(image.working.name for image in dataset.stored_images()[:MAX_NEGATIVE_IMAGES]):
         with Image.open(io.BytesIO(data)) as picture:
             picture.load()
             pictures.append(picture)

@@ -7,6 +7,9 @@ from apps.core.models import TimeStamped
 
 from .stages import STAGE_ORDER
 
+# What a generator's lost files are called on its pages (the names its type saves: apps.ml.engine.base).
+MISSING_WORDS = {"weights.safetensors": "weights", "config.json": "config"}
+
 
 class Generator(TimeStamped):
     class Status(models.TextChoices):
@@ -15,6 +18,7 @@ class Generator(TimeStamped):
         READY = "ready"
         FAILED = "failed"
         CANCELLED = "cancelled"
+        BROKEN = "broken"  # was ready; its files are gone from storage (missing_files; manage.py check_storage)
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generators")
     name = models.CharField(max_length=120)
@@ -49,12 +53,38 @@ class Generator(TimeStamped):
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="fine_tuned"
     )
     base_name = models.CharField(max_length=120, blank=True)
+    # The files of its folder that `manage.py check_storage --repair` found gone (e.g. ["weights.safetensors"]):
+    # such a generator is "broken" and cannot generate until they are back (the next check makes it ready again).
+    missing_files = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.kind}, {self.resolution}px)"
+
+    @property
+    def status_words(self) -> str:
+        """The status as the pages say it: "ready", "training", ..., "broken: weights missing"."""
+        return self.broken_reason or self.status
+
+    @property
+    def lost_message(self) -> str:
+        """For a broken generator: what is lost and what to do ("" otherwise)."""
+        if self.status != self.Status.BROKEN:
+            return ""
+        return (
+            f"This generator is {self.broken_reason}: its files are no longer in the storage (found by the storage "
+            "check), so it cannot generate or be exported. Train it again, or import an export of it."
+        )
+
+    @property
+    def broken_reason(self) -> str:
+        """ "broken: weights missing" for a broken generator, "" otherwise."""
+        if self.status != self.Status.BROKEN:
+            return ""
+        lost = [MISSING_WORDS.get(name, name) for name in self.missing_files] or ["files"]
+        return f"broken: {' and '.join(lost)} missing"
 
     @property
     def lineage(self) -> str:

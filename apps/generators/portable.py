@@ -33,7 +33,7 @@ def export_generator(*, generator: Generator):
     """The export of a ready ``generator`` as a temporary file (read from the start), for a download."""
     if not generator.is_ready:
         raise InvalidInput(
-            {"generator": f"Generator {generator.pk} is {generator.status}: only a ready one can be exported."}
+            {"generator": f"Generator {generator.pk} is {generator.status_words}: only a ready one can be exported."}
         )
     out = tempfile.TemporaryFile()
     with storage.scratch(f"export{generator.pk}") as folder:

@@ -130,8 +130,16 @@ class GeneratorSerializer(serializers.ModelSerializer):
             "quality",
             "config",
             "base_generator",
+            "missing_files",
             "created_at",
         ]
+        extra_kwargs = {
+            "missing_files": {
+                "read_only": True,
+                "help_text": "A broken generator's files that are gone from storage (the storage check found them "
+                'missing), e.g. ["weights.safetensors"]; empty otherwise.',
+            }
+        }
 
     @extend_schema_field(BaseGeneratorSerializer(allow_null=True))
     def get_base_generator(self, generator) -> dict | None:
@@ -162,6 +170,8 @@ class GeneratorSerializer(serializers.ModelSerializer):
         return {"step": run.step, "total": run.total_steps, "eta_seconds": selectors.eta_seconds(run)}
 
     def get_error(self, generator) -> str:
+        if generator.lost_message:
+            return generator.lost_message
         run = self._run(generator)
         return run.error if run else ""
 

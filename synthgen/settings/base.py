@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "apps.datasets",
     "apps.generators",
     "apps.generation",
+    "apps.upkeep",
 ]
 
 MIDDLEWARE = [
@@ -230,6 +231,8 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-runs": {"task": "generators.sweep_stale_runs", "schedule": env_int("SYNTHGEN_SWEEP_SECONDS", 60)},
+    # The storage check (manage.py check_storage without --repair): daily; it logs what it finds, the admin shows it.
+    "check-storage": {"task": "upkeep.check_storage", "schedule": env_int("SYNTHGEN_STORAGE_CHECK_SECONDS", 86400)},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)

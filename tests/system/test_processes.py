@@ -1,6 +1,7 @@
 """The processes started apart (README "Running on several machines"), each run as `make TARGET` with a
 deploy's environment: `make web` serves pages, the API and static files over HTTP with the production
-settings; `make worker QUEUES=gpu` consumes that queue only; `make beat` sends the stale-run sweep."""
+settings; `make worker QUEUES=gpu` consumes that queue only; `make beat` sends the stale-run sweep and the
+storage check."""
 
 from __future__ import annotations
 
@@ -93,15 +94,20 @@ def test_make_web_serves_pages_api_and_static_files(user, tmp_path):
 
 
 def test_make_worker_consumes_only_its_queues_and_make_beat_sends_the_sweep(real_broker, tmp_path):
-    env = deploy_env(tmp_path, SYNTHGEN_SWEEP_SECONDS="1")
+    env = deploy_env(tmp_path, SYNTHGEN_SWEEP_SECONDS="1", SYNTHGEN_STORAGE_CHECK_SECONDS="1")
     worker = make("worker", env, tmp_path / "worker.log", "QUEUES=gpu")
     beat = make("beat", env, tmp_path / "beat.log")
     try:
         replies = poll(lambda: celery_app.control.inspect(timeout=1).active_queues(), worker, tmp_path / "worker.log")
         assert [[queue["name"] for queue in queues] for queues in replies.values()] == [["gpu"]]
-        # Beat sends the sweep to `default`; the gpu-only worker leaves it there.
-        queued = poll(lambda: redis.Redis.from_url(REDIS_URL).lrange("default", 0, -1), beat, tmp_path / "beat.log")
-        assert json.loads(queued[0])["headers"]["task"] == "generators.sweep_stale_runs"
+
+        # Beat sends the sweep and the storage check to `default`; the gpu-only worker leaves them there.
+        def sent() -> set[str]:
+            queued = redis.Redis.from_url(REDIS_URL).lrange("default", 0, -1)
+            tasks = {json.loads(message)["headers"]["task"] for message in queued}
+            return tasks if {"generators.sweep_stale_runs", "upkeep.check_storage"} <= tasks else set()
+
+        assert poll(sent, beat, tmp_path / "beat.log") == {"generators.sweep_stale_runs", "upkeep.check_storage"}
     finally:
         stop(beat)
         stop(worker)

@@ -30,7 +30,7 @@ def _prepare(run: TrainingRun, work: Path) -> None:
     generator = run.generator
     if generator.dataset is None:
         raise ValueError("the dataset was deleted before training started; upload it again")
-    images = list(generator.dataset.images.all())
+    images = list(generator.dataset.stored_images())
     channels = dataset_channels([image.mode for image in images])
     pictures = []
     for data in storage.read_many(image.working.name for image in images):
