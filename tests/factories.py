@@ -4,7 +4,10 @@ images, API clients, uploads, runs and processes. Test modules import them from 
 from __future__ import annotations
 
 import io
+import os
 import random
+import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -169,3 +172,34 @@ def make(target: str, env: dict[str, str], log: Path, *args: str) -> subprocess.
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def deploy_env(folder: Path, **extra: str) -> dict[str, str]:
+    """What every process of a deploy started with `make` gets: the same variables, the production settings (no
+    DJANGO_SETTINGS_MODULE), the test's PostgreSQL and Redis, local state under ``folder``; ``extra`` on top."""
+    from tests.realworker import REDIS_URL, database_url
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "SYNTHGEN_", "CELERY_"))}
+    env.update(
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(64),
+        DJANGO_ALLOWED_HOSTS="127.0.0.1",
+        DATABASE_URL=database_url(),
+        CELERY_BROKER_URL=REDIS_URL,
+        SYNTHGEN_VAR_DIR=str(folder / "var"),
+        SYNTHGEN_MEDIA_ROOT=str(folder / "media"),
+        DJANGO_STATIC_ROOT=str(folder / "static"),
+        OMP_NUM_THREADS="1",
+        **extra,
+    )
+    return env
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """Stop a process started by :func:`make` and its children (SIGTERM, then SIGKILL after 30 s)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -81,6 +81,16 @@ def use_real_broker(broker_url: str = REDIS_URL):
     return undo
 
 
+def require_host_names() -> None:
+    """Fail, saying why, where a worker cannot get a host name of its own (Worker's ``host``: needs root)."""
+    try:
+        done = subprocess.run(["unshare", "--uts", "hostname", "probe"], capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        pytest.fail("This test needs `unshare` (util-linux) to give each worker a host name of its own.")
+    if done.returncode:
+        pytest.fail(f"This test gives each worker a host name of its own and needs root for it: {done.stderr.strip()}")
+
+
 def database_url() -> str:
     """The test database (PostgreSQL) as a DATABASE_URL for another process."""
     db = connection.settings_dict
@@ -88,11 +98,20 @@ def database_url() -> str:
 
 
 class Worker:
-    """Start, kill and restart `celery worker` processes; logs go to log_dir."""
+    """Start, kill and restart `celery worker` processes; logs go to log_dir.
 
-    def __init__(self, log_dir: Path, extra_env: dict | None = None, queues: tuple[str, ...] = QUEUES):
+    ``host``: the host name the worker runs under, as if on a machine of that name: each start is a new process in
+    a UTS namespace of its own (``unshare --uts``, as root) whose host name is set first, so socket.gethostname()
+    (the lease holder, the worker's node name) says ``host``. The pids stay in this machine's pid namespace: a
+    worker on another host name still sees whether a pid exists here, so only the host in its lease can tell it
+    not to look. None: this machine's host name, no namespace."""
+
+    def __init__(
+        self, log_dir: Path, extra_env: dict | None = None, queues: tuple[str, ...] = QUEUES, host: str | None = None
+    ):
         self.log_dir = log_dir
         self.queues = queues
+        self.host = host
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "synthgen.settings.test",
@@ -116,33 +135,30 @@ class Worker:
     def start(self) -> Worker:
         self.starts += 1
         log = open(self.log_dir / f"worker-{self.starts}.log", "w")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "synthgen",
-                "worker",
-                "-Q",
-                ",".join(self.queues),
-                "--pool",
-                "solo",
-                "--concurrency",
-                "1",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                # A node name of its own: two workers of one name clash on RabbitMQ (the pidbox queue is exclusive).
-                "-n",
-                f"test-worker-{self.log_dir.parent.name}-{self.log_dir.name}-{self.starts}@%h",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "synthgen",
+            "worker",
+            "-Q",
+            ",".join(self.queues),
+            "--pool",
+            "solo",
+            "--concurrency",
+            "1",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            # A node name of its own: two workers of one name clash on RabbitMQ (the pidbox queue is exclusive).
+            "-n",
+            f"test-worker-{self.log_dir.parent.name}-{self.log_dir.name}-{self.starts}@%h",
+        ]
+        if self.host:  # `exec`: the worker keeps the shell's pid, so kill() and stop() reach it
+            command = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', self.host, *command]
+        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         return self
 
     def kill(self) -> None:

@@ -6,9 +6,6 @@ storage check."""
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -19,40 +16,13 @@ import requests
 from rest_framework.authtoken.models import Token
 
 from synthgen.celery import app as celery_app
-from tests.factories import free_port, make
-from tests.realworker import REDIS_URL, database_url
+from tests.factories import deploy_env, free_port, make, stop_process
+from tests.realworker import REDIS_URL
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 ROOT = Path(__file__).resolve().parents[2]
 HTTPS = {"X-Forwarded-Proto": "https"}  # as the TLS-terminating proxy in front of gunicorn says
-
-
-def deploy_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """What every process of a deploy gets: the same variables (no DJANGO_SETTINGS_MODULE: production)."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "SYNTHGEN_", "CELERY_"))}
-    env.update(
-        DJANGO_SECRET_KEY=secrets.token_urlsafe(64),
-        DJANGO_ALLOWED_HOSTS="127.0.0.1",
-        DATABASE_URL=database_url(),
-        CELERY_BROKER_URL=REDIS_URL,
-        SYNTHGEN_VAR_DIR=str(tmp_path / "var"),
-        SYNTHGEN_MEDIA_ROOT=str(tmp_path / "media"),
-        DJANGO_STATIC_ROOT=str(tmp_path / "static"),
-        OMP_NUM_THREADS="1",
-        **extra,
-    )
-    return env
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def poll(fetch, process: subprocess.Popen, log: Path, timeout: float = 90):
@@ -90,7 +60,7 @@ def test_make_web_serves_pages_api_and_static_files(user, tmp_path):
         datasets = get("/api/datasets/", headers={**HTTPS, "Authorization": f"Token {token}"})
         assert datasets.status_code == 200 and datasets.json()["count"] == 0
     finally:
-        stop(web)
+        stop_process(web)
 
 
 def test_make_worker_consumes_only_its_queues_and_make_beat_sends_the_sweep(real_broker, tmp_path):
@@ -109,5 +79,5 @@ def test_make_worker_consumes_only_its_queues_and_make_beat_sends_the_sweep(real
 
         assert poll(sent, beat, tmp_path / "beat.log") == {"generators.sweep_stale_runs", "upkeep.check_storage"}
     finally:
-        stop(beat)
-        stop(worker)
+        stop_process(beat)
+        stop_process(worker)

@@ -2,7 +2,8 @@
 PostgreSQL, the broker (Redis, and again RabbitMQ) and the S3 storage (a real SeaweedFS): each has its own
 SYNTHGEN_WORK_DIR and its own, empty, SYNTHGEN_MEDIA_ROOT; one consumes `default`, one `gpu`. The gpu worker
 is killed (SIGKILL) in the middle of training and a third worker, with a third work dir, resumes from the
-checkpoint in storage."""
+checkpoint in storage. All of them run under this machine's host name, and the web is this test process:
+tests/system/test_host_names.py runs the web as `make web` and gives each worker a host name of its own."""
 
 import io
 import zipfile

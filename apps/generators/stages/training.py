@@ -19,6 +19,7 @@ from apps.ml.engine.base import TrainProgress
 from apps.ml.engine.checkpoint import load_tensors
 from apps.ml.engine.config import build_config
 from apps.ml.engine.device import pick_device
+from apps.ml.engine.trainer import checkpoint_step
 from apps.ml.engine.transfer import read_base, start_from
 
 from .. import estimates, shutdown, transfer
@@ -148,7 +149,8 @@ def _train(run: TrainingRun, work: Path) -> None:
     TrainingRun.objects.filter(pk=run.pk).update(
         device=device,
         total_steps=config["total_steps"],
-        resumed_step=run.step,
+        # The step training resumes from: its checkpoint's (the run's last reported step may be later).
+        resumed_step=checkpoint_step(work / storage.RUN_CHECKPOINTS),
         train_started_at=timezone.now(),
     )
     estimates.store_run_estimate(run.pk, generator.kind, config, device)  # the time expected, for the run page

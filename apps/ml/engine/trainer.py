@@ -51,6 +51,16 @@ _SEED_STRIDE = 1_000_003  # seeds of one run's steps: seed * stride + step
 _GLOBAL_SEED_OFFSET = 500_009  # the global RNG's stream differs from the step generator's
 
 
+def checkpoint_step(checkpoint_dir: Path) -> int:
+    """The step of the checkpoint in ``checkpoint_dir`` (what a run resumes from); 0 when there is none."""
+    path = Path(checkpoint_dir) / CHECKPOINT_FILE
+    if not path.exists():
+        return 0
+    with safe_open(str(path), framework="pt") as fh:
+        metadata = fh.metadata() or {}
+    return int(json.loads(metadata.get("state", "{}")).get("step", 0))
+
+
 def grid_path(checkpoint_dir: Path, step: int) -> Path:
     """Where the sample grid of ``step`` is written: one naming scheme for every type."""
     return Path(checkpoint_dir) / SAMPLES_DIR / f"step_{step:06d}.png"

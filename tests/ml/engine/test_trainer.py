@@ -162,6 +162,8 @@ def test_a_run_that_crashed_resumes_from_its_last_checkpoint_with_the_same_resul
     with pytest.raises(RuntimeError):
         TinyType(tiny_config()).train(images, checkpoint_dir=tmp_path / "crashed")
     monkeypatch.undo()
+    assert trainer.checkpoint_step(tmp_path / "crashed") == 4  # what a run resumes from, not the step it reached
+    assert trainer.checkpoint_step(tmp_path / "nothing-here") == 0
     reports = []
     resumed = TinyType(tiny_config())
     resumed.train(images, checkpoint_dir=tmp_path / "crashed", on_progress=reports.append)
