@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
 from PIL import Image, ImageDraw
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -150,6 +151,20 @@ def run_of(api, generator: dict) -> dict:
     """The current run of ``generator``, as the API returns it."""
     run_id = api.get(f"/api/generators/{generator['id']}/").json()["run"]
     return api.get(f"/api/runs/{run_id}/").json()
+
+
+# ---------------------------------------------------------------- commands
+
+
+def check_storage_command(*args: str) -> tuple[int, str, str]:
+    """`manage.py check_storage ARGS` as a script runs it: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command("check_storage", *args, stdout=out, stderr=err)
+        status = 0
+    except SystemExit as exit_:
+        status = int(exit_.code or 0)
+    return status, out.getvalue(), err.getvalue()
 
 
 # ---------------------------------------------------------------- processes

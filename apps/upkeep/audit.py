@@ -63,10 +63,17 @@ class Findings:
     orphans: list[Orphan] = field(default_factory=list)
     # Rows marked missing by an earlier repair whose files are all there again (the repair clears the mark).
     back: list[Missing] = field(default_factory=list)
+    rows_checked: int = 0  # rows that name files (images, ready generators, finished jobs)
 
     @property
     def clean(self) -> bool:
         return not self.missing and not self.orphans
+
+    @property
+    def looks_like_another_storage(self) -> bool:
+        """Most rows' files are missing: more likely a storage that is not the one the database was written with
+        (an unmounted folder, another bucket or prefix) than files lost one by one."""
+        return len(self.missing) >= 2 and len(self.missing) * 2 > self.rows_checked
 
     @property
     def orphan_bytes(self) -> int:
@@ -77,6 +84,7 @@ class Findings:
             "storage": self.storage,
             "checked_at": self.checked_at.isoformat(),
             "clean": self.clean,
+            "rows_checked": self.rows_checked,
             "missing": [asdict(row) for row in self.missing],
             "orphans": [
                 {
@@ -96,7 +104,7 @@ def find() -> Findings:
     rows = RowNames.read()
     listed = {top: storage.walk_objects(top) for top in storage.TOP_FOLDERS}
     present = {obj.name for objects in listed.values() for obj in objects}
-    findings = Findings(storage=storage.describe(), checked_at=timezone.now())
+    findings = Findings(storage=storage.describe(), checked_at=timezone.now(), rows_checked=len(rows.expected()))
     for row in rows.expected():
         lost = [(what, name) for what, name in zip(row.what, row.names) if name not in present]
         if lost:

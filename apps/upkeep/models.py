@@ -34,4 +34,6 @@ class StorageCheck(models.Model):
             return f"could not finish: {self.error}"
         if self.clean:
             return "clean"
+        if self.error:  # found problems, and refused to repair them
+            return f"{self.missing} rows with missing files, {self.orphans} orphans; {self.error}"
         return f"{self.missing} rows with missing files, {self.orphans} orphans ({self.orphan_bytes:,} bytes)"

@@ -37,22 +37,32 @@ class Outcome:
 
 
 def check_storage(
-    *, repair_it: bool = False, grace: timedelta = DEFAULT_GRACE, trigger: str = StorageCheck.Trigger.COMMAND
+    *,
+    repair_it: bool = False,
+    grace: timedelta = DEFAULT_GRACE,
+    force: bool = False,
+    trigger: str = StorageCheck.Trigger.COMMAND,
 ) -> Outcome:
     """Run the check (and the repair when ``repair_it``) and record it. A storage that cannot be reached is
-    recorded as a check that could not finish, with the storage's own message; nothing is changed then."""
+    recorded as a check that could not finish, with the storage's own message; nothing is changed then. Nor is
+    anything repaired when most rows' files are missing (``Findings.looks_like_another_storage``) unless ``force``:
+    the check says so in ``refused``."""
     record = StorageCheck.objects.create(
         started_at=timezone.now(), trigger=trigger, storage=_describe(), repair=repair_it
     )
+    refused = ""
     try:
         findings = audit.find()
-        repairs = repair(findings, grace) if repair_it else None
+        if repair_it and findings.looks_like_another_storage and not force:
+            refused = _refusal(findings)
+        repairs = repair(findings, grace) if repair_it and not refused else None
     except storage.StorageUnavailable as exc:
         record.error = str(exc)
         record.finished_at = timezone.now()
         record.save()
         return Outcome(record, None, None)
     record.finished_at = timezone.now()
+    record.error = refused
     record.clean = findings.clean
     record.missing = len(findings.missing)
     record.orphans = len(findings.orphans)
@@ -63,6 +73,15 @@ def check_storage(
     record.report = outcome.as_json()
     record.save()
     return outcome
+
+
+def _refusal(findings: audit.Findings) -> str:
+    return (
+        f"Not repaired: the files of {len(findings.missing)} of the {findings.rows_checked} rows checked are missing "
+        f"from {findings.storage}. That looks like another storage than the one the database was written with (a "
+        "folder that is not mounted, another bucket or prefix): check SYNTHGEN_STORAGE_URL. If the files really are "
+        "lost, run it again with --force."
+    )
 
 
 def _describe() -> str:

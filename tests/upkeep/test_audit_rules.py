@@ -7,11 +7,14 @@ import pytest
 from django.conf import settings
 
 from apps.core import storage
+from apps.datasets.models import DatasetImage
 from apps.generators.models import Generator, TrainingRun
 from apps.upkeep import audit
 from apps.upkeep.repair import repair
 from apps.upkeep.services import check_storage
 from apps.upkeep.tasks import CHECK_TASK, scheduled_check
+from tests.factories import check_storage_command as check
+from tests.factories import upload_dataset
 
 pytestmark = pytest.mark.django_db
 
@@ -56,3 +59,15 @@ def test_the_beat_runs_the_check_daily_without_repair_and_the_admin_shows_the_la
     text = page.content.decode()
     assert "0 rows with missing files, 1 orphans (3 bytes)" in text and "schedule" in text
     assert text.index("1 orphans") < text.index(">clean<")  # the newest first
+
+
+def test_a_repair_that_would_mark_most_rows_is_refused_unless_forced(api, settings, tmp_path):
+    """The media folder not mounted (here: the storage pointed at an empty folder): every image looks lost."""
+    upload_dataset(api, "ellipses", count=4)
+    settings.MEDIA_ROOT = tmp_path / "not-mounted"
+    status, out, err = check("--repair")
+    assert status == 2 and "4 rows with missing files" in out
+    assert "Not repaired: the files of 4 of the 4 rows checked are missing" in err and "--force" in err
+    assert not DatasetImage.objects.exclude(missing_files=[]).exists()
+    status, _, _ = check("--repair", "--force")
+    assert status == 1 and DatasetImage.objects.filter(missing_files=["original", "working"]).count() == 4

@@ -5,17 +5,16 @@ rows, whose pages and API then say what is lost. A storage that is down fails th
 
 from __future__ import annotations
 
-import io
 import json
 import time
 
 import pytest
-from django.core.management import call_command
 
 from apps.core import storage
 from apps.datasets.models import DatasetImage
 from apps.generators.models import Generator
 from apps.upkeep.models import StorageCheck
+from tests.factories import check_storage_command as check
 from tests.factories import train, upload_dataset
 
 pytestmark = pytest.mark.django_db
@@ -27,17 +26,6 @@ def where(request):
     if request.param == "s3":
         request.getfixturevalue("s3_storage")
     return request.param
-
-
-def check(*args: str) -> tuple[int, str, str]:
-    """Run the command as a script would; (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command("check_storage", *args, stdout=out, stderr=err)
-        status = 0
-    except SystemExit as exit_:
-        status = int(exit_.code or 0)
-    return status, out.getvalue(), err.getvalue()
 
 
 def check_json(*args: str) -> tuple[int, dict]:
