@@ -104,8 +104,8 @@ def find() -> Findings:
     rows = RowNames.read()
     listed = {top: storage.walk_objects(top) for top in storage.TOP_FOLDERS}
     present = {obj.name for objects in listed.values() for obj in objects}
-    findings = Findings(storage=storage.describe(), checked_at=timezone.now(), rows_checked=len(rows.expected()))
-    for row in rows.expected():
+    findings = Findings(storage=storage.describe(), checked_at=timezone.now(), rows_checked=len(rows.rows))
+    for row in rows.rows:
         lost = [(what, name) for what, name in zip(row.what, row.names) if name not in present]
         if lost:
             findings.missing.append(
@@ -132,7 +132,7 @@ class RowNames:
     generators: set[int]
     runs: set[int]
     jobs: set[int]
-    rows: list[_Expected]
+    rows: list[_Expected]  # each row that names files, with the files it names
     active_runs: list[TrainingRun]
 
     @classmethod
@@ -169,9 +169,6 @@ class RowNames:
         active_statuses = [TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
         active = list(TrainingRun.objects.filter(status__in=active_statuses).select_related("generator"))
         return cls(image_files, generator_ids, {run.pk for run in active}, job_ids, rows, active)
-
-    def expected(self) -> list[_Expected]:
-        return self.rows
 
     def names(self, name: str) -> bool:
         """Whether some row names the stored file ``name``."""
