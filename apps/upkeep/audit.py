@@ -24,6 +24,7 @@ from typing import Any
 from django.utils import timezone
 
 from apps.core import storage
+from apps.core.storage import StoredObject
 from apps.datasets.models import DatasetImage
 from apps.generation.models import GenerationJob
 from apps.generators.models import Generator, TrainingRun
@@ -44,23 +45,11 @@ class Missing:
 
 
 @dataclass
-class Orphan:
-    """A stored file that no row names."""
-
-    name: str
-    size: int
-    modified: datetime
-
-    def age_seconds(self, now: datetime) -> float:
-        return (now - self.modified).total_seconds()
-
-
-@dataclass
 class Findings:
     storage: str
     checked_at: datetime
     missing: list[Missing] = field(default_factory=list)
-    orphans: list[Orphan] = field(default_factory=list)
+    orphans: list[StoredObject] = field(default_factory=list)  # stored files that no row names
     # Rows marked missing by an earlier repair whose files are all there again (the repair clears the mark).
     back: list[Missing] = field(default_factory=list)
     rows_checked: int = 0  # rows that name files (images, ready generators, finished jobs)
@@ -91,7 +80,7 @@ class Findings:
                     "name": o.name,
                     "size": o.size,
                     "modified": o.modified.isoformat(),
-                    "age_seconds": round(o.age_seconds(self.checked_at)),
+                    "age_seconds": round((self.checked_at - o.modified).total_seconds()),
                 }
                 for o in self.orphans
             ],
@@ -115,7 +104,7 @@ def find() -> Findings:
             findings.back.append(row)
     findings.missing.extend(_missing_checkpoints(rows.active_runs, present))
     for objects in listed.values():
-        findings.orphans.extend(Orphan(o.name, o.size, o.modified) for o in objects if not rows.names(o.name))
+        findings.orphans.extend(obj for obj in objects if not rows.names(obj.name))
     return findings
 
 

@@ -46,7 +46,7 @@ def check_storage(
     """Run the check (and the repair when ``repair_it``) and record it. A storage that cannot be reached is
     recorded as a check that could not finish, with the storage's own message; nothing is changed then. Nor is
     anything repaired when most rows' files are missing (``Findings.looks_like_another_storage``) unless ``force``:
-    the check says so in ``refused``."""
+    the record's ``error`` says why."""
     record = StorageCheck.objects.create(
         started_at=timezone.now(), trigger=trigger, storage=_describe(), repair=repair_it
     )

@@ -54,11 +54,15 @@ _GLOBAL_SEED_OFFSET = 500_009  # the global RNG's stream differs from the step g
 def checkpoint_step(checkpoint_dir: Path) -> int:
     """The step of the checkpoint in ``checkpoint_dir`` (what a run resumes from); 0 when there is none."""
     path = Path(checkpoint_dir) / CHECKPOINT_FILE
-    if not path.exists():
-        return 0
+    saved = _saved_state(path) if path.exists() else None
+    return int(saved["step"]) if saved else 0
+
+
+def _saved_state(path: Path) -> dict[str, Any] | None:
+    """The run's state a checkpoint holds in its metadata (step, seconds, losses, architecture); None without."""
     with safe_open(str(path), framework="pt") as fh:
         metadata = fh.metadata() or {}
-    return int(json.loads(metadata.get("state", "{}")).get("step", 0))
+    return json.loads(metadata["state"]) if "state" in metadata else None
 
 
 def grid_path(checkpoint_dir: Path, step: int) -> Path:
@@ -209,11 +213,9 @@ class Trainer:
         path = self.dir / CHECKPOINT_FILE
         if not path.exists():
             return None
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = fh.metadata() or {}
-        if "state" not in metadata:
+        saved = _saved_state(path)
+        if saved is None:
             raise ValueError(f"{path} holds no training state (an older format); delete it to train from the start")
-        saved = json.loads(metadata["state"])
         wanted = _as_json(self.type.architecture())
         if saved.get("architecture") != wanted:
             raise ValueError(

@@ -47,7 +47,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--grace",
-            default="1d",
+            default=None,
             help="Orphans younger than this are never removed: they may be work in flight (default 1d).",
         )
         parser.add_argument(
