@@ -65,6 +65,7 @@ from apps.ml.engine import registry  # noqa: E402
 from apps.ml.engine.checkpoint import load_tensors, save_tensors_atomic  # noqa: E402
 from apps.ml.engine.config import build_config  # noqa: E402
 from apps.ml.engine.images import save_grid, to_uint8  # noqa: E402
+from apps.ml.engine.transfer import start_from  # noqa: E402
 from apps.ml.quality.classifier import ClassifierSettings, predict, train_classifier  # noqa: E402
 from apps.ml.quality.copies import build_reference, calibrate, detect  # noqa: E402
 from apps.ml.quality.usefulness import credit  # noqa: E402
@@ -121,9 +122,17 @@ def _progress(tag: str, started: float):
 
 
 def train_generator(
-    directory: Path, config: dict, images: torch.Tensor, labels: torch.Tensor | None, tag: str, retrain: bool
+    directory: Path,
+    config: dict,
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    tag: str,
+    retrain: bool,
+    base=None,
 ):
-    """Train (or load) a DDIM in ``directory``; returns (model, timing dict)."""
+    """Train (or load) a DDIM in ``directory``, from random weights or, given ``base`` (an
+    :class:`apps.ml.engine.transfer.Base`), fine-tuned from it as the app's train stage does; returns (model,
+    timing dict). A reused model is checked against ``config`` only: ``retrain`` after changing the base."""
     ddim = registry.get("ddim")
     model_dir, meta_file = directory / "model", directory / "timing.json"
     if retrain and directory.exists():
@@ -137,6 +146,8 @@ def train_generator(
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model = ddim(config, device="cpu")
+    if base is not None:
+        start_from(model, base)
     started, cpu_started = time.perf_counter(), _cpu_seconds()
     result = model.train(
         images.float() / 127.5 - 1.0,

@@ -48,8 +48,10 @@ Everything expensive is cached under ``--out`` (the model, the images, each arm'
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -64,6 +66,7 @@ from apps.ml.engine import registry  # noqa: E402
 from apps.ml.engine.config import build_config  # noqa: E402
 from apps.ml.engine.images import save_grid, to_uint8  # noqa: E402
 from apps.ml.engine.orientation import measure  # noqa: E402
+from apps.ml.engine.transfer import read_base  # noqa: E402
 from apps.ml.quality import filtering  # noqa: E402
 from apps.ml.quality.class_filter import train_class_filter  # noqa: E402
 from apps.ml.quality.classifier import ClassifierSettings, predict, train_classifier  # noqa: E402
@@ -130,12 +133,31 @@ def generated_images(args, data: dict, tails: list[str], out: Path, results: dic
         orientation=orientation,
         options={"seed": args.seed, **parse_overrides(args.gen_set)},
     )
+    base = None
+    if args.base_on_heads:  # #20: the product's fine-tuning path, from a registry generator of the heads
+        base, results["base"] = heads_base(args, data, tails, out)
+        config = build_config(
+            ddim,
+            resolution=args.resolution,
+            channels=images.shape[1],
+            preset="quick",
+            image_count=len(images),
+            device="cpu",
+            classes=classes,
+            class_counts=[len(p) for p in photos],
+            orientation=orientation,
+            overrides=parse_overrides(args.gen_set),  # before the fine-tuning recipe, as the operator's are
+            options={"seed": args.seed},
+            base=base.recipe_config(),
+        )
     print(
-        f"conditional DDIM: {config['total_steps']} steps of {config['batch_size']} "
-        f"(overrides {args.gen_set or 'none'}); mirrors {orientation['mirrors']}",
+        f"conditional DDIM{' fine-tuned from the heads base' if base else ''}: {config['total_steps']} steps of "
+        f"{config['batch_size']} (overrides {args.gen_set or 'none'}); mirrors {orientation['mirrors']}",
         flush=True,
     )
-    model, timing = train_generator(out / "generator", config, images, labels, "generator", args.retrain)
+    model, timing = train_generator(
+        out / f"{prefix(args)}generator", config, images, labels, "generator", args.retrain, base=base
+    )
     if args.train_only:
         raise SystemExit(0)
     results["generator"] = {
@@ -157,7 +179,7 @@ def generated_images(args, data: dict, tails: list[str], out: Path, results: dic
             )
         },
     }
-    guidance_file = out / "generator" / "guidance.json"
+    guidance_file = out / f"{prefix(args)}generator" / "guidance.json"
     if args.guidance is not None:
         chosen = {"guidance": args.guidance, "chosen_by": "--guidance"}
     elif guidance_file.exists():
@@ -211,7 +233,7 @@ def generated_images(args, data: dict, tails: list[str], out: Path, results: dic
             return batch.images if len(batch.images) else torch.empty(0, *images.shape[1:], dtype=torch.uint8)
 
         stem = (
-            f"{c}_g{guidance:g}"
+            f"{prefix(args)}{c}_g{guidance:g}"
             + (f"_n{need}" if c not in tails else "")
             + ("_pooled" if args.copy_filter == "pooled" else "")
         )
@@ -224,6 +246,35 @@ def generated_images(args, data: dict, tails: list[str], out: Path, results: dic
         results["delivery"][c] = json.loads(saved.read_text()) if saved.exists() else {}
         print(f"  {c}: {len(imgs)} images {results['delivery'][c]}", flush=True)
     return generated
+
+
+def prefix(args) -> str:
+    """What tells the fine-tuned generator's files and arms from the one trained from scratch."""
+    return "fromheads_" if args.base_on_heads else ""
+
+
+def heads_base(args, data: dict, tails: list[str], out: Path) -> tuple:
+    """The registry's base for #20's tail arm: a conditional DDIM on the head classes' photos alone, with the
+    config the app builds for that dataset (``--base-set`` overrides; cached). Returns (Base, what to record)."""
+    heads = [c for c in data["classes"] if c not in tails]
+    per_class = [p for c, p in zip(data["classes"], data["photos"]) if c not in tails]
+    images = torch.cat(per_class)
+    labels = torch.repeat_interleave(torch.arange(len(heads)), torch.tensor([len(p) for p in per_class]))
+    config = build_config(
+        registry.get("ddim"),
+        resolution=args.resolution,
+        channels=images.shape[1],
+        preset="quick",
+        image_count=len(images),
+        device="cpu",
+        classes=heads,
+        class_counts=[len(p) for p in per_class],
+        orientation=measure(images, labels, heads).as_dict(),
+        overrides={"seed": args.seed, **parse_overrides(args.base_set)},
+    )
+    print(f"heads base: {len(images)} photos of {len(heads)} classes, {config['total_steps']} steps", flush=True)
+    _, timing = train_generator(out / "base_heads", config, images, labels, "heads base", args.retrain)
+    return read_base(out / "base_heads" / "model"), {"classes": heads, "timing": timing, "overrides": args.base_set}
 
 
 def copy_shares(data: dict, generated: dict[str, torch.Tensor], results: dict) -> None:
@@ -269,7 +320,8 @@ def run_arm(
     cache_dir: Path,
     class_counts: list[int] | None = None,
 ) -> dict:
-    """Per seed: balanced accuracy, per-test-image correctness and the steps early stopping kept (cached)."""
+    """Per seed: balanced accuracy, per-test-image correctness and the steps early stopping kept (cached; several
+    processes running the same arm share its seeds)."""
     test = data["test"]
     signature = {
         "settings": asdict(settings),
@@ -282,37 +334,22 @@ def run_arm(
         signature["class_counts"] = class_counts
     signature = json.dumps(signature, sort_keys=True)
     cache = cache_dir / f"{name}.json"
-    saved = json.loads(cache.read_text()) if cache.exists() else {}
-    if saved.get("signature") != signature:
-        saved = {"signature": signature, "runs": {}}
+    cache_dir.mkdir(parents=True, exist_ok=True)
+
+    def load() -> dict:
+        saved = json.loads(cache.read_text()) if cache.exists() else {}
+        return saved if saved.get("signature") == signature else {"signature": signature, "runs": {}}
+
     started = time.perf_counter()
     for seed in seeds:
-        if str(seed) in saved["runs"]:
-            continue
-        t0 = time.perf_counter()
-        model = train_classifier(
-            class_images,
-            seed=seed,
-            settings=settings,
-            weights=weights,
-            validation=data["val"],
-            class_counts=class_counts,
-        )
-        hits = [predict(model, images, image_size=settings.image_size) == label for label, images in enumerate(test)]
-        score = statistics.fmean(h.double().mean().item() for h in hits)
-        saved["runs"][str(seed)] = {
-            "score": score,
-            "correct": [h.tolist() for h in hits],
-            "best_step": model.best_step,
-            "seconds": round(time.perf_counter() - t0, 1),
-        }
-        print(
-            f"  arm {name} seed {seed}: balanced accuracy {score:.4f}, kept step {model.best_step} "
-            f"({time.perf_counter() - t0:.0f} s)",
-            flush=True,
-        )
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(saved))
+        claim = cache_dir / f"{name}.seed{seed}.claim"
+        if str(seed) in load()["runs"] or not _claim(claim):
+            continue  # done, or another process is training it: its result is awaited below
+        try:
+            _train_seed(name, class_images, weights, data, seed, settings, class_counts, load, cache)
+        finally:
+            claim.unlink(missing_ok=True)
+    saved = _await_seeds(load, cache_dir, name, seeds)
     runs = [saved["runs"][str(s)] for s in seeds]
     return {
         "scores": [r["score"] for r in runs],
@@ -322,6 +359,70 @@ def run_arm(
         "seconds": round(sum(r["seconds"] for r in runs), 1),
         "new_seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _claim(claim: Path) -> bool:
+    """Take a seed of an arm for this process (a file holding its pid), unless a live process holds it: so that
+    several processes running the same arms share the seeds instead of training them twice."""
+    try:
+        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            os.kill(int(claim.read_text() or 0), 0)
+            return False  # its holder is alive
+        except (ProcessLookupError, ValueError, FileNotFoundError):
+            claim.unlink(missing_ok=True)  # its holder died: take it over
+            return _claim(claim)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    return True
+
+
+def _await_seeds(load, cache_dir: Path, name: str, seeds: list[int]) -> dict:
+    """The arm's results once every seed is there (seeds other processes claimed are waited for)."""
+    while True:
+        saved = load()
+        missing = [s for s in seeds if str(s) not in saved["runs"]]
+        if not missing:
+            return saved
+        if not any((cache_dir / f"{name}.seed{s}.claim").exists() for s in missing):
+            raise SystemExit(f"arm {name}: seeds {missing} were claimed and not finished: run it again")
+        time.sleep(15)
+
+
+def _train_seed(name, class_images, weights, data, seed, settings, class_counts, load, cache) -> None:
+    """Train one seed's classifier, score it on the test photos, and add it to the arm's cache."""
+    t0 = time.perf_counter()
+    model = train_classifier(
+        class_images,
+        seed=seed,
+        settings=settings,
+        weights=weights,
+        validation=data["val"],
+        class_counts=class_counts,
+    )
+    hits = [
+        predict(model, images, image_size=settings.image_size) == label for label, images in enumerate(data["test"])
+    ]
+    score = statistics.fmean(h.double().mean().item() for h in hits)
+    result = {
+        "score": score,
+        "correct": [h.tolist() for h in hits],
+        "best_step": model.best_step,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    print(
+        f"  arm {name} seed {seed}: balanced accuracy {score:.4f}, kept step {model.best_step} "
+        f"({time.perf_counter() - t0:.0f} s)",
+        flush=True,
+    )
+    with open(cache.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # re-read and write under a lock: other processes add their seeds too
+        saved = load()
+        saved["runs"][str(seed)] = result
+        partial = cache.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps(saved))
+        partial.replace(cache)
 
 
 def print_delivery(results: dict) -> None:
@@ -413,6 +514,23 @@ def main(argv: list[str] | None = None) -> None:
         default="",
         help="of the oracle and the generated arms, run only these (comma-separated; the real baselines always run)",
     )
+    parser.add_argument(
+        "--base-on-heads",
+        action="store_true",
+        help="#20: fine-tune the generator from a base trained on the head classes alone (files and arms 'fromheads_')",
+    )
+    parser.add_argument(
+        "--base-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value of the heads base's config (e.g. total_steps=4000)",
+    )
+    parser.add_argument(
+        "--baselines",
+        default="",
+        help="compare only these real baselines (comma-separated; default all four), e.g. after a full comparison",
+    )
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--seed", type=int, default=0, help="generator training and sampling seed")
     parser.add_argument("--threads", type=int, default=None)
@@ -430,6 +548,7 @@ def main(argv: list[str] | None = None) -> None:
         args.gen_set = ["total_steps=20", "checkpoint_every=10", "grid_images=4", "base_channels=8", *args.gen_set]
         args.guidance_per_class, test_limit = 4, 20
         args.no_filter = True  # an untrained generator's images are noise: the filter would drop them all
+        args.base_set = ["total_steps=20", "checkpoint_every=10", "grid_images=4", "base_channels=8", *args.base_set]
         args.out = args.out or DEFAULT_OUT.with_name("longtail_smoke")
     out = args.out or DEFAULT_OUT / f"tail{args.tail}"
     out.mkdir(parents=True, exist_ok=True)
@@ -480,6 +599,11 @@ def main(argv: list[str] | None = None) -> None:
         "real_aug_bal": replace(base, augment=True, class_balanced=True),
         "real_aug_la": replace(base, augment=True, class_balanced=False, logit_adjust=1.0),
     }
+    if args.baselines:
+        unknown = set(args.baselines.split(",")) - set(baselines)
+        if unknown:
+            raise SystemExit(f"no such baseline: {', '.join(sorted(unknown))} (baselines: {', '.join(baselines)})")
+        baselines = {a: baselines[a] for a in args.baselines.split(",")}
     only = {a for a in args.arms.split(",") if a}
     fit = data["fit"]
     runs: dict[str, dict] = {}
@@ -508,11 +632,11 @@ def main(argv: list[str] | None = None) -> None:
                 + (f"fill{args.fill}_" if args.fill is not None else "")
                 + ("realprior_" if args.real_prior else "")
             )
-            filled[f"gen_{at}w{w:g}"] = (gen_fit, per_image if w != 1.0 else None)
+            filled[f"{prefix(args)}gen_{at}w{w:g}"] = (gen_fit, per_image if w != 1.0 else None)
     real_counts = [len(f) for f in fit]
     for arm, (class_images, per_image) in filled.items():
         if not only or arm in only:
-            counts = real_counts if arm.startswith("gen_") and args.real_prior and best_settings.logit_adjust else None
+            counts = real_counts if "gen_" in arm and args.real_prior and best_settings.logit_adjust else None
             runs[arm] = run_arm(
                 f"{arm}_{best}", class_images, per_image, data, seeds, best_settings, out / "arms", class_counts=counts
             )
@@ -549,7 +673,7 @@ def main(argv: list[str] | None = None) -> None:
     results["detectable_effect"] = detectable_effect(runs, [a for a in baselines if a in runs])
     oracle = results["arms"].get("oracle", {}).get("credit_over_best_baseline")
     results["verdict"] = {}
-    for arm in (a for a in runs if a.startswith("gen_")):
+    for arm in (a for a in runs if "gen_" in a):
         cr = results["arms"][arm]["credit_over_best_baseline"]
         copies = max(v["share"] for v in results["copies"].values())
         results["verdict"][arm] = {
