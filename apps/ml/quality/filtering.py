@@ -16,7 +16,8 @@ images in :func:`build_reference`:
 - **copy**: a near-copy of a training photo, its mirror image or one of its
   augmented copies, by the rule of :mod:`copies` (the report uses the same); for a
   conditional generator, of a photo of the image's own class, by that class's thresholds
-  (:func:`build_class_references`).
+  (:func:`build_class_references`: the upper confidence bound of the 1 % quantile,
+  :data:`copies.FILTER_CONFIDENCE`, as a class may have few photos).
 - **class** (conditional generators, through ``generate_filtered``'s ``class_check``):
   not recognised as its intended class by :mod:`class_filter`'s classifier.
 
@@ -143,6 +144,10 @@ def build_class_references(
     images of two 30-photo classes were near-copies of their photos). The noise and blank limits
     stay calibrated on every photo. A class with fewer than two real photos, or none to train on,
     gets the pooled copy thresholds. ``nearest_train`` in the scores stays an index into ``train``.
+    Each copy limit is the upper confidence bound of the 1 % quantile (:data:`copies.FILTER_CONFIDENCE`), not
+    its estimate: from a class's few tens of photos the estimate is noisy, and one that comes out low lets
+    copies through (5.3 % of a 30-photo class's sandals, bench/README.md #19), where one that comes out high
+    only costs another sample.
     """
     if heldout is None or heldout_labels is None or not len(heldout):
         heldout, heldout_labels = None, None
@@ -159,10 +164,14 @@ def build_class_references(
         )
         class_real = photos if held is None else torch.cat([photos, held])
         if len(photos) and len(class_real) >= 2:
-            thresholds = copies.calibrate(photos, held, duplicate_groups(class_real), copied)
+            thresholds = copies.calibrate(
+                photos, held, duplicate_groups(class_real), copied, confidence=copies.FILTER_CONFIDENCE
+            )
             source = "the class's own photos"
         else:
-            pooled = pooled or copies.calibrate(train, heldout, duplicate_groups(real), None)
+            pooled = pooled or copies.calibrate(
+                train, heldout, duplicate_groups(real), None, confidence=copies.FILTER_CONFIDENCE
+            )
             thresholds, source = pooled, "every class's photos (this class has too few to calibrate on)"
         reference_photos = photos if len(photos) else train
         references[label] = FilterReference(

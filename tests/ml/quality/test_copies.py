@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from apps.ml.engine.augment import augment_dataset
-from apps.ml.quality import copies, dedupe, realism
+from apps.ml.quality import copies, dedupe, filtering, realism
 from tests.ml.constructed import blobs, noise
 
 
@@ -61,6 +61,45 @@ def test_a_denser_pool_with_augmented_copies_is_calibrated_with_them(photos):
 def test_exact_duplicates_in_the_data_do_not_collapse_the_threshold(photos):
     with_dupes = torch.cat([photos, photos[:5]])
     assert copies.calibrate(with_dupes, None, dedupe.duplicate_groups(with_dupes)).distance > copies.DUPLICATE_FLOOR
+
+
+def test_the_order_statistic_bound_is_the_binomial_answer():
+    """30 values, the 1 % quantile, 90 %: none of 30 falls below it with probability 0.99^30 = 0.74, at most one
+    with 0.96, so the bound is the second smallest; from 1,000 values it is the 15th smallest (the count below is
+    binomial(1000, 0.01): P(<= 14) = 0.92, P(<= 13) = 0.87)."""
+    values = torch.arange(1.0, 31.0)
+    assert copies.order_statistic_bound(values, 0.01, 0.9) == 2.0
+    assert copies.order_statistic_bound(values, 0.01, 0.7) == 1.0
+    assert copies.order_statistic_bound(torch.arange(1.0, 1001.0), 0.01, 0.9) == 15.0
+
+
+def test_the_lognormal_bound_covers_the_true_quantile_about_as_often_as_it_says():
+    """Drawn from a known log-normal, 30 at a time: the 90 % bound lies above the true 1 % quantile in about 90 %
+    of draws, the estimate in about half; from many values bound and estimate agree."""
+    generator = torch.Generator().manual_seed(0)
+    true_q = math.exp(-2.0 + 0.3 * -2.3263478740408408)  # exp(mean + spread * z_0.01)
+    draws = [torch.exp(-2.0 + 0.3 * torch.randn(30, generator=generator, dtype=torch.float64)) for _ in range(2000)]
+    covered = sum(copies.lognormal_quantile(d, 0.01, 0.9) >= true_q for d in draws) / len(draws)
+    estimate = sum(copies.lognormal_quantile(d, 0.01) >= true_q for d in draws) / len(draws)
+    assert 0.86 <= covered <= 0.94, covered
+    assert 0.4 <= estimate <= 0.6, estimate
+    many = torch.exp(-2.0 + 0.3 * torch.randn(200_000, generator=generator, dtype=torch.float64))
+    assert copies.lognormal_quantile(many, 0.01, 0.9) == pytest.approx(copies.lognormal_quantile(many, 0.01), rel=0.01)
+
+
+def test_the_copy_limits_of_a_small_class_err_on_the_side_of_dropping(photos):
+    """A conditional generator's filter: a class of 30 photos gets the upper confidence bound as its limits,
+    above the estimate; a class of 600 nearly the estimate; the one-class filter (and the report) the estimate."""
+    few, many = photos[:30], blobs(600, seed=7)
+    estimate = copies.calibrate(few, None)
+    bound = copies.calibrate(few, None, confidence=copies.FILTER_CONFIDENCE)
+    assert bound.distance > estimate.distance and bound.ratio >= estimate.ratio
+    labels = torch.cat([torch.zeros(30, dtype=torch.long), torch.ones(600, dtype=torch.long)])
+    by_class = filtering.build_class_references(torch.cat([few, many]), labels, 2)
+    assert by_class[0].copy_thresholds == bound
+    big = copies.calibrate(many, None)
+    assert big.distance <= by_class[1].copy_thresholds.distance < 1.06 * big.distance
+    assert filtering.build_reference(few).copy_thresholds == estimate
 
 
 def test_worst_pairs_closest_first(photos, thresholds):

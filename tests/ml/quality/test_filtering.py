@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from apps.ml.quality import filtering
+from apps.ml.quality import copies, filtering
+from apps.ml.quality.dedupe import duplicate_groups
 from tests.ml.constructed import blobs, noise
 
 
@@ -175,9 +176,13 @@ def test_a_class_too_small_to_calibrate_gets_the_pooled_copy_thresholds(long_tai
     train = torch.cat([long_tail["train"][:250], long_tail["train"][250:251]])
     labels = torch.tensor([0] * 250 + [1])
     references = filtering.build_class_references(train, labels, 3)  # class 1: one photo; class 2: none
-    pooled = filtering.build_reference(train)
+    # every class's photos, by the upper confidence bound as every class's limits (250 photos: just above the
+    # one-class filter's estimate)
+    pooled = copies.calibrate(train, None, duplicate_groups(train), confidence=copies.FILTER_CONFIDENCE)
+    estimate = filtering.build_reference(train).copy_threshold
+    assert estimate < pooled.distance < 1.1 * estimate
     for label in (1, 2):
-        assert references[label].copy_threshold == pytest.approx(pooled.copy_threshold)
+        assert references[label].copy_threshold == pytest.approx(pooled.distance)
         assert "too few" in references[label].calibration["copy_calibrated_on"]
     assert len(references[1].train) == 1 and len(references[2].train) == len(train)
     limits = filtering.class_thresholds(references, ["head", "one", "none"])
