@@ -14,8 +14,9 @@ label, with the config the app builds for this dataset (``build_config`` with th
 class counts, preset quick, ``--gen-set KEY=VALUE`` overrides, e.g. a shorter training on a CPU); the
 guidance the app would choose (:func:`apps.ml.quality.guidance.choose_guidance`, on a validation split of the
 training photos); images delivered as the app delivers them (:func:`apps.ml.quality.filtering.generate_filtered`:
-the noise / blank / copy filter, copy limits per class (``--copy-filter pooled``: one set for every
-class, as before), and the class filter of :mod:`apps.ml.quality.class_filter`, trained on the
+the noise / blank / copy filter, copy limits per class at the 1 % quantile's upper confidence bound
+(``--copy-filter by-class-estimate``: its estimate, as before; ``pooled``: one set for every class, as before
+that), and the class filter of :mod:`apps.ml.quality.class_filter`, trained on the
 classifier-training photos and calibrated on the validation photos). Each tail class gets ``head - tail``
 images, as many as the oracle's extra photos.
 
@@ -206,7 +207,9 @@ def generated_images(args, data: dict, tails: list[str], out: Path, results: dic
         references = None
     elif args.copy_filter == "pooled":  # before: one set of copy limits for every class
         references = dict.fromkeys(range(len(classes)), filtering.build_reference(images))
-    else:  # the product: each class's copies looked for among its own photos, by its own limits
+    elif args.copy_filter == "by-class-estimate":  # before: per class, the 1 % quantile's estimate as the limits
+        references = filtering.build_class_references(images, labels, len(classes), confidence=None)
+    else:  # the product: each class's copies looked for among its own photos, by its own (bounded) limits
         references = filtering.build_class_references(images, labels, len(classes))
     results["class_filter"] = class_filter.describe(classes)
     generated, results["delivery"] = {}, {}
@@ -215,8 +218,13 @@ def generated_images(args, data: dict, tails: list[str], out: Path, results: dic
     }
     for c, need in wanted.items():
         label = classes.index(c)
-        key = f"{timing['steps']}-{config['seed']}-{c}-{need}-g{guidance}-filter{not args.no_filter}" + (
-            "" if args.copy_filter == "pooled" else "-copies-by-class"
+        key = (
+            f"{timing['steps']}-{config['seed']}-{c}-{need}-g{guidance}-filter{not args.no_filter}"
+            + {
+                "pooled": "",
+                "by-class-estimate": "-copies-by-class",
+                "by-class": "-copies-by-class-bound",
+            }[args.copy_filter]
         )
         report = {}
 
@@ -235,7 +243,7 @@ def generated_images(args, data: dict, tails: list[str], out: Path, results: dic
         stem = (
             f"{prefix(args)}{c}_g{guidance:g}"
             + (f"_n{need}" if c not in tails else "")
-            + ("_pooled" if args.copy_filter == "pooled" else "")
+            + {"pooled": "_pooled", "by-class-estimate": "_estimate", "by-class": ""}[args.copy_filter]
         )
         imgs, seconds = sample_cached(out / "samples" / f"{stem}.safetensors", make, key)
         generated[c] = imgs
@@ -492,8 +500,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--copy-filter",
         default="by-class",
-        choices=("by-class", "pooled"),
-        help="copy limits per class (the product) or one set for every class (before)",
+        choices=("by-class", "by-class-estimate", "pooled"),
+        help="copy limits per class, the 1 %% quantile's upper confidence bound (the product); per class, its "
+        "estimate (before); or one set for every class (before that)",
     )
     parser.add_argument("--fill", type=int, default=None, help="generated images per tail class (default: head - tail)")
     parser.add_argument("--every", type=int, default=0, help="generated images for every other class too")

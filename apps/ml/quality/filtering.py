@@ -134,6 +134,7 @@ def build_class_references(
     heldout_labels: torch.Tensor | None = None,
     augmented: torch.Tensor | None = None,
     augmented_labels: torch.Tensor | None = None,
+    confidence: float | None = copies.FILTER_CONFIDENCE,
 ) -> dict[int, FilterReference]:
     """A conditional generator's filter: one reference per class index, ``0 .. classes - 1``.
 
@@ -147,7 +148,7 @@ def build_class_references(
     Each copy limit is the upper confidence bound of the 1 % quantile (:data:`copies.FILTER_CONFIDENCE`), not
     its estimate: from a class's few tens of photos the estimate is noisy, and one that comes out low lets
     copies through (5.3 % of a 30-photo class's sandals, bench/README.md #19), where one that comes out high
-    only costs another sample.
+    only costs another sample. ``confidence=None``: the estimate (as before; for comparison).
     """
     if heldout is None or heldout_labels is None or not len(heldout):
         heldout, heldout_labels = None, None
@@ -164,14 +165,10 @@ def build_class_references(
         )
         class_real = photos if held is None else torch.cat([photos, held])
         if len(photos) and len(class_real) >= 2:
-            thresholds = copies.calibrate(
-                photos, held, duplicate_groups(class_real), copied, confidence=copies.FILTER_CONFIDENCE
-            )
+            thresholds = copies.calibrate(photos, held, duplicate_groups(class_real), copied, confidence=confidence)
             source = "the class's own photos"
         else:
-            pooled = pooled or copies.calibrate(
-                train, heldout, duplicate_groups(real), None, confidence=copies.FILTER_CONFIDENCE
-            )
+            pooled = pooled or copies.calibrate(train, heldout, duplicate_groups(real), None, confidence=confidence)
             thresholds, source = pooled, "every class's photos (this class has too few to calibrate on)"
         reference_photos = photos if len(photos) else train
         references[label] = FilterReference(
