@@ -30,7 +30,9 @@ accuracy, ``--seeds`` paired seeds; every arm sees the same photos, seeds and va
 - ``oracle``:        the best of those four with the tails filled to ``head`` with real photos;
 - ``gen_w1``:        the best baseline with the tails filled with generated images, each weighted 1
                      (the zip dropped into an ImageFolder as it is);
-- ``gen_wW``:        the same with generated images weighted ``W`` in the loss (``--weights``).
+- ``gen_wW``:        the same with generated images weighted ``W`` in the loss (``--weights``);
+- ``fromheads_gen_*``: (``--base-on-heads``, #20) the same, the generator fine-tuned as the app does from a
+                     base trained on the head classes alone (``--base-set`` overrides the base's config).
 
 Scores: balanced accuracy on the whole test set and each tail class's recall. ``credit`` of an arm =
 its balanced accuracy - the best baseline's, with the usefulness test's paired bootstrap 95 % interval
