@@ -124,6 +124,9 @@ def generated_images(args, data: dict, tails: list[str], out: Path, results: dic
     images = torch.cat(photos)
     labels = torch.repeat_interleave(torch.arange(len(photos)), torch.tensor([len(p) for p in photos]))
     orientation = measure(images, labels, classes).as_dict()
+    base = None
+    if args.base_on_heads:  # #20: the product's fine-tuning path, from a registry generator of the heads
+        base, results["base"] = heads_base(args, data, tails, out)
     config = build_config(
         ddim,
         resolution=args.resolution,
@@ -134,25 +137,10 @@ def generated_images(args, data: dict, tails: list[str], out: Path, results: dic
         classes=classes,
         class_counts=[len(p) for p in photos],
         orientation=orientation,
-        options={"seed": args.seed, **parse_overrides(args.gen_set)},
+        overrides=parse_overrides(args.gen_set),  # as the operator's: before a base's fine-tuning recipe
+        options={"seed": args.seed},
+        base=base.recipe_config() if base else None,
     )
-    base = None
-    if args.base_on_heads:  # #20: the product's fine-tuning path, from a registry generator of the heads
-        base, results["base"] = heads_base(args, data, tails, out)
-        config = build_config(
-            ddim,
-            resolution=args.resolution,
-            channels=images.shape[1],
-            preset="quick",
-            image_count=len(images),
-            device="cpu",
-            classes=classes,
-            class_counts=[len(p) for p in photos],
-            orientation=orientation,
-            overrides=parse_overrides(args.gen_set),  # before the fine-tuning recipe, as the operator's are
-            options={"seed": args.seed},
-            base=base.recipe_config(),
-        )
     print(
         f"conditional DDIM{' fine-tuned from the heads base' if base else ''}: {config['total_steps']} steps of "
         f"{config['batch_size']} (overrides {args.gen_set or 'none'}); mirrors {orientation['mirrors']}",
