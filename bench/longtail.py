@@ -69,7 +69,6 @@ from apps.ml.engine import registry  # noqa: E402
 from apps.ml.engine.config import build_config  # noqa: E402
 from apps.ml.engine.images import save_grid, to_uint8  # noqa: E402
 from apps.ml.engine.orientation import measure  # noqa: E402
-from apps.ml.engine.transfer import read_base  # noqa: E402
 from apps.ml.quality import filtering  # noqa: E402
 from apps.ml.quality.class_filter import train_class_filter  # noqa: E402
 from apps.ml.quality.classifier import ClassifierSettings, predict, train_classifier  # noqa: E402
@@ -80,6 +79,7 @@ from bench.balance import _digest, _pp, print_table, sample_cached, train_genera
 from bench.faithful import BLACK, background, other_way_share  # noqa: E402
 from bench.quality import DEFAULT_DATA  # noqa: E402
 from bench.quick_preset import load_folder, parse_overrides  # noqa: E402
+from bench.transfer import train_labelled_base  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "longtail"
 TAILS = ("sandal", "shirt", "bag")
@@ -256,23 +256,16 @@ def heads_base(args, data: dict, tails: list[str], out: Path) -> tuple:
     config the app builds for that dataset (``--base-set`` overrides; cached). Returns (Base, what to record)."""
     heads = [c for c in data["classes"] if c not in tails]
     per_class = [p for c, p in zip(data["classes"], data["photos"]) if c not in tails]
-    images = torch.cat(per_class)
-    labels = torch.repeat_interleave(torch.arange(len(heads)), torch.tensor([len(p) for p in per_class]))
-    config = build_config(
-        registry.get("ddim"),
-        resolution=args.resolution,
-        channels=images.shape[1],
-        preset="quick",
-        image_count=len(images),
-        device="cpu",
-        classes=heads,
-        class_counts=[len(p) for p in per_class],
-        orientation=measure(images, labels, heads).as_dict(),
-        overrides={"seed": args.seed, **parse_overrides(args.base_set)},
+    base, timing, _ = train_labelled_base(
+        per_class,
+        heads,
+        seed=args.seed,
+        overrides=args.base_set,
+        directory=out / "base_heads",
+        retrain=args.retrain,
+        tag="heads base",
     )
-    print(f"heads base: {len(images)} photos of {len(heads)} classes, {config['total_steps']} steps", flush=True)
-    _, timing = train_generator(out / "base_heads", config, images, labels, "heads base", args.retrain)
-    return read_base(out / "base_heads" / "model"), {"classes": heads, "timing": timing, "overrides": args.base_set}
+    return base, {"classes": heads, "timing": timing, "overrides": args.base_set}
 
 
 def copy_shares(data: dict, generated: dict[str, torch.Tensor], results: dict) -> None:

@@ -117,28 +117,50 @@ def train_base(args, out: Path) -> tuple:
     """The registry's base: a conditional DDIM on every other class, as the app builds its config (cached)."""
     classes = sorted(p.name for p in (args.data / "train").iterdir() if p.is_dir() and p.name != args.target)
     per_class = [to_uint8(load_folder(args.data / "train" / c, args.resolution, args.base_count)) for c in classes]
+    return train_labelled_base(
+        per_class,
+        classes,
+        seed=args.base_seed,
+        overrides=args.base_set,
+        directory=out / "base",
+        retrain=args.retrain_base,
+    )
+
+
+def train_labelled_base(
+    per_class: list[torch.Tensor],
+    classes: list[str],
+    *,
+    seed: int,
+    overrides: list[str],
+    directory: Path,
+    retrain: bool,
+    tag: str = "base",
+) -> tuple:
+    """A base for fine-tuning: a conditional DDIM on ``per_class`` (uint8 photos of each of ``classes``) with the
+    config the app builds for that dataset (its class counts and orientation, preset quick; ``overrides``:
+    KEY=VALUE), trained in ``directory`` (reused while its config is the same). Returns (Base, timing, config)."""
     images = torch.cat(per_class)
     labels = torch.repeat_interleave(torch.arange(len(classes)), torch.tensor([len(p) for p in per_class]))
-    orientation = measure_orientation(images, labels, classes).as_dict()
     config = build_config(
         registry.get("ddim"),
-        resolution=args.resolution,
+        resolution=images.shape[-1],
         channels=images.shape[1],
         preset="quick",
         image_count=len(images),
         device="cpu",
         classes=classes,
         class_counts=[len(p) for p in per_class],
-        orientation=orientation,
-        overrides={"seed": args.base_seed, **parse_overrides(args.base_set)},
+        orientation=measure_orientation(images, labels, classes).as_dict(),
+        overrides={"seed": seed, **parse_overrides(overrides)},
     )
     print(
-        f"base: conditional DDIM on {len(images)} photos of {len(classes)} classes ({', '.join(classes)}), "
-        f"{config['total_steps']} steps of {config['batch_size']} (overrides {args.base_set or 'none'})",
+        f"{tag}: conditional DDIM on {len(images)} photos of {len(classes)} classes ({', '.join(classes)}), "
+        f"{config['total_steps']} steps of {config['batch_size']} (overrides {overrides or 'none'})",
         flush=True,
     )
-    _, timing = train_generator(out / "base", config, images, labels, "base", args.retrain_base)
-    return read_base(out / "base" / "model"), timing, config
+    _, timing = train_generator(directory, config, images, labels, tag, retrain)
+    return read_base(directory / "model"), timing, config
 
 
 # --------------------------------------------------------------------------- the arms

@@ -147,7 +147,7 @@ def build_class_references(
     gets the pooled copy thresholds. ``nearest_train`` in the scores stays an index into ``train``.
     Each copy limit is the upper confidence bound of the 1 % quantile (:data:`copies.FILTER_CONFIDENCE`), not
     its estimate: from a class's few tens of photos the estimate is noisy, and one that comes out low lets
-    copies through (5.3 % of a 30-photo class's sandals, bench/README.md #19), where one that comes out high
+    copies through (5-6 % of a 30-photo class's sandals, bench/README.md #19), where one that comes out high
     only costs another sample. ``confidence=None``: the estimate (as before; for comparison).
     """
     if heldout is None or heldout_labels is None or not len(heldout):
