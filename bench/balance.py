@@ -130,10 +130,11 @@ def train_generator(
     retrain: bool,
     base=None,
 ):
-    """Train (or load) a DDIM in ``directory``, from random weights or, given ``base`` (an
-    :class:`apps.ml.engine.transfer.Base`), fine-tuned from it as the app's train stage does; returns (model,
-    timing dict). A reused model is checked against ``config`` only: ``retrain`` after changing the base."""
-    ddim = registry.get("ddim")
+    """Train (or load) a generator in ``directory`` (a DDIM, or the type ``config["kind"]`` names), from random
+    weights or, given ``base`` (an :class:`apps.ml.engine.transfer.Base`), fine-tuned from it as the app's train
+    stage does; returns (model, timing dict). A reused model is checked against ``config`` only: ``retrain``
+    after changing the base."""
+    generator_type = registry.get(config.get("kind") or "ddim")
     model_dir, meta_file = directory / "model", directory / "timing.json"
     if retrain and directory.exists():
         shutil.rmtree(directory)
@@ -141,11 +142,11 @@ def train_generator(
         saved = json.loads((model_dir / "config.json").read_text())
         if {k: saved.get(k) for k in config} == config:
             print(f"  [{tag}] trained model reused from {model_dir}", flush=True)
-            return ddim.load(model_dir), json.loads(meta_file.read_text())
+            return generator_type.load(model_dir), json.loads(meta_file.read_text())
         print(f"  [{tag}] config changed: training again", flush=True)
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model = ddim(config, device="cpu")
+    model = generator_type(config, device="cpu")
     if base is not None:
         start_from(model, base)
     started, cpu_started = time.perf_counter(), _cpu_seconds()

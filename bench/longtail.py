@@ -73,6 +73,7 @@ from apps.ml.quality import filtering  # noqa: E402
 from apps.ml.quality.class_filter import train_class_filter  # noqa: E402
 from apps.ml.quality.classifier import ClassifierSettings, predict, train_classifier  # noqa: E402
 from apps.ml.quality.copies import build_reference, calibrate, detect  # noqa: E402
+from apps.ml.quality.guidance import CRITERION as GUIDANCE_CRITERION  # noqa: E402
 from apps.ml.quality.guidance import choose_guidance  # noqa: E402
 from apps.ml.quality.usefulness import credit  # noqa: E402
 from bench.balance import _digest, _pp, print_table, sample_cached, train_generator  # noqa: E402
@@ -173,11 +174,17 @@ def generated_images(args, data: dict, tails: list[str], out: Path, results: dic
     guidance_file = out / f"{prefix(args)}generator" / "guidance.json"
     if args.guidance is not None:
         chosen = {"guidance": args.guidance, "chosen_by": "--guidance"}
-    elif guidance_file.exists():
+    elif guidance_file.exists() and json.loads(guidance_file.read_text()).get("criterion") == GUIDANCE_CRITERION:
         chosen = json.loads(guidance_file.read_text())
-    else:
+    else:  # as the app's evaluate stage: its report's classifier, mirror images only where the photos show them
         started = time.perf_counter()
-        chosen = choose_guidance(model, images, labels, per_class=args.guidance_per_class)
+        chosen = choose_guidance(
+            model,
+            images,
+            labels,
+            per_class=args.guidance_per_class,
+            classifier_settings=ClassifierSettings(mirror=bool(orientation["mirrors"])),
+        )
         chosen["seconds"] = round(time.perf_counter() - started, 1)
         guidance_file.write_text(json.dumps(chosen, indent=1))
     guidance = float(chosen["guidance"])

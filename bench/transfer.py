@@ -6,6 +6,11 @@ Base: ONE class-conditional DDIM on the nine other Fashion-MNIST classes of ``--
 overrides it as the operator's overrides do, e.g. a shorter CPU run). It is trained once and kept under
 ``--out`` (``base/``): a re-run reuses it while its config is the same.
 
+``--kind dcgan``: the same question for the DCGAN (its default preset, standard): the base is one unconditional
+DCGAN on the nine classes' photos together (a DCGAN learns no classes), its discriminator saved with it, and the
+fine-tuned child follows the DCGAN's recipe (a third of the steps at half the learning rates, FreezeD over the
+discriminator's first stride-2 block). Cached under ``bench/out/transfer_dcgan``.
+
 Target: the first ``--count`` photos of ``--target`` (150 sandals), as a plain folder (no labels: the child
 is unconditional), with the augment stage the wizard turns on by default (``--no-augment``: off). Arms, each
 at every step count of ``--steps`` and every training seed of ``--seeds``:
@@ -70,6 +75,9 @@ from bench.quality import DEFAULT_DATA  # noqa: E402
 from bench.quick_preset import load_folder, parse_overrides  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "transfer"
+# The preset the app gives each type when the user leaves it out (apps.generators: quick for a DDIM, standard for
+# a DCGAN): the from-scratch arm's recipe and the one the fine-tuning recipe shortens.
+PRESETS = {"ddim": "quick", "dcgan": "standard"}
 ARMS = ("scratch", "finetuned")
 COPY_TARGET = 0.02
 # Two-sided 95 % quantiles of Student's t by degrees of freedom (no scipy here); 1.96 beyond 30.
@@ -114,9 +122,19 @@ def load_target(args) -> dict:
 
 
 def train_base(args, out: Path) -> tuple:
-    """The registry's base: a conditional DDIM on every other class, as the app builds its config (cached)."""
+    """The registry's base: a conditional DDIM on every other class (a DCGAN: one unconditional DCGAN on their
+    photos together), as the app builds its config (cached)."""
     classes = sorted(p.name for p in (args.data / "train").iterdir() if p.is_dir() and p.name != args.target)
     per_class = [to_uint8(load_folder(args.data / "train" / c, args.resolution, args.base_count)) for c in classes]
+    if args.kind == "dcgan":
+        return train_unlabelled_base(
+            torch.cat(per_class),
+            "dcgan",
+            seed=args.base_seed,
+            overrides=args.base_set,
+            directory=out / "base",
+            retrain=args.retrain_base,
+        )
     return train_labelled_base(
         per_class,
         classes,
@@ -163,20 +181,52 @@ def train_labelled_base(
     return read_base(directory / "model"), timing, config
 
 
+def train_unlabelled_base(
+    images: torch.Tensor, kind: str, *, seed: int, overrides: list[str], directory: Path, retrain: bool
+) -> tuple:
+    """A base of a type that learns no classes: ``kind`` on ``images`` (uint8) with the config the app builds
+    for them (its default preset, orientation; ``overrides``: KEY=VALUE), trained in ``directory`` (reused
+    while its config is the same). Returns (Base, timing, config)."""
+    config = build_config(
+        registry.get(kind),
+        resolution=images.shape[-1],
+        channels=images.shape[1],
+        preset=PRESETS[kind],
+        image_count=len(images),
+        device="cpu",
+        orientation=measure_orientation(images).as_dict(),
+        overrides={"seed": seed, **parse_overrides(overrides)},
+    )
+    print(
+        f"base: {kind} ({PRESETS[kind]}) on {len(images)} photos, {config['total_steps']} steps of "
+        f"{config['batch_size']} (overrides {overrides or 'none'})",
+        flush=True,
+    )
+    _, timing = train_generator(directory, config, images, None, "base", retrain)
+    return read_base(directory / "model"), timing, config
+
+
 # --------------------------------------------------------------------------- the arms
 
 
 def child_config(
-    arm: str, steps: int | None, seed: int, photos: torch.Tensor, orientation: dict, base, overrides: dict
+    arm: str,
+    steps: int | None,
+    seed: int,
+    photos: torch.Tensor,
+    orientation: dict,
+    base,
+    overrides: dict,
+    kind: str = "ddim",
 ) -> dict:
-    """The config the app builds for the target photos: from scratch, or fine-tuned from ``base``; ``steps``:
-    the user's ``total_steps`` option (None: the recipe's own length)."""
+    """The config the app builds for the target photos (a ``kind`` at its default preset): from scratch, or
+    fine-tuned from ``base``; ``steps``: the user's ``total_steps`` option (None: the recipe's own length)."""
     options = {"seed": seed} | ({"total_steps": steps} if steps is not None else {})
     return build_config(
-        registry.get("ddim"),
+        registry.get(kind),
         resolution=photos.shape[-1],
         channels=photos.shape[1],
-        preset="quick",
+        preset=PRESETS[kind],
         image_count=len(photos),
         device="cpu",
         overrides=overrides,
@@ -187,17 +237,17 @@ def child_config(
 
 
 def train_child(directory: Path, config: dict, training: torch.Tensor, base, base_digest: str | None):
-    """Train (or reuse) one run: a fresh DDIM with ``config``, started from ``base`` where given, as the
-    pipeline's train stage does. Returns (model, timing, key)."""
-    ddim = registry.get("ddim")
+    """Train (or reuse) one run: a fresh generator with ``config`` (a DDIM, or the type ``config["kind"]``
+    names), started from ``base`` where given, as the pipeline's train stage does. Returns (model, timing, key)."""
+    generator_type = registry.get(config.get("kind") or "ddim")
     key = json.dumps({"config": config, "base": base_digest, "training": _digest(training)}, sort_keys=True)
     key_file = directory / "train_key.json"
     if key_file.exists() and key_file.read_text() == key and (directory / "timing.json").exists():
-        return ddim.load(directory / "model"), json.loads((directory / "timing.json").read_text()), key
+        return generator_type.load(directory / "model"), json.loads((directory / "timing.json").read_text()), key
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
-    model = ddim(config, device="cpu")
+    model = generator_type(config, device="cpu")
     notes = []
     if base is not None:
         start_from(model, base)
@@ -273,7 +323,7 @@ def run_one(
     out: Path,
 ) -> dict:
     """Train, sample and score one (arm, steps, seed) run, each step cached."""
-    config = child_config(arm, steps, seed, target["photos"], orientation, base, parse_overrides(args.set))
+    config = child_config(arm, steps, seed, target["photos"], orientation, base, parse_overrides(args.set), args.kind)
     directory = out / "runs" / f"{arm}_{config['total_steps']}_s{seed}"
     photos = target["photos"]
     augmented = None
@@ -317,7 +367,12 @@ def run_one(
                 "augment_p",
                 "hflip",
                 "augment_flip",
+                "lr_g",
+                "lr_d",
+                "ngf",
+                "freeze_d_blocks",
             )
+            if k in config
         },
         **score(images, target, augmented, kid_net, kid_features, args, settings),
     }
@@ -383,6 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=None, help=f"cache and results (default {DEFAULT_OUT})")
+    parser.add_argument("--kind", choices=sorted(PRESETS), default="ddim", help="the generator type of every run")
     parser.add_argument("--target", default="sandal")
     parser.add_argument("--count", type=int, default=150, help="target photos (the first N, sorted names)")
     parser.add_argument("--base-count", type=int, default=500, help="base photos per other class")
@@ -431,12 +487,14 @@ def main(argv: list[str] | None = None) -> None:
     settings = None
     if args.smoke:
         args.base_count, args.count, args.steps, args.seeds, args.samples, args.unseen = 20, 30, "15", "0,1", 16, 64
-        tiny = ["checkpoint_every=100", "grid_images=4", "grid_steps=4", "base_channels=8"]
+        tiny = ["checkpoint_every=100"] + (
+            ["ngf=8", "ndf=8"] if args.kind == "dcgan" else ["grid_images=4", "grid_steps=4", "base_channels=8"]
+        )
         args.base_set = ["total_steps=60", *tiny, *args.base_set]
         args.set = ["total_steps=30", *tiny, *args.set]  # scratch's own length 30, the recipe's a third: 10
         settings = ClassifierSettings(steps=30)
-        args.out = args.out or DEFAULT_OUT.with_name("transfer_smoke")
-    out = args.out or DEFAULT_OUT
+        args.out = args.out or DEFAULT_OUT.with_name(f"transfer{'' if args.kind == 'ddim' else '_' + args.kind}_smoke")
+    out = args.out or (DEFAULT_OUT if args.kind == "ddim" else DEFAULT_OUT.with_name(f"transfer_{args.kind}"))
     out.mkdir(parents=True, exist_ok=True)
     steps = [int(s) for s in args.steps.split(",") if s]
     seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -449,7 +507,7 @@ def main(argv: list[str] | None = None) -> None:
     base, base_timing, base_config = train_base(args, out)
     base_digest = hashlib.sha256((out / "base" / "model" / WEIGHTS_FILE).read_bytes()).hexdigest()[:16]
     own = {
-        arm: child_config(arm, None, 0, photos, orientation, base, parse_overrides(args.set))["total_steps"]
+        arm: child_config(arm, None, 0, photos, orientation, base, parse_overrides(args.set), args.kind)["total_steps"]
         for arm in ARMS
     }
     print(
@@ -490,7 +548,7 @@ def main(argv: list[str] | None = None) -> None:
         comparisons.append(
             compare(
                 f"fine-tuned at {third} steps (the recipe's, a third) vs scratch at "
-                f"{own['scratch']} (the quick preset)",
+                f"{own['scratch']} (the {PRESETS[args.kind]} preset)",
                 ft[third],
                 sc[own["scratch"]],
             )
@@ -528,6 +586,7 @@ def main(argv: list[str] | None = None) -> None:
             "config": {
                 k: base_config[k]
                 for k in (
+                    "kind",
                     "total_steps",
                     "batch_size",
                     "learning_rate",
@@ -536,7 +595,10 @@ def main(argv: list[str] | None = None) -> None:
                     "classes",
                     "image_count",
                     "augment_p",
+                    "ngf",
+                    "lr_g",
                 )
+                if k in base_config
             },
         },
         "overrides": args.set,
@@ -611,7 +673,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         v = verdict
         print(
-            f"target: a third of the steps reaches the quick preset (precision and KID, means): "
+            f"target: a third of the steps reaches the {PRESETS[args.kind]} preset (precision and KID, means): "
             f"{'met' if v['third_of_steps_reaches_scratch'] else 'MISSED'}; at equal steps better (means): "
             f"{'met' if v['equal_steps_beats_scratch'] else 'MISSED'} (every interval clear of 0: "
             f"{'yes' if v['equal_steps_clearly_beats_scratch'] else 'no'}); copies <= 2 %: "

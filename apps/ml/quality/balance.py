@@ -167,24 +167,37 @@ def _not_counted(reason: str) -> dict[str, Any]:
 Arms = dict[str, list[torch.Tensor] | None]  # each arm's images per class (None: drawn per seed)
 
 
+def recipe_mix(
+    real_train: list[torch.Tensor],
+    generated: list[torch.Tensor],
+    generated_weight: float = GENERATED_WEIGHT,
+    *,
+    fill_to: int | None = None,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The recipe's training set, one tensor per class: (the photos plus generated images, each image's loss
+    weight). Each class gets at most :data:`GENERATED_PER_PHOTO` generated images per photo, and with
+    ``fill_to`` at most as many as bring it up to ``fill_to`` images (balancing: the largest class's photo
+    count), but at least one (as far as ``generated`` holds). The photos weigh 1, generated images
+    ``generated_weight``."""
+    fill = [
+        extra[: max(1, min(GENERATED_PER_PHOTO * len(real), fill_to - len(real) if fill_to else len(extra)))]
+        for real, extra in zip(real_train, generated)
+    ]
+    weights = [
+        torch.cat([torch.ones(len(real)), torch.full((len(extra),), float(generated_weight))])
+        for real, extra in zip(real_train, fill)
+    ]
+    return [torch.cat([real, extra]) for real, extra in zip(real_train, fill)], weights
+
+
 def _arms(
-    real_train: list[torch.Tensor], generated: list[torch.Tensor], largest: int, generated_weight: float
+    real_train: list[torch.Tensor], generated: list[torch.Tensor], generated_weight: float
 ) -> tuple[Arms, list[torch.Tensor]]:
     """(the arms' training images, the mixed arm's loss weights): the photos, the photos filled up with
     generated images (the recipe), and the generated images alone when every class has some."""
-    fill = [
-        generated[i][: max(1, min(largest - len(real_train[i]), GENERATED_PER_PHOTO * len(real_train[i])))]
-        for i in range(len(real_train))
-    ]
-    mixed_weights = [
-        torch.cat([torch.ones(len(real)), torch.full((len(extra),), float(generated_weight))])
-        for real, extra in zip(real_train, fill)
-    ]  # the photos weigh 1, generated images the recipe's
+    mixed, mixed_weights = recipe_mix(real_train, generated, generated_weight, fill_to=max(len(t) for t in real_train))
     synthetic = [g if len(g) else real[:0] for g, real in zip(generated, real_train)]
-    arms: Arms = {
-        "real_aug": real_train,
-        "mixed_aug": [torch.cat([real, extra]) for real, extra in zip(real_train, fill)],
-    }
+    arms: Arms = {"real_aug": real_train, "mixed_aug": mixed}
     if not any(len(g) == 0 for g in synthetic):
         arms["synthetic"] = synthetic
     return arms, mixed_weights
@@ -330,7 +343,7 @@ def balance_test(
             "unscored": unscored,
             "photo_equivalent": _not_counted(reason),
         }
-    arms, mixed_weights = _arms(real_train, generated, largest, generated_weight)
+    arms, mixed_weights = _arms(real_train, generated, generated_weight)
     skipped = _photo_equivalent_skipped(short_classes, real_train, real_test, class_names)
     if skipped is None:  # two more trainings a seed: the short classes cut to 25 % and 50 % (drawn per seed)
         arms |= {name: None for name in PHOTO_FRACTIONS}
