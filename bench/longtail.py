@@ -172,10 +172,11 @@ def generated_images(args, data: dict, tails: list[str], out: Path, results: dic
         },
     }
     guidance_file = out / f"{prefix(args)}generator" / "guidance.json"
+    saved = json.loads(guidance_file.read_text()) if guidance_file.exists() else {}
     if args.guidance is not None:
         chosen = {"guidance": args.guidance, "chosen_by": "--guidance"}
-    elif guidance_file.exists() and json.loads(guidance_file.read_text()).get("criterion") == GUIDANCE_CRITERION:
-        chosen = json.loads(guidance_file.read_text())
+    elif saved.get("criterion") == GUIDANCE_CRITERION:  # chosen before, the same way
+        chosen = saved
     else:  # as the app's evaluate stage: its report's classifier, mirror images only where the photos show them
         started = time.perf_counter()
         chosen = choose_guidance(

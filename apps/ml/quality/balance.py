@@ -179,10 +179,12 @@ def recipe_mix(
     ``fill_to`` at most as many as bring it up to ``fill_to`` images (balancing: the largest class's photo
     count), but at least one (as far as ``generated`` holds). The photos weigh 1, generated images
     ``generated_weight``."""
-    fill = [
-        extra[: max(1, min(GENERATED_PER_PHOTO * len(real), fill_to - len(real) if fill_to else len(extra)))]
-        for real, extra in zip(real_train, generated)
-    ]
+
+    def count(real: torch.Tensor) -> int:
+        most = GENERATED_PER_PHOTO * len(real)
+        return max(1, most if fill_to is None else min(most, fill_to - len(real)))
+
+    fill = [extra[: count(real)] for real, extra in zip(real_train, generated)]
     weights = [
         torch.cat([torch.ones(len(real)), torch.full((len(extra),), float(generated_weight))])
         for real, extra in zip(real_train, fill)
