@@ -24,7 +24,10 @@ at every step count of ``--steps`` and every training seed of ``--seeds``:
                  unconditional child); also at the recipe's own length.
 
 A step count is the user's ``total_steps`` option (so the learning-rate schedule fits the run); ``--set``
-changes both arms' configs (as the operator's overrides, before the recipe).
+changes both arms' configs (as the operator's overrides, before the recipe); ``--recipe-set`` changes the
+fine-tuned arm's only, after the recipe (as a user's advanced settings: e.g. another recipe's learning rates;
+give such a variant its own ``--out``, with ``base/`` and the scratch runs linked in, so that its runs do not
+replace the recipe's in the cache).
 
 Measured per run on ``--samples`` images made with the generation defaults, against the unseen photos of
 ``--data``/more/<target> (2,000): the quality report's realism ``precision`` and ``coverage`` (in its
@@ -218,10 +221,14 @@ def child_config(
     base,
     overrides: dict,
     kind: str = "ddim",
+    recipe: dict | None = None,
 ) -> dict:
     """The config the app builds for the target photos (a ``kind`` at its default preset): from scratch, or
-    fine-tuned from ``base``; ``steps``: the user's ``total_steps`` option (None: the recipe's own length)."""
+    fine-tuned from ``base``; ``steps``: the user's ``total_steps`` option (None: the recipe's own length);
+    ``recipe``: the fine-tuned arm's own options, after the recipe (as a user's advanced settings)."""
     options = {"seed": seed} | ({"total_steps": steps} if steps is not None else {})
+    if arm == "finetuned":
+        options |= recipe or {}
     return build_config(
         registry.get(kind),
         resolution=photos.shape[-1],
@@ -323,7 +330,9 @@ def run_one(
     out: Path,
 ) -> dict:
     """Train, sample and score one (arm, steps, seed) run, each step cached."""
-    config = child_config(arm, steps, seed, target["photos"], orientation, base, parse_overrides(args.set), args.kind)
+    config = child_config(
+        arm, steps, seed, target["photos"], orientation, base, parse_overrides(args.set), args.kind, args.recipe
+    )
     directory = out / "runs" / f"{arm}_{config['total_steps']}_s{seed}"
     photos = target["photos"]
     augmented = None
@@ -472,6 +481,13 @@ def main(argv: list[str] | None = None) -> None:
         metavar="KEY=VALUE",
         help="override a value of both arms' configs (before the fine-tuning recipe)",
     )
+    parser.add_argument(
+        "--recipe-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the fine-tuned arm's own setting, after the recipe, as a user's advanced settings (e.g. lr_g=0.0002)",
+    )
     parser.add_argument("--base-seed", type=int, default=0)
     parser.add_argument("--measure-seed", type=int, default=0, help="the quality report's seed for every run")
     parser.add_argument("--retrain-base", action="store_true")
@@ -482,6 +498,7 @@ def main(argv: list[str] | None = None) -> None:
         help="base 20 photos a class, a few steps, 8 base channels, 16 samples: a code check",
     )
     args = parser.parse_args(argv)
+    args.recipe = parse_overrides(args.recipe_set)
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = None
@@ -507,7 +524,9 @@ def main(argv: list[str] | None = None) -> None:
     base, base_timing, base_config = train_base(args, out)
     base_digest = hashlib.sha256((out / "base" / "model" / WEIGHTS_FILE).read_bytes()).hexdigest()[:16]
     own = {
-        arm: child_config(arm, None, 0, photos, orientation, base, parse_overrides(args.set), args.kind)["total_steps"]
+        arm: child_config(arm, None, 0, photos, orientation, base, parse_overrides(args.set), args.kind, args.recipe)[
+            "total_steps"
+        ]
         for arm in ARMS
     }
     print(
@@ -602,6 +621,7 @@ def main(argv: list[str] | None = None) -> None:
             },
         },
         "overrides": args.set,
+        "recipe_overrides": args.recipe_set,
         "reference_new_photos": reference,
         "runs": {arm: {str(n): rs for n, rs in by_steps.items()} for arm, by_steps in runs.items()},
         "base_notes": sorted(
@@ -648,6 +668,8 @@ def main(argv: list[str] | None = None) -> None:
     ]
     for arm, by_steps in runs.items():
         for n, rs in by_steps.items():
+            if not rs:  # --seeds '': the base only
+                continue
             own_mark = " (own)" if n == own[arm] else ""
             rows.append(
                 [

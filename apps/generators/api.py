@@ -142,6 +142,7 @@ class GeneratorTypeViewSet(viewsets.ViewSet):
             "key": key,
             "label": generator_type.label,
             "description": generator_type.description,
+            "fine_tuning": generator_type.fine_tuning,
             "uses_sampling_steps": generator_type.uses_sampling_steps,
             "default_sampling_steps": generator_type.default_sampling_steps,
             "settings": services.tunable_settings(key),

@@ -28,6 +28,18 @@ def kind_choices() -> list[tuple[str, str]]:
     ]
 
 
+def start_from_help() -> str:
+    """The "Start from" field's help: what fine-tuning does, and each type's recipe and what it was measured to give."""
+    recipes = " ".join(
+        f"{cls.label}: {cls.fine_tuning}" for cls in registry.all_types().values() if cls.supports_fine_tuning
+    )
+    return (
+        "A generator in the registry of the same type and image size: training starts from its weights and runs "
+        "the type's fine-tuning recipe, about a third of the times shown above. Its photos must be colour or "
+        f"grayscale like yours. {recipes}"
+    )
+
+
 class OptionsField(forms.JSONField):
     """The advanced settings as JSON; no settings is an empty box (not the text ``null`` or ``{}``)."""
 
@@ -66,11 +78,6 @@ class GeneratorSettingsForm(Form):
         label="Start from",
         initial="",
         widget=forms.RadioSelect(attrs={"class": "choices"}),
-        help_text=(
-            "A generator in the registry of the same type and image size: training starts from its weights "
-            "and runs the fine-tuning recipe, a third of the training length's steps (about a third of the "
-            "times shown above) at a lower learning rate. Its photos must be colour or grayscale like yours."
-        ),
     )
 
     options = OptionsField(
@@ -85,6 +92,7 @@ class GeneratorSettingsForm(Form):
         super().__init__(*args, **kwargs)
         self.user = user
         self.fields["kind"].choices = kind_choices()
+        self.fields["base_generator"].help_text = start_from_help()
         self.fields["base_generator"].choices = [
             ("", "nothing (train from scratch)"),
             *((g.pk, transfer.describe_base(g)) for g in transfer.possible_bases(user)[:50]),

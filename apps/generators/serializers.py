@@ -230,9 +230,10 @@ class GeneratorCreateSerializer(serializers.Serializer):
         allow_null=True,
         help_text=(
             "Fine-tune: the id of a ready generator you can see (yours or shared) of the same type, resolution and "
-            "channels; training starts from its weights with the fine-tuning recipe (a third of the preset's steps, "
-            "a lower learning rate) unless options set those. Another one: 400 naming the mismatch and listing the "
-            "generators that fit. Left out (or null): train from scratch."
+            "channels; training starts from its weights with the type's fine-tuning recipe (a third of the preset's "
+            "steps; its `fine_tuning` in /api/generator-types/ says the rest) unless options set those. Another "
+            "one: 400 naming the mismatch and listing the generators that fit. Left out (or null): train from "
+            "scratch."
         ),
     )
 
@@ -268,6 +269,10 @@ class GeneratorTypeSerializer(serializers.Serializer):
     key = serializers.CharField(help_text="The generator type: the value a generator's `kind` takes.")
     label = serializers.CharField()
     description = serializers.CharField()
+    fine_tuning = serializers.CharField(
+        help_text="What starting from a base generator (base_generator) does for this type and what it was measured "
+        'to give; "" where the type cannot.'
+    )
     uses_sampling_steps = serializers.BooleanField()
     default_sampling_steps = serializers.IntegerField(allow_null=True)
     settings = serializers.DictField(help_text="The advanced settings and their values in the standard preset.")

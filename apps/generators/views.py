@@ -94,6 +94,7 @@ def wizard_data(request):
             "chosen_dataset": chosen_dataset,
             "settings": settings_data,
             "kind_label": generator_type.label if generator_type else settings_data["kind"],
+            "fine_tuning": generator_type.fine_tuning if generator_type else "",
             "preset_label": PRESET_HELP.get(settings_data.get("preset") or "", ""),
             "base_name": selectors.generators_for(request.user)
             .filter(pk=settings_data.get("base_generator"))

@@ -2,11 +2,15 @@
 fine-tuning recipe, the refusals create nothing, and the lineage survives deleting the base. Tiny models, CPU,
 the real pipeline (eager), PostgreSQL and files."""
 
+import html
+
 import pytest
 import torch
 
 from apps.core import storage
 from apps.generators.models import Generator, TrainingRun
+from apps.ml.dcgan import DCGAN
+from apps.ml.ddim import DDIM
 from apps.ml.ddim.config import FINE_TUNE_LR, DDIMConfig
 from apps.ml.engine.transfer import LABEL_EMBED
 from tests.factories import image_uploads, token_client, train, upload_dataset
@@ -218,6 +222,8 @@ def test_the_wizard_offers_the_compatible_generators_to_start_from(
     step1 = client.get("/generators/new/").content.decode()
     assert "<legend>Start from</legend>" in step1 and "nothing (train from scratch)" in step1
     assert "blobs — ddim, 32 px, colour; one class;" in step1 and "6 photos" in step1
+    for recipe in (DDIM.fine_tuning, DCGAN.fine_tuning):  # each type's recipe and what it was measured to give
+        assert recipe and html.escape(recipe) in step1
     wrong = client.post(
         "/generators/new/",
         {"name": "c", "kind": "ddim", "resolution": 64, "preset": "quick", "base_generator": base["id"]},
@@ -228,7 +234,9 @@ def test_the_wizard_offers_the_compatible_generators_to_start_from(
         {"name": "c", "kind": "ddim", "resolution": 32, "preset": "quick", "base_generator": base["id"]},
     )
     assert right.status_code == 302
-    assert "fine-tuned from blobs" in client.get("/generators/new/images/").content.decode()
+    step2 = client.get("/generators/new/images/").content.decode()
+    assert "fine-tuned from blobs" in step2
+    assert f'<p class="help" id="fine-tuning">{html.escape(DDIM.fine_tuning)}</p>' in step2
     with django_capture_on_commit_callbacks(execute=True):
         client.post("/generators/new/images/", {"images": image_uploads(6, start=70), "augment": ""})
     child = Generator.objects.get(name="c")

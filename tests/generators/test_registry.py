@@ -83,6 +83,8 @@ def test_a_new_type_appears_in_the_form_the_api_and_the_admin(third_type, api, a
     choices = dict(GeneratorSettingsForm().fields["kind"].choices)
     assert "Constant (test only)" in choices["constant-test"] and {"dcgan", "ddim"} <= set(choices)
     types = {t["key"]: t for t in api.get("/api/generator-types/").json()}
+    assert types["constant-test"]["fine_tuning"] == ""  # it cannot start from a base
+    assert types["dcgan"]["fine_tuning"] and "less realistic" in types["dcgan"]["fine_tuning"]
     assert types["constant-test"]["settings"] == {
         "total_steps": 1,
         "batch_size": 1,

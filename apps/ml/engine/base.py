@@ -102,6 +102,9 @@ class GeneratorType(ABC):
     small_set_preset: ClassVar[str] = "standard"  # the preset chosen for a set under 300 images when left out
     supports_labels: ClassVar[bool] = False  # True: learns classes (config num_classes; train/sample with labels)
     supports_fine_tuning: ClassVar[bool] = False  # True: can start from a base generator (weights_from_base)
+    # What starting from a base does for this type and what it was measured to give, in plain words for the wizard
+    # and the API ("" where the type cannot start from a base).
+    fine_tuning: ClassVar[str] = ""
     # The newest architecture version of this type's networks that this code builds and loads (exported files
     # carry theirs: apps.ml.engine.portable refuses a newer one).
     newest_architecture_version: ClassVar[int] = 1

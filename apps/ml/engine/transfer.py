@@ -2,7 +2,7 @@
 
 The child's config comes from :func:`apps.ml.engine.config.build_config` with ``base=`` the base's config: the
 base's model shape (``TrainingConfig.BASE_SHAPE``) and the type's fine-tuning recipe
-(``TrainingConfig.for_base``: fewer steps, a lower learning rate, its own warm-up), before the user's options.
+(``TrainingConfig.for_base``: fewer steps, and the type's learning rates and warm-up), before the user's options.
 Its networks start from the base's weights: :func:`read_base` reads the base's files (safetensors only),
 :func:`start_from` hands them to the type (``GeneratorType.start_weights``), which loads them into the fresh
 networks its ``training_parts`` builds (a resumed run loads its checkpoint over them, as always).
