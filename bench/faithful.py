@@ -89,6 +89,7 @@ def denoising_error(model, photos: torch.Tensor, mask: torch.Tensor, seed: int =
     """x0 RMS error (/255) of the EMA network on ``photos`` (uint8) at each of :data:`TIMESTEPS`."""
     x0 = photos.float() / 127.5 - 1.0
     net = model.ema.model.eval()
+    device = next(net.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     out = {}
     for t_value in TIMESTEPS:
@@ -99,7 +100,7 @@ def denoising_error(model, photos: torch.Tensor, mask: torch.Tensor, seed: int =
         errors = []
         for start in range(0, len(x0), 100):
             part = slice(start, start + 100)
-            pred = net(x_t[part], t[part].float())
+            pred = net(x_t[part].to(device), t[part].float().to(device)).float().cpu()
             if model.config.objective == "v":
                 pred = alpha_bar[part].sqrt() * x_t[part] - (1 - alpha_bar[part]).sqrt() * pred
             else:
@@ -125,8 +126,10 @@ def train(
     overrides: dict,
     directory: Path,
     resample: bool = False,
+    device: str = "cpu",
 ):
-    """Train like the app (augment stage, then the config it builds); returns (model, augmented, config, s)."""
+    """Train like the app (augment stage, then the config it builds for ``device``: on "cuda" the GPU recipe);
+    returns (model, augmented, config, s)."""
     generator_type = registry.get(kind)
     training = photos
     if augment:
@@ -141,13 +144,13 @@ def train(
         channels=photos.shape[1],
         preset=preset,
         image_count=len(photos),
-        device="cpu",
+        device=device,
         orientation=None if policy == "before" else found,
     )
     if policy == "before" and kind == "ddim":  # the recipe before #18
         config.update(hflip=True, augment_p=0.0, architecture_version=1)
     config.update(seed=seed, **overrides)
-    model = generator_type(config, device="cpu")
+    model = generator_type(config, device=device)
     started = time.process_time()
 
     def report(p) -> None:
@@ -170,8 +173,8 @@ def run_arm(args) -> None:
     directory = args.out / args.arm
     directory.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
-    photos = uint8(load_folder(DATA / "train" / args.cls, args.resolution, limit=args.count))
-    fresh = uint8(load_folder(DATA / "more" / args.cls, args.resolution))
+    photos = uint8(load_folder(args.data / "train" / args.cls, args.resolution, limit=args.count))
+    fresh = uint8(load_folder(args.data / "more" / args.cls, args.resolution))
     found = orientation_module.measure(photos).as_dict()
     print(f"[{args.arm}] {len(photos)} photos, {len(fresh)} new; orientation {found}", flush=True)
     if args.rescore:  # score the kept samples again (the model and the timings of the first run stay)
@@ -209,6 +212,7 @@ def run_arm(args) -> None:
             overrides=parse_overrides(args.set),
             directory=directory,
             resample=resample,
+            device=args.device,
         )
         started = time.process_time()
         generated = model.sample(args.samples, seed=args.seed + 1000)
@@ -243,6 +247,7 @@ def run_arm(args) -> None:
         "policy": args.policy,
         "preset": args.preset,
         "seed": args.seed,
+        "device": args.device,
         "augment": args.augment,
         "resample": resample,
         "overrides": parse_overrides(args.set),
@@ -351,6 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--policy", default="after", choices=("before", "after"))
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--cls", default="sandal", help="the Fashion-MNIST class")
+    parser.add_argument("--data", type=Path, default=DATA, help="holds train/<cls> and more/<cls>")
     parser.add_argument("--count", type=int, default=150)
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--samples", type=int, default=500)
@@ -365,6 +371,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--device", default="cpu", help="train and sample here (cuda: the GPU recipe the app builds there)"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--table", action="store_true", help="print every arm's result of --out")
     parser.add_argument("--rescore", action="store_true", help="score the arm's kept samples again (no training)")
