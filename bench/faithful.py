@@ -32,6 +32,7 @@ arm of ``--out`` side by side. Example (about 15 CPU-minutes per DDIM arm at one
     .venv/bin/python bench/faithful.py --arm ddim-before --policy before --threads 1
     .venv/bin/python bench/faithful.py --arm ddim-after --policy after --threads 1
     .venv/bin/python bench/faithful.py --table
+    python bench/faithful.py --device cuda --arm ddim-cuda-quick --data DIR   # the GPU recipe (bench/README.md)
 """
 
 from __future__ import annotations
