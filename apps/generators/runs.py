@@ -76,9 +76,9 @@ def holder_gone(holder: str) -> bool:
 def run_stage(run_id: int, stage: str, body: Callable[[TrainingRun, Path], None]) -> bool:
     """Run one stage once. Returns False when it was skipped.
 
-    Skipped when: the run is no longer active; the stage is already done (a task delivered twice);
-    an earlier stage is not done (a leftover message of a chain that stopped); or another worker
-    holds the stage (same stage, fresh heartbeat, holder not known dead). A stage whose worker died
+    Skipped when: the run is gone (deleted with its generator) or no longer active; the stage is already
+    done (a task delivered twice); an earlier stage is not done (a leftover message of a chain that stopped);
+    or another worker holds the stage (same stage, fresh heartbeat, holder not known dead). A stage whose worker died
     (stale heartbeat, or a holder process on this host that is gone) is taken over and, for training,
     resumes from its last checkpoint.
     """
@@ -89,6 +89,7 @@ def run_stage(run_id: int, stage: str, body: Callable[[TrainingRun, Path], None]
         with storage.scratch(f"run{run_id}-{stage}") as work:
             body(run, work)
     except StageSkipped:
+        _forget_if_deleted(run)
         return False
     except shutdown.StageInterrupted:
         # The worker is stopping (SIGINT/SIGTERM) and the stage stopped at a checkpoint: neither cancelled nor
@@ -107,6 +108,8 @@ def run_stage(run_id: int, stage: str, body: Callable[[TrainingRun, Path], None]
         )
         raise
     except Exception as exc:
+        if _forget_if_deleted(run):
+            return False
         if shutdown.requested():  # raised into the stage by the worker's shutdown (e.g. Celery's cold shutdown)
             log.warning(
                 "run %s: %s stopped while the worker was stopping (%s); it goes back to the queue", run_id, stage, exc
@@ -116,7 +119,20 @@ def run_stage(run_id: int, stage: str, body: Callable[[TrainingRun, Path], None]
         log.exception("run %s failed in stage %s", run_id, stage)
         fail_run(run_id=run_id, stage=stage, message=_user_message(stage, exc))
         raise
+    if _forget_if_deleted(run):
+        return False
     _mark_done(run, stage)
+    return True
+
+
+def _forget_if_deleted(run: TrainingRun) -> bool:
+    """Whether ``run`` was deleted (with its generator) while one of its stages ran. If so, remove what the stage
+    stored after the deletion had removed the run's and the generator's files, so nothing is left orphaned."""
+    if TrainingRun.objects.filter(pk=run.pk).exists():
+        return False
+    log.info("run %s: its generator was deleted while a stage ran; removing what the stage stored", run.pk)
+    storage.remove_prefix(storage.run_prefix(run.pk))
+    storage.remove_prefix(storage.generator_prefix(run.generator_id))
     return True
 
 
@@ -124,7 +140,10 @@ def _take_lease(run_id: int, stage: str) -> TrainingRun | None:
     """The run, with ``stage`` now held by this worker process; None when the stage is to be skipped (see
     :func:`run_stage`), was cancelled, or was started MAX_STAGE_ATTEMPTS times (the run then fails)."""
     with transaction.atomic():
-        run = TrainingRun.objects.select_for_update().select_related("generator").get(pk=run_id)
+        run = TrainingRun.objects.select_for_update().select_related("generator").filter(pk=run_id).first()
+        if run is None:  # a leftover message of a run deleted with its generator
+            log.info("run %s: skipping %s, the run was deleted with its generator", run_id, stage)
+            return None
         if not run.is_active or stage in run.completed_stages:
             return None
         missing = [s for s in STAGE_ORDER[: STAGE_ORDER.index(stage)] if s not in run.completed_stages]

@@ -121,6 +121,42 @@ def test_a_stage_held_by_a_live_worker_is_not_run_again(api, django_capture_on_c
 
 
 @pytest.mark.django_db
+def test_a_generator_deleted_while_its_chain_runs_leaves_no_error_and_no_files(api, monkeypatch):
+    """Deleting a generator whose chain is under way: its leftover messages are skipped (before, the next stage
+    raised DoesNotExist in the worker), a stage running at that moment stops without failing, and what it
+    stored after the deletion is removed, not orphaned."""
+    monkeypatch.setattr("apps.generators.services.launch_pipeline", lambda run_id: None)  # queue nothing
+    generator = start_run(api)
+    run = TrainingRun.objects.get(generator_id=generator["id"])
+    assert data.prepare(run.pk)
+
+    def stores_then_its_generator_is_deleted(run, work):
+        storage.write_bytes(storage.run_file(run.pk, "late.bin"), b"x")
+        storage.write_bytes(storage.generator_file(run.generator_id, "late.bin"), b"x")
+        assert api.delete(f"/api/generators/{generator['id']}/").status_code == 204
+
+    assert run_stage(run.pk, "augment", stores_then_its_generator_is_deleted) is False
+    assert storage.walk(storage.run_prefix(run.pk)) == []
+    assert storage.walk(storage.generator_prefix(generator["id"])) == []
+    for stage in (data.augment, training.train, quality.evaluate, finish.register, finish.cleanup):
+        assert stage(run.pk) is False  # the rest of the chain: skipped, no exception
+    assert not TrainingRun.objects.filter(pk=run.pk).exists()
+
+
+@pytest.mark.django_db
+def test_training_stops_when_its_generator_is_deleted(api, monkeypatch):
+    monkeypatch.setattr("apps.generators.services.launch_pipeline", lambda run_id: None)
+    generator = start_run(api)
+    run = TrainingRun.objects.get(generator_id=generator["id"])
+    recorder = training._ProgressRecorder(run)
+    recorder.last_stop_check = -1e9
+    assert recorder.should_stop() is False
+    Generator.objects.filter(pk=generator["id"]).delete()
+    recorder.last_stop_check = -1e9
+    assert recorder.should_stop() is True
+
+
+@pytest.mark.django_db
 def test_a_starting_worker_takes_over_at_once_the_stages_of_dead_processes_on_its_host(user, monkeypatch):
     """Restart without the wait: a stage whose holder process on this host is gone is re-queued by the
     worker's start-up hook and taken over although its heartbeat is fresh; a live process's stage, or

@@ -79,7 +79,7 @@ class _ProgressRecorder:
 
     def should_stop(self) -> bool:
         """Called every step: at once when the worker is stopping (shutdown.py); once a second, beat the
-        heartbeat and read the cancel flag."""
+        heartbeat and read the cancel flag (a run deleted with its generator stops too)."""
         if shutdown.requested():
             self.interrupted = True
             return True
@@ -88,7 +88,8 @@ class _ProgressRecorder:
             return False
         self.last_stop_check = now
         TrainingRun.objects.filter(pk=self.run_id).update(heartbeat_at=timezone.now())
-        return TrainingRun.objects.filter(pk=self.run_id, cancel_requested=True).exists()
+        # cancelled, or deleted with its generator (runs.run_stage then removes what was stored)
+        return not TrainingRun.objects.filter(pk=self.run_id, cancel_requested=False).exists()
 
 
 def _publish_grid(generator_id: int, grid: Path) -> str:
@@ -168,7 +169,9 @@ def _train(run: TrainingRun, work: Path) -> None:
     if result.stopped_early:
         if recorder.interrupted:  # the worker is stopping: the last checkpoint is published, the task is re-queued
             raise shutdown.StageInterrupted()
-        mark_cancelled(run=TrainingRun.objects.get(pk=run.pk))
+        cancelled = TrainingRun.objects.filter(pk=run.pk).first()
+        if cancelled is not None:  # None: deleted with its generator
+            mark_cancelled(run=cancelled)
         raise StageSkipped()
     model.save(work / storage.RUN_FINAL)
     storage.publish(work / storage.RUN_FINAL, storage.run_file(run.pk, storage.RUN_FINAL))
