@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from apps.ml.engine.augment import DEFAULT_POLICY
-from apps.ml.engine.config import TrainingConfig, setting
+from apps.ml.engine.config import TrainingConfig, recipe_words, setting
 
 DIFFAUGMENT_OPS = ("color", "translation", "cutout")
 
@@ -62,6 +62,13 @@ _CUDA_PRESETS = {
 # differences from this recipe inside the noise of three seeds, so it stays as chosen.
 FINE_TUNE_STEPS = 1 / 3
 FINE_TUNE_LR = 1 / 2
+
+
+def fine_tuning_recipe() -> str:
+    """The fine-tuning recipe above in plain words (the first half of the type's ``fine_tuning``)."""
+    rates = recipe_words(FINE_TUNE_STEPS, FINE_TUNE_LR, "its learning rates")
+    return f"{rates}, the first half of the discriminator's blocks kept as the base's"
+
 
 # The study's plain tutorial DCGAN: no data-efficient tricks.
 PLAIN = {

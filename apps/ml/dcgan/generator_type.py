@@ -36,10 +36,11 @@ from typing import Any, TypeVar, cast
 import torch
 import torch.nn.functional as F
 
-from apps.ml.dcgan.config import DCGANConfig
+from apps.ml.dcgan.config import DCGANConfig, fine_tuning_recipe
 from apps.ml.dcgan.model import Discriminator, Generator, build_discriminator, build_generator, recalibrate_batchnorm
 from apps.ml.engine.augment import diff_augment
 from apps.ml.engine.base import SAMPLING_BATCH_SIZE, BaseGenerator, GeneratorType, SampleLabels
+from apps.ml.engine.config import capitalised
 from apps.ml.engine.ema import EMA, decay_for_half_life
 from apps.ml.engine.images import to_uint8
 from apps.ml.engine.training import TrainingData, TrainingParts, images_and_labels, prepare_images
@@ -68,9 +69,9 @@ class DCGAN(GeneratorType):
     architecture_keys = ("resolution", "channels", "nz", "ngf", "ndf", "spectral_norm", "ema")
     supports_fine_tuning = True  # weights_from_base: the base's EMA generator (and its discriminator, for FreezeD)
     fine_tuning = (
-        "A third of the preset's steps at half its learning rates, the discriminator's first block kept as the "
-        "base's. Faster, but in every recipe measured the images were less realistic than the standard preset's "
-        "from scratch (bench/README.md): train from scratch when realism matters most."
+        f"{capitalised(fine_tuning_recipe())}. Faster, but in every recipe measured the images were less "
+        "realistic than the standard preset's from scratch (bench/README.md): train from scratch when realism "
+        "matters most."
     )
 
     config_class = DCGANConfig

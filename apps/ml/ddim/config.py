@@ -10,7 +10,7 @@ import torch
 
 from apps.ml.ddim.sampler import SAMPLERS
 from apps.ml.engine.base import MAX_GUIDANCE, MAX_SAMPLING_STEPS, MIN_GUIDANCE, PRESETS
-from apps.ml.engine.config import TrainingConfig, setting
+from apps.ml.engine.config import TrainingConfig, recipe_words, setting
 
 # Training length per preset, in optimizer steps, for about 150 images.
 # CPU: quick is about 12 CPU-minutes on one core (recognisable sandals at 32 px, see bench/README.md);
@@ -50,6 +50,13 @@ AUGMENT_P_LONGER = 0.3  # the standard and long presets
 FINE_TUNE_STEPS = 1 / 3
 FINE_TUNE_LR = 1.0
 FINE_TUNE_WARMUP = 0.05
+
+
+def fine_tuning_recipe() -> str:
+    """The fine-tuning recipe above in plain words (the first half of the type's ``fine_tuning``)."""
+    return f"{recipe_words(FINE_TUNE_STEPS, FINE_TUNE_LR)}, after a short warm-up"
+
+
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 

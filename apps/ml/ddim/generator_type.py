@@ -35,13 +35,20 @@ import torch
 from torch import nn
 
 from apps.ml.ddim.conditioning import ClassIndex, Denoiser, drop_labels, guided, sampling_labels
-from apps.ml.ddim.config import ARCHITECTURE_VERSION, DEFAULT_SAMPLER, DEFAULT_SAMPLING_STEPS, DDIMConfig
+from apps.ml.ddim.config import (
+    ARCHITECTURE_VERSION,
+    DEFAULT_SAMPLER,
+    DEFAULT_SAMPLING_STEPS,
+    DDIMConfig,
+    fine_tuning_recipe,
+)
 from apps.ml.ddim.objective import learning_rate_at, new_optimizer, random_batch, weighted_loss
 from apps.ml.ddim.sampler import SAMPLERS, run_sampler
 from apps.ml.ddim.schedule import CosineSchedule, add_noise
 from apps.ml.ddim.unet import build_unet
 from apps.ml.engine.augment import AUGMENT_DIM, conditioned_augment
 from apps.ml.engine.base import MIN_GUIDANCE, SAMPLING_BATCH_SIZE, BaseGenerator, GeneratorType, SampleLabels
+from apps.ml.engine.config import capitalised
 from apps.ml.engine.device import cpu_has_bf16
 from apps.ml.engine.ema import EMA
 from apps.ml.engine.training import (
@@ -69,7 +76,7 @@ class DDIM(GeneratorType):
     supports_labels = True  # config num_classes > 0: class-conditional, sampled with guidance
     supports_fine_tuning = True  # weights_from_base: the base's EMA U-Net, class rows mapped by name
     fine_tuning = (
-        "A third of the preset's steps at its learning rate, after a short warm-up. Measured on 150 photos: about "
+        f"{capitalised(fine_tuning_recipe())}. Measured on 150 photos: about "
         "as realistic as the quick preset from scratch, in a third of the time (bench/README.md)."
     )
     newest_architecture_version = ARCHITECTURE_VERSION

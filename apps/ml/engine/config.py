@@ -33,6 +33,34 @@ class ConfigError(ValueError):
         self.problems = problems
 
 
+PRESET_STEPS = "the preset's steps"
+_SHARE_WORDS = {1 / 2: "half", 1 / 3: "a third", 1 / 4: "a quarter", 1 / 5: "a fifth", 2 / 3: "two thirds"}
+
+
+def share_of(fraction: float, what: str) -> str:
+    """``fraction`` of ``what`` in plain words, for a recipe's sentence: "half its learning rates", "a third of
+    the preset's steps", "twice ...", ``what`` itself at 1, else a percentage ("40 % of ...")."""
+    if fraction == 1:
+        return what
+    if fraction == 2:
+        return f"twice {what}"
+    word = next((w for share, w in _SHARE_WORDS.items() if abs(share - fraction) < 1e-9), None)
+    if word == "half":
+        return f"half {what}"
+    return f"{word or f'{fraction * 100:.0f} %'} of {what}"
+
+
+def capitalised(words: str) -> str:
+    """``words`` with its first letter upper case (str.capitalize would lower the rest)."""
+    return words[:1].upper() + words[1:]
+
+
+def recipe_words(steps: float, learning_rate: float, rate_noun: str = "its learning rate") -> str:
+    """A fine-tuning recipe's length and learning rate in words: "a third of the preset's steps at half its
+    learning rates" for ``steps`` 1/3, ``learning_rate`` 1/2 and ``rate_noun`` "its learning rates"."""
+    return f"{share_of(steps, PRESET_STEPS)} at {share_of(learning_rate, rate_noun)}"
+
+
 def setting(
     default: Any = dataclasses.MISSING,
     *,

@@ -7,7 +7,7 @@ import pytest
 from apps.ml.dcgan import DCGAN
 from apps.ml.dcgan.config import DCGANConfig
 from apps.ml.engine import registry
-from apps.ml.engine.config import ConfigError, build_config, settings_of
+from apps.ml.engine.config import ConfigError, build_config, recipe_words, settings_of, share_of
 from apps.ml.engine.device import device_class
 
 
@@ -93,3 +93,14 @@ def test_device_class_never_raises(monkeypatch):
 def test_every_registered_type_lists_its_settings():
     for generator_type in registry.all_types().values():
         assert settings_of(generator_type)["total_steps"] > 0
+
+
+def test_a_recipe_in_words_follows_its_numbers():
+    """The types' fine_tuning sentences are built from their recipe constants, so a changed constant changes
+    the words (no sentence left saying "half" after the rate went back to the preset's)."""
+    assert share_of(1 / 3, "the steps") == "a third of the steps"
+    assert share_of(0.5, "its learning rates") == "half its learning rates"
+    assert share_of(1.0, "its learning rate") == "its learning rate"
+    assert share_of(2, "its learning rate") == "twice its learning rate"
+    assert share_of(0.4, "the steps") == "40 % of the steps"
+    assert recipe_words(1 / 3, 1 / 5) == "a third of the preset's steps at a fifth of its learning rate"
