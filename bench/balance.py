@@ -129,11 +129,12 @@ def train_generator(
     tag: str,
     retrain: bool,
     base=None,
+    device: str = "cpu",
 ):
-    """Train (or load) a generator in ``directory`` (a DDIM, or the type ``config["kind"]`` names), from random
-    weights or, given ``base`` (an :class:`apps.ml.engine.transfer.Base`), fine-tuned from it as the app's train
-    stage does; returns (model, timing dict). A reused model is checked against ``config`` only: ``retrain``
-    after changing the base."""
+    """Train (or load) a generator in ``directory`` (a DDIM, or the type ``config["kind"]`` names) on ``device``,
+    from random weights or, given ``base`` (an :class:`apps.ml.engine.transfer.Base`), fine-tuned from it as the
+    app's train stage does; returns (model, timing dict). A reused model is checked against ``config`` only:
+    ``retrain`` after changing the base."""
     generator_type = registry.get(config.get("kind") or "ddim")
     model_dir, meta_file = directory / "model", directory / "timing.json"
     if retrain and directory.exists():
@@ -142,11 +143,11 @@ def train_generator(
         saved = json.loads((model_dir / "config.json").read_text())
         if {k: saved.get(k) for k in config} == config:
             print(f"  [{tag}] trained model reused from {model_dir}", flush=True)
-            return generator_type.load(model_dir), json.loads(meta_file.read_text())
+            return generator_type.load(model_dir, device=device), json.loads(meta_file.read_text())
         print(f"  [{tag}] config changed: training again", flush=True)
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model = generator_type(config, device="cpu")
+    model = generator_type(config, device=device)
     if base is not None:
         start_from(model, base)
     started, cpu_started = time.perf_counter(), _cpu_seconds()

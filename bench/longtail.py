@@ -32,7 +32,11 @@ accuracy, ``--seeds`` paired seeds; every arm sees the same photos, seeds and va
                      (the zip dropped into an ImageFolder as it is);
 - ``gen_wW``:        the same with generated images weighted ``W`` in the loss (``--weights``);
 - ``fromheads_gen_*``: (``--base-on-heads``, #20) the same, the generator fine-tuned as the app does from a
-                     base trained on the head classes alone (``--base-set`` overrides the base's config).
+                     base trained on the head classes alone (``--base-set`` overrides the base's config);
+- ``app_gen_*``:     (``--delivered ZIP``) the same with the tails' images of a generation job the app made
+                     (e.g. through its API: the zip's class folders, in file order), no generator trained here;
+- ``cuda_gen_*``:    (``--device cuda``) the generator trained and sampled on a GPU with the config the app
+                     builds there; classifiers and scores stay on the CPU.
 
 Scores: balanced accuracy on the whole test set and each tail class's recall. ``credit`` of an arm =
 its balanced accuracy - the best baseline's, with the usefulness test's paired bootstrap 95 % interval
@@ -58,6 +62,7 @@ import os
 import statistics
 import sys
 import time
+import zipfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -134,7 +139,7 @@ def generated_images(args, data: dict, tails: list[str], out: Path, results: dic
         channels=images.shape[1],
         preset="quick",
         image_count=len(images),
-        device="cpu",
+        device=args.device,
         classes=classes,
         class_counts=[len(p) for p in photos],
         orientation=orientation,
@@ -148,7 +153,14 @@ def generated_images(args, data: dict, tails: list[str], out: Path, results: dic
         flush=True,
     )
     model, timing = train_generator(
-        out / f"{prefix(args)}generator", config, images, labels, "generator", args.retrain, base=base
+        out / f"{prefix(args)}generator",
+        config,
+        images,
+        labels,
+        "generator",
+        args.retrain,
+        base=base,
+        device=args.device,
     )
     if args.train_only:
         raise SystemExit(0)
@@ -254,9 +266,32 @@ def generated_images(args, data: dict, tails: list[str], out: Path, results: dic
     return generated
 
 
+def delivered_images(path: Path, tails: list[str], resolution: int, out: Path) -> dict[str, torch.Tensor]:
+    """The tails' images from a generation job's zip (or the folder it unpacks to) as the app delivered them
+    through its API: a folder per class next to ``metadata.jsonl``; each class's images in file order."""
+    if path.suffix == ".zip":
+        unpacked = out / "delivered" / path.stem
+        if not unpacked.exists():
+            with zipfile.ZipFile(path) as archive:
+                archive.extractall(unpacked)
+        path = unpacked
+    found = sorted(path.rglob("metadata.jsonl"))
+    if not found:
+        raise SystemExit(f"{path}: no metadata.jsonl, so not a SynthGen generation zip")
+    folder = found[0].parent
+    missing = [c for c in tails if not (folder / c).is_dir()]
+    if missing:
+        raise SystemExit(f"{folder}: no images of {', '.join(missing)}")
+    return {c: to_uint8(load_folder(folder / c, resolution)) for c in tails}
+
+
 def prefix(args) -> str:
-    """What tells the fine-tuned generator's files and arms from the one trained from scratch."""
-    return "fromheads_" if args.base_on_heads else ""
+    """What tells the app's delivered images, a generator trained on a GPU, or one fine-tuned from the heads, from
+    the one trained here from scratch on the CPU (in file and arm names)."""
+    if args.delivered:
+        return "app_"
+    on = "" if args.device == "cpu" else f"{args.device.split(':')[0]}_"
+    return on + ("fromheads_" if args.base_on_heads else "")
 
 
 def heads_base(args, data: dict, tails: list[str], out: Path) -> tuple:
@@ -531,9 +566,20 @@ def main(argv: list[str] | None = None) -> None:
         default="",
         help="compare only these real baselines (comma-separated; default all four), e.g. after a full comparison",
     )
+    parser.add_argument(
+        "--delivered",
+        type=Path,
+        default=None,
+        help="the tails' images from a generation job's zip made by the app (e.g. through the API; arms 'app_')",
+    )
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--seed", type=int, default=0, help="generator training and sampling seed")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="train and sample the generator here (cuda: the config the app builds for a GPU); classifiers: CPU",
+    )
     parser.add_argument(
         "--smoke",
         action="store_true",
@@ -586,7 +632,11 @@ def main(argv: list[str] | None = None) -> None:
         "seeds": seeds,
         "arms": {},
     }
-    generated = {} if args.skip_generator else generated_images(args, data, tails, out, results)
+    if args.delivered:
+        generated = delivered_images(args.delivered, tails, args.resolution, out)
+        results["delivered"] = str(args.delivered)
+    else:
+        generated = {} if args.skip_generator else generated_images(args, data, tails, out, results)
     if generated:
         copy_shares(data, generated, results)
     if args.delivery_only:
