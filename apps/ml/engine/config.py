@@ -33,7 +33,7 @@ class ConfigError(ValueError):
         self.problems = problems
 
 
-PRESET_STEPS = "the preset's steps"
+_PRESET_STEPS = "the preset's steps"
 _SHARE_WORDS = {1 / 2: "half", 1 / 3: "a third", 1 / 4: "a quarter", 1 / 5: "a fifth", 2 / 3: "two thirds"}
 
 
@@ -58,7 +58,7 @@ def capitalised(words: str) -> str:
 def recipe_words(steps: float, learning_rate: float, rate_noun: str = "its learning rate") -> str:
     """A fine-tuning recipe's length and learning rate in words: "a third of the preset's steps at half its
     learning rates" for ``steps`` 1/3, ``learning_rate`` 1/2 and ``rate_noun`` "its learning rates"."""
-    return f"{share_of(steps, PRESET_STEPS)} at {share_of(learning_rate, rate_noun)}"
+    return f"{share_of(steps, _PRESET_STEPS)} at {share_of(learning_rate, rate_noun)}"
 
 
 def setting(
