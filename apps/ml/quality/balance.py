@@ -99,7 +99,7 @@ def _photo_words(pe: dict[str, Any], credit_: dict[str, Any]) -> str:
     if pe["photos"] is None:
         return (
             "no photo count: the classifier's accuracy does not rise with more photos of the short classes, "
-            "so there is no learning curve to read the generated images on"
+            "so there is no learning curve to read the generated images on" + could
         )
     if pe["photos"] == 0:
         return "no gain: the generated images are worth no more real photos of the short classes" + could

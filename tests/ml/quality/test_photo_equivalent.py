@@ -208,3 +208,16 @@ def test_the_mixed_arm_trains_with_the_recommended_weight():
     assert light["generated_weight"] == 0.1 and full["generated_weight"] == 1.0
     # The recipe's ratio: the short class's 8 photos get at most 4 generated images each, not 112 to fill it up.
     assert full["counts"]["mixed_aug"] == {"a": 121, "b": 8 + 4 * 8}
+
+
+def test_no_photo_count_still_says_the_smallest_gain_the_test_could_have_seen():
+    """A flat learning curve gives no photo count; the words still say what the test could have seen (#19)."""
+    flat = {
+        "verdict": "none",
+        "photos": None,
+        "low": 0.0,
+        "high": None,
+        "detectable": {"accuracy": 0.0258, "photos": None},
+    }
+    words = _photo_words(flat, {"verdict": "none"})
+    assert "no learning curve" in words and "could have seen a gain of about 2.6 points of accuracy" in words
